@@ -1,0 +1,3 @@
+from warren.cli.main import main
+
+main()

@@ -1,0 +1,89 @@
+"""Every maximum and default Warren enforces, in one place.
+
+Each limit has a default here; the node checks the whole set at start-up
+(:func:`Limits.validate`) so a bad setting fails before any listener opens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+KIB = 1024
+MIB = 1024 * KIB
+GIB = 1024 * MIB
+
+# AMQP 0-9-1 protocol constants that are not tunable.
+FRAME_MIN_SIZE = 4096  # spec: peers must accept frames of at least this size
+FRAME_OVERHEAD = 8  # type(1) + channel(2) + size(4) + frame-end(1)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Tunable limits of one node. Defaults match RabbitMQ's where it has one."""
+
+    # AMQP connection negotiation
+    frame_max: int = 131072  # RabbitMQ default
+    channel_max: int = 2047  # RabbitMQ default
+    heartbeat_seconds: int = 60  # server's proposed heartbeat
+    max_message_size: int = 128 * MIB  # RabbitMQ 3.8+ default
+    max_connections: int = 10000
+    handshake_timeout_seconds: float = 10.0
+    # Content headers and short strings in frames
+    max_header_frame_size: int = 1 * MIB
+    # Server-side buffering
+    max_outbound_buffer_bytes: int = 16 * MIB  # per connection before we stop reading it
+    max_unconfirmed_per_channel: int = 100_000
+    max_consumers_per_channel: int = 10_000
+    max_queues: int = 100_000
+    max_exchanges: int = 100_000
+    max_priority: int = 255  # x-max-priority upper bound, as RabbitMQ
+    # Resource alarms
+    memory_high_watermark_bytes: int = 0  # 0: derived as 40% of RAM (RabbitMQ's 0.4 ratio)
+    memory_high_watermark_ratio: float = 0.4
+    disk_free_limit_bytes: int = 50 * MIB  # RabbitMQ default
+    # Store
+    group_commit_max_entries: int = 4096
+    group_commit_max_delay_ms: float = 2.0
+    lmdb_map_size: int = 64 * GIB
+    # Management API
+    api_requests_per_second: float = 200.0
+    api_burst: int = 400
+    # Raft
+    raft_max_append_entries: int = 512
+    raft_max_append_bytes: int = 1 * MIB
+    raft_max_inflight_appends: int = 64
+    raft_snapshot_chunk_bytes: int = 1 * MIB
+    peer_max_message_bytes: int = 64 * MIB
+
+    def validate(self) -> None:
+        """Raise ValueError naming the setting when a limit is out of range."""
+        if self.frame_max != 0 and self.frame_max < FRAME_MIN_SIZE:
+            raise ValueError(f"frame_max must be 0 or at least {FRAME_MIN_SIZE}, got {self.frame_max}")
+        if not 0 <= self.channel_max <= 65535:
+            raise ValueError(f"channel_max must be in 0..65535, got {self.channel_max}")
+        if not 0 <= self.heartbeat_seconds <= 65535:
+            raise ValueError(f"heartbeat_seconds must be in 0..65535, got {self.heartbeat_seconds}")
+        if not 1 <= self.max_message_size <= 512 * MIB:
+            raise ValueError(
+                f"max_message_size must be in 1..{512 * MIB} (512 MiB), got {self.max_message_size}"
+            )
+        if not 0.0 < self.memory_high_watermark_ratio <= 1.0:
+            raise ValueError("memory_high_watermark_ratio must be in (0, 1]")
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, int | float) and value < 0:
+                raise ValueError(f"{f.name} must not be negative, got {value}")
+
+    def with_overrides(self, **overrides: Any) -> Limits:
+        """Copy with some limits replaced; unknown names are an error."""
+        known = {f.name for f in fields(self)}
+        unknown = set(overrides) - known
+        if unknown:
+            raise ValueError(f"unknown limit(s): {', '.join(sorted(unknown))}")
+        result = replace(self, **overrides)
+        result.validate()
+        return result
+
+
+DEFAULT_LIMITS = Limits()

@@ -1,0 +1,1 @@
+"""Helpers for running Warren inside tests."""
