@@ -1,0 +1,174 @@
+"""Durable store of a single node's broker: definitions and persistent messages, on LMDB.
+
+One LMDB environment per data directory with three sub-databases:
+
+- ``defs``: durable definitions (vhosts, users, permissions, exchanges, queues, bindings,
+  policies), one key per entity, msgpack values. Written in the same batch as messages.
+- ``msgs``: one row per (durable queue, persistent message): key = queue id (u32 BE) +
+  message sequence (u64 BE), so a cursor walks a queue in publish order.
+- ``meta``: counters (next queue id) and the format version.
+
+Writes are batched (:class:`WriteBatch`) and committed by :meth:`BrokerStore.commit`: one
+write transaction and one fsync per batch, however many publishes it holds (group commit).
+The caller runs ``commit`` off the event loop and confirms publishes only after it returns.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lmdb
+import msgpack
+
+from warren.errors import StoreError
+
+FORMAT_VERSION = 1
+_QUEUE_KEY = struct.Struct(">I")
+_MSG_KEY = struct.Struct(">IQ")
+
+
+def message_key(queue_id: int, seq: int) -> bytes:
+    return _MSG_KEY.pack(queue_id, seq)
+
+
+@dataclass(slots=True)
+class WriteBatch:
+    """Puts and deletes collected during one event-loop turn, committed together."""
+
+    defs_put: dict[bytes, bytes] = field(default_factory=dict)
+    defs_delete: set[bytes] = field(default_factory=set)
+    msg_ops: list[tuple[bytes, bytes | None]] = field(default_factory=list)  # None value = delete
+    queues_dropped: list[int] = field(default_factory=list)
+    sequence_high_water: int = 0
+
+    def __len__(self) -> int:
+        return len(self.defs_put) + len(self.defs_delete) + len(self.msg_ops) + len(self.queues_dropped)
+
+    def put_definition(self, key: str, value: Any) -> None:
+        k = key.encode()
+        self.defs_delete.discard(k)
+        self.defs_put[k] = msgpack.packb(value, use_bin_type=True)
+
+    def delete_definition(self, key: str) -> None:
+        k = key.encode()
+        self.defs_put.pop(k, None)
+        self.defs_delete.add(k)
+
+    def put_message(self, queue_id: int, seq: int, record: bytes) -> None:
+        self.msg_ops.append((message_key(queue_id, seq), record))
+
+    def delete_message(self, queue_id: int, seq: int) -> None:
+        self.msg_ops.append((message_key(queue_id, seq), None))
+
+    def drop_queue(self, queue_id: int) -> None:
+        self.queues_dropped.append(queue_id)
+
+
+def encode_message(exchange: str, routing_key: str, properties: bytes, body: bytes) -> bytes:
+    return msgpack.packb((exchange, routing_key, properties, body), use_bin_type=True)
+
+
+def decode_message(record: bytes) -> tuple[str, str, bytes, bytes]:
+    exchange, routing_key, properties, body = msgpack.unpackb(record, raw=False)
+    return exchange, routing_key, properties, body
+
+
+class BrokerStore:
+    """The LMDB environment of one node. Not thread-safe for writers: one committer at a time."""
+
+    def __init__(self, data_dir: str | os.PathLike[str], map_size: int) -> None:
+        path = Path(data_dir)
+        path.mkdir(parents=True, exist_ok=True)
+        try:
+            # sync=True: every write transaction commit is fsynced (durability before confirms).
+            self._env = lmdb.open(
+                str(path / "broker.lmdb"),
+                map_size=map_size,
+                max_dbs=4,
+                sync=True,
+                metasync=True,
+                writemap=False,
+                readahead=False,
+            )
+        except lmdb.Error as exc:
+            raise StoreError(f"cannot open the store in {path}: {exc}") from exc
+        self._defs = self._env.open_db(b"defs")
+        self._msgs = self._env.open_db(b"msgs")
+        self._meta = self._env.open_db(b"meta")
+        with self._env.begin(write=True) as txn:
+            version = txn.get(b"version", db=self._meta)
+            if version is None:
+                txn.put(b"version", str(FORMAT_VERSION).encode(), db=self._meta)
+            elif int(version) != FORMAT_VERSION:
+                raise StoreError(f"store format {int(version)} is not {FORMAT_VERSION}; migrate or use a new --data-dir")
+        self.path = path
+
+    def close(self) -> None:
+        self._env.close()
+
+    def commit(self, batch: WriteBatch) -> None:
+        """Apply the batch in one transaction; returns once it is on disk (fsynced)."""
+        try:
+            with self._env.begin(write=True) as txn:
+                for key in batch.defs_delete:
+                    txn.delete(key, db=self._defs)
+                for key, value in batch.defs_put.items():
+                    txn.put(key, value, db=self._defs)
+                for key, record in batch.msg_ops:
+                    if record is None:
+                        txn.delete(key, db=self._msgs)
+                    else:
+                        txn.put(key, record, db=self._msgs)
+                for queue_id in batch.queues_dropped:
+                    self._delete_queue_rows(txn, queue_id)
+                if batch.sequence_high_water:
+                    txn.put(b"seq", str(batch.sequence_high_water).encode(), db=self._meta)
+        except lmdb.MapFullError as exc:
+            raise StoreError("the store is full: raise lmdb_map_size or free disk space") from exc
+        except lmdb.Error as exc:
+            raise StoreError(f"store write failed: {exc}") from exc
+
+    def _delete_queue_rows(self, txn: lmdb.Transaction, queue_id: int) -> None:
+        prefix = _QUEUE_KEY.pack(queue_id)
+        cursor = txn.cursor(db=self._msgs)
+        if not cursor.set_range(prefix):
+            return
+        while cursor.key()[:4] == prefix:
+            if not cursor.delete():
+                break
+
+    def definitions(self) -> Iterator[tuple[str, Any]]:
+        with self._env.begin() as txn:
+            for key, value in txn.cursor(db=self._defs):
+                yield bytes(key).decode(), msgpack.unpackb(value, raw=False)
+
+    def messages(self, queue_id: int) -> Iterator[tuple[int, bytes]]:
+        """(seq, record) of one queue in publish order."""
+        prefix = _QUEUE_KEY.pack(queue_id)
+        with self._env.begin(buffers=False) as txn:
+            cursor = txn.cursor(db=self._msgs)
+            if not cursor.set_range(prefix):
+                return
+            for key, value in cursor:
+                if key[:4] != prefix:
+                    break
+                yield _MSG_KEY.unpack(key)[1], value
+
+    def load_message(self, queue_id: int, seq: int) -> bytes | None:
+        with self._env.begin() as txn:
+            return txn.get(message_key(queue_id, seq), db=self._msgs)
+
+    def sequence_high_water(self) -> int:
+        """Highest message sequence ever committed, to resume numbering after a restart."""
+        with self._env.begin() as txn:
+            value = txn.get(b"seq", db=self._meta)
+        return int(value) if value is not None else 0
+
+    def stat(self) -> dict[str, int]:
+        with self._env.begin() as txn:
+            return {"messages": txn.stat(self._msgs)["entries"], "definitions": txn.stat(self._defs)["entries"]}
