@@ -55,6 +55,11 @@ class Limits:
     raft_max_inflight_appends: int = 64
     raft_snapshot_chunk_bytes: int = 1 * MIB
     peer_max_message_bytes: int = 64 * MIB
+    peer_handshake_timeout_seconds: float = 5.0
+    peer_max_queued_messages: int = 100_000  # per peer while disconnected/slow; older ones drop
+    peer_max_write_buffer_bytes: int = 64 * MIB  # socket backlog above which new sends drop
+    peer_reconnect_min_seconds: float = 0.05
+    peer_reconnect_max_seconds: float = 2.0
 
     def validate(self) -> None:
         """Raise ValueError naming the setting when a limit is out of range."""

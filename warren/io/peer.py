@@ -1,0 +1,419 @@
+"""TCP transport between cluster nodes: authenticated, framed, batched, self-reconnecting.
+
+Wire format: every frame is a 4-byte big-endian length followed by that many bytes of
+msgpack. Nothing else is ever decoded from a peer (no pickle).
+
+Each node dials every peer for its *outgoing* messages and accepts the peers' dials for
+*incoming* ones, so there is never a race over which of two connections to keep.
+
+Handshake (mutual proof of the shared secret; the secret itself never crosses the wire):
+
+1. dialer  -> listener  ``{"hello": 1, "from": D, "to": L, "nonce": nD}``
+2. listener -> dialer   ``{"nonce": nL, "mac": HMAC(secret, "listener" | nD | nL | L | D)}``
+3. dialer  -> listener  ``{"mac": HMAC(secret, "dialer" | nL | nD | D | L)}``
+
+Both nonces are fresh random 32 bytes, so a recorded handshake cannot be replayed, and the
+role label in each MAC stops a reflection of one side's proof as the other's. Until the
+handshake completes a peer may send only small frames, so an unauthenticated connection
+cannot make the node allocate ``peer_max_message_bytes``.
+
+Outgoing messages are queued per peer and written once per event-loop iteration (all
+messages queued during one iteration leave in one ``write``). While a peer is unreachable
+its queue is bounded and the oldest messages are dropped: Raft retransmits what matters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import random
+import secrets
+import struct
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from warren.errors import PeerProtocolError
+from warren.limits import Limits
+
+log = logging.getLogger("warren.peer")
+
+_LENGTH = struct.Struct(">I")
+HANDSHAKE_MAX_FRAME_BYTES = 512
+NONCE_BYTES = 32
+
+MessageHandler = Callable[[int, Any], None]
+"""Called with (peer id, decoded msgpack object) for every message a peer sends. Raising
+:class:`PeerProtocolError` from it drops that peer's connection (its message was invalid)."""
+
+
+# --- sans-I/O pieces -------------------------------------------------------------------
+
+
+def encode_frame(obj: Any) -> bytes:
+    body = msgpack.packb(obj, use_bin_type=True)
+    return _LENGTH.pack(len(body)) + body
+
+
+class FrameDecoder:
+    """Splits a byte stream into msgpack objects; raises PeerProtocolError on bad input."""
+
+    def __init__(self, max_frame_bytes: int) -> None:
+        self.max_frame_bytes = max_frame_bytes
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[Any]:
+        self._buffer += data
+        out: list[Any] = []
+        buf = self._buffer
+        pos = 0
+        while len(buf) - pos >= 4:
+            (size,) = _LENGTH.unpack_from(buf, pos)
+            if size > self.max_frame_bytes:
+                raise PeerProtocolError(
+                    f"frame of {size} bytes exceeds the limit of {self.max_frame_bytes}"
+                )
+            if len(buf) - pos - 4 < size:
+                break
+            body = bytes(buf[pos + 4 : pos + 4 + size])
+            pos += 4 + size
+            try:
+                out.append(msgpack.unpackb(body, raw=False, strict_map_key=False))
+            except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+                raise PeerProtocolError(f"undecodable frame: {exc}") from exc
+        if pos:
+            del buf[:pos]
+        return out
+
+
+def handshake_mac(
+    secret: bytes, role: str, nonce_a: bytes, nonce_b: bytes, id_a: int, id_b: int
+) -> bytes:
+    """The proof that the side playing ``role`` knows ``secret`` for this exchange."""
+    message = b"|".join([role.encode(), nonce_a, nonce_b, str(id_a).encode(), str(id_b).encode()])
+    return hmac.new(secret, message, hashlib.sha256).digest()
+
+
+@dataclass
+class Backoff:
+    """Exponential reconnect delay with jitter: uniform in [d/2, d], d doubling up to a cap."""
+
+    minimum: float
+    maximum: float
+    rng: random.Random
+    attempts: int = 0
+
+    def next_delay(self) -> float:
+        ceiling = min(self.maximum, self.minimum * (2**self.attempts))
+        self.attempts += 1
+        return ceiling / 2 + self.rng.uniform(0, ceiling / 2)
+
+    def reset(self) -> None:
+        self.attempts = 0
+
+
+def _field(obj: Any, name: str, kind: type) -> Any:
+    if not isinstance(obj, dict) or not isinstance(obj.get(name), kind):
+        raise PeerProtocolError(f"handshake message lacks {name!r}")
+    return obj[name]
+
+
+# --- asyncio transport ----------------------------------------------------------------
+
+
+class _FrameStream:
+    """Reads decoded frames from a StreamReader, buffering any that arrived together."""
+
+    def __init__(self, reader: asyncio.StreamReader, max_frame_bytes: int) -> None:
+        self.reader = reader
+        self.decoder = FrameDecoder(max_frame_bytes)
+        self.pending: deque[Any] = deque()
+
+    async def next(self) -> Any:
+        while not self.pending:
+            data = await self.reader.read(256 * 1024)
+            if not data:
+                raise ConnectionError("peer closed the connection")
+            self.pending.extend(self.decoder.feed(data))
+        return self.pending.popleft()
+
+    async def batches(self) -> Any:
+        """Yields lists of frames, as many as one read delivered."""
+        if self.pending:
+            batch = list(self.pending)
+            self.pending.clear()
+            yield batch
+        while True:
+            data = await self.reader.read(256 * 1024)
+            if not data:
+                return
+            frames = self.decoder.feed(data)
+            if frames:
+                yield frames
+
+
+class _Outbound:
+    """The dialing side towards one peer: a queue, a connection task and a writer."""
+
+    def __init__(self, transport: PeerTransport, peer_id: int, address: tuple[str, int]) -> None:
+        self.transport = transport
+        self.peer_id = peer_id
+        self.address = address
+        self.queue: deque[bytes] = deque()
+        self.writer: asyncio.StreamWriter | None = None
+        self.flush_scheduled = False
+        self.dropped = 0
+        self.backoff = Backoff(
+            transport.limits.peer_reconnect_min_seconds,
+            transport.limits.peer_reconnect_max_seconds,
+            transport.rng,
+        )
+        self.task: asyncio.Task[None] | None = None
+
+    def enqueue(self, frame: bytes) -> None:
+        if len(self.queue) >= self.transport.limits.peer_max_queued_messages:
+            self.queue.popleft()
+            self.dropped += 1
+        self.queue.append(frame)
+        if self.writer is not None and not self.flush_scheduled:
+            self.flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        self.flush_scheduled = False
+        writer = self.writer
+        if writer is None or not self.queue:
+            return
+        if (
+            writer.transport.get_write_buffer_size()
+            > self.transport.limits.peer_max_write_buffer_bytes
+        ):
+            # The peer is not reading; drop rather than grow without bound.
+            self.dropped += len(self.queue)
+            self.queue.clear()
+            return
+        data = b"".join(self.queue)
+        self.queue.clear()
+        writer.write(data)
+
+    async def run(self) -> None:
+        # The flag, not only cancel(), ends the loop: a cancel racing a finishing
+        # handshake can be absorbed on the way out.
+        while not self.transport._stopping:
+            try:
+                await self._connect_and_serve()
+            except asyncio.CancelledError:
+                raise
+            except PeerProtocolError as exc:
+                log.warning("peer %s at %s:%s refused: %s", self.peer_id, *self.address, exc)
+            except (OSError, ConnectionError, asyncio.IncompleteReadError, TimeoutError) as exc:
+                log.debug("peer %s unreachable: %r", self.peer_id, exc)
+            finally:
+                self._drop_writer()
+            await asyncio.sleep(self.backoff.next_delay())
+
+    def _drop_writer(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+            self.transport._changed()
+
+    async def _connect_and_serve(self) -> None:
+        t = self.transport
+        async with asyncio.timeout(t.limits.peer_handshake_timeout_seconds):
+            reader, writer = await asyncio.open_connection(*self.address)
+        try:
+            async with asyncio.timeout(t.limits.peer_handshake_timeout_seconds):
+                await self._handshake(reader, writer)
+        except BaseException:
+            writer.close()
+            raise
+        self.writer = writer
+        self.backoff.reset()
+        log.info("connected to peer %s at %s:%s", self.peer_id, *self.address)
+        t._changed()
+        self.flush()
+        # Nothing is expected back on this connection; reading detects its loss.
+        while await reader.read(4096):
+            pass
+        raise ConnectionError("peer closed the connection")
+
+    async def _handshake(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        t = self.transport
+        my_nonce = secrets.token_bytes(NONCE_BYTES)
+        writer.write(
+            encode_frame({"hello": 1, "from": t.node_id, "to": self.peer_id, "nonce": my_nonce})
+        )
+        stream = _FrameStream(reader, HANDSHAKE_MAX_FRAME_BYTES)
+        reply = await stream.next()
+        their_nonce = _field(reply, "nonce", bytes)
+        expected = handshake_mac(
+            t.secret, "listener", my_nonce, their_nonce, self.peer_id, t.node_id
+        )
+        if not hmac.compare_digest(_field(reply, "mac", bytes), expected):
+            raise PeerProtocolError("peer failed the shared-secret handshake")
+        proof = handshake_mac(t.secret, "dialer", their_nonce, my_nonce, t.node_id, self.peer_id)
+        writer.write(encode_frame({"mac": proof}))
+        await writer.drain()
+
+
+class PeerTransport:
+    """Sends msgpack-able messages to peers by id and delivers theirs to ``on_message``."""
+
+    def __init__(
+        self,
+        node_id: int,
+        listen: tuple[str, int],
+        peers: dict[int, tuple[str, int]],
+        secret: bytes,
+        on_message: MessageHandler,
+        limits: Limits,
+        rng: random.Random,
+    ) -> None:
+        assert secret, "the cluster secret must not be empty"
+        self.node_id = node_id
+        self.listen = listen
+        self.secret = secret
+        self.on_message = on_message
+        self.limits = limits
+        self.rng = rng
+        self._outbound = {
+            pid: _Outbound(self, pid, addr) for pid, addr in peers.items() if pid != node_id
+        }
+        self._inbound: dict[int, asyncio.StreamWriter] = {}
+        self._server: asyncio.Server | None = None
+        self._handlers: set[asyncio.Task[None]] = set()
+        self._accepted: set[asyncio.StreamWriter] = set()
+        self._stopping = False
+        self._change = asyncio.Event()
+        self.refused_connections = 0
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def start(self) -> None:
+        """Listen, then start dialing every peer."""
+        await self.start_listening()
+        self.start_dialing()
+
+    async def start_listening(self) -> None:
+        self._server = await asyncio.start_server(self._accept, *self.listen)
+
+    def start_dialing(self) -> None:
+        for out in self._outbound.values():
+            if out.task is None:
+                out.task = asyncio.get_running_loop().create_task(out.run())
+
+    async def stop(self) -> None:
+        """Close the listener and every connection; queued messages are dropped."""
+        self._stopping = True
+        if self._server is not None:
+            self._server.close()
+        tasks = [o.task for o in self._outbound.values() if o.task] + list(self._handlers)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for writer in list(self._accepted):
+            writer.transport.abort()  # a peer that stopped reading cannot hold up shutdown
+        for out in self._outbound.values():
+            out.task = None
+            out._drop_writer()
+        if self._server is not None:
+            await asyncio.wait_for(
+                self._server.wait_closed(), self.limits.peer_handshake_timeout_seconds
+            )
+            self._server = None
+
+    def set_peer_address(self, peer_id: int, address: tuple[str, int]) -> None:
+        """Where to dial ``peer_id`` from the next (re)connection on."""
+        self._outbound[peer_id].address = address
+
+    def send(self, peer_id: int, message: Any) -> None:
+        """Queue ``message`` for ``peer_id``; written with everything else queued this turn."""
+        self._outbound[peer_id].enqueue(encode_frame(message))
+
+    def connected_to(self) -> set[int]:
+        """Peers this node can currently send to."""
+        return {pid for pid, out in self._outbound.items() if out.writer is not None}
+
+    def connected_from(self) -> set[int]:
+        """Peers currently authenticated and sending to this node."""
+        return set(self._inbound)
+
+    async def wait_for(self, predicate: Callable[[], bool]) -> None:
+        """Wait until ``predicate()`` holds; re-checked whenever a connection changes."""
+        while not predicate():
+            self._change.clear()
+            await self._change.wait()
+
+    def _changed(self) -> None:
+        self._change.set()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._stopping:
+            writer.transport.abort()
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        self._accepted.add(writer)
+        peer_id: int | None = None
+        remote = writer.get_extra_info("peername")
+        try:
+            stream = _FrameStream(reader, HANDSHAKE_MAX_FRAME_BYTES)
+            async with asyncio.timeout(self.limits.peer_handshake_timeout_seconds):
+                peer_id = await self._accept_handshake(stream, writer)
+            old = self._inbound.pop(peer_id, None)
+            if old is not None:
+                old.close()
+            self._inbound[peer_id] = writer
+            self._changed()
+            stream.decoder.max_frame_bytes = self.limits.peer_max_message_bytes
+            async for frames in stream.batches():
+                for frame in frames:
+                    self.on_message(peer_id, frame)
+        except PeerProtocolError as exc:
+            self.refused_connections += 1
+            log.warning("dropping peer connection from %s (node %s): %s", remote, peer_id, exc)
+        except TimeoutError:
+            self.refused_connections += 1
+            log.warning("dropping peer connection from %s: handshake timed out", remote)
+        except (OSError, ConnectionError, asyncio.IncompleteReadError):
+            pass
+        except asyncio.CancelledError:
+            pass  # stop(): the connection closes below
+        finally:
+            if peer_id is not None and self._inbound.get(peer_id) is writer:
+                del self._inbound[peer_id]
+                self._changed()
+            writer.close()
+            self._handlers.discard(task)
+            self._accepted.discard(writer)
+
+    async def _accept_handshake(self, stream: _FrameStream, writer: asyncio.StreamWriter) -> int:
+        hello = await stream.next()
+        peer_id = _field(hello, "from", int)
+        their_nonce = _field(hello, "nonce", bytes)
+        if _field(hello, "to", int) != self.node_id:
+            raise PeerProtocolError(
+                f"peer {peer_id} dialed node {hello['to']}, this is {self.node_id}"
+            )
+        if peer_id not in self._outbound:
+            raise PeerProtocolError(f"node {peer_id} is not a configured peer")
+        my_nonce = secrets.token_bytes(NONCE_BYTES)
+        proof = handshake_mac(self.secret, "listener", their_nonce, my_nonce, self.node_id, peer_id)
+        writer.write(encode_frame({"nonce": my_nonce, "mac": proof}))
+        reply = await stream.next()
+        expected = handshake_mac(
+            self.secret, "dialer", my_nonce, their_nonce, peer_id, self.node_id
+        )
+        if not hmac.compare_digest(_field(reply, "mac", bytes), expected):
+            raise PeerProtocolError(f"node {peer_id} failed the shared-secret handshake")
+        return peer_id
