@@ -1,0 +1,310 @@
+"""Durable Raft state of every group on one node, in one LMDB environment (group commit).
+
+Layout: four sub-databases, every key starting with the group's prefix
+(:func:`group_prefix`, length-prefixed so no group's keys are a prefix of another's):
+
+- ``log``:   prefix + index (u64 big-endian, so a cursor walks a group's log in order)
+             -> msgpack ``[term, kind, data]``
+- ``state``: prefix -> msgpack ``[term, vote, commit]`` (the hard state)
+- ``snap``:  prefix -> msgpack ``[index, term, config, data]`` (the latest snapshot)
+- ``base``:  prefix -> msgpack ``[index, term]`` of the entry just before the first one held
+             (after compaction or a snapshot: the log's "dummy" entry)
+
+Writes for many groups are collected as :class:`GroupWrite` records and written by
+:meth:`RaftStore.persist_batch` in ONE write transaction, made durable by ONE fsync (LMDB
+opened with ``sync=True``: the commit returns after the data and then the meta page reached
+the disk). Only after it returns may the caller report any of the batch as persisted. A
+process killed at any moment leaves either the old or the new meta page: LMDB is
+copy-on-write, so the store always opens and holds everything that was reported durable.
+
+``persist_batch`` blocks on the disk, so the asyncio driver runs it in an executor thread.
+Reads use short read transactions and may run concurrently on the event-loop thread; they
+see the last committed batch. The per-group first/last index are cached in memory and
+updated only by the thread that writes, after the commit.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lmdb
+import msgpack
+
+from warren.errors import StoreError
+
+GroupId = int | str
+LogRecord = tuple[int, int, int, bytes]
+"""(index, term, kind, data) of one log entry."""
+
+_INDEX = struct.Struct(">Q")
+_LEN = struct.Struct(">H")
+
+
+def group_prefix(group: GroupId) -> bytes:
+    """Key prefix of a group: length + type tag + name, so prefixes never nest."""
+    if isinstance(group, int):
+        name = b"i" + str(group).encode()
+    else:
+        name = b"s" + group.encode()
+    assert len(name) < 65536, "group id too long"
+    return _LEN.pack(len(name)) + name
+
+
+def _pack(obj: Any) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def _unpack(data: bytes) -> Any:
+    return msgpack.unpackb(data, raw=False)
+
+
+@dataclass(slots=True)
+class GroupWrite:
+    """What one group needs made durable: appended entries, hard state, snapshot, compaction.
+
+    Applied in this order: snapshot (discarding the log it covers), entries (an entry whose
+    index already exists replaces it and every later one), hard state, compaction.
+    """
+
+    group: GroupId
+    entries: Sequence[LogRecord] = ()
+    hard_state: tuple[int, int, int] | None = None  # (term, vote, commit)
+    snapshot: tuple[int, int, Any, bytes] | None = None  # (index, term, config, data)
+    compact_upto: int | None = None
+
+
+@dataclass(slots=True)
+class _Bounds:
+    base_index: int = 0  # index of the entry before the first held one
+    base_term: int = 0
+    last_index: int = 0
+
+
+@dataclass(slots=True)
+class RaftStoreStats:
+    batches: int = 0
+    group_writes: int = 0
+    entries: int = 0
+    bytes: int = 0
+    per_batch: list[int] = field(default_factory=list)
+
+
+class RaftStore:
+    """The LMDB environment holding every group's log, hard state and snapshot."""
+
+    def __init__(self, data_dir: str | os.PathLike[str], map_size: int, sync: bool = True) -> None:
+        path = Path(data_dir)
+        path.mkdir(parents=True, exist_ok=True)
+        try:
+            self._env = lmdb.open(
+                str(path / "raft.lmdb"),
+                map_size=map_size,
+                max_dbs=8,
+                sync=sync,
+                metasync=sync,
+                max_spare_txns=4,
+            )
+        except lmdb.Error as exc:
+            raise StoreError(f"cannot open the raft store in {path}: {exc}") from exc
+        self._log = self._env.open_db(b"log")
+        self._state = self._env.open_db(b"state")
+        self._snap = self._env.open_db(b"snap")
+        self._base = self._env.open_db(b"base")
+        self._bounds: dict[bytes, _Bounds] = {}
+        self.stats = RaftStoreStats()
+
+    def close(self) -> None:
+        self._env.close()
+
+    # --- writes ---------------------------------------------------------------------
+
+    def persist_batch(self, writes: Iterable[GroupWrite]) -> None:
+        """Write every group's work in one transaction; returns once it is fsynced."""
+        updated: dict[bytes, _Bounds] = {}
+        entries = size = count = 0
+        try:
+            with self._env.begin(write=True) as txn:
+                for write in writes:
+                    prefix = group_prefix(write.group)
+                    bounds = updated.get(prefix) or self._copy_bounds(prefix, txn)
+                    updated[prefix] = bounds
+                    size += self._apply(txn, prefix, bounds, write)
+                    entries += len(write.entries)
+                    count += 1
+        except lmdb.MapFullError as exc:
+            raise StoreError(
+                "the raft store is full: raise lmdb_map_size or free disk space"
+            ) from exc
+        except lmdb.Error as exc:
+            raise StoreError(f"raft store write failed: {exc}") from exc
+        self._bounds.update(updated)
+        self.stats.batches += 1
+        self.stats.group_writes += count
+        self.stats.entries += entries
+        self.stats.bytes += size
+
+    def _apply(
+        self, txn: lmdb.Transaction, prefix: bytes, bounds: _Bounds, write: GroupWrite
+    ) -> int:
+        size = 0
+        if write.snapshot is not None:
+            index, term, config, data = write.snapshot
+            txn.put(prefix, _pack([index, term, config, data]), db=self._snap)
+            size += len(data)
+            kept_term = self._term_in(txn, prefix, bounds, index)
+            if kept_term == term and index <= bounds.last_index:
+                self._delete_range(txn, prefix, bounds.base_index + 1, index + 1)
+            else:  # the snapshot replaces the whole log
+                self._delete_range(txn, prefix, bounds.base_index + 1, bounds.last_index + 1)
+                bounds.last_index = index
+            bounds.base_index, bounds.base_term = index, term
+            txn.put(prefix, _pack([index, term]), db=self._base)
+        if write.entries:
+            first = write.entries[0][0]
+            assert bounds.base_index < first <= bounds.last_index + 1, (
+                f"append at {first} leaves a gap after {bounds.last_index} (base {bounds.base_index})"
+            )
+            if first <= bounds.last_index:  # a conflicting suffix: the new entries replace it
+                self._delete_range(txn, prefix, first, bounds.last_index + 1)
+            put = txn.put
+            db = self._log
+            expected = first
+            for index, term, kind, data in write.entries:
+                assert index == expected, "appended entries must be contiguous"
+                expected += 1
+                put(prefix + _INDEX.pack(index), _pack([term, kind, data]), db=db)
+                size += len(data)
+            bounds.last_index = expected - 1
+        if write.hard_state is not None:
+            txn.put(prefix, _pack(list(write.hard_state)), db=self._state)
+        if write.compact_upto is not None and write.compact_upto > bounds.base_index:
+            upto = write.compact_upto
+            assert upto <= bounds.last_index, f"cannot compact to {upto} past the log's end"
+            term = self._term_in(txn, prefix, bounds, upto)
+            assert term is not None
+            self._delete_range(txn, prefix, bounds.base_index + 1, upto + 1)
+            bounds.base_index, bounds.base_term = upto, term
+            txn.put(prefix, _pack([upto, term]), db=self._base)
+        return size
+
+    def _delete_range(self, txn: lmdb.Transaction, prefix: bytes, lo: int, hi: int) -> None:
+        """Delete entries with lo <= index < hi."""
+        if lo >= hi:
+            return
+        end = prefix + _INDEX.pack(hi)
+        cursor = txn.cursor(db=self._log)
+        if not cursor.set_range(prefix + _INDEX.pack(lo)):
+            return
+        while cursor.key() < end and cursor.key().startswith(prefix):
+            if not cursor.delete():
+                break
+
+    # --- reads ----------------------------------------------------------------------
+
+    def _copy_bounds(self, prefix: bytes, txn: lmdb.Transaction) -> _Bounds:
+        b = self._load_bounds(prefix, txn)
+        return _Bounds(b.base_index, b.base_term, b.last_index)
+
+    def _load_bounds(self, prefix: bytes, txn: lmdb.Transaction | None = None) -> _Bounds:
+        cached = self._bounds.get(prefix)
+        if cached is not None:
+            return cached
+        if txn is None:
+            with self._env.begin() as read:
+                return self._load_bounds(prefix, read)
+        bounds = _Bounds()
+        base = txn.get(prefix, db=self._base)
+        if base is not None:
+            bounds.base_index, bounds.base_term = _unpack(base)
+        bounds.last_index = bounds.base_index
+        cursor = txn.cursor(db=self._log)
+        # The last key of this group: position after the group's range, step back.
+        if cursor.set_range(prefix + b"\xff" * 8 + b"\xff"):
+            found = cursor.prev()
+        else:
+            found = cursor.last()
+        if found and cursor.key().startswith(prefix) and len(cursor.key()) == len(prefix) + 8:
+            bounds.last_index = _INDEX.unpack(cursor.key()[len(prefix) :])[0]
+        self._bounds[prefix] = bounds
+        return bounds
+
+    def _term_in(
+        self, txn: lmdb.Transaction, prefix: bytes, bounds: _Bounds, index: int
+    ) -> int | None:
+        if index == bounds.base_index:
+            return bounds.base_term
+        if index < bounds.base_index or index > bounds.last_index:
+            return None
+        raw = txn.get(prefix + _INDEX.pack(index), db=self._log)
+        return None if raw is None else int(_unpack(raw)[0])
+
+    def first_index(self, group: GroupId) -> int:
+        return self._load_bounds(group_prefix(group)).base_index + 1
+
+    def last_index(self, group: GroupId) -> int:
+        return self._load_bounds(group_prefix(group)).last_index
+
+    def term(self, group: GroupId, index: int) -> int | None:
+        """Term of the entry at ``index``; None when it is compacted away or not there yet."""
+        prefix = group_prefix(group)
+        bounds = self._load_bounds(prefix)
+        with self._env.begin() as txn:
+            return self._term_in(txn, prefix, bounds, index)
+
+    def entries(
+        self, group: GroupId, lo: int, hi: int, max_bytes: int | None = None
+    ) -> list[LogRecord]:
+        """Entries lo <= index < hi; at least one, then at most ``max_bytes`` of data."""
+        prefix = group_prefix(group)
+        bounds = self._load_bounds(prefix)
+        assert bounds.base_index < lo and hi <= bounds.last_index + 1, (
+            f"entries [{lo}, {hi}) outside the held log ({bounds.base_index}, {bounds.last_index}]"
+        )
+        out: list[LogRecord] = []
+        total = 0
+        end = prefix + _INDEX.pack(hi)
+        with self._env.begin() as txn:
+            cursor = txn.cursor(db=self._log)
+            if not cursor.set_range(prefix + _INDEX.pack(lo)):
+                return out
+            for key, value in cursor:
+                if key >= end:
+                    break
+                term, kind, data = _unpack(value)
+                total += len(data)
+                if out and max_bytes is not None and total > max_bytes:
+                    break
+                out.append((_INDEX.unpack(key[len(prefix) :])[0], term, kind, data))
+        return out
+
+    def hard_state(self, group: GroupId) -> tuple[int, int, int]:
+        """(term, vote, commit); zeros for a group that never saved one."""
+        with self._env.begin() as txn:
+            raw = txn.get(group_prefix(group), db=self._state)
+        if raw is None:
+            return (0, 0, 0)
+        term, vote, commit = _unpack(raw)
+        return (term, vote, commit)
+
+    def snapshot(self, group: GroupId) -> tuple[int, int, Any, bytes] | None:
+        """(index, term, config, data) of the latest saved snapshot."""
+        with self._env.begin() as txn:
+            raw = txn.get(group_prefix(group), db=self._snap)
+        if raw is None:
+            return None
+        index, term, config, data = _unpack(raw)
+        return (index, term, config, data)
+
+    def groups(self) -> list[GroupId]:
+        """Every group with a saved hard state."""
+        out: list[GroupId] = []
+        with self._env.begin() as txn:
+            for key in txn.cursor(db=self._state).iternext(keys=True, values=False):
+                name = key[2:]
+                out.append(int(name[1:]) if name[:1] == b"i" else name[1:].decode())
+        return out
