@@ -185,11 +185,11 @@ class RaftStore:
         if write.compact_upto is not None and write.compact_upto > bounds.base_index:
             upto = write.compact_upto
             assert upto <= bounds.last_index, f"cannot compact to {upto} past the log's end"
-            term = self._term_in(txn, prefix, bounds, upto)
-            assert term is not None
+            boundary_term = self._term_in(txn, prefix, bounds, upto)
+            assert boundary_term is not None
             self._delete_range(txn, prefix, bounds.base_index + 1, upto + 1)
-            bounds.base_index, bounds.base_term = upto, term
-            txn.put(prefix, _pack([upto, term]), db=self._base)
+            bounds.base_index, bounds.base_term = upto, boundary_term
+            txn.put(prefix, _pack([upto, boundary_term]), db=self._base)
         return size
 
     def _delete_range(self, txn: lmdb.Transaction, prefix: bytes, lo: int, hi: int) -> None:
@@ -200,7 +200,7 @@ class RaftStore:
         cursor = txn.cursor(db=self._log)
         if not cursor.set_range(prefix + _INDEX.pack(lo)):
             return
-        while cursor.key() < end and cursor.key().startswith(prefix):
+        while bytes(cursor.key()) < end and bytes(cursor.key()).startswith(prefix):
             if not cursor.delete():
                 break
 
@@ -220,7 +220,7 @@ class RaftStore:
         bounds = _Bounds()
         base = txn.get(prefix, db=self._base)
         if base is not None:
-            bounds.base_index, bounds.base_term = _unpack(base)
+            bounds.base_index, bounds.base_term = _unpack(bytes(base))
         bounds.last_index = bounds.base_index
         cursor = txn.cursor(db=self._log)
         # The last key of this group: position after the group's range, step back.
@@ -228,8 +228,9 @@ class RaftStore:
             found = cursor.prev()
         else:
             found = cursor.last()
-        if found and cursor.key().startswith(prefix) and len(cursor.key()) == len(prefix) + 8:
-            bounds.last_index = _INDEX.unpack(cursor.key()[len(prefix) :])[0]
+        key = bytes(cursor.key())
+        if found and key.startswith(prefix) and len(key) == len(prefix) + 8:
+            bounds.last_index = _INDEX.unpack(key[len(prefix) :])[0]
         self._bounds[prefix] = bounds
         return bounds
 
@@ -241,7 +242,7 @@ class RaftStore:
         if index < bounds.base_index or index > bounds.last_index:
             return None
         raw = txn.get(prefix + _INDEX.pack(index), db=self._log)
-        return None if raw is None else int(_unpack(raw)[0])
+        return None if raw is None else int(_unpack(bytes(raw))[0])
 
     def first_index(self, group: GroupId) -> int:
         return self._load_bounds(group_prefix(group)).base_index + 1
@@ -272,10 +273,11 @@ class RaftStore:
             cursor = txn.cursor(db=self._log)
             if not cursor.set_range(prefix + _INDEX.pack(lo)):
                 return out
-            for key, value in cursor:
+            for raw_key, value in cursor:
+                key = bytes(raw_key)
                 if key >= end:
                     break
-                term, kind, data = _unpack(value)
+                term, kind, data = _unpack(bytes(value))
                 total += len(data)
                 if out and max_bytes is not None and total > max_bytes:
                     break
@@ -288,7 +290,7 @@ class RaftStore:
             raw = txn.get(group_prefix(group), db=self._state)
         if raw is None:
             return (0, 0, 0)
-        term, vote, commit = _unpack(raw)
+        term, vote, commit = _unpack(bytes(raw))
         return (term, vote, commit)
 
     def snapshot(self, group: GroupId) -> tuple[int, int, Any, bytes] | None:
@@ -297,7 +299,7 @@ class RaftStore:
             raw = txn.get(group_prefix(group), db=self._snap)
         if raw is None:
             return None
-        index, term, config, data = _unpack(raw)
+        index, term, config, data = _unpack(bytes(raw))
         return (index, term, config, data)
 
     def groups(self) -> list[GroupId]:
@@ -305,6 +307,6 @@ class RaftStore:
         out: list[GroupId] = []
         with self._env.begin() as txn:
             for key in txn.cursor(db=self._state).iternext(keys=True, values=False):
-                name = key[2:]
+                name = bytes(key)[2:]
                 out.append(int(name[1:]) if name[:1] == b"i" else name[1:].decode())
         return out
