@@ -1,0 +1,237 @@
+"""The asyncio driver of a node's Raft groups: ticks, peer messages, group commit, apply.
+
+The core (``warren.raft``) is synchronous and does no I/O; each group's node is driven in
+the step/tick/propose -> ready -> advance style. This module does the I/O around it, in the
+order Raft's safety depends on, for every ready of every group:
+
+1. persist the ready's snapshot, entries and hard state -- for all groups that have one,
+   in ONE store transaction and ONE fsync (:meth:`RaftStore.persist_batch`, run in a disk
+   thread so the loop keeps stepping messages meanwhile; whatever arrives during a commit
+   is batched into the next one);
+2. only then send the ready's messages (votes and append acknowledgements promise that
+   the state they vouch for is durable);
+3. apply the ready's committed entries to the state machine, in index order;
+4. ``advance`` the node.
+
+Ticks come from a monotonic clock at a fixed interval; the node's randomness is a seeded
+generator handed to the core by whoever builds it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import msgpack
+
+from warren.errors import PeerProtocolError, WarrenError
+from warren.store.raft_store import GroupId, GroupWrite, LogRecord, RaftStore
+
+log = logging.getLogger("warren.raft")
+
+
+class CoreNode(Protocol):
+    """What the host needs from one group's Raft node."""
+
+    def tick(self) -> None: ...
+    def step(self, message: Any) -> None: ...
+    def propose(self, data: bytes) -> None: ...
+    def has_ready(self) -> bool: ...
+    def ready(self) -> Any: ...
+    def advance(self, ready: Any) -> None: ...
+
+
+class StateMachine(Protocol):
+    def apply(self, group: GroupId, index: int, data: bytes) -> None: ...
+
+
+class ProposalFailed(WarrenError):
+    """A proposal was not committed: no leader here, leadership lost, or it timed out."""
+
+
+@dataclass(slots=True)
+class GroupSlot:
+    node: CoreNode
+    pending: dict[int, asyncio.Future[int]] = field(default_factory=dict)
+    term: int = 0
+
+
+def ready_to_write(group: GroupId, ready: Any) -> GroupWrite | None:
+    """The durable part of a ready, for the store; None when it has nothing to persist."""
+    entries: Sequence[LogRecord] = [(e.index, e.term, int(e.kind), e.data) for e in ready.entries]
+    hard_state = None
+    if ready.hard_state is not None:
+        hs = ready.hard_state
+        hard_state = (hs.term, hs.vote, hs.commit)
+    snapshot = None
+    if ready.snapshot is not None:
+        meta, data = ready.snapshot
+        snapshot = (meta.index, meta.term, meta_config_wire(meta), data)
+    if not entries and hard_state is None and snapshot is None:
+        return None
+    return GroupWrite(group, entries, hard_state, snapshot)
+
+
+def meta_config_wire(meta: Any) -> Any:
+    config = getattr(meta, "config", None)
+    to_wire = getattr(config, "to_wire", None)
+    return to_wire() if to_wire is not None else config
+
+
+class RaftHost:
+    """Runs many groups' nodes of one Raft node id over a transport and a store."""
+
+    def __init__(
+        self,
+        node_id: int,
+        store: RaftStore,
+        send: Callable[[int, Any], None],
+        decode: Callable[[Any], Any],
+        state_machine: StateMachine,
+        tick_seconds: float = 0.01,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.node_id = node_id
+        self.store = store
+        self._send = send
+        self._decode = decode
+        self.state_machine = state_machine
+        self.tick_seconds = tick_seconds
+        self._clock = clock
+        self.groups: dict[GroupId, GroupSlot] = {}
+        self._dirty: set[GroupId] = set()
+        self._wake = asyncio.Event()
+        self._seq = itertools.count(1)
+        self._disk = ThreadPoolExecutor(1, thread_name_prefix="raft-disk")
+        self._tasks: list[asyncio.Task[None]] = []
+        self.batches = 0
+        self.batched_groups = 0
+
+    def add_group(self, group: GroupId, node: CoreNode) -> None:
+        self.groups[group] = GroupSlot(node)
+        self._mark(group)
+
+    # --- inputs ------------------------------------------------------------------------
+
+    def on_peer_message(self, peer_id: int, obj: Any) -> None:
+        """Transport callback. A message that does not decode costs the peer its connection."""
+        message = self._decode(obj)  # raises PeerProtocolError on garbage
+        group = message.group
+        slot = self.groups.get(group)
+        if slot is None:
+            raise PeerProtocolError(f"node {peer_id} sent a message for unknown group {group!r}")
+        slot.node.step(message)
+        self._mark(group)
+
+    async def propose(self, group: GroupId, payload: bytes, timeout: float = 5.0) -> int:
+        """Replicate ``payload``; returns its log index once it is committed and applied here."""
+        slot = self.groups.get(group)
+        if slot is None:
+            raise ProposalFailed(f"no group {group!r} on this node")
+        seq = next(self._seq)
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        slot.pending[seq] = future
+        try:
+            slot.node.propose(msgpack.packb([self.node_id, seq, payload], use_bin_type=True))
+        except WarrenError as exc:
+            del slot.pending[seq]
+            raise ProposalFailed(str(exc)) from exc
+        self._mark(group)
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError as exc:
+            raise ProposalFailed("not committed in time") from exc
+        finally:
+            slot.pending.pop(seq, None)
+
+    def _mark(self, group: GroupId) -> None:
+        self._dirty.add(group)
+        self._wake.set()
+
+    # --- the loop ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._ticker()), loop.create_task(self._pump())]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._disk.shutdown(wait=True)
+
+    async def _ticker(self) -> None:
+        next_tick = self._clock()
+        while True:
+            next_tick += self.tick_seconds
+            delay = next_tick - self._clock()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            else:
+                next_tick = self._clock()  # fell behind (paused, overloaded): do not burst
+            for group, slot in self.groups.items():
+                slot.node.tick()
+                self._dirty.add(group)
+            self._wake.set()
+
+    async def _pump(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            dirty, self._dirty = self._dirty, set()
+            readies = []
+            for group in dirty:
+                node = self.groups[group].node
+                if node.has_ready():
+                    readies.append((group, node.ready()))
+            if not readies:
+                continue
+            writes = [w for w in (ready_to_write(g, r) for g, r in readies) if w is not None]
+            if writes:
+                await loop.run_in_executor(self._disk, self.store.persist_batch, writes)
+                self.batches += 1
+                self.batched_groups += len(writes)
+            for group, ready in readies:
+                self._fail_pending_on_new_term(group, ready)
+                for message in ready.messages:
+                    self._send(message.to, message.to_wire())
+                self._apply(group, ready)
+                self.groups[group].node.advance(ready)
+                self._dirty.add(group)  # advance may leave more work (e.g. the next batch)
+            self._wake.set()
+
+    def _fail_pending_on_new_term(self, group: GroupId, ready: Any) -> None:
+        # A new term means this node's proposals may have been overwritten: tell their
+        # callers now rather than at their timeout (some may still commit, unacknowledged).
+        slot = self.groups[group]
+        hs = ready.hard_state
+        if hs is None or hs.term == slot.term:
+            return
+        if slot.term:
+            for future in slot.pending.values():
+                if not future.done():
+                    future.set_exception(ProposalFailed("leadership changed"))
+        slot.term = hs.term
+
+    def _apply(self, group: GroupId, ready: Any) -> None:
+        slot = self.groups[group]
+        for entry in ready.committed_entries:
+            if int(entry.kind) != NORMAL_KIND or not entry.data:
+                continue
+            origin, seq, payload = msgpack.unpackb(entry.data, raw=False)
+            self.state_machine.apply(group, entry.index, payload)
+            if origin == self.node_id:
+                future = slot.pending.get(seq)
+                if future is not None and not future.done():
+                    future.set_result(entry.index)
+
+
+NORMAL_KIND = 0
+"""EntryKind.NORMAL's op code (op codes are append-only; checked where the core is built)."""
