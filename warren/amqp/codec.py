@@ -1,0 +1,414 @@
+"""AMQP 0-9-1 wire encoding: frames, the hot-path methods, and basic properties.
+
+pamqp encodes and decodes the rare methods. The hot paths are hand-written with ``struct``
+over the connection's receive buffer: parsing basic.publish and basic.ack, and encoding
+basic.deliver / get-ok / return with their content header and body frames.
+
+A message's properties travel as the *encoded* property block of its content header
+(property flags + property list, byte for byte as the publisher sent them), so headers reach
+consumers unchanged; :func:`decode_properties` / :func:`encode_properties` convert when the
+broker needs to read or change them.
+"""
+
+from __future__ import annotations
+
+import datetime
+import struct
+from typing import Any
+
+from pamqp import commands, decode, encode
+from pamqp import frame as pamqp_frame
+
+FRAME_METHOD = 1
+FRAME_HEADER = 2
+FRAME_BODY = 3
+FRAME_HEARTBEAT = 8
+FRAME_END = 0xCE
+FRAME_END_BYTE = b"\xce"
+PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
+HEARTBEAT_FRAME = b"\x08\x00\x00\x00\x00\x00\x00\xce"
+
+BASIC_CLASS = 60
+PUBLISH_INDEX = 0x003C0028  # basic.publish (60, 40)
+ACK_INDEX = 0x003C0050  # basic.ack (60, 80)
+
+FRAME_HEAD = struct.Struct(">BHI")  # type, channel, payload size
+METHOD_HEAD = struct.Struct(">BHIHH")  # frame head + class id + method id
+U8 = struct.Struct(">B")
+U16 = struct.Struct(">H")
+U32 = struct.Struct(">I")
+INDEX = struct.Struct(">I")
+ACK_ARGS = struct.Struct(">QB")
+CONTENT_HEAD = struct.Struct(">HHQ")  # class id, weight, body size
+_DELIVER_MID = struct.Struct(">QBB")  # delivery tag, redelivered, len(exchange)
+_HEADER_FRAME = struct.Struct(">BBHIHHQ")  # frame-end of the method, header frame head, class, weight, size
+_GET_OK_MID = struct.Struct(">QBB")
+_RETURN_HEAD = struct.Struct(">BHIHHHB")  # frame head, class, method, reply code, len(reply text)
+
+
+# ---- frames ----------------------------------------------------------------------------
+
+
+def method_frame(channel: int, method: Any) -> bytes:
+    """One method frame, encoded by pamqp (for the rare methods)."""
+    return pamqp_frame.marshal(method, channel)
+
+
+def _content_frames(
+    parts: list[bytes], channel: int, frame_max: int, properties: bytes, body: bytes
+) -> None:
+    """Append the body frames of a content; the header was already appended by the caller."""
+    size = len(body)
+    if not size:
+        return
+    chunk = frame_max - 8 if frame_max else size
+    if size <= chunk:
+        parts.append(FRAME_HEAD.pack(FRAME_BODY, channel, size))
+        parts.append(body)
+        parts.append(FRAME_END_BYTE)
+        return
+    view = memoryview(body)
+    for offset in range(0, size, chunk):
+        piece = view[offset : offset + chunk]
+        parts.append(FRAME_HEAD.pack(FRAME_BODY, channel, len(piece)))
+        parts.append(bytes(piece))
+        parts.append(FRAME_END_BYTE)
+
+
+def _shortstr(value: str) -> bytes:
+    raw = value.encode()
+    assert len(raw) <= 255, f"short string longer than 255 bytes: {value[:40]!r}..."
+    return raw
+
+
+def encode_deliver(
+    parts: list[bytes],
+    channel: int,
+    frame_max: int,
+    consumer_tag: str,
+    delivery_tag: int,
+    redelivered: bool,
+    exchange: str,
+    routing_key: str,
+    properties: bytes,
+    body: bytes,
+) -> None:
+    """Append basic.deliver + content header + body frames to ``parts``."""
+    ctag = _shortstr(consumer_tag)
+    ex = _shortstr(exchange)
+    rk = _shortstr(routing_key)
+    method_size = 4 + 1 + len(ctag) + 8 + 1 + 1 + len(ex) + 1 + len(rk)
+    parts.append(
+        b"".join(
+            (
+                METHOD_HEAD.pack(FRAME_METHOD, channel, method_size, 60, 60),
+                U8.pack(len(ctag)),
+                ctag,
+                _DELIVER_MID.pack(delivery_tag, 1 if redelivered else 0, len(ex)),
+                ex,
+                U8.pack(len(rk)),
+                rk,
+                _HEADER_FRAME.pack(FRAME_END, FRAME_HEADER, channel, 12 + len(properties), 60, 0, len(body)),
+                properties,
+                FRAME_END_BYTE,
+            )
+        )
+    )
+    _content_frames(parts, channel, frame_max, properties, body)
+
+
+def encode_get_ok(
+    parts: list[bytes],
+    channel: int,
+    frame_max: int,
+    delivery_tag: int,
+    redelivered: bool,
+    exchange: str,
+    routing_key: str,
+    message_count: int,
+    properties: bytes,
+    body: bytes,
+) -> None:
+    """Append basic.get-ok + content header + body frames to ``parts``."""
+    ex = _shortstr(exchange)
+    rk = _shortstr(routing_key)
+    method_size = 4 + 8 + 1 + 1 + len(ex) + 1 + len(rk) + 4
+    parts.append(
+        b"".join(
+            (
+                METHOD_HEAD.pack(FRAME_METHOD, channel, method_size, 60, 71),
+                _GET_OK_MID.pack(delivery_tag, 1 if redelivered else 0, len(ex)),
+                ex,
+                U8.pack(len(rk)),
+                rk,
+                U32.pack(message_count),
+                _HEADER_FRAME.pack(FRAME_END, FRAME_HEADER, channel, 12 + len(properties), 60, 0, len(body)),
+                properties,
+                FRAME_END_BYTE,
+            )
+        )
+    )
+    _content_frames(parts, channel, frame_max, properties, body)
+
+
+def encode_return(
+    parts: list[bytes],
+    channel: int,
+    frame_max: int,
+    reply_code: int,
+    reply_text: str,
+    exchange: str,
+    routing_key: str,
+    properties: bytes,
+    body: bytes,
+) -> None:
+    """Append basic.return + content header + body frames to ``parts``."""
+    text = reply_text.encode()[:255]
+    ex = _shortstr(exchange)
+    rk = _shortstr(routing_key)
+    method_size = 4 + 2 + 1 + len(text) + 1 + len(ex) + 1 + len(rk)
+    parts.append(
+        b"".join(
+            (
+                _RETURN_HEAD.pack(FRAME_METHOD, channel, method_size, 60, 50, reply_code, len(text)),
+                text,
+                U8.pack(len(ex)),
+                ex,
+                U8.pack(len(rk)),
+                rk,
+                _HEADER_FRAME.pack(FRAME_END, FRAME_HEADER, channel, 12 + len(properties), 60, 0, len(body)),
+                properties,
+                FRAME_END_BYTE,
+            )
+        )
+    )
+    _content_frames(parts, channel, frame_max, properties, body)
+
+
+# ---- hot-path method parsing -----------------------------------------------------------
+
+_new_publish = commands.Basic.Publish.__new__
+_new_ack = commands.Basic.Ack.__new__
+_Publish = commands.Basic.Publish
+_Ack = commands.Basic.Ack
+
+
+def parse_publish(buf: bytearray, start: int, end: int) -> commands.Basic.Publish:
+    """basic.publish arguments in ``buf[start:end]`` (after class and method ids).
+
+    Builds the pamqp object without its (slow) validation. Raises ValueError when the
+    arguments are truncated or not UTF-8.
+    """
+    pos = start + 2  # ticket
+    if pos >= end:
+        raise ValueError("basic.publish truncated")
+    size = buf[pos]
+    pos += 1
+    exchange = buf[pos : pos + size].decode()
+    pos += size
+    if pos >= end:
+        raise ValueError("basic.publish truncated")
+    size = buf[pos]
+    pos += 1
+    routing_key = buf[pos : pos + size].decode()
+    pos += size
+    if pos >= end:
+        raise ValueError("basic.publish truncated")
+    bits = buf[pos]
+    method = _new_publish(_Publish)
+    method.ticket = 0
+    method.exchange = exchange
+    method.routing_key = routing_key
+    method.mandatory = bool(bits & 1)
+    method.immediate = bool(bits & 2)
+    return method
+
+
+def parse_ack(buf: bytearray, start: int, end: int) -> commands.Basic.Ack:
+    """basic.ack arguments in ``buf[start:end]``; ValueError when truncated."""
+    if end - start < 9:
+        raise ValueError("basic.ack truncated")
+    tag, bits = ACK_ARGS.unpack_from(buf, start)
+    method = _new_ack(_Ack)
+    method.delivery_tag = tag
+    method.multiple = bool(bits & 1)
+    return method
+
+
+# ---- generic method parsing (pamqp) with a strict length check ---------------------------
+
+_FIXED_SIZES = {"octet": 1, "short": 2, "long": 4, "longlong": 8, "timestamp": 8}
+_arg_types: dict[type, tuple[str, ...]] = {}
+
+
+def _types_of(cls: type) -> tuple[str, ...]:
+    types = _arg_types.get(cls)
+    if types is None:
+        types = tuple(getattr(cls, "_" + name) for name in cls.__slots__)  # type: ignore[attr-defined]
+        _arg_types[cls] = types
+    return types
+
+
+def check_arguments(cls: type, data: bytes) -> None:
+    """Raise ValueError unless ``data`` holds every argument of method ``cls`` in full.
+
+    pamqp's decoder silently accepts truncated strings; RabbitMQ rejects them.
+    """
+    pos = 0
+    size = len(data)
+    bits = 0
+    for kind in _types_of(cls):
+        if kind == "bit":
+            if bits == 0:
+                pos += 1
+            bits = (bits + 1) % 8
+            continue
+        bits = 0
+        fixed = _FIXED_SIZES.get(kind)
+        if fixed is not None:
+            pos += fixed
+        elif kind == "shortstr":
+            if pos >= size:
+                raise ValueError("short string truncated")
+            pos += 1 + data[pos]
+        elif kind in ("longstr", "table"):
+            if pos + 4 > size:
+                raise ValueError("long string truncated")
+            pos += 4 + U32.unpack_from(data, pos)[0]
+        else:  # pragma: no cover - the 0-9-1 method set has no other argument types
+            raise ValueError(f"unsupported argument type {kind}")
+        if pos > size:
+            raise ValueError("method arguments truncated")
+    if pos > size:
+        raise ValueError("method arguments truncated")
+
+
+def parse_method(index: int, data: bytes) -> Any:
+    """Decode a rare method with pamqp. KeyError: unknown method; ValueError: malformed."""
+    cls: Any = commands.INDEX_MAPPING[index]
+    check_arguments(cls, data)
+    method = cls.__new__(cls)
+    try:
+        method.unmarshal(data)
+    except (struct.error, TypeError, IndexError, KeyError) as error:
+        raise ValueError(str(error)) from error
+    return method
+
+
+# ---- basic properties ------------------------------------------------------------------
+
+# (attribute name, pamqp type, flag bit) in wire order.
+PROPERTY_FIELDS: tuple[tuple[str, str, int], ...] = (
+    ("content_type", "shortstr", 1 << 15),
+    ("content_encoding", "shortstr", 1 << 14),
+    ("headers", "table", 1 << 13),
+    ("delivery_mode", "octet", 1 << 12),
+    ("priority", "octet", 1 << 11),
+    ("correlation_id", "shortstr", 1 << 10),
+    ("reply_to", "shortstr", 1 << 9),
+    ("expiration", "shortstr", 1 << 8),
+    ("message_id", "shortstr", 1 << 7),
+    ("timestamp", "timestamp", 1 << 6),
+    ("message_type", "shortstr", 1 << 5),
+    ("user_id", "shortstr", 1 << 4),
+    ("app_id", "shortstr", 1 << 3),
+    ("cluster_id", "shortstr", 1 << 2),
+)
+PROPERTY_NAMES = frozenset(name for name, _, _ in PROPERTY_FIELDS)
+_TS = struct.Struct(">Q")
+
+
+def decode_properties(raw: bytes | bytearray | memoryview) -> dict[str, Any]:
+    """The present properties of an encoded property block, keyed by pamqp attribute names.
+
+    Timestamps decode to timezone-aware datetimes and tables to dicts, as pamqp does.
+    Raises ValueError when the block is malformed.
+    """
+    size = len(raw)
+    if size < 2:
+        raise ValueError("property flags truncated")
+    flags = U16.unpack_from(raw, 0)[0]
+    pos = 2
+    extra = flags
+    while extra & 1:  # continuation flag words carry no 0-9-1 properties
+        if pos + 2 > size:
+            raise ValueError("property flags truncated")
+        extra = U16.unpack_from(raw, pos)[0]
+        pos += 2
+    result: dict[str, Any] = {}
+    if not flags & 0xFFFC:
+        return result
+    for name, kind, bit in PROPERTY_FIELDS:
+        if not flags & bit:
+            continue
+        if kind == "shortstr":
+            if pos >= size:
+                raise ValueError(f"property {name} truncated")
+            end = pos + 1 + raw[pos]
+            if end > size:
+                raise ValueError(f"property {name} truncated")
+            result[name] = bytes(raw[pos + 1 : end]).decode()
+            pos = end
+        elif kind == "octet":
+            if pos >= size:
+                raise ValueError(f"property {name} truncated")
+            result[name] = raw[pos]
+            pos += 1
+        elif kind == "table":
+            if pos + 4 > size:
+                raise ValueError("headers truncated")
+            end = pos + 4 + U32.unpack_from(raw, pos)[0]
+            if end > size:
+                raise ValueError("headers truncated")
+            try:
+                _, table = decode.field_table(bytes(raw[pos:end]))
+            except (TypeError, IndexError, KeyError, struct.error) as error:
+                raise ValueError(f"headers malformed: {error}") from error
+            result[name] = table
+            pos = end
+        else:  # timestamp
+            if pos + 8 > size:
+                raise ValueError("timestamp truncated")
+            _, result[name] = decode.timestamp(bytes(raw[pos : pos + 8]))
+            pos += 8
+    return result
+
+
+def _encode_timestamp(value: Any) -> bytes:
+    if isinstance(value, int):
+        return _TS.pack(value)
+    if isinstance(value, datetime.datetime):
+        return encode.timestamp(value)
+    raise TypeError(f"timestamp must be a datetime or int, got {type(value).__name__}")
+
+
+def encode_properties(props: commands.Basic.Properties | dict[str, Any]) -> bytes:
+    """Encode properties (a pamqp Basic.Properties or a dict as from decode_properties).
+
+    ``None`` means absent; an empty string is encoded as present, so a decoded block
+    re-encodes to the same bytes.
+    """
+    if isinstance(props, commands.Basic.Properties):
+        return props.marshal()
+    unknown = set(props) - PROPERTY_NAMES
+    assert not unknown, f"unknown basic properties: {sorted(unknown)}"
+    flags = 0
+    parts: list[bytes] = []
+    for name, kind, bit in PROPERTY_FIELDS:
+        value = props.get(name)
+        if value is None:
+            continue
+        flags |= bit
+        if kind == "shortstr":
+            raw = value.encode() if isinstance(value, str) else bytes(value)
+            if len(raw) > 255:
+                raise ValueError(f"property {name} longer than 255 bytes")
+            parts.append(U8.pack(len(raw)))
+            parts.append(raw)
+        elif kind == "octet":
+            parts.append(U8.pack(value))
+        elif kind == "table":
+            parts.append(encode.field_table(value))
+        else:
+            parts.append(_encode_timestamp(value))
+    return U16.pack(flags) + b"".join(parts)
