@@ -29,6 +29,7 @@ class Limits:
     max_message_size: int = 128 * MIB  # RabbitMQ 3.8+ default
     max_connections: int = 10000
     handshake_timeout_seconds: float = 10.0
+    close_ok_timeout_seconds: float = 30.0  # wait for the client's close-ok (RabbitMQ: 30 s)
     # Content headers and short strings in frames
     max_header_frame_size: int = 1 * MIB
     # Server-side buffering
