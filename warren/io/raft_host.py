@@ -58,7 +58,9 @@ class ProposalFailed(WarrenError):
 @dataclass(slots=True)
 class GroupSlot:
     node: CoreNode
-    pending: dict[int, asyncio.Future[int]] = field(default_factory=dict)
+    pending: dict[int, tuple[asyncio.Future[int], float]] = field(
+        default_factory=dict
+    )  # seq -> (future, deadline)
     term: int = 0
 
 
@@ -96,6 +98,7 @@ class RaftHost:
         state_machine: StateMachine,
         tick_seconds: float = 0.01,
         clock: Callable[[], float] = time.monotonic,
+        proposal_timeout: float = 5.0,
     ) -> None:
         self.node_id = node_id
         self.store = store
@@ -104,6 +107,7 @@ class RaftHost:
         self.state_machine = state_machine
         self.tick_seconds = tick_seconds
         self._clock = clock
+        self.proposal_timeout = proposal_timeout
         self.groups: dict[GroupId, GroupSlot] = {}
         self._dirty: set[GroupId] = set()
         self._wake = asyncio.Event()
@@ -129,26 +133,35 @@ class RaftHost:
         slot.node.step(message)
         self._mark(group)
 
-    async def propose(self, group: GroupId, payload: bytes, timeout: float = 5.0) -> int:
-        """Replicate ``payload``; returns its log index once it is committed and applied here."""
+    def submit(self, group: GroupId, payload: bytes) -> asyncio.Future[int]:
+        """Propose ``payload``; the future gets its log index once committed and applied
+        here, or :class:`ProposalFailed` (not leader, leadership lost, ``proposal_timeout``)."""
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         slot = self.groups.get(group)
         if slot is None:
-            raise ProposalFailed(f"no group {group!r} on this node")
+            future.set_exception(ProposalFailed(f"no group {group!r} on this node"))
+            return future
         seq = next(self._seq)
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        slot.pending[seq] = future
         try:
             slot.node.propose(msgpack.packb([self.node_id, seq, payload], use_bin_type=True))
         except WarrenError as exc:
-            del slot.pending[seq]
-            raise ProposalFailed(str(exc)) from exc
+            future.set_exception(ProposalFailed(str(exc)))
+            return future
+        slot.pending[seq] = (future, self._clock() + self.proposal_timeout)
         self._mark(group)
-        try:
-            return await asyncio.wait_for(future, timeout)
-        except TimeoutError as exc:
-            raise ProposalFailed("not committed in time") from exc
-        finally:
-            slot.pending.pop(seq, None)
+        return future
+
+    async def propose(self, group: GroupId, payload: bytes) -> int:
+        return await self.submit(group, payload)
+
+    def _expire_proposals(self) -> None:
+        now = self._clock()
+        for slot in self.groups.values():
+            expired = [seq for seq, (_, deadline) in slot.pending.items() if deadline < now]
+            for seq in expired:
+                future, _ = slot.pending.pop(seq)
+                if not future.done():
+                    future.set_exception(ProposalFailed("not committed in time"))
 
     def _mark(self, group: GroupId) -> None:
         self._dirty.add(group)
@@ -179,6 +192,7 @@ class RaftHost:
                 slot.node.tick()
                 self._dirty.add(group)
             self._wake.set()
+            self._expire_proposals()
 
     async def _pump(self) -> None:
         loop = asyncio.get_running_loop()
@@ -215,9 +229,10 @@ class RaftHost:
         if hs is None or hs.term == slot.term:
             return
         if slot.term:
-            for future in slot.pending.values():
+            for future, _ in slot.pending.values():
                 if not future.done():
                     future.set_exception(ProposalFailed("leadership changed"))
+            slot.pending.clear()
         slot.term = hs.term
 
     def _apply(self, group: GroupId, ready: Any) -> None:
@@ -228,9 +243,9 @@ class RaftHost:
             origin, seq, payload = msgpack.unpackb(entry.data, raw=False)
             self.state_machine.apply(group, entry.index, payload)
             if origin == self.node_id:
-                future = slot.pending.get(seq)
-                if future is not None and not future.done():
-                    future.set_result(entry.index)
+                waiting = slot.pending.pop(seq, None)
+                if waiting is not None and not waiting[0].done():
+                    waiting[0].set_result(entry.index)
 
 
 NORMAL_KIND = 0
