@@ -433,7 +433,8 @@ class ServerConnection:
 
     @staticmethod
     def _payload_limit(frame_max: int) -> int:
-        return frame_max - 8 if frame_max else 1 << 32
+        # RabbitMQ lets payloads exceed frame_max - 8 by 8 bytes: clients are often off by 8.
+        return frame_max if frame_max else 1 << 32
 
     # ---- errors ------------------------------------------------------------------------
 
@@ -469,16 +470,17 @@ class ServerConnection:
         try:
             if self._state == _AWAIT_HEADER:
                 if size < 8:
-                    if buf != codec.PROTOCOL_HEADER[:size]:
+                    if buf != codec.PROTOCOL_HEADER[:size] and buf != codec.PROTOCOL_HEADER_0_9[:size]:
                         self._bad_protocol_header()
                     return
-                if buf[:8] != codec.PROTOCOL_HEADER:
+                header = bytes(buf[:8])
+                if header != codec.PROTOCOL_HEADER and header != codec.PROTOCOL_HEADER_0_9:
                     self._bad_protocol_header()
                     return
                 pos = 8
                 self._send_start()
             unpack_head = _FRAME_HEAD.unpack_from
-            while size - pos >= 8:
+            while size - pos >= 7:
                 state = self._state
                 if state == _AWAIT_LOGIN or state == _AWAIT_VHOST:
                     break
@@ -486,7 +488,7 @@ class ServerConnection:
                 if payload > self._max_payload:
                     self._frame_error(
                         frame_type,
-                        f"{{frame_too_large,{payload},{self._max_payload}}}",
+                        f"{{frame_too_large,{payload},{self._max_payload - 8}}}",
                         fatal=True,
                     )
                 end = pos + 7 + payload
@@ -631,10 +633,21 @@ class ServerConnection:
         if index != _CHANNEL_OPEN:
             self._connection_error(ReplyCode.CHANNEL_ERROR, "expected 'channel.open'")
             return
+        count = len(self._channels)
+        if count >= self.channel_max:
+            self._connection_error(
+                ReplyCode.NOT_ALLOWED,
+                f"number of channels opened ({count}) has reached the negotiated channel_max "
+                f"({self.channel_max})",
+                20,
+                10,
+            )
+            return
         if channel > self.channel_max:
             self._connection_error(
-                ReplyCode.CHANNEL_ERROR,
-                f"channel number {channel} exceeds the negotiated channel_max ({self.channel_max})",
+                ReplyCode.NOT_ALLOWED,
+                f"channel number {channel} is higher than the negotiated channel_max "
+                f"({self.channel_max})",
                 20,
                 10,
             )
@@ -709,7 +722,7 @@ class ServerConnection:
         if mechanism == "PLAIN":
             parts = raw.split(b"\x00")
             if len(parts) != 3:
-                self._refuse(f"PLAIN response {len(raw)} bytes long is invalid")
+                self._connection_error(ReplyCode.SYNTAX_ERROR, "PLAIN response invalid", 10, 11)
                 return
             username, password = parts[1], parts[2]
         elif mechanism == "AMQPLAIN":
@@ -720,7 +733,9 @@ class ServerConnection:
             username = table.get("LOGIN")
             password = table.get("PASSWORD")
             if username is None or password is None:
-                self._refuse("AMQPLAIN response without LOGIN and PASSWORD")
+                self._connection_error(
+                    ReplyCode.SYNTAX_ERROR, "AMQPLAIN response without LOGIN and PASSWORD", 10, 11
+                )
                 return
         else:
             self._connection_error(
@@ -734,45 +749,43 @@ class ServerConnection:
             user = username.decode() if isinstance(username, bytes) else str(username)
             secret = password.decode() if isinstance(password, bytes) else str(password)
         except UnicodeDecodeError:
-            self._refuse("credentials are not valid UTF-8")
+            self._connection_error(ReplyCode.SYNTAX_ERROR, "credentials are not UTF-8", 10, 11)
             return
         self.username = user
         self.mechanism = mechanism
         self._state = _AWAIT_LOGIN
         self._events.append(ev.LoginRequested(mechanism, user, secret))
 
-    def _refuse(self, text: str) -> None:
-        self._connection_error(ReplyCode.ACCESS_REFUSED, text, 10, 11)
-
     def _tune_ok(self, method: commands.Connection.TuneOk) -> None:
-        server_frame_max = self.limits.frame_max
-        frame_max = method.frame_max
-        if frame_max and frame_max < FRAME_MIN_SIZE:
-            self._connection_error(
-                ReplyCode.NOT_ALLOWED, f"frame_max={frame_max} < {FRAME_MIN_SIZE} min size", 10, 31
-            )
+        frame_max = self._negotiate("frame_max", FRAME_MIN_SIZE, method.frame_max, self.limits.frame_max)
+        channel_max = self._negotiate("channel_max", 1, method.channel_max, self.limits.channel_max)
+        if frame_max is None or channel_max is None:
             return
-        if server_frame_max and frame_max > server_frame_max:
-            self._connection_error(
-                ReplyCode.NOT_ALLOWED, f"frame_max={frame_max} > {server_frame_max} max size", 10, 31
-            )
-            return
-        server_channel_max = self.limits.channel_max
-        channel_max = method.channel_max
-        if server_channel_max and channel_max > server_channel_max:
-            self._connection_error(
-                ReplyCode.NOT_ALLOWED,
-                f"channel_max={channel_max} > {server_channel_max} max size",
-                10,
-                31,
-            )
-            return
-        self.frame_max = frame_max or server_frame_max
-        self.channel_max = channel_max or server_channel_max or 65535
+        self.frame_max = frame_max
+        self.channel_max = channel_max or 65535
         self.heartbeat = method.heartbeat
         self._max_payload = self._payload_limit(self.frame_max)
         self._last_received = self._now
         self._state = _AWAIT_OPEN
+
+    def _negotiate(self, field: str, minimum: int, client: int, server: int) -> int | None:
+        """The client's tune-ok value, as RabbitMQ validates it: it may lower ours, never
+        exceed it, and "no limit" (0) only when we have none either. None: refused."""
+        if client != 0 and client < minimum:
+            bound, relation, limit = "minimum", "lower", minimum
+        elif server != 0 and (client == 0 or client > server):
+            bound, relation, limit = "maximum", "higher", server
+        else:
+            return client
+        detail = " (no limit)" if client == 0 else ""
+        self._connection_error(
+            ReplyCode.NOT_ALLOWED,
+            f"negotiated {field} = {client}{detail} is {relation} than the {bound} allowed "
+            f"value ({limit})",
+            10,
+            30,
+        )
+        return None
 
     # ---- content frames ----------------------------------------------------------------
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from pamqp import body, commands, header
+from pamqp import commands
 
 from tests.unit.amqp.wire import (
     PROTOCOL_HEADER,
     Same,
+    body_frame,
     close_of,
+    header_frame,
     method,
     methods,
     open_channel,
@@ -88,7 +90,7 @@ def test_refused_vhost_sends_the_given_code() -> None:
     conn = ServerConnection(Limits())
     conn.receive_data(PROTOCOL_HEADER + start_ok(), 0.0)
     conn.accept_login()
-    conn.receive_data(method(0, commands.Connection.TuneOk(channel_max=0, frame_max=131072, heartbeat=0))
+    conn.receive_data(method(0, commands.Connection.TuneOk(channel_max=2047, frame_max=131072, heartbeat=0))
                       + method(0, commands.Connection.Open(virtual_host="nope")), 0.0)
     conn.data_to_send()
     conn.refuse_vhost(530, "NOT_ALLOWED - vhost nope not found")
@@ -102,7 +104,7 @@ def test_pipelined_bytes_after_a_pending_decision_are_parsed_later() -> None:
     conn.receive_data(PROTOCOL_HEADER + start_ok(), 0.0)
     conn.accept_login()
     events = conn.receive_data(
-        method(0, commands.Connection.TuneOk(channel_max=0, frame_max=131072, heartbeat=0))
+        method(0, commands.Connection.TuneOk(channel_max=2047, frame_max=131072, heartbeat=0))
         + method(0, commands.Connection.Open(virtual_host="/"))
         + method(1, commands.Channel.Open()), 0.0)
     assert events == [ev.VhostRequested("/")]
@@ -191,22 +193,12 @@ def test_interleaved_content_on_two_channels() -> None:
     open_channel(conn, 2)
     m1 = method(1, commands.Basic.Publish(routing_key="a"))
     m2 = method(2, commands.Basic.Publish(routing_key="b"))
-    h1 = bytes(header_frame(1, 6))
-    h2 = bytes(header_frame(2, 3))
-    data = (m1 + m2 + h2 + h1 + method_body(1, b"one") + method_body(2, b"two")
-            + method_body(1, b"111"))
+    h1 = header_frame(1, 6)
+    h2 = header_frame(2, 3)
+    data = (m1 + m2 + h2 + h1 + body_frame(1, b"one") + body_frame(2, b"two")
+            + body_frame(1, b"111"))
     events = conn.receive_data(data, 0.0)
     assert [(e.channel, e.body) for e in events] == [(2, b"two"), (1, b"one111")]
-
-
-def header_frame(channel: int, size: int) -> bytes:
-    from pamqp import frame
-    return frame.marshal(header.ContentHeader(0, size, commands.Basic.Properties()), channel)
-
-
-def method_body(channel: int, data: bytes) -> bytes:
-    from pamqp import frame
-    return frame.marshal(body.ContentBody(data), channel)
 
 
 def test_send_deliver_is_what_a_client_decodes() -> None:

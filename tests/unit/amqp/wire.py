@@ -36,6 +36,15 @@ def publish(channel: int, payload: bytes, exchange: str = "", routing_key: str =
         channel, props, payload, frame_max)
 
 
+def header_frame(channel: int, size: int,
+                 props: commands.Basic.Properties | None = None) -> bytes:
+    return frame.marshal(header.ContentHeader(0, size, props or commands.Basic.Properties()), channel)
+
+
+def body_frame(channel: int, data: bytes) -> bytes:
+    return frame.marshal(body.ContentBody(data), channel)
+
+
 def heartbeat_frame() -> bytes:
     return heartbeat.Heartbeat().marshal()
 
