@@ -194,7 +194,7 @@ _Publish = commands.Basic.Publish
 _Ack = commands.Basic.Ack
 
 
-def parse_publish(buf: bytearray, start: int, end: int) -> commands.Basic.Publish:
+def parse_publish(buf: bytes | bytearray, start: int, end: int) -> commands.Basic.Publish:
     """basic.publish arguments in ``buf[start:end]`` (after class and method ids).
 
     Builds the pamqp object without its (slow) validation. Raises ValueError when the
@@ -225,7 +225,7 @@ def parse_publish(buf: bytearray, start: int, end: int) -> commands.Basic.Publis
     return method
 
 
-def parse_ack(buf: bytearray, start: int, end: int) -> commands.Basic.Ack:
+def parse_ack(buf: bytes | bytearray, start: int, end: int) -> commands.Basic.Ack:
     """basic.ack arguments in ``buf[start:end]``; ValueError when truncated."""
     if end - start < 9:
         raise ValueError("basic.ack truncated")
@@ -348,7 +348,8 @@ def decode_properties(raw: bytes | bytearray | memoryview) -> dict[str, Any]:
             end = pos + 1 + raw[pos]
             if end > size:
                 raise ValueError(f"property {name} truncated")
-            result[name] = bytes(raw[pos + 1 : end]).decode()
+            # surrogateescape: a non-UTF-8 string survives a decode/encode round trip
+            result[name] = bytes(raw[pos + 1 : end]).decode("utf-8", "surrogateescape")
             pos = end
         elif kind == "octet":
             if pos >= size:
@@ -373,6 +374,41 @@ def decode_properties(raw: bytes | bytearray | memoryview) -> dict[str, Any]:
             _, result[name] = decode.timestamp(bytes(raw[pos : pos + 8]))
             pos += 8
     return result
+
+
+_OCTET_PROPS = (1 << 12) | (1 << 11)
+_TIMESTAMP_PROP = 1 << 6
+_HEADERS_PROP = 1 << 13
+
+
+def check_properties(raw: bytes) -> None:
+    """Raise ValueError unless ``raw`` is a well-formed property block.
+
+    The hot path of every publish: without headers it only walks the lengths; with
+    headers it decodes them once (malformed tables must not reach the broker).
+    """
+    if len(raw) < 2:
+        raise ValueError("property flags truncated")
+    flags = U16.unpack_from(raw, 0)[0]
+    if flags & 1 or flags & _HEADERS_PROP:
+        decode_properties(raw)
+        return
+    size = len(raw)
+    pos = 2
+    bit = 1 << 15
+    while bit > 2:
+        if flags & bit:
+            if bit & _OCTET_PROPS:
+                pos += 1
+            elif bit == _TIMESTAMP_PROP:
+                pos += 8
+            else:  # short string
+                if pos >= size:
+                    raise ValueError("properties truncated")
+                pos += 1 + raw[pos]
+            if pos > size:
+                raise ValueError("properties truncated")
+        bit >>= 1
 
 
 def _encode_timestamp(value: Any) -> bytes:
@@ -401,7 +437,7 @@ def encode_properties(props: commands.Basic.Properties | dict[str, Any]) -> byte
             continue
         flags |= bit
         if kind == "shortstr":
-            raw = value.encode() if isinstance(value, str) else bytes(value)
+            raw = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else bytes(value)
             if len(raw) > 255:
                 raise ValueError(f"property {name} longer than 255 bytes")
             parts.append(U8.pack(len(raw)))

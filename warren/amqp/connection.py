@@ -53,6 +53,7 @@ from warren import __version__
 from warren.amqp import codec
 from warren.amqp import events as ev
 from warren.amqp.codec import decode_properties, encode_properties
+from warren.amqp.events import MethodReceived, PublishReceived
 from warren.errors import ReplyCode
 from warren.limits import FRAME_MIN_SIZE, Limits
 
@@ -195,11 +196,14 @@ class ServerConnection:
         self._last_received = self._now
         if self._state == _CLOSED:
             return []
-        if data:
-            self._in += data
         events: list[Any] = []
         self._events = events
-        self._parse()
+        if self._in:
+            self._in += data
+            self._consume(self._in)
+        elif data:
+            # Parse straight from the socket's bytes: frames sliced out of them are copied once.
+            self._consume(data if type(data) is bytes else bytes(data))
         return events
 
     def data_to_send(self) -> bytes:
@@ -243,7 +247,7 @@ class ServerConnection:
             if now - self._last_sent >= self.heartbeat / 2:
                 self._write(codec.HEARTBEAT_FRAME)
         if self._in and state not in (_AWAIT_LOGIN, _AWAIT_VHOST):
-            self._parse()
+            self._consume(self._in)
         return events
 
     # ---- answers to events -------------------------------------------------------------
@@ -463,8 +467,23 @@ class ServerConnection:
 
     # ---- parsing -----------------------------------------------------------------------
 
-    def _parse(self) -> None:
-        buf = self._in
+    def _consume(self, buf: bytes | bytearray) -> None:
+        """Parse what ``buf`` holds; keep the incomplete rest in ``self._in``."""
+        pos = self._parse(buf)
+        if self._state == _CLOSED:
+            self._in = bytearray()
+        elif buf is self._in:
+            if pos:
+                del self._in[:pos]
+        elif pos < len(buf):
+            self._in = bytearray(memoryview(buf)[pos:])
+
+    def _parse(self, buf: bytes | bytearray) -> int:
+        """Handle every complete frame in ``buf``; returns the number of bytes consumed.
+
+        The hot paths (basic.publish, its body frames, basic.ack on an open channel) are
+        inlined here; everything else goes through the general handlers.
+        """
         size = len(buf)
         pos = 0
         try:
@@ -472,38 +491,83 @@ class ServerConnection:
                 if size < 8:
                     if buf != codec.PROTOCOL_HEADER[:size] and buf != codec.PROTOCOL_HEADER_0_9[:size]:
                         self._bad_protocol_header()
-                    return
+                    return 0
                 header = bytes(buf[:8])
                 if header != codec.PROTOCOL_HEADER and header != codec.PROTOCOL_HEADER_0_9:
                     self._bad_protocol_header()
-                    return
+                    return 0
                 pos = 8
                 self._send_start()
             unpack_head = _FRAME_HEAD.unpack_from
+            unpack_index = _INDEX.unpack_from
+            contents = self._content
+            channels = self._channels
+            events = self._events
+            max_payload = self._max_payload
             while size - pos >= 7:
                 state = self._state
                 if state == _AWAIT_LOGIN or state == _AWAIT_VHOST:
                     break
                 frame_type, channel, payload = unpack_head(buf, pos)
-                if payload > self._max_payload:
-                    self._frame_error(
-                        frame_type,
-                        f"{{frame_too_large,{payload},{self._max_payload - 8}}}",
-                        fatal=True,
-                    )
+                if payload > max_payload:
+                    max_payload = self._max_payload  # tune-ok may have changed it
+                    if payload > max_payload:
+                        self._frame_error(
+                            frame_type, f"{{frame_too_large,{payload},{max_payload - 8}}}", fatal=True
+                        )
                 end = pos + 7 + payload
                 if end >= size:
                     break
-                if buf[end] != codec.FRAME_END:
+                if buf[end] != 0xCE:
                     self._frame_error(
                         frame_type, f"{{invalid_frame_end_marker,{buf[end]}}}", fatal=True
                     )
                 start = pos + 7
                 pos = end + 1
-                if frame_type == 1:
-                    self._method_frame(channel, buf, start, end)
-                elif frame_type == 3:
+                if frame_type == 3:
+                    # A body frame of a publish in progress (content exists only on open
+                    # channels of a running connection).
+                    content = contents.get(channel)
+                    if content is not None and content.properties is not None:
+                        received = content.received + payload
+                        if received <= content.body_size:
+                            chunk = buf[start:end]
+                            if type(chunk) is not bytes:
+                                chunk = bytes(chunk)
+                            if received == content.body_size:
+                                del contents[channel]
+                                if content.chunks:
+                                    content.chunks.append(chunk)
+                                    chunk = b"".join(content.chunks)
+                                events.append(
+                                    PublishReceived(channel, content.method, content.properties, chunk)
+                                )
+                            else:
+                                content.chunks.append(chunk)
+                                content.received = received
+                            continue
                     self._body_frame(channel, buf, start, end)
+                elif frame_type == 1:
+                    if (
+                        payload >= 4
+                        and state == _RUNNING
+                        and channel not in contents
+                        and channels.get(channel) == _CH_OPEN
+                    ):
+                        index = unpack_index(buf, start)[0]
+                        if index == _BASIC_PUBLISH:
+                            try:
+                                contents[channel] = _Content(codec.parse_publish(buf, start + 4, end))
+                            except (ValueError, IndexError):
+                                self._syntax_error(index)
+                            continue
+                        if index == _BASIC_ACK:
+                            try:
+                                events.append(MethodReceived(channel, codec.parse_ack(buf, start + 4, end)))
+                            except ValueError:
+                                self._syntax_error(index)
+                            continue
+                    self._method_frame(channel, buf, start, end)
                 elif frame_type == 2:
                     self._header_frame(channel, buf, start, end)
                 elif frame_type == 8:
@@ -512,11 +576,8 @@ class ServerConnection:
                 elif state < _CLOSING:
                     self._frame_error(frame_type, "unknown_frame", fatal=False)
         except _Fatal:
-            return
-        if self._state == _CLOSED:
-            return
-        if pos:
-            del buf[:pos]
+            return 0
+        return pos
 
     def _bad_protocol_header(self) -> None:
         self._write(codec.PROTOCOL_HEADER)
@@ -536,7 +597,7 @@ class ServerConnection:
 
     # ---- method frames -----------------------------------------------------------------
 
-    def _method_frame(self, channel: int, buf: bytearray, start: int, end: int) -> None:
+    def _method_frame(self, channel: int, buf: bytes | bytearray, start: int, end: int) -> None:
         if end - start < 4:
             if self._state < _CLOSING:
                 self._frame_error(1, "method frame shorter than its class and method ids", False)
@@ -595,7 +656,7 @@ class ServerConnection:
         if method is not None:
             self._connection_method(method)
 
-    def _decode(self, index: int, buf: bytearray, start: int, end: int) -> Any:
+    def _decode(self, index: int, buf: bytes | bytearray, start: int, end: int) -> Any:
         """pamqp-decode a rare method; None (and the connection closing) when it is bad."""
         try:
             return codec.parse_method(index, bytes(buf[start + 4 : end]))
@@ -627,7 +688,7 @@ class ServerConnection:
         self._connection_error(ReplyCode.UNEXPECTED_FRAME, text)
 
     def _closed_channel_method(
-        self, channel: int, index: int, buf: bytearray, start: int, end: int
+        self, channel: int, index: int, buf: bytes | bytearray, start: int, end: int
     ) -> None:
         """A method on a channel that is not open: only channel.open is allowed."""
         if index != _CHANNEL_OPEN:
@@ -658,7 +719,7 @@ class ServerConnection:
         self._write(codec.method_frame(channel, commands.Channel.OpenOk()))
         self._events.append(ev.ChannelOpened(channel))
 
-    def _channel_method(self, channel: int, index: int, buf: bytearray, start: int, end: int) -> None:
+    def _channel_method(self, channel: int, index: int, buf: bytes | bytearray, start: int, end: int) -> None:
         method = self._decode(index, buf, start, end)
         if method is None:
             return
@@ -789,33 +850,31 @@ class ServerConnection:
 
     # ---- content frames ----------------------------------------------------------------
 
-    def _content_channel(self, channel: int, frame_type: int) -> _Content | None:
-        """The assembly a header/body frame belongs to; None when it is to be ignored."""
+    def _content_channel(self, channel: int, frame_type: int) -> None:
+        """A header/body frame without a publish in progress: an error, unless ignored."""
         state = self._state
         if state >= _CLOSING:
-            return None
+            return
         if state != _RUNNING or channel == 0:
             self._connection_error(
                 ReplyCode.UNEXPECTED_FRAME,
                 f"type {frame_type}, all octets = <<>>: unexpected content frame on channel {channel}",
             )
-            return None
+            return
         channel_state = self._channels.get(channel)
         if channel_state == _CH_CLOSING:
-            return None
+            return
         if channel_state is None:
             self._connection_error(ReplyCode.CHANNEL_ERROR, "expected 'channel.open'")
-            return None
-        content = self._content.get(channel)
-        if content is None:
-            self._connection_error(
-                ReplyCode.UNEXPECTED_FRAME, "expected method frame, got non method frame instead"
-            )
-        return content
+            return
+        self._connection_error(
+            ReplyCode.UNEXPECTED_FRAME, "expected method frame, got non method frame instead"
+        )
 
-    def _header_frame(self, channel: int, buf: bytearray, start: int, end: int) -> None:
-        content = self._content_channel(channel, 2)
-        if content is None:
+    def _header_frame(self, channel: int, buf: bytes | bytearray, start: int, end: int) -> None:
+        content = self._content.get(channel)
+        if content is None:  # report (or ignore) it as the state demands
+            self._content_channel(channel, 2)
             return
         if content.properties is not None:
             self._connection_error(
@@ -836,7 +895,7 @@ class ServerConnection:
         properties = bytes(buf[start + 12 : end])
         if properties != b"\x00\x00":
             try:
-                decode_properties(properties)
+                codec.check_properties(properties)
             except ValueError:
                 self._connection_error(
                     ReplyCode.SYNTAX_ERROR, "cannot decode content header properties", 60, 40
@@ -859,9 +918,10 @@ class ServerConnection:
         content.properties = properties
         content.body_size = body_size
 
-    def _body_frame(self, channel: int, buf: bytearray, start: int, end: int) -> None:
-        content = self._content_channel(channel, 3)
+    def _body_frame(self, channel: int, buf: bytes | bytearray, start: int, end: int) -> None:
+        content = self._content.get(channel)
         if content is None:
+            self._content_channel(channel, 3)
             return
         if content.properties is None:
             self._connection_error(

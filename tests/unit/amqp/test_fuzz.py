@@ -112,7 +112,7 @@ def frame_ops() -> st.SearchStrategy[bytes]:
         st.builds(lambda c, n: header_frame(c, n), channel, st.integers(0, 10)),
         st.builds(lambda c, b: body_frame(c, b), channel, st.binary(min_size=1, max_size=10)),
         st.builds(lambda c, t: method(c, commands.Basic.Ack(delivery_tag=t)), channel,
-                  st.integers(0, 2**64 - 1)),
+                  st.integers(0, 2**63 - 1)),
         st.builds(lambda c, q: method(c, commands.Queue.Declare(queue=q)), channel,
                   st.from_regex(r"[a-z]{0,10}", fullmatch=True)),
         st.builds(lambda c, n: method(c, commands.Basic.Qos(prefetch_count=n)), channel,

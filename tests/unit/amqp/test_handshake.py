@@ -292,3 +292,17 @@ def test_properties_round_trip() -> None:
     assert encode_properties(pamqp_props) == pamqp_props.marshal()
     assert decode_properties(pamqp_props.marshal()) == {"content_type": "a/b", "headers": {"h": True}}
     assert decode_properties(b"\x00\x00") == {}
+
+
+def test_non_utf8_property_strings_survive_decode_and_encode() -> None:
+    raw = b"\x80\x00" + b"\x02\xff\xfe"  # content-type of two bytes that are not UTF-8
+    assert encode_properties(decode_properties(raw)) == raw
+
+
+def test_receive_data_accepts_bytearray_and_memoryview() -> None:
+    conn = open_connection()
+    open_channel(conn, 1)
+    data = publish(1, b"abc")
+    events = conn.receive_data(bytearray(data[:10]), 0.0) + conn.receive_data(memoryview(data[10:]), 0.0)
+    assert [e.body for e in events] == [b"abc"]
+    assert type(events[0].body) is bytes
