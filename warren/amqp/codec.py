@@ -41,9 +41,11 @@ U32 = struct.Struct(">I")
 INDEX = struct.Struct(">I")
 ACK_ARGS = struct.Struct(">QB")
 CONTENT_HEAD = struct.Struct(">HHQ")  # class id, weight, body size
+_DELIVER_HEAD = struct.Struct(">BHIHHB")  # frame head, class, method, len(consumer tag)
 _DELIVER_MID = struct.Struct(">QBB")  # delivery tag, redelivered, len(exchange)
 _HEADER_FRAME = struct.Struct(">BBHIHHQ")  # frame-end of the method, header frame head, class, weight, size
 _GET_OK_MID = struct.Struct(">QBB")
+_END_BODY_HEAD = struct.Struct(">BBHI")  # frame-end of the header, then a body frame head
 _RETURN_HEAD = struct.Struct(">BHIHHHB")  # frame head, class, method, reply code, len(reply text)
 
 
@@ -55,35 +57,46 @@ def method_frame(channel: int, method: Any) -> bytes:
     return pamqp_frame.marshal(method, channel)
 
 
-def _content_frames(
-    parts: list[bytes], channel: int, frame_max: int, properties: bytes, body: bytes
-) -> None:
-    """Append the body frames of a content; the header was already appended by the caller."""
+_INLINE_BODY_MAX = 65536  # bodies up to this size are joined into the frames' bytes
+
+
+def _finish_content(
+    parts: list[bytes], out: list[bytes], channel: int, frame_max: int, properties: bytes, body: bytes
+) -> int:
+    """Append the content header (its head is already the last item of ``parts``), the
+    body frames and then everything to ``out``; returns the number of bytes appended."""
     size = len(body)
-    if not size:
-        return
     chunk = frame_max - 8 if frame_max else size
-    if size <= chunk:
-        parts.append(FRAME_HEAD.pack(FRAME_BODY, channel, size))
+    parts.append(properties)
+    if not size:
+        parts.append(FRAME_END_BYTE)
+        data = b"".join(parts)
+        out.append(data)
+        return len(data)
+    if size <= chunk and size <= _INLINE_BODY_MAX:
+        # the header's frame-end and the body frame's head in one pack
+        parts.append(_END_BODY_HEAD.pack(FRAME_END, FRAME_BODY, channel, size))
         parts.append(body)
         parts.append(FRAME_END_BYTE)
-        return
+        data = b"".join(parts)
+        out.append(data)
+        return len(data)
+    parts.append(FRAME_END_BYTE)
+    head = b"".join(parts)
+    out.append(head)
+    total = len(head)
     view = memoryview(body)
     for offset in range(0, size, chunk):
-        piece = view[offset : offset + chunk]
-        parts.append(FRAME_HEAD.pack(FRAME_BODY, channel, len(piece)))
-        parts.append(bytes(piece))
-        parts.append(FRAME_END_BYTE)
-
-
-def _shortstr(value: str) -> bytes:
-    raw = value.encode()
-    assert len(raw) <= 255, f"short string longer than 255 bytes: {value[:40]!r}..."
-    return raw
+        piece = bytes(view[offset : offset + chunk])
+        out.append(FRAME_HEAD.pack(FRAME_BODY, channel, len(piece)))
+        out.append(piece)
+        out.append(FRAME_END_BYTE)
+        total += len(piece) + 8
+    return total
 
 
 def encode_deliver(
-    parts: list[bytes],
+    out: list[bytes],
     channel: int,
     frame_max: int,
     consumer_tag: str,
@@ -93,33 +106,28 @@ def encode_deliver(
     routing_key: str,
     properties: bytes,
     body: bytes,
-) -> None:
-    """Append basic.deliver + content header + body frames to ``parts``."""
-    ctag = _shortstr(consumer_tag)
-    ex = _shortstr(exchange)
-    rk = _shortstr(routing_key)
-    method_size = 4 + 1 + len(ctag) + 8 + 1 + 1 + len(ex) + 1 + len(rk)
-    parts.append(
-        b"".join(
-            (
-                METHOD_HEAD.pack(FRAME_METHOD, channel, method_size, 60, 60),
-                U8.pack(len(ctag)),
-                ctag,
-                _DELIVER_MID.pack(delivery_tag, 1 if redelivered else 0, len(ex)),
-                ex,
-                U8.pack(len(rk)),
-                rk,
-                _HEADER_FRAME.pack(FRAME_END, FRAME_HEADER, channel, 12 + len(properties), 60, 0, len(body)),
-                properties,
-                FRAME_END_BYTE,
-            )
-        )
-    )
-    _content_frames(parts, channel, frame_max, properties, body)
+) -> int:
+    """Append basic.deliver + content header + body frames to ``out``; returns their size.
+
+    Short strings longer than 255 bytes are programmer errors (struct.error).
+    """
+    ctag = consumer_tag.encode()
+    ex = exchange.encode()
+    rk = routing_key.encode()
+    parts = [
+        _DELIVER_HEAD.pack(FRAME_METHOD, channel, 16 + len(ctag) + len(ex) + len(rk), 60, 60, len(ctag)),
+        ctag,
+        _DELIVER_MID.pack(delivery_tag, 1 if redelivered else 0, len(ex)),
+        ex,
+        U8.pack(len(rk)),
+        rk,
+        _HEADER_FRAME.pack(FRAME_END, FRAME_HEADER, channel, 12 + len(properties), 60, 0, len(body)),
+    ]
+    return _finish_content(parts, out, channel, frame_max, properties, body)
 
 
 def encode_get_ok(
-    parts: list[bytes],
+    out: list[bytes],
     channel: int,
     frame_max: int,
     delivery_tag: int,
@@ -129,31 +137,24 @@ def encode_get_ok(
     message_count: int,
     properties: bytes,
     body: bytes,
-) -> None:
-    """Append basic.get-ok + content header + body frames to ``parts``."""
-    ex = _shortstr(exchange)
-    rk = _shortstr(routing_key)
-    method_size = 4 + 8 + 1 + 1 + len(ex) + 1 + len(rk) + 4
-    parts.append(
-        b"".join(
-            (
-                METHOD_HEAD.pack(FRAME_METHOD, channel, method_size, 60, 71),
-                _GET_OK_MID.pack(delivery_tag, 1 if redelivered else 0, len(ex)),
-                ex,
-                U8.pack(len(rk)),
-                rk,
-                U32.pack(message_count),
-                _HEADER_FRAME.pack(FRAME_END, FRAME_HEADER, channel, 12 + len(properties), 60, 0, len(body)),
-                properties,
-                FRAME_END_BYTE,
-            )
-        )
-    )
-    _content_frames(parts, channel, frame_max, properties, body)
+) -> int:
+    """Append basic.get-ok + content header + body frames to ``out``; returns their size."""
+    ex = exchange.encode()
+    rk = routing_key.encode()
+    parts = [
+        METHOD_HEAD.pack(FRAME_METHOD, channel, 19 + len(ex) + len(rk), 60, 71),
+        _GET_OK_MID.pack(delivery_tag, 1 if redelivered else 0, len(ex)),
+        ex,
+        U8.pack(len(rk)),
+        rk,
+        U32.pack(message_count),
+        _HEADER_FRAME.pack(FRAME_END, FRAME_HEADER, channel, 12 + len(properties), 60, 0, len(body)),
+    ]
+    return _finish_content(parts, out, channel, frame_max, properties, body)
 
 
 def encode_return(
-    parts: list[bytes],
+    out: list[bytes],
     channel: int,
     frame_max: int,
     reply_code: int,
@@ -162,28 +163,21 @@ def encode_return(
     routing_key: str,
     properties: bytes,
     body: bytes,
-) -> None:
-    """Append basic.return + content header + body frames to ``parts``."""
+) -> int:
+    """Append basic.return + content header + body frames to ``out``; returns their size."""
     text = reply_text.encode()[:255]
-    ex = _shortstr(exchange)
-    rk = _shortstr(routing_key)
-    method_size = 4 + 2 + 1 + len(text) + 1 + len(ex) + 1 + len(rk)
-    parts.append(
-        b"".join(
-            (
-                _RETURN_HEAD.pack(FRAME_METHOD, channel, method_size, 60, 50, reply_code, len(text)),
-                text,
-                U8.pack(len(ex)),
-                ex,
-                U8.pack(len(rk)),
-                rk,
-                _HEADER_FRAME.pack(FRAME_END, FRAME_HEADER, channel, 12 + len(properties), 60, 0, len(body)),
-                properties,
-                FRAME_END_BYTE,
-            )
-        )
-    )
-    _content_frames(parts, channel, frame_max, properties, body)
+    ex = exchange.encode()
+    rk = routing_key.encode()
+    parts = [
+        _RETURN_HEAD.pack(FRAME_METHOD, channel, 9 + len(text) + len(ex) + len(rk), 60, 50, reply_code, len(text)),
+        text,
+        U8.pack(len(ex)),
+        ex,
+        U8.pack(len(rk)),
+        rk,
+        _HEADER_FRAME.pack(FRAME_END, FRAME_HEADER, channel, 12 + len(properties), 60, 0, len(body)),
+    ]
+    return _finish_content(parts, out, channel, frame_max, properties, body)
 
 
 # ---- hot-path method parsing -----------------------------------------------------------

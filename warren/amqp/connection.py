@@ -169,6 +169,7 @@ class ServerConnection:
         self._content: dict[int, _Content] = {}
         self._events: list[Any] = []
         self._blocked = False
+        self._checked_properties = b"\x00\x00"  # the last property block known well-formed
         # Before tune-ok, accept frames up to the server's own frame-max.
         self._max_payload = self._payload_limit(limits.frame_max)
         self._now = 0.0
@@ -299,13 +300,11 @@ class ServerConnection:
     ) -> None:
         if self._channels.get(channel) != _CH_OPEN or self._state >= _CLOSING:
             return
-        out = self._out
-        before = len(out)
-        codec.encode_deliver(
-            out, channel, self.frame_max, consumer_tag, delivery_tag, redelivered,
+        self._out_size += codec.encode_deliver(
+            self._out, channel, self.frame_max, consumer_tag, delivery_tag, redelivered,
             exchange, routing_key, properties, body,
         )
-        self._wrote(out, before)
+        self._last_sent = self._now
 
     def send_get_ok(
         self,
@@ -320,13 +319,11 @@ class ServerConnection:
     ) -> None:
         if self._channels.get(channel) != _CH_OPEN or self._state >= _CLOSING:
             return
-        out = self._out
-        before = len(out)
-        codec.encode_get_ok(
-            out, channel, self.frame_max, delivery_tag, redelivered, exchange, routing_key,
+        self._out_size += codec.encode_get_ok(
+            self._out, channel, self.frame_max, delivery_tag, redelivered, exchange, routing_key,
             message_count, properties, body,
         )
-        self._wrote(out, before)
+        self._last_sent = self._now
 
     def send_return(
         self,
@@ -340,13 +337,11 @@ class ServerConnection:
     ) -> None:
         if self._channels.get(channel) != _CH_OPEN or self._state >= _CLOSING:
             return
-        out = self._out
-        before = len(out)
-        codec.encode_return(
-            out, channel, self.frame_max, reply_code, reply_text, exchange, routing_key,
+        self._out_size += codec.encode_return(
+            self._out, channel, self.frame_max, reply_code, reply_text, exchange, routing_key,
             properties, body,
         )
-        self._wrote(out, before)
+        self._last_sent = self._now
 
     def close_channel(
         self, channel: int, code: int, text: str, class_id: int = 0, method_id: int = 0
@@ -395,13 +390,6 @@ class ServerConnection:
     def _write(self, data: bytes) -> None:
         self._out.append(data)
         self._out_size += len(data)
-        self._last_sent = self._now
-
-    def _wrote(self, out: list[bytes], before: int) -> None:
-        size = 0
-        for index in range(before, len(out)):
-            size += len(out[index])
-        self._out_size += size
         self._last_sent = self._now
 
     def _send0(self, method: Any) -> None:
@@ -893,7 +881,8 @@ class ServerConnection:
             )
             return
         properties = bytes(buf[start + 12 : end])
-        if properties != b"\x00\x00":
+        if properties != self._checked_properties:
+            # Publishers mostly repeat the same properties: check each distinct block once.
             try:
                 codec.check_properties(properties)
             except ValueError:
@@ -901,6 +890,7 @@ class ServerConnection:
                     ReplyCode.SYNTAX_ERROR, "cannot decode content header properties", 60, 40
                 )
                 return
+            self._checked_properties = properties
         max_size = self.limits.max_message_size
         if body_size > max_size:
             self._channel_error(

@@ -165,7 +165,9 @@ def test_deliver_frames_respect_frame_max(body: bytes, frame_max: int) -> None:
     conn.receive_data(method(1, commands.Channel.Open()), 0.0)
     conn.data_to_send()
     conn.send_deliver(1, "ctag", 1, False, "ex", "rk", b"\x00\x00", body)
+    pending = conn.pending_bytes()
     data = conn.data_to_send()
+    assert len(data) == pending
     pos = 0
     bodies = []
     while pos < len(data):

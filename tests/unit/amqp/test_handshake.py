@@ -306,3 +306,16 @@ def test_receive_data_accepts_bytearray_and_memoryview() -> None:
     events = conn.receive_data(bytearray(data[:10]), 0.0) + conn.receive_data(memoryview(data[10:]), 0.0)
     assert [e.body for e in events] == [b"abc"]
     assert type(events[0].body) is bytes
+
+
+def test_large_single_frame_deliver_and_get_ok() -> None:
+    conn = open_connection(frame_max=131072)
+    open_channel(conn, 1)
+    payload = bytes(range(256)) * 400  # 102400 bytes: one body frame, not joined inline
+    conn.send_deliver(1, "c", 1, False, "", "q", b"\x00\x00", payload)
+    conn.send_get_ok(1, 2, False, "", "q", 0, b"\x00\x00", payload)
+    pending = conn.pending_bytes()
+    data = conn.data_to_send()
+    assert len(data) == pending
+    frames = read_frames(data)
+    assert [f[1].value for f in frames if hasattr(f[1].obj, "value")] == [payload, payload]
