@@ -44,17 +44,15 @@ connection errors send connection.close and terminate on the client's close-ok o
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
-from pamqp import commands, decode
+from pamqp import commands
 
-from warren import __version__
-from warren.amqp import codec
+from warren.amqp import codec, handshake
 from warren.amqp import events as ev
 from warren.amqp.codec import decode_properties, encode_properties
 from warren.amqp.events import MethodReceived, PublishReceived
-from warren.errors import ReplyCode
+from warren.errors import AMQPError, ReplyCode
 from warren.limits import FRAME_MIN_SIZE, Limits
 
 __all__ = ["ServerConnection", "decode_properties", "encode_properties"]
@@ -86,18 +84,6 @@ _STATE_NAMES = {
 _CH_OPEN = 1
 _CH_CLOSING = 2  # we sent channel.close; only close/close-ok matter on it
 
-_CAPABILITIES = {
-    "publisher_confirms": True,
-    "exchange_exchange_bindings": True,
-    "basic.nack": True,
-    "consumer_cancel_notify": True,
-    "connection.blocked": True,
-    "consumer_priorities": True,
-    "authentication_failure_close": True,
-    "per_consumer_qos": True,
-    "direct_reply_to": False,
-}
-
 _CHANNEL_OPEN = commands.Channel.Open.index
 _CHANNEL_CLOSE = commands.Channel.Close.index
 _CHANNEL_CLOSE_OK = commands.Channel.CloseOk.index
@@ -110,22 +96,6 @@ _BASIC_ACK = codec.ACK_INDEX
 _FRAME_HEAD = codec.FRAME_HEAD
 _INDEX = codec.INDEX
 _CONTENT_HEAD = codec.CONTENT_HEAD
-
-
-def default_server_properties(extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """connection.start server-properties as RabbitMQ announces them (product Warren)."""
-    props: dict[str, Any] = {
-        "capabilities": dict(_CAPABILITIES),
-        "cluster_name": "warren",
-        "copyright": "Copyright (c) the Warren authors",
-        "information": "Licensed under the Apache License 2.0",
-        "platform": f"Python {sys.version_info.major}.{sys.version_info.minor}",
-        "product": "Warren",
-        "version": __version__,
-    }
-    if extra:
-        props.update(extra)
-    return props
 
 
 class _Content:
@@ -150,7 +120,7 @@ class ServerConnection:
 
     def __init__(self, limits: Limits, server_properties: dict[str, Any] | None = None) -> None:
         self.limits = limits
-        self.server_properties = default_server_properties(server_properties)
+        self.server_properties = handshake.server_properties(server_properties)
         self.is_open = False
         self.closed = False
         self.username = ""
@@ -578,8 +548,8 @@ class ServerConnection:
                 version_major=0,
                 version_minor=9,
                 server_properties=self.server_properties,
-                mechanisms="PLAIN AMQPLAIN",
-                locales="en_US",
+                mechanisms=handshake.MECHANISMS,
+                locales=handshake.LOCALES,
             )
         )
 
@@ -763,52 +733,23 @@ class ServerConnection:
         self.client_properties = props
         capabilities = props.get("capabilities")
         self.capabilities = capabilities if isinstance(capabilities, dict) else {}
-        mechanism = method.mechanism
-        response = method.response
-        raw = response.encode() if isinstance(response, str) else bytes(response or b"")
-        username: Any
-        password: Any
-        if mechanism == "PLAIN":
-            parts = raw.split(b"\x00")
-            if len(parts) != 3:
-                self._connection_error(ReplyCode.SYNTAX_ERROR, "PLAIN response invalid", 10, 11)
-                return
-            username, password = parts[1], parts[2]
-        elif mechanism == "AMQPLAIN":
-            try:
-                _, table = decode.field_table(codec.U32.pack(len(raw)) + raw)
-            except Exception:  # noqa: BLE001 - pamqp raises assorted errors on garbage
-                table = {}
-            username = table.get("LOGIN")
-            password = table.get("PASSWORD")
-            if username is None or password is None:
-                self._connection_error(
-                    ReplyCode.SYNTAX_ERROR, "AMQPLAIN response without LOGIN and PASSWORD", 10, 11
-                )
-                return
-        else:
-            self._connection_error(
-                ReplyCode.COMMAND_INVALID,
-                f"unknown authentication mechanism '{mechanism}'",
-                10,
-                11,
-            )
-            return
         try:
-            user = username.decode() if isinstance(username, bytes) else str(username)
-            secret = password.decode() if isinstance(password, bytes) else str(password)
-        except UnicodeDecodeError:
-            self._connection_error(ReplyCode.SYNTAX_ERROR, "credentials are not UTF-8", 10, 11)
+            user, secret = handshake.credentials(method.mechanism, method.response)
+        except AMQPError as error:
+            self._connection_error(error.code, error.text, error.class_id, error.method_id)
             return
         self.username = user
-        self.mechanism = mechanism
+        self.mechanism = method.mechanism
         self._state = _AWAIT_LOGIN
-        self._events.append(ev.LoginRequested(mechanism, user, secret))
+        self._events.append(ev.LoginRequested(method.mechanism, user, secret))
 
     def _tune_ok(self, method: commands.Connection.TuneOk) -> None:
-        frame_max = self._negotiate("frame_max", FRAME_MIN_SIZE, method.frame_max, self.limits.frame_max)
-        channel_max = self._negotiate("channel_max", 1, method.channel_max, self.limits.channel_max)
-        if frame_max is None or channel_max is None:
+        limits = self.limits
+        try:
+            frame_max = handshake.negotiate("frame_max", FRAME_MIN_SIZE, method.frame_max, limits.frame_max)
+            channel_max = handshake.negotiate("channel_max", 1, method.channel_max, limits.channel_max)
+        except AMQPError as error:
+            self._connection_error(error.code, error.text, error.class_id, error.method_id)
             return
         self.frame_max = frame_max
         self.channel_max = channel_max or 65535
@@ -816,25 +757,6 @@ class ServerConnection:
         self._max_payload = self._payload_limit(self.frame_max)
         self._last_received = self._now
         self._state = _AWAIT_OPEN
-
-    def _negotiate(self, field: str, minimum: int, client: int, server: int) -> int | None:
-        """The client's tune-ok value, as RabbitMQ validates it: it may lower ours, never
-        exceed it, and "no limit" (0) only when we have none either. None: refused."""
-        if client != 0 and client < minimum:
-            bound, relation, limit = "minimum", "lower", minimum
-        elif server != 0 and (client == 0 or client > server):
-            bound, relation, limit = "maximum", "higher", server
-        else:
-            return client
-        detail = " (no limit)" if client == 0 else ""
-        self._connection_error(
-            ReplyCode.NOT_ALLOWED,
-            f"negotiated {field} = {client}{detail} is {relation} than the {bound} allowed "
-            f"value ({limit})",
-            10,
-            30,
-        )
-        return None
 
     # ---- content frames ----------------------------------------------------------------
 
