@@ -126,16 +126,39 @@ def frame_ops() -> st.SearchStrategy[bytes]:
     )
 
 
+def valid_ops() -> st.SearchStrategy[bytes]:
+    """Frames a correct client sends on the pre-opened channels 1-3."""
+    channel = st.integers(1, 3)
+    return st.one_of(
+        st.builds(lambda c, b: publish(c, b, frame_max=4096), channel, st.binary(max_size=9000)),
+        st.builds(lambda c, t: method(c, commands.Basic.Ack(delivery_tag=t)), channel,
+                  st.integers(0, 2**63 - 1)),
+        st.builds(lambda c: method(c, commands.Basic.Qos(prefetch_count=10)), channel),
+        st.builds(lambda c: method(c, commands.Channel.Close(reply_code=200, reply_text="", class_id=0,
+                                                             method_id=0))
+                  + method(c, commands.Channel.Open()), channel),
+        st.just(heartbeat_frame()),
+    )
+
+
+def preopened(frame_max: int = 4096) -> ServerConnection:
+    conn = open_connection(frame_max=frame_max)
+    conn.receive_data(b"".join(method(c, commands.Channel.Open()) for c in (1, 2, 3)), 0.0)
+    conn.data_to_send()
+    return conn
+
+
 @FUZZ
-@given(ops=st.lists(frame_ops(), max_size=25), cuts=st.lists(st.integers(0, 100_000), max_size=10))
+@given(ops=st.lists(st.one_of(valid_ops(), valid_ops(), valid_ops(), frame_ops()), max_size=30),
+       cuts=st.lists(st.integers(0, 100_000), max_size=10))
 def test_random_frame_sequences_in_random_chunks(ops: list[bytes], cuts: list[int]) -> None:
     data = b"".join(ops)
-    whole = open_connection(frame_max=4096)
+    whole = preopened()
     expected = whole.receive_data(data, 0.0)
     expected_out = whole.data_to_send()
     check_outcome(whole, expected, expected_out)
     # the same bytes cut anywhere give the same events and the same output
-    chunked = open_connection(frame_max=4096)
+    chunked = preopened()
     got = feed(chunked, data, cuts)
     assert normalized(got) == normalized(expected)
     assert chunked.data_to_send() == expected_out
