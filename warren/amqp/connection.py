@@ -51,11 +51,11 @@ from pamqp import commands
 from warren.amqp import codec, handshake
 from warren.amqp import events as ev
 from warren.amqp.codec import decode_properties, encode_properties
-from warren.amqp.events import MethodReceived, PublishReceived
+from warren.amqp.events import Event, MethodReceived, PublishReceived
 from warren.errors import AMQPError, ReplyCode
 from warren.limits import FRAME_MIN_SIZE, Limits
 
-__all__ = ["ServerConnection", "decode_properties", "encode_properties"]
+__all__ = ["Event", "ServerConnection", "decode_properties", "encode_properties"]
 
 # Connection states, in handshake order.
 _AWAIT_HEADER = 0
@@ -137,7 +137,7 @@ class ServerConnection:
         self._out_size = 0
         self._channels: dict[int, int] = {}
         self._content: dict[int, _Content] = {}
-        self._events: list[Any] = []
+        self._events: list[Event] = []
         self._blocked = False
         self._checked_properties = b"\x00\x00"  # the last property block known well-formed
         # Before tune-ok, accept frames up to the server's own frame-max.
@@ -158,7 +158,7 @@ class ServerConnection:
     def state_name(self) -> str:
         return _STATE_NAMES[self._state]
 
-    def receive_data(self, data: bytes, now: float | None = None) -> list[Any]:
+    def receive_data(self, data: bytes, now: float | None = None) -> list[Event]:
         """Feed bytes from the socket; returns the events they caused."""
         if now is not None:
             self._now = now
@@ -167,7 +167,7 @@ class ServerConnection:
         self._last_received = self._now
         if self._state == _CLOSED:
             return []
-        events: list[Any] = []
+        events: list[Event] = []
         self._events = events
         if self._in:
             self._in += data
@@ -190,10 +190,10 @@ class ServerConnection:
     def pending_bytes(self) -> int:
         return self._out_size
 
-    def tick(self, now: float) -> list[Any]:
+    def tick(self, now: float) -> list[Event]:
         """Advance the clock: heartbeats, heartbeat timeout, handshake and close timeouts."""
         self._now = now
-        events: list[Any] = []
+        events: list[Event] = []
         self._events = events
         if self._started is None:
             self._start_clock()
@@ -223,7 +223,12 @@ class ServerConnection:
 
     # ---- answers to events -------------------------------------------------------------
 
+    # A decision that arrives after the connection started closing (a close(), a timeout)
+    # is moot and ignored.
+
     def accept_login(self) -> None:
+        if self._state >= _CLOSING:
+            return
         assert self._state == _AWAIT_LOGIN, "accept_login without a LoginRequested"
         self._state = _AWAIT_TUNE_OK
         self._send0(
@@ -235,16 +240,22 @@ class ServerConnection:
         )
 
     def refuse_login(self, text: str) -> None:
+        if self._state >= _CLOSING:
+            return
         assert self._state == _AWAIT_LOGIN, "refuse_login without a LoginRequested"
         self._send_close(ReplyCode.ACCESS_REFUSED, text, 10, 11)
 
     def accept_vhost(self) -> None:
+        if self._state >= _CLOSING:
+            return
         assert self._state == _AWAIT_VHOST, "accept_vhost without a VhostRequested"
         self._state = _RUNNING
         self.is_open = True
         self._send0(commands.Connection.OpenOk())
 
     def refuse_vhost(self, code: int, text: str) -> None:
+        if self._state >= _CLOSING:
+            return
         assert self._state == _AWAIT_VHOST, "refuse_vhost without a VhostRequested"
         self._send_close(code, text, 10, 40)
 
@@ -349,13 +360,13 @@ class ServerConnection:
     def unblock(self) -> None:
         if not self._blocked:
             return
-        self._blocked = False
+        self._blocked = False  # after a close, _send0 drops it
         self._send0(commands.Connection.Unblocked())
 
     # ---- output helpers ----------------------------------------------------------------
 
     def _supports_blocked(self) -> bool:
-        return bool(self.capabilities.get("connection.blocked")) and self._state < _CLOSING
+        return bool(self.capabilities.get("connection.blocked")) and self._state == _RUNNING
 
     def _write(self, data: bytes) -> None:
         self._out.append(data)
@@ -363,7 +374,7 @@ class ServerConnection:
         self._last_sent = self._now
 
     def _send0(self, method: Any) -> None:
-        if self._state < _CLOSED:
+        if self._state < _CLOSING:
             self._write(codec.method_frame(0, method))
 
     def _send_close(self, code: int, text: str, class_id: int, method_id: int) -> None:

@@ -319,3 +319,20 @@ def test_large_single_frame_deliver_and_get_ok() -> None:
     assert len(data) == pending
     frames = read_frames(data)
     assert [f[1].value for f in frames if hasattr(f[1].obj, "value")] == [payload, payload]
+
+
+def test_decisions_after_the_connection_started_closing_are_ignored() -> None:
+    conn = ServerConnection(Limits())
+    conn.receive_data(PROTOCOL_HEADER + start_ok(), 0.0)
+    conn.close(320, "CONNECTION_FORCED - shutdown")
+    conn.data_to_send()
+    conn.accept_login()  # too late: no tune goes out
+    assert conn.data_to_send() == b""
+
+
+def test_blocked_is_only_sent_on_a_running_connection() -> None:
+    conn = ServerConnection(Limits())
+    conn.receive_data(PROTOCOL_HEADER + start_ok(), 0.0)
+    conn.data_to_send()
+    conn.block("low on memory")  # still in the handshake
+    assert conn.data_to_send() == b""
