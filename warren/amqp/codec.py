@@ -285,8 +285,9 @@ def parse_method(index: int, data: bytes) -> Any:
     method = cls.__new__(cls)
     try:
         method.unmarshal(data)
-    except (struct.error, TypeError, IndexError, KeyError) as error:
-        raise ValueError(str(error)) from error
+    except (struct.error, TypeError, IndexError, KeyError, RecursionError) as error:
+        # RecursionError: tables nested thousands deep, a cheap attack on recursive decoders
+        raise ValueError(f"{type(error).__name__}: {error}"[:200]) from error
     return method
 
 
@@ -311,6 +312,104 @@ PROPERTY_FIELDS: tuple[tuple[str, str, int], ...] = (
 )
 PROPERTY_NAMES = frozenset(name for name, _, _ in PROPERTY_FIELDS)
 _TS = struct.Struct(">Q")
+
+
+# ---- field tables ------------------------------------------------------------------------
+
+MAX_TABLE_DEPTH = 64  # nesting of tables/arrays in headers; deeper is refused as malformed
+_I8 = struct.Struct(">b")
+_I16 = struct.Struct(">h")
+_I32 = struct.Struct(">i")
+_U32 = struct.Struct(">I")
+_I64 = struct.Struct(">q")
+_F32 = struct.Struct(">f")
+_F64 = struct.Struct(">d")
+# type octet -> (struct, size) for fixed-size values, decoded as pamqp decodes them
+_FIXED_VALUES: dict[int, tuple[struct.Struct, int]] = {
+    ord("b"): (_I8, 1),
+    ord("B"): (U8, 1),
+    ord("s"): (_I16, 2),  # RabbitMQ's (and pamqp's) reading: signed 16-bit
+    ord("u"): (U16, 2),
+    ord("I"): (_I32, 4),
+    ord("i"): (_U32, 4),
+    ord("l"): (_I64, 8),
+    ord("L"): (_I64, 8),
+    ord("f"): (_F32, 4),
+    ord("d"): (_F64, 8),
+}
+
+
+def decode_table(raw: bytes | bytearray | memoryview, start: int, end: int, depth: int = 0) -> dict[str, Any]:
+    """The field table whose entries span ``raw[start:end]``; values as pamqp decodes them.
+
+    Hand-written for the publish path (headers arrive with most messages); rare value types
+    are handed to pamqp. Raises ValueError when malformed or nested deeper than
+    MAX_TABLE_DEPTH.
+    """
+    if depth > MAX_TABLE_DEPTH:
+        raise ValueError("field table nested too deep")
+    result: dict[str, Any] = {}
+    pos = start
+    try:
+        while pos < end:
+            key_end = pos + 1 + raw[pos]
+            if key_end > end:
+                raise ValueError("field table key truncated")
+            key = bytes(raw[pos + 1 : key_end]).decode()
+            result[key], pos = _decode_value(raw, key_end, end, depth)
+    except (IndexError, struct.error) as error:
+        raise ValueError(f"field table malformed: {error}") from error
+    return result
+
+
+def _decode_value(raw: bytes | bytearray | memoryview, pos: int, end: int, depth: int) -> tuple[Any, int]:
+    if pos >= end:
+        raise ValueError("field value truncated")
+    kind = raw[pos]
+    pos += 1
+    if kind == 0x53 or kind == 0x46 or kind == 0x41:  # S: long string, F: table, A: array
+        if pos + 4 > end:
+            raise ValueError("field value truncated")
+        stop = pos + 4 + _U32.unpack_from(raw, pos)[0]
+        if stop > end:
+            raise ValueError("field value truncated")
+        if kind == 0x53:
+            data = bytes(raw[pos + 4 : stop])
+            try:
+                return data.decode(), stop
+            except UnicodeDecodeError:
+                return data, stop  # as pamqp: bytes when not UTF-8
+        if kind == 0x46:
+            return decode_table(raw, pos + 4, stop, depth + 1), stop
+        if depth >= MAX_TABLE_DEPTH:
+            raise ValueError("field array nested too deep")
+        items = []
+        inner = pos + 4
+        while inner < stop:
+            item, inner = _decode_value(raw, inner, stop, depth + 1)
+            items.append(item)
+        return items, stop
+    if kind == 0x74:  # t: boolean
+        if pos >= end:
+            raise ValueError("field value truncated")
+        return bool(raw[pos]), pos + 1
+    if kind == 0x56 or kind == 0:  # V: void (and NUL, seen in the wild)
+        return None, pos
+    fixed = _FIXED_VALUES.get(kind)
+    if fixed is not None:
+        unpacker, size = fixed
+        if pos + size > end:
+            raise ValueError("field value truncated")
+        return unpacker.unpack_from(raw, pos)[0], pos + size
+    # Rare types (decimal, timestamp, byte array): pamqp decodes them.
+    try:
+        consumed, value = decode.embedded_value(bytes(raw[pos - 1 : end]))
+    except (TypeError, IndexError, KeyError, struct.error) as error:
+        raise ValueError(f"field value malformed: {error}") from error
+    stop = pos - 1 + consumed
+    if stop > end:
+        raise ValueError("field value truncated")
+    return value, stop
 
 
 def decode_properties(raw: bytes | bytearray | memoryview) -> dict[str, Any]:
@@ -356,11 +455,7 @@ def decode_properties(raw: bytes | bytearray | memoryview) -> dict[str, Any]:
             end = pos + 4 + U32.unpack_from(raw, pos)[0]
             if end > size:
                 raise ValueError("headers truncated")
-            try:
-                _, table = decode.field_table(bytes(raw[pos:end]))
-            except (TypeError, IndexError, KeyError, struct.error) as error:
-                raise ValueError(f"headers malformed: {error}") from error
-            result[name] = table
+            result[name] = decode_table(raw, pos + 4, end)
             pos = end
         else:  # timestamp
             if pos + 8 > size:
