@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime
 import struct
+from collections.abc import Callable
 from typing import Any
 
 from pamqp import commands, decode, encode
@@ -52,8 +53,18 @@ _RETURN_HEAD = struct.Struct(">BHIHHHB")  # frame head, class, method, reply cod
 # ---- frames ----------------------------------------------------------------------------
 
 
+_SETTLE_FRAME = struct.Struct(">BHIHHQBB")  # frame head, class, method, tag, bits, frame-end
+
+
 def method_frame(channel: int, method: Any) -> bytes:
-    """One method frame, encoded by pamqp (for the rare methods)."""
+    """One method frame: basic.ack/nack (publisher confirms) by hand, the rest by pamqp."""
+    kind = type(method)
+    if kind is _Ack:
+        return _SETTLE_FRAME.pack(FRAME_METHOD, channel, 13, 60, 80, method.delivery_tag,
+                                  1 if method.multiple else 0, FRAME_END)
+    if kind is _Nack:
+        bits = (1 if method.multiple else 0) | (2 if method.requeue else 0)
+        return _SETTLE_FRAME.pack(FRAME_METHOD, channel, 13, 60, 120, method.delivery_tag, bits, FRAME_END)
     return pamqp_frame.marshal(method, channel)
 
 
@@ -186,6 +197,8 @@ _new_publish = commands.Basic.Publish.__new__
 _new_ack = commands.Basic.Ack.__new__
 _Publish = commands.Basic.Publish
 _Ack = commands.Basic.Ack
+_Nack = commands.Basic.Nack
+_Reject = commands.Basic.Reject
 
 
 def parse_publish(buf: bytes | bytearray, start: int, end: int) -> commands.Basic.Publish:
@@ -228,6 +241,37 @@ def parse_ack(buf: bytes | bytearray, start: int, end: int) -> commands.Basic.Ac
     method.delivery_tag = tag
     method.multiple = bool(bits & 1)
     return method
+
+
+def parse_nack(buf: bytes | bytearray, start: int, end: int) -> commands.Basic.Nack:
+    """basic.nack arguments in ``buf[start:end]``; ValueError when truncated."""
+    if end - start < 9:
+        raise ValueError("basic.nack truncated")
+    tag, bits = ACK_ARGS.unpack_from(buf, start)
+    method = _Nack.__new__(_Nack)
+    method.delivery_tag = tag
+    method.multiple = bool(bits & 1)
+    method.requeue = bool(bits & 2)
+    return method
+
+
+def parse_reject(buf: bytes | bytearray, start: int, end: int) -> commands.Basic.Reject:
+    """basic.reject arguments in ``buf[start:end]``; ValueError when truncated."""
+    if end - start < 9:
+        raise ValueError("basic.reject truncated")
+    tag, bits = ACK_ARGS.unpack_from(buf, start)
+    method = _Reject.__new__(_Reject)
+    method.delivery_tag = tag
+    method.requeue = bool(bits & 1)
+    return method
+
+
+# Settlement methods parsed by hand on the hot path: index -> parser.
+SETTLEMENT_PARSERS: dict[int, Callable[[bytes | bytearray, int, int], Any]] = {
+    ACK_INDEX: parse_ack,
+    commands.Basic.Nack.index: parse_nack,
+    commands.Basic.Reject.index: parse_reject,
+}
 
 
 # ---- generic method parsing (pamqp) with a strict length check ---------------------------

@@ -105,7 +105,6 @@ _CONNECTION_CLOSE = commands.Connection.Close.index
 _CONNECTION_CLOSE_OK = commands.Connection.CloseOk.index
 _CONNECTION_CLASS = 10
 _BASIC_PUBLISH = codec.PUBLISH_INDEX
-_BASIC_ACK = codec.ACK_INDEX
 
 _FRAME_HEAD = codec.FRAME_HEAD
 _INDEX = codec.INDEX
@@ -483,6 +482,7 @@ class ServerConnection:
                 self._send_start()
             unpack_head = _FRAME_HEAD.unpack_from
             unpack_index = _INDEX.unpack_from
+            settlement_parsers = codec.SETTLEMENT_PARSERS
             contents = self._content
             channels = self._channels
             events = self._events
@@ -544,9 +544,10 @@ class ServerConnection:
                             except (ValueError, IndexError):
                                 self._syntax_error(index)
                             continue
-                        if index == _BASIC_ACK:
+                        settle = settlement_parsers.get(index)
+                        if settle is not None:
                             try:
-                                events.append(MethodReceived(channel, codec.parse_ack(buf, start + 4, end)))
+                                events.append(MethodReceived(channel, settle(buf, start + 4, end)))
                             except ValueError:
                                 self._syntax_error(index)
                             continue
@@ -602,13 +603,14 @@ class ServerConnection:
                         return
                     self._content[channel] = _Content(method)
                     return
-                if index == _BASIC_ACK:
+                settle = codec.SETTLEMENT_PARSERS.get(index)
+                if settle is not None:
                     try:
-                        ack = codec.parse_ack(buf, start + 4, end)
+                        settlement = settle(buf, start + 4, end)
                     except ValueError:
                         self._syntax_error(index)
                         return
-                    self._events.append(ev.MethodReceived(channel, ack))
+                    self._events.append(ev.MethodReceived(channel, settlement))
                     return
                 self._channel_method(channel, index, buf, start, end)
                 return

@@ -336,3 +336,26 @@ def test_blocked_is_only_sent_on_a_running_connection() -> None:
     conn.data_to_send()
     conn.block("low on memory")  # still in the handshake
     assert conn.data_to_send() == b""
+
+
+def test_settlements_are_parsed_like_pamqp() -> None:
+    conn = open_connection()
+    open_channel(conn, 1)
+    sent = [commands.Basic.Ack(delivery_tag=2**63 - 1, multiple=True),
+            commands.Basic.Nack(delivery_tag=3, multiple=False, requeue=True),
+            commands.Basic.Nack(delivery_tag=4, multiple=True, requeue=False),
+            commands.Basic.Reject(delivery_tag=5, requeue=False),
+            commands.Basic.Reject(delivery_tag=6, requeue=True)]
+    events = conn.receive_data(b"".join(method(1, m) for m in sent), 0.0)
+    assert [Same(e.method) for e in events] == sent
+
+
+def test_confirms_are_encoded_like_pamqp() -> None:
+    from pamqp import frame
+    conn = open_connection()
+    open_channel(conn, 1)
+    for m in (commands.Basic.Ack(delivery_tag=7, multiple=True),
+              commands.Basic.Nack(delivery_tag=8, multiple=True, requeue=True),
+              commands.Basic.Nack(delivery_tag=9)):
+        conn.send_method(1, m)
+        assert conn.data_to_send() == frame.marshal(m, 1)
