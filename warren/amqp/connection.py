@@ -64,8 +64,8 @@ from pamqp import commands
 
 from warren.amqp import codec, handshake
 from warren.amqp import events as ev
-from warren.amqp.codec import decode_properties, encode_properties
 from warren.amqp.events import Event, MethodReceived, PublishReceived
+from warren.amqp.properties import decode_properties, encode_properties
 from warren.errors import AMQPError, ReplyCode
 from warren.limits import FRAME_MIN_SIZE, Limits
 

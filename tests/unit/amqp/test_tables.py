@@ -14,7 +14,7 @@ from pamqp import commands, decode, encode
 
 from tests.unit.amqp.wire import close_of, open_channel, open_connection, raw_frame
 from warren.amqp import events as ev
-from warren.amqp.codec import decode_properties, decode_table
+from warren.amqp.properties import decode_properties, decode_table
 
 scalars = st.one_of(
     st.none(),
