@@ -177,7 +177,8 @@ class ServerConnection:
             self._now = now
         if self._started is None:
             self._start_clock()
-        self._last_received = self._now
+        if data:
+            self._last_received = self._now
         if self._state == _CLOSED:
             return []
         events: list[Event] = []
@@ -582,6 +583,7 @@ class ServerConnection:
     # ---- method frames -----------------------------------------------------------------
 
     def _method_frame(self, channel: int, buf: bytes | bytearray, start: int, end: int) -> None:
+        """Every method frame the fast path in _parse did not take."""
         if end - start < 4:
             if self._state < _CLOSING:
                 self._frame_error(1, "method frame shorter than its class and method ids", False)
@@ -591,26 +593,10 @@ class ServerConnection:
         if channel and state == _RUNNING:
             channel_state = self._channels.get(channel)
             if channel_state == _CH_OPEN:
+                # (publish and settlements without a content in progress took the fast path)
                 content = self._content.get(channel)
                 if content is not None:
                     self._unexpected_mid_content(content)
-                    return
-                if index == _BASIC_PUBLISH:
-                    try:
-                        method = codec.parse_publish(buf, start + 4, end)
-                    except (ValueError, IndexError):
-                        self._syntax_error(index)
-                        return
-                    self._content[channel] = _Content(method)
-                    return
-                settle = codec.SETTLEMENT_PARSERS.get(index)
-                if settle is not None:
-                    try:
-                        settlement = settle(buf, start + 4, end)
-                    except ValueError:
-                        self._syntax_error(index)
-                        return
-                    self._events.append(ev.MethodReceived(channel, settlement))
                     return
                 self._channel_method(channel, index, buf, start, end)
                 return
