@@ -3,6 +3,7 @@ bounded work, and either stays usable or ends with a close."""
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -201,3 +202,13 @@ def test_deliver_frames_respect_frame_max(body: bytes, frame_max: int) -> None:
             bodies.append(data[pos + 7:pos + 7 + size])
         pos += 8 + size
     assert b"".join(bodies) == body
+
+
+@FUZZ
+@given(frame_type=st.integers(0, 255), channel=st.integers(0, 65535),
+       size=st.integers(4097, 2**32 - 1), tail=st.binary(max_size=50))
+def test_oversized_frames_are_always_fatal(frame_type: int, channel: int, size: int, tail: bytes) -> None:
+    conn = preopened(frame_max=4096)
+    events = conn.receive_data(struct.pack(">BHI", frame_type, channel, size) + tail, 0.0)
+    assert [type(e) for e in events] == [ev.ConnectionProtocolError, ev.ConnectionTerminated]
+    assert events[0].code == 501 and conn.closed
