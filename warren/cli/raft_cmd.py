@@ -1,0 +1,543 @@
+"""``warren raft-node`` (hidden) and ``warren bench raft``: Raft groups as real processes.
+
+``raft-node`` hosts K groups of a replicated-log state machine and serves a small client
+protocol on ``--client-port`` (loopback test harness, no authentication), using the same
+framing as the peer transport (4-byte length + msgpack):
+
+- ``[id, "propose", group, data]``  -> ``[id, "ok", index]`` once committed and applied here,
+  or ``[id, "err", reason, leader]`` (not the leader, leadership lost, timed out)
+- ``[id, "status"]``                -> ``[id, "ok", {group: {...}}]``
+- ``[id, "log", group, start, max]``-> ``[id, "ok", [[index, data], ...]]`` (applied entries)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import random
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import typer
+
+from warren.cli.main import app
+from warren.errors import PeerProtocolError
+from warren.io.peer import FrameDecoder, PeerTransport, encode_frame
+from warren.io.raft_host import ProposalFailed, RaftHost
+from warren.limits import Limits
+from warren.store.raft_store import GroupId, RaftStore
+
+log = logging.getLogger("warren.raft")
+
+CLIENT_MAX_FRAME = 16 * 1024 * 1024
+
+
+@dataclass
+class ReplicatedLog:
+    """The state machine: every group's applied payloads, in order (or just their count)."""
+
+    keep: bool = True
+    entries: dict[GroupId, list[tuple[int, bytes]]] = field(default_factory=dict)
+    applied: dict[GroupId, int] = field(default_factory=dict)
+
+    def apply(self, group: GroupId, index: int, data: bytes) -> None:
+        if self.keep:
+            self.entries.setdefault(group, []).append((index, data))
+        self.applied[group] = index
+
+
+def parse_peers(spec: str) -> dict[int, tuple[str, int]]:
+    """``1=127.0.0.1:7001,2=127.0.0.1:7002`` -> {1: ("127.0.0.1", 7001), ...}."""
+    peers: dict[int, tuple[str, int]] = {}
+    for part in spec.split(","):
+        try:
+            node, address = part.split("=", 1)
+            host, port = address.rsplit(":", 1)
+            peers[int(node)] = (host, int(port))
+        except ValueError as exc:
+            raise typer.BadParameter(f"--peers item {part!r} is not id=host:port") from exc
+    return peers
+
+
+# --- the client service ----------------------------------------------------------------
+
+
+class ClientService:
+    """Serves the client protocol for one node."""
+
+    def __init__(
+        self, host: RaftHost, machine: ReplicatedLog, status: Callable[[], dict[Any, Any]]
+    ) -> None:
+        self.host = host
+        self.machine = machine
+        self.status = status
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        decoder = FrameDecoder(CLIENT_MAX_FRAME)
+        out: list[bytes] = []
+
+        def reply(obj: Any) -> None:
+            if not out:
+                asyncio.get_running_loop().call_soon(flush)
+            out.append(encode_frame(obj))
+
+        def flush() -> None:
+            if not writer.is_closing():
+                writer.write(b"".join(out))
+            out.clear()
+
+        try:
+            while data := await reader.read(256 * 1024):
+                for request in decoder.feed(data):
+                    self._handle(request, reply)
+        except (PeerProtocolError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    def _handle(self, request: Any, reply: Callable[[Any], None]) -> None:
+        if not isinstance(request, list) or len(request) < 2:
+            return
+        rid, op = request[0], request[1]
+        if op == "propose" and len(request) == 4:
+            group = request[2]
+            future = self.host.submit(group, request[3])
+
+            def done(f: asyncio.Future[int]) -> None:
+                exc = f.exception()
+                if exc is None:
+                    reply([rid, "ok", f.result()])
+                else:
+                    reply([rid, "err", str(exc), self.status().get(group, {}).get("leader")])
+
+            future.add_done_callback(done)
+        elif op == "status":
+            reply([rid, "ok", self.status()])
+        elif op == "log" and len(request) == 5:
+            _, _, group, start, limit = request
+            entries = self.machine.entries.get(group, [])
+            lo = next((i for i, (index, _) in enumerate(entries) if index >= start), len(entries))
+            reply([rid, "ok", [list(e) for e in entries[lo : lo + limit]]])
+        else:
+            reply([rid, "err", f"bad request {op!r}", None])
+
+
+class RaftClient:
+    """Pipelined client of one node's client port."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self._ids = itertools.count(1)
+        self._waiting: dict[int, asyncio.Future[Any]] = {}
+        self._out: list[bytes] = []
+        self._reader_task = asyncio.get_running_loop().create_task(self._read())
+
+    @classmethod
+    async def connect(cls, host: str, port: int) -> RaftClient:
+        reader, writer = await asyncio.open_connection(host, port)
+        return cls(reader, writer)
+
+    async def _read(self) -> None:
+        decoder = FrameDecoder(CLIENT_MAX_FRAME)
+        error: BaseException = ConnectionError("node closed the connection")
+        try:
+            while data := await self.reader.read(256 * 1024):
+                for rid, *rest in decoder.feed(data):
+                    future = self._waiting.pop(rid, None)
+                    if future is not None and not future.done():
+                        future.set_result(rest)
+        except (OSError, PeerProtocolError) as exc:
+            error = exc
+        for future in self._waiting.values():
+            if not future.done():
+                future.set_exception(error)
+        self._waiting.clear()
+
+    async def request(self, *args: Any) -> list[Any]:
+        rid = next(self._ids)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiting[rid] = future
+        if self._reader_task.done():
+            raise ConnectionError("node closed the connection")
+        if not self._out:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._out.append(encode_frame([rid, *args]))
+        result: list[Any] = await future
+        return result
+
+    def _flush(self) -> None:
+        if not self.writer.is_closing():
+            self.writer.write(b"".join(self._out))
+        self._out.clear()
+
+    async def propose(self, group: GroupId, data: bytes) -> int:
+        result = await self.request("propose", group, data)
+        if result[0] != "ok":
+            raise ProposalFailed(f"{result[1]} (leader: {result[2]})")
+        return int(result[1])
+
+    async def status(self) -> dict[Any, Any]:
+        return dict((await self.request("status"))[1])
+
+    async def log(
+        self, group: GroupId, start: int = 1, limit: int = 1_000_000
+    ) -> list[tuple[int, bytes]]:
+        return [(i, d) for i, d in (await self.request("log", group, start, limit))[1]]
+
+    async def close(self) -> None:
+        self.writer.close()
+        self._reader_task.cancel()
+        await asyncio.gather(self._reader_task, return_exceptions=True)
+
+
+# --- the node --------------------------------------------------------------------------
+
+
+@dataclass
+class NodeOptions:
+    node_id: int
+    peers: dict[int, tuple[str, int]]
+    data_dir: str
+    secret: bytes
+    groups: int
+    client_port: int
+    tick_ms: float
+    seed: int
+    keep_log: bool
+
+
+async def run_node(options: NodeOptions) -> None:
+    # The stand-in core until warren.raft exists (see warren/io/raft_standin.py).
+    from warren.io.raft_standin import StandinNode, message_from_wire
+
+    limits = Limits()
+    store = RaftStore(options.data_dir, limits.lmdb_map_size)
+    machine = ReplicatedLog(keep=options.keep_log)
+    rng = random.Random(options.seed * 1000 + options.node_id)
+    transport: PeerTransport | None = None
+
+    def send(peer: int, wire: Any) -> None:
+        assert transport is not None
+        transport.send(peer, wire)
+
+    host = RaftHost(
+        options.node_id, store, send, message_from_wire, machine, options.tick_ms / 1000
+    )
+    for group in range(options.groups):
+        host.add_group(
+            group,
+            StandinNode(options.node_id, group, sorted(options.peers), store, rng, limits),
+        )
+    transport = PeerTransport(
+        options.node_id,
+        options.peers[options.node_id],
+        options.peers,
+        options.secret,
+        host.on_peer_message,
+        limits,
+        rng,
+    )
+    await transport.start()
+    await host.start()
+    service = ClientService(
+        host,
+        machine,
+        lambda: {g: s.node.status() for g, s in host.groups.items()},  # type: ignore[attr-defined]
+    )
+    server = await asyncio.start_server(service.serve, "127.0.0.1", options.client_port)
+    port = server.sockets[0].getsockname()[1]
+    print(f"raft-node {options.node_id} ready client_port={port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    server.close()
+    await transport.stop()
+    await host.stop()
+    store.close()
+
+
+@app.command("raft-node", hidden=True)
+def raft_node(
+    node_id: int = typer.Option(..., "--id", help="This node's id (a key of --peers)."),
+    peers: str = typer.Option(..., help="Every node, this one included: id=host:port,..."),
+    data_dir: str = typer.Option(..., help="Where the Raft store lives."),
+    secret: str = typer.Option(..., help="The cluster's shared secret."),
+    groups: int = typer.Option(1, help="How many Raft groups to host."),
+    client_port: int = typer.Option(0, help="Client protocol port on 127.0.0.1 (0: any)."),
+    tick_ms: float = typer.Option(10.0, help="Raft tick interval."),
+    seed: int = typer.Option(1, help="Seed of the election-timeout randomness."),
+    keep_log: bool = typer.Option(True, help="Keep applied payloads in memory (for GET log)."),
+) -> None:
+    """Run one node of a test Raft cluster hosting K replicated-log groups."""
+    peer_map = parse_peers(peers)
+    if node_id not in peer_map:
+        raise typer.BadParameter(f"--id {node_id} is not in --peers")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    options = NodeOptions(
+        node_id, peer_map, data_dir, secret.encode(), groups, client_port, tick_ms, seed, keep_log
+    )
+    try:
+        import uvloop
+
+        uvloop.run(run_node(options))
+    except ImportError:
+        asyncio.run(run_node(options))
+
+
+# --- a local cluster of raft-node processes (the benchmark's and the tests' harness) ---
+
+
+def free_ports(count: int) -> list[int]:
+    import socket
+
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+@dataclass
+class NodeProcess:
+    node_id: int
+    args: list[str]
+    client_port: int
+    proc: Any = None  # subprocess.Popen
+    client: RaftClient | None = None
+
+    def start(self) -> None:
+        import subprocess
+        import sys
+
+        self.proc = subprocess.Popen(
+            # This module directly, so a node starts even if another command fails to import.
+            [sys.executable, "-m", "warren.cli.raft_cmd", *self.args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    async def wait_ready(self, timeout: float = 20.0) -> None:
+        loop = asyncio.get_running_loop()
+        line = await asyncio.wait_for(
+            loop.run_in_executor(None, self.proc.stdout.readline), timeout
+        )
+        if "ready" not in line:
+            rest = await loop.run_in_executor(None, self.proc.stdout.read)
+            raise RuntimeError(f"raft-node {self.node_id} failed to start: {line}{rest}")
+        # Keep draining its output so a chatty node never blocks on a full pipe.
+        loop.run_in_executor(None, self.proc.stdout.read)
+        self.client = await RaftClient.connect("127.0.0.1", self.client_port)
+
+    def signal(self, sig: int) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    async def kill(self) -> None:
+        self.signal(signal.SIGKILL)
+        if self.client is not None:
+            await self.client.close()
+            self.client = None
+        if self.proc is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.proc.wait)
+
+
+class LocalCluster:
+    """N ``warren raft-node`` processes on loopback, each with its own data directory."""
+
+    def __init__(
+        self,
+        base_dir: str,
+        nodes: int = 3,
+        groups: int = 1,
+        keep_log: bool = True,
+        tick_ms: float = 10.0,
+        secret: str = "bench-secret",
+    ) -> None:
+        ports = free_ports(2 * nodes)
+        peers = ",".join(f"{i + 1}=127.0.0.1:{ports[i]}" for i in range(nodes))
+        self.nodes: dict[int, NodeProcess] = {}
+        for i in range(nodes):
+            node_id = i + 1
+            args = [
+                "raft-node",
+                "--id",
+                str(node_id),
+                "--peers",
+                peers,
+                "--data-dir",
+                f"{base_dir}/node{node_id}",
+                "--secret",
+                secret,
+                "--groups",
+                str(groups),
+                "--client-port",
+                str(ports[nodes + i]),
+                "--tick-ms",
+                str(tick_ms),
+                "--seed",
+                str(node_id),
+                "--keep-log" if keep_log else "--no-keep-log",
+            ]
+            self.nodes[node_id] = NodeProcess(node_id, args, ports[nodes + i])
+
+    async def start(self) -> None:
+        for node in self.nodes.values():
+            node.start()
+        await asyncio.gather(*(node.wait_ready() for node in self.nodes.values()))
+
+    async def restart(self, node_id: int) -> None:
+        node = self.nodes[node_id]
+        node.start()
+        await node.wait_ready()
+
+    async def stop(self) -> None:
+        for node in self.nodes.values():
+            node.signal(signal.SIGCONT)
+            await node.kill()
+
+    async def leader(self, group: GroupId, timeout: float = 10.0) -> int:
+        """The node that reports itself leader of ``group`` (waits for one)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            for node_id, node in self.nodes.items():
+                if node.client is None:
+                    continue
+                try:
+                    status = await asyncio.wait_for(node.client.status(), 0.5)
+                except (OSError, TimeoutError, ConnectionError):
+                    continue
+                if (
+                    status.get(group, {}).get("leader") == node_id
+                    and status[group].get("role") == "leader"
+                ):
+                    return node_id
+            if loop.time() > deadline:
+                raise TimeoutError(f"no leader for group {group} within {timeout}s")
+            await asyncio.sleep(0.02)
+
+
+# --- warren bench raft ------------------------------------------------------------------
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+
+
+async def _drive(
+    cluster: LocalCluster, groups: int, entry_size: int, inflight: int, seconds: float
+) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    payload = b"x" * entry_size
+    leaders = {g: await cluster.leader(g) for g in range(groups)}
+    latencies: list[float] = []
+    failures = 0
+    stop_at = loop.time() + seconds
+
+    async def worker(group: int) -> None:
+        nonlocal failures
+        client = cluster.nodes[leaders[group]].client
+        assert client is not None
+        while loop.time() < stop_at:
+            start = loop.time()
+            try:
+                await client.propose(group, payload)
+            except ProposalFailed:
+                failures += 1
+                continue
+            latencies.append(loop.time() - start)
+
+    workers = [worker(w % groups) for w in range(max(inflight, groups))]
+    started = loop.time()
+    await asyncio.gather(*workers)
+    elapsed = loop.time() - started
+    latencies.sort()
+    return {
+        "groups": groups,
+        "entry_size": entry_size,
+        "inflight": max(inflight, groups),
+        "seconds": round(elapsed, 2),
+        "committed": len(latencies),
+        "committed_per_second": round(len(latencies) / elapsed),
+        "latency_p50_ms": round(percentile(latencies, 0.5) * 1000, 2),
+        "latency_p99_ms": round(percentile(latencies, 0.99) * 1000, 2),
+        "failed_proposals": failures,
+    }
+
+
+async def _failover(cluster: LocalCluster) -> float:
+    """Seconds from kill -9 of group 0's leader to the first commit under its successor."""
+    loop = asyncio.get_running_loop()
+    old = await cluster.leader(0)
+    killed_at = loop.time()
+    await cluster.nodes[old].kill()
+    while loop.time() - killed_at < 30:
+        for node_id, node in cluster.nodes.items():
+            if node_id == old or node.client is None:
+                continue
+            try:
+                await asyncio.wait_for(node.client.propose(0, b"after failover"), 0.2)
+            except (ProposalFailed, TimeoutError, ConnectionError):
+                continue
+            return loop.time() - killed_at
+        await asyncio.sleep(0.005)
+    raise TimeoutError("no commit within 30 s of the leader's death")
+
+
+async def run_bench(
+    groups: int, entry_size: int, inflight: int, seconds: float, failover: bool
+) -> dict[str, Any]:
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="warren-bench-raft-") as base:
+        cluster = LocalCluster(base, nodes=3, groups=groups, keep_log=False)
+        await cluster.start()
+        try:
+            result = await _drive(cluster, groups, entry_size, inflight, seconds)
+            if failover:
+                result["failover_seconds"] = round(await _failover(cluster), 3)
+            return result
+        finally:
+            await cluster.stop()
+
+
+def register_bench() -> None:
+    from warren.cli.bench_cmd import bench_app
+
+    @bench_app.command("raft")
+    def bench_raft(
+        groups: int = typer.Option(1, help="Raft groups (each a 3-node group on loopback)."),
+        entry_size: int = typer.Option(1024, help="Bytes per proposed entry."),
+        inflight: int = typer.Option(256, help="Proposals in flight in total."),
+        seconds: float = typer.Option(10.0, help="How long to drive proposals."),
+        failover: bool = typer.Option(True, help="Then kill -9 a leader and time the failover."),
+        json_output: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    ) -> None:
+        """Committed entries/s and commit latency of 3 real raft-node processes (fsync on)."""
+        import json
+
+        result = asyncio.run(run_bench(groups, entry_size, inflight, seconds, failover))
+        if json_output:
+            typer.echo(json.dumps(result))
+            return
+        for key, value in result.items():
+            typer.echo(f"{key:>22}: {value}")
+
+
+register_bench()
+
+
+if __name__ == "__main__":
+    app()
