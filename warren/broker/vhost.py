@@ -1,0 +1,544 @@
+"""``VirtualHost``: exchanges, queues, bindings and policies of one vhost, with RabbitMQ's checks.
+
+Methods mirror the AMQP methods (errors are ``AMQPError`` with RabbitMQ's codes and texts)::
+
+    declare_exchange(name, type, passive=False, durable=True, auto_delete=False, internal=False,
+                     arguments=None) -> (Exchange, created)
+    delete_exchange(name, if_unused=False)
+    declare_queue(name, passive=False, durable=False, exclusive=False, auto_delete=False,
+                  arguments=None, owner=None, server_named=False, now_ms=None) -> (QueueState, created)
+    delete_queue(name, if_unused=False, if_empty=False, owner=None) -> message count
+    purge_queue(name, owner=None) -> count;  queue_for(name, owner=None) -> QueueState
+    bind_queue(queue, exchange, routing_key, arguments=None, owner=None) / unbind_queue(...)
+    bind_exchange(destination, source, routing_key, arguments=None) / unbind_exchange(...)
+    publish(message, now_ms, mandatory=False) -> PublishOutcome
+    reject(queue, msg_ids, now_ms) -> queues that received dead letters
+    expire(now_ms) -> queues that changed (TTL, dead letters, x-expires deletions)
+    owner_closed(owner) -> exclusive queues of that connection, now deleted
+    set_policy(policy, now_ms=0) / clear_policy(name, now_ms=0)
+    list_exchanges() / list_queues() / list_bindings() / list_policies()
+    export_durable() -> dict;  VirtualHost.from_definition(name, dict)
+
+Server-named queues: the caller generates the name ("amq.gen-..." from its own id source,
+since this layer has no randomness) and passes ``server_named=True`` so that the reserved
+``amq.`` prefix is allowed. Queues deleted by the vhost on its own (x-expires, exclusive
+owner gone) are also collected for ``take_deleted()`` so persistence can forget them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from warren.broker.exchange import EXCHANGE_TYPES, Binding, Exchange
+from warren.broker.message import Message, death_history, routing_keys_of
+from warren.broker.policy import Policy, effective_queue_args, matching_policy
+from warren.broker.queue import QueueState
+from warren.broker.queue_args import (
+    check_equivalent_arguments,
+    describe_value,
+    parse_queue_arguments,
+    resource_name,
+)
+from warren.errors import (
+    access_refused,
+    command_invalid,
+    not_found,
+    precondition_failed,
+    resource_locked,
+)
+from warren.limits import DEFAULT_LIMITS, Limits
+
+DEFAULT_EXCHANGES = (
+    ("amq.direct", "direct"),
+    ("amq.fanout", "fanout"),
+    ("amq.topic", "topic"),
+    ("amq.headers", "headers"),
+    ("amq.match", "headers"),
+)
+
+
+@dataclass(slots=True)
+class PublishOutcome:
+    routed_queues: list[QueueState]  # accepted the message
+    rejected_queues: list[QueueState]  # refused it (x-overflow reject-publish): nack when confirming
+    unroutable: bool  # routed to no queue at all: basic.return when mandatory
+    dead_letter_queues: list[QueueState] = field(default_factory=list)  # got dead letters (drop-head)
+
+
+def _flag(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def _shown(value: Any) -> str:
+    return _flag(value) if isinstance(value, bool) else str(value)
+
+
+class VirtualHost:
+    def __init__(self, name: str, limits: Limits = DEFAULT_LIMITS) -> None:
+        self.name = name
+        self.limits = limits
+        self.exchanges: dict[str, Exchange] = {"": Exchange("", "direct", durable=True)}
+        for exchange_name, exchange_type in DEFAULT_EXCHANGES:
+            self.exchanges[exchange_name] = Exchange(exchange_name, exchange_type, durable=True)
+        self.queues: dict[str, QueueState] = {}
+        self.policies: dict[str, Policy] = {}
+        self._sources_of: dict[tuple[str, str], dict[str, None]] = {}  # destination -> source exchanges
+        self._deleted: list[QueueState] = []
+
+    # ---- helpers ---------------------------------------------------------------------
+
+    def _rs(self, kind: str, name: str) -> str:
+        return resource_name(kind, name, self.name)
+
+    def _exchange(self, name: str) -> Exchange:
+        exchange = self.exchanges.get(name)
+        if exchange is None:
+            raise not_found(f"no exchange '{name}' in vhost '{self.name}'")
+        return exchange
+
+    def _check_exclusive(self, queue: QueueState, owner: Hashable, strict: bool = False) -> None:
+        """rabbit_amqqueue:check_exclusive_access: an owned queue only for its owner; in strict
+        mode (a redeclare) an unowned queue only for a non-exclusive declaration."""
+        if queue.owner is not None:
+            allowed = queue.owner == owner
+        else:
+            allowed = not strict or owner is None
+        if not allowed:
+            raise resource_locked(
+                f"cannot obtain exclusive access to locked {self._rs('queue', queue.name)}. It could be "
+                "originally declared on another connection or the exclusive property value does not "
+                "match that of the original declaration."
+            )
+
+    def queue_for(self, name: str, owner: Hashable = None) -> QueueState:
+        """The queue, checking existence (404) and exclusive ownership (405)."""
+        queue = self.queues.get(name)
+        if queue is None:
+            raise not_found(f"no queue '{name}' in vhost '{self.name}'")
+        self._check_exclusive(queue, owner)
+        return queue
+
+    # ---- exchanges -------------------------------------------------------------------
+
+    def declare_exchange(
+        self,
+        name: str,
+        type: str,
+        passive: bool = False,
+        durable: bool = True,
+        auto_delete: bool = False,
+        internal: bool = False,
+        arguments: dict[str, Any] | None = None,
+    ) -> tuple[Exchange, bool]:
+        if passive:
+            return self._exchange(name), False
+        if type not in EXCHANGE_TYPES:
+            raise command_invalid(f"unknown exchange type '{type}'")
+        if name == "":
+            raise access_refused("operation not permitted on the default exchange")
+        arguments = dict(arguments or {})
+        existing = self.exchanges.get(name)
+        if existing is not None:
+            where = self._rs("exchange", name)
+            for field_name, current, received in (
+                ("type", existing.type, type),
+                ("durable", existing.durable, durable),
+                ("auto_delete", existing.auto_delete, auto_delete),
+                ("internal", existing.internal, internal),
+            ):
+                if current != received:
+                    raise precondition_failed(
+                        f"inequivalent arg '{field_name}' for {where}: "
+                        f"received '{_shown(received)}' but current is '{_shown(current)}'"
+                    )
+            old_ae, new_ae = existing.arguments.get("alternate-exchange"), arguments.get("alternate-exchange")
+            if old_ae != new_ae:
+                raise precondition_failed(
+                    f"inequivalent arg 'alternate-exchange' for {where}: "
+                    f"received {describe_value(new_ae)} but current is {describe_value(old_ae)}"
+                )
+            return existing, False
+        if name.startswith("amq."):
+            raise access_refused(f"exchange name '{name}' contains reserved prefix 'amq.*'")
+        if len(self.exchanges) >= self.limits.max_exchanges:
+            raise precondition_failed(
+                f"cannot declare {self._rs('exchange', name)}: exchange limit ({self.limits.max_exchanges}) is reached"
+            )
+        exchange = Exchange(name, type, durable, auto_delete, internal, arguments)
+        self.exchanges[name] = exchange
+        return exchange, True
+
+    def delete_exchange(self, name: str, if_unused: bool = False) -> None:
+        if name == "":
+            raise access_refused("operation not permitted on the default exchange")
+        if name.startswith("amq."):
+            raise access_refused(f"deletion of system {self._rs('exchange', name)} not allowed")
+        exchange = self.exchanges.get(name)
+        if exchange is None:
+            return  # deleting an absent exchange succeeds, as in RabbitMQ
+        if if_unused and exchange.bindings:
+            raise precondition_failed(f"{self._rs('exchange', name)} in use")
+        self._remove_exchange(exchange)
+
+    def _remove_exchange(self, exchange: Exchange) -> None:
+        del self.exchanges[exchange.name]
+        for binding in list(exchange.bindings.values()):
+            self._forget_source(binding)
+        exchange.bindings.clear()
+        self._unbind_destination("exchange", exchange.name)
+
+    def _forget_source(self, binding: Binding) -> None:
+        dest = (binding.destination_kind, binding.destination)
+        sources = self._sources_of.get(dest)
+        if sources is None:
+            return
+        source = self.exchanges.get(binding.source)
+        if source is None or not source.bindings_to(*dest):
+            sources.pop(binding.source, None)
+            if not sources:
+                del self._sources_of[dest]
+
+    def _unbind_destination(self, kind: str, name: str) -> None:
+        """Remove every binding to a deleted queue or exchange (and auto-delete sources)."""
+        for source_name in list(self._sources_of.pop((kind, name), {})):
+            source = self.exchanges.get(source_name)
+            if source is None:
+                continue
+            for binding in source.bindings_to(kind, name):
+                source.remove_binding(binding)
+            self._maybe_auto_delete(source)
+
+    def _maybe_auto_delete(self, exchange: Exchange) -> None:
+        if exchange.auto_delete and not exchange.bindings and exchange.name in self.exchanges:
+            self._remove_exchange(exchange)
+
+    # ---- bindings --------------------------------------------------------------------
+
+    def _add_binding(self, binding: Binding) -> None:
+        source = self.exchanges[binding.source]
+        if source.add_binding(binding):
+            self._sources_of.setdefault((binding.destination_kind, binding.destination), {})[binding.source] = None
+
+    def _remove_binding(self, binding: Binding) -> None:
+        source = self.exchanges[binding.source]
+        if source.remove_binding(binding):
+            self._forget_source(binding)
+            self._maybe_auto_delete(source)
+
+    def _check_bindable(self, source: str) -> None:
+        if source == "":
+            raise access_refused("operation not permitted on the default exchange")
+        self._exchange(source)
+
+    def bind_queue(
+        self, queue: str, exchange: str, routing_key: str, arguments: dict[str, Any] | None = None,
+        owner: Hashable = None,
+    ) -> None:
+        self._check_bindable(exchange)
+        self.queue_for(queue, owner)
+        self._add_binding(Binding(exchange, "queue", queue, routing_key, dict(arguments or {})))
+
+    def unbind_queue(
+        self, queue: str, exchange: str, routing_key: str, arguments: dict[str, Any] | None = None,
+        owner: Hashable = None,
+    ) -> None:
+        self._check_bindable(exchange)
+        self.queue_for(queue, owner)
+        self._remove_binding(Binding(exchange, "queue", queue, routing_key, dict(arguments or {})))
+
+    def bind_exchange(
+        self, destination: str, source: str, routing_key: str, arguments: dict[str, Any] | None = None
+    ) -> None:
+        self._check_bindable(source)
+        if destination == "":
+            raise access_refused("operation not permitted on the default exchange")
+        self._exchange(destination)
+        self._add_binding(Binding(source, "exchange", destination, routing_key, dict(arguments or {})))
+
+    def unbind_exchange(
+        self, destination: str, source: str, routing_key: str, arguments: dict[str, Any] | None = None
+    ) -> None:
+        self._check_bindable(source)
+        if destination == "":
+            raise access_refused("operation not permitted on the default exchange")
+        self._exchange(destination)
+        self._remove_binding(Binding(source, "exchange", destination, routing_key, dict(arguments or {})))
+
+    # ---- queues ----------------------------------------------------------------------
+
+    def declare_queue(
+        self,
+        name: str,
+        passive: bool = False,
+        durable: bool = False,
+        exclusive: bool = False,
+        auto_delete: bool = False,
+        arguments: dict[str, Any] | None = None,
+        owner: Hashable = None,
+        server_named: bool = False,
+        now_ms: int | None = None,
+    ) -> tuple[QueueState, bool]:
+        arguments = dict(arguments or {})
+        existing = self.queues.get(name)
+        if passive:
+            queue = self.queue_for(name, owner)
+            return queue, False
+        if existing is not None:
+            self._check_exclusive(existing, owner if exclusive else None, strict=True)
+            where = self._rs("queue", name)
+            for field_name, current, received in (
+                ("durable", existing.durable, durable),
+                ("auto_delete", existing.auto_delete, auto_delete),
+            ):
+                if current != received:
+                    raise precondition_failed(
+                        f"inequivalent arg '{field_name}' for {where}: "
+                        f"received '{_flag(received)}' but current is '{_flag(current)}'"
+                    )
+            check_equivalent_arguments(existing.arguments, arguments, name, self.name)
+            existing.touch(now_ms)
+            return existing, False
+        if name.startswith("amq.") and not server_named:
+            raise access_refused(f"queue name '{name}' contains reserved prefix 'amq.*'")
+        if not name:
+            raise precondition_failed("queue name must not be empty (the caller names server-named queues)")
+        if len(self.queues) >= self.limits.max_queues:
+            raise precondition_failed(
+                f"cannot declare {self._rs('queue', name)}: queue limit in vhost '{self.name}' "
+                f"({self.limits.max_queues}) is reached"
+            )
+        declared = parse_queue_arguments(arguments, name, self.name)
+        if declared.max_priority is not None and declared.max_priority > self.limits.max_priority:
+            raise precondition_failed(
+                f"invalid arg 'x-max-priority' for {self._rs('queue', name)}: "
+                f"{{max_value_exceeded,{declared.max_priority}}}"
+            )
+        policy = matching_policy(self.policies.values(), "queue", name)
+        queue = QueueState(
+            name, self.name, durable, exclusive, auto_delete, arguments,
+            owner if exclusive else None, effective_queue_args(declared, policy),
+        )
+        queue.policy = policy.name if policy else None
+        queue.touch(now_ms)
+        self.queues[name] = queue
+        return queue, True
+
+    def delete_queue(
+        self, name: str, if_unused: bool = False, if_empty: bool = False, owner: Hashable = None
+    ) -> int:
+        queue = self.queues.get(name)
+        if queue is None:
+            return 0  # deleting an absent queue succeeds with count 0, as in RabbitMQ
+        self._check_exclusive(queue, owner)
+        if if_unused and queue.consumer_count:
+            raise precondition_failed(f"{self._rs('queue', name)} in use")
+        if if_empty and queue.messages_ready:
+            raise precondition_failed(f"{self._rs('queue', name)} is not empty")
+        count = queue.messages_ready
+        self._remove_queue(queue)
+        return count
+
+    def _remove_queue(self, queue: QueueState) -> None:
+        del self.queues[queue.name]
+        queue.deleted = True
+        self._unbind_destination("queue", queue.name)
+
+    def purge_queue(self, name: str, owner: Hashable = None) -> int:
+        return self.queue_for(name, owner).purge()
+
+    def durable_queues_with_journal(self) -> list[QueueState]:
+        return [q for q in self.queues.values() if q.journal is not None]
+
+    def owner_closed(self, owner: Hashable) -> list[QueueState]:
+        """A connection closed: delete its exclusive queues; returns them."""
+        gone = [q for q in self.queues.values() if q.exclusive and q.owner == owner]
+        for queue in gone:
+            self._remove_queue(queue)
+        return gone
+
+    def take_deleted(self) -> list[QueueState]:
+        """Queues the vhost deleted on its own (x-expires) since the last call."""
+        taken, self._deleted = self._deleted, []
+        return taken
+
+    # ---- routing ---------------------------------------------------------------------
+
+    def route(self, exchange: Exchange, keys: list[str], headers: dict[str, Any] | None) -> list[QueueState]:
+        """Queues the message reaches, each once: e2e bindings without loops, alternate exchanges."""
+        if exchange.name == "":
+            found = [self.queues[k] for k in dict.fromkeys(keys) if k in self.queues]
+            return found
+        queues: dict[str, QueueState] = {}
+        seen = {exchange.name}
+        pending = [exchange]
+        while pending:
+            current = pending.pop()
+            dests = list(current.route(keys, headers))
+            if not dests:
+                alternate = current.alternate_exchange
+                if alternate is not None:
+                    dests = [("exchange", alternate)]
+            for kind, name in dests:
+                if kind == "queue":
+                    queue = self.queues.get(name)
+                    if queue is not None:
+                        queues[name] = queue
+                elif name not in seen:
+                    seen.add(name)
+                    target = self.exchanges.get(name)
+                    if target is not None:
+                        pending.append(target)
+        return list(queues.values())
+
+    def publish(self, message: Message, now_ms: int, mandatory: bool = False) -> PublishOutcome:
+        exchange = self._exchange(message.exchange)
+        if exchange.internal:
+            raise access_refused(f"cannot publish to internal {self._rs('exchange', exchange.name)}")
+        keys = routing_keys_of(message)
+        headers = message.headers
+        if headers and "BCC" in headers:
+            bcc = headers["BCC"]
+            if isinstance(bcc, list):
+                keys.extend(k.decode() if isinstance(k, bytes) else str(k) for k in bcc)
+            headers = {k: v for k, v in headers.items() if k != "BCC"}
+            message.props = {**message.props, "headers": headers}
+            message.properties = None  # BCC never reaches consumers
+        queues = self.route(exchange, keys, headers)
+        routed: list[QueueState] = []
+        rejected: list[QueueState] = []
+        for queue in queues:
+            (routed if queue.enqueue(message, now_ms).accepted else rejected).append(queue)
+        dead_letter_queues = self._route_dead_letters(queues, now_ms)
+        return PublishOutcome(routed, rejected, not queues, dead_letter_queues)
+
+    def _route_dead_letters(self, sources: Iterable[QueueState], now_ms: int) -> list[QueueState]:
+        """Publish queued dead letters to their DLX, cascading; RabbitMQ's cycle detection."""
+        changed: dict[str, QueueState] = {}
+        work = [q for q in sources if q.dead_letters]
+        while work:
+            source = work.pop()
+            for letter in source.take_dead_letters():
+                exchange = self.exchanges.get(letter.exchange)
+                if exchange is None:
+                    continue  # a missing DLX drops the message, as RabbitMQ does
+                message = letter.message
+                targets = self.route(exchange, routing_keys_of(message), message.headers)
+                history = death_history(message)
+                for target in targets:
+                    if letter.reason != "rejected" and _is_cycle(target.name, history):
+                        continue
+                    target.enqueue(message, now_ms)
+                    changed[target.name] = target
+                    if target.dead_letters:
+                        work.append(target)
+        return list(changed.values())
+
+    def reject(self, queue: QueueState, msg_ids: Iterable[int], now_ms: int) -> list[QueueState]:
+        """basic.reject/nack without requeue; returns the queues that received dead letters."""
+        queue.reject(msg_ids, now_ms)
+        return self._route_dead_letters([queue], now_ms)
+
+    def expire(self, now_ms: int) -> list[QueueState]:
+        """Message TTL, queue x-expires, pending dead letters; returns queues that changed."""
+        changed: dict[str, QueueState] = {}
+        for queue in list(self.queues.values()):
+            if queue.deleted:
+                continue
+            if queue.expire(now_ms) or queue.dead_letters:
+                changed[queue.name] = queue
+                for target in self._route_dead_letters([queue], now_ms):
+                    changed[target.name] = target
+            if queue.unused_expired(now_ms):
+                self._remove_queue(queue)
+                self._deleted.append(queue)
+                changed[queue.name] = queue
+        return list(changed.values())
+
+    # ---- policies --------------------------------------------------------------------
+
+    def set_policy(self, policy: Policy, now_ms: int = 0) -> None:
+        self.policies[policy.name] = policy
+        self._apply_policies(now_ms)
+
+    def clear_policy(self, name: str, now_ms: int = 0) -> None:
+        if self.policies.pop(name, None) is None:
+            raise not_found(f"no policy '{name}' in vhost '{self.name}'")
+        self._apply_policies(now_ms)
+
+    def _apply_policies(self, now_ms: int) -> None:
+        for queue in self.queues.values():
+            policy = matching_policy(self.policies.values(), "queue", queue.name)
+            queue.policy = policy.name if policy else None
+            queue.apply_args(effective_queue_args(queue.declared_args, policy), now_ms)
+        self._route_dead_letters(list(self.queues.values()), now_ms)
+
+    # ---- listing and export -------------------------------------------------------------
+
+    def list_exchanges(self) -> list[dict[str, Any]]:
+        return [x.as_dict(self.name) for x in self.exchanges.values()]
+
+    def list_queues(self) -> list[dict[str, Any]]:
+        return [q.as_dict() for q in self.queues.values()]
+
+    def list_bindings(self) -> list[dict[str, Any]]:
+        """Explicit bindings plus the default exchange's implicit one per queue, as RabbitMQ lists them."""
+        listed = [
+            Binding("", "queue", name, name, {}).as_dict(self.name) for name in self.queues
+        ]
+        for exchange in self.exchanges.values():
+            listed.extend(b.as_dict(self.name) for b in exchange.bindings.values())
+        return listed
+
+    def list_policies(self) -> list[dict[str, Any]]:
+        return [p.as_dict(self.name) for p in self.policies.values()]
+
+    def export_durable(self) -> dict[str, Any]:
+        """Durable definitions as plain data (msgpack/JSON-able)."""
+        exchanges = [
+            x.as_dict(self.name) for x in self.exchanges.values()
+            if x.durable and x.name and not x.name.startswith("amq.")
+        ]
+        queues = [
+            {**q.as_dict(), "store_id": q.store_id}
+            for q in self.queues.values() if q.durable and not q.exclusive
+        ]
+        durable_names = {("queue", q["name"]) for q in queues} | {("exchange", x.name) for x in self.exchanges.values() if x.durable}
+        bindings = [
+            b.as_dict(self.name)
+            for x in self.exchanges.values() if x.durable
+            for b in x.bindings.values() if (b.destination_kind, b.destination) in durable_names
+        ]
+        return {"exchanges": exchanges, "queues": queues, "bindings": bindings, "policies": self.list_policies()}
+
+    @classmethod
+    def from_definition(cls, name: str, definition: dict[str, Any], limits: Limits = DEFAULT_LIMITS) -> VirtualHost:
+        vhost = cls(name, limits)
+        for p in definition.get("policies", []):
+            vhost.policies[p["name"]] = Policy(p["name"], p["pattern"], p["apply-to"], p["priority"], p["definition"])
+        for x in definition.get("exchanges", []):
+            vhost.declare_exchange(x["name"], x["type"], durable=True, auto_delete=x["auto_delete"],
+                                   internal=x["internal"], arguments=x["arguments"])
+        for q in definition.get("queues", []):
+            queue, _ = vhost.declare_queue(q["name"], durable=True, auto_delete=q["auto_delete"],
+                                           arguments=q["arguments"], server_named=True)
+            queue.store_id = q.get("store_id", 0)
+        for b in definition.get("bindings", []):
+            if b["source"] not in vhost.exchanges:
+                continue
+            if b["destination_type"] == "queue" and b["destination"] in vhost.queues:
+                vhost._add_binding(Binding(b["source"], "queue", b["destination"], b["routing_key"], b["arguments"]))
+            elif b["destination_type"] == "exchange" and b["destination"] in vhost.exchanges:
+                vhost._add_binding(Binding(b["source"], "exchange", b["destination"], b["routing_key"], b["arguments"]))
+        return vhost
+
+
+def _is_cycle(queue: str, history: list[tuple[str, str]]) -> bool:
+    """rabbit_dead_letter:is_cycle: the queue was died from before with no rejection since."""
+    for seen_queue, reason in history:
+        if reason == "rejected":
+            return False
+        if seen_queue == queue:
+            return True
+    return False
