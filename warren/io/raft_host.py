@@ -9,7 +9,10 @@ order Raft's safety depends on, for every ready of every group:
    thread so the loop keeps stepping messages meanwhile; whatever arrives during a commit
    is batched into the next one);
 2. only then send the ready's messages (votes and append acknowledgements promise that
-   the state they vouch for is durable);
+   the state they vouch for is durable). The exception is a message the core marks
+   ``may_send_before_persist`` (a leader's appends: Raft lets the leader write its own log
+   in parallel with replicating it, since it counts itself only once its write is done);
+   those leave before the fsync starts;
 3. apply the ready's committed entries to the state machine, in index order;
 4. ``advance`` the node.
 
@@ -207,6 +210,10 @@ class RaftHost:
                     readies.append((group, node.ready()))
             if not readies:
                 continue
+            for _group, ready in readies:
+                for message in ready.messages:
+                    if getattr(message, "may_send_before_persist", False):
+                        self._send(message.to, message.to_wire())
             writes = [w for w in (ready_to_write(g, r) for g, r in readies) if w is not None]
             if writes:
                 await loop.run_in_executor(self._disk, self.store.persist_batch, writes)
@@ -215,7 +222,8 @@ class RaftHost:
             for group, ready in readies:
                 self._fail_pending_on_new_term(group, ready)
                 for message in ready.messages:
-                    self._send(message.to, message.to_wire())
+                    if not getattr(message, "may_send_before_persist", False):
+                        self._send(message.to, message.to_wire())
                 self._apply(group, ready)
                 self.groups[group].node.advance(ready)
                 self._dirty.add(group)  # advance may leave more work (e.g. the next batch)

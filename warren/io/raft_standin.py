@@ -54,6 +54,11 @@ class Message:
     term: int
     body: list[Any]
 
+    @property
+    def may_send_before_persist(self) -> bool:
+        # A leader's appends: it counts its own log toward the commit only once persisted.
+        return self.kind == APPEND
+
     def to_wire(self) -> list[Any]:
         return [self.kind, self.group, self.frm, self.to, self.term, self.body]
 
