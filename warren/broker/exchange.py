@@ -51,16 +51,19 @@ class Exchange:
     arguments: dict[str, Any] = field(default_factory=dict)
     table: Table = field(init=False)
     bindings: dict[tuple[str, str, str, Hashable], Binding] = field(init=False, default_factory=dict)
+    policy: str | None = field(init=False, default=None)
+    policy_alternate_exchange: str | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.table = new_table(self.type)
 
     @property
     def alternate_exchange(self) -> str | None:
+        """The exchange's own argument wins over a policy's, as in RabbitMQ."""
         value = self.arguments.get("alternate-exchange")
         if isinstance(value, bytes):
             value = value.decode("utf-8", "replace")
-        return value if isinstance(value, str) else None
+        return value if isinstance(value, str) else self.policy_alternate_exchange
 
     def add_binding(self, binding: Binding) -> bool:
         """False when the identical binding exists (binding is idempotent)."""
@@ -94,4 +97,5 @@ class Exchange:
             "auto_delete": self.auto_delete,
             "internal": self.internal,
             "arguments": self.arguments,
+            "policy": self.policy,
         }

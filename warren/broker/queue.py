@@ -412,7 +412,7 @@ class QueueState:
 
     def get(self, now_ms: int, no_ack: bool, owner: Hashable = None) -> GetResult | None:
         """basic.get: the head message, or None when the queue is empty."""
-        self._idle_since = None
+        self._idle_since = now_ms
         self.expire(now_ms)
         level = self._ready.head_level()
         if level is None:

@@ -71,17 +71,24 @@ class _TrieNode:
         self.dests: dict[Destination, int] = {}
 
 
+TOPIC_CACHE_SIZE = 4096  # routing keys whose match results a topic exchange remembers
+
+
 class TopicTable:
     def __init__(self) -> None:
         self._root = _TrieNode()
+        # routing key -> destinations; cleared whenever a binding changes
+        self._cache: dict[str, tuple[Destination, ...]] = {}
 
     def add(self, key: str, dest: Destination, arguments: dict[str, Any]) -> None:
+        self._cache.clear()
         node = self._root
         for word in key.split("."):
             node = node.children.setdefault(word, _TrieNode())
         node.dests[dest] = node.dests.get(dest, 0) + 1
 
     def remove(self, key: str, dest: Destination, arguments: dict[str, Any]) -> None:
+        self._cache.clear()
         path = [self._root]
         words = key.split(".")
         for word in words:
@@ -98,10 +105,23 @@ class TopicTable:
             del path[depth - 1].children[words[depth - 1]]
 
     def match(self, keys: list[str], headers: dict[str, Any] | None) -> Iterable[Destination]:
+        if len(keys) == 1:
+            return self._match_cached(keys[0])
         found: dict[Destination, None] = {}
         for key in keys:
-            self._match(key.split("."), found)
+            found.update(dict.fromkeys(self._match_cached(key)))
         return found
+
+    def _match_cached(self, key: str) -> tuple[Destination, ...]:
+        cached = self._cache.get(key)
+        if cached is None:
+            found: dict[Destination, None] = {}
+            self._match(key.split("."), found)
+            cached = tuple(found)
+            if len(self._cache) >= TOPIC_CACHE_SIZE:
+                self._cache.clear()
+            self._cache[key] = cached
+        return cached
 
     def _match(self, words: list[str], found: dict[Destination, None]) -> None:
         seen: set[tuple[int, int]] = set()

@@ -100,7 +100,10 @@ class VirtualHost:
 
     def _check_exclusive(self, queue: QueueState, owner: Hashable, strict: bool = False) -> None:
         """rabbit_amqqueue:check_exclusive_access: an owned queue only for its owner; in strict
-        mode (a redeclare) an unowned queue only for a non-exclusive declaration."""
+        mode (a redeclare) an unowned queue only for a non-exclusive declaration.
+        ``owner=None`` outside strict mode is an administrative caller and may use any queue."""
+        if owner is None and not strict:
+            return  # an administrative caller (management API, the node itself), as RabbitMQ allows
         if queue.owner is not None:
             allowed = queue.owner == owner
         else:
@@ -167,6 +170,7 @@ class VirtualHost:
                 f"cannot declare {self._rs('exchange', name)}: exchange limit ({self.limits.max_exchanges}) is reached"
             )
         exchange = Exchange(name, type, durable, auto_delete, internal, arguments)
+        self._apply_exchange_policy(exchange)
         self.exchanges[name] = exchange
         return exchange, True
 
@@ -358,6 +362,14 @@ class VirtualHost:
             self._remove_queue(queue)
         return gone
 
+    def cancel_consumer(self, queue: QueueState, tag: str) -> bool:
+        """Cancel a consumer; an auto-delete queue goes with its last consumer. True if deleted."""
+        queue.cancel_consumer(tag)
+        if queue.auto_delete and queue.had_consumers and not queue.consumer_count and not queue.deleted:
+            self._remove_queue(queue)
+            return True
+        return False
+
     def take_deleted(self) -> list[QueueState]:
         """Queues the vhost deleted on its own (x-expires) since the last call."""
         taken, self._deleted = self._deleted, []
@@ -467,7 +479,16 @@ class VirtualHost:
             raise not_found(f"no policy '{name}' in vhost '{self.name}'")
         self._apply_policies(now_ms)
 
+    def _apply_exchange_policy(self, exchange: Exchange) -> None:
+        policy = matching_policy(self.policies.values(), "exchange", exchange.name)
+        exchange.policy = policy.name if policy else None
+        alternate = policy.definition.get("alternate-exchange") if policy else None
+        exchange.policy_alternate_exchange = alternate if isinstance(alternate, str) else None
+
     def _apply_policies(self, now_ms: int) -> None:
+        for exchange in self.exchanges.values():
+            if exchange.name:
+                self._apply_exchange_policy(exchange)
         for queue in self.queues.values():
             policy = matching_policy(self.policies.values(), "queue", queue.name)
             queue.policy = policy.name if policy else None

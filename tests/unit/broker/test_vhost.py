@@ -282,3 +282,44 @@ def test_export_and_restore_durable_definitions(vhost: VirtualHost) -> None:
     assert restored.queues["dq"].args.max_length == 5
     assert "t" not in restored.exchanges
     assert names(restored.publish(msg(exchange="x", routing_key="a.b"), 0).routed_queues) == {"dq"}
+
+
+def test_administrative_caller_may_delete_an_exclusive_queue(vhost: VirtualHost) -> None:
+    vhost.declare_queue("q", exclusive=True, auto_delete=True, owner="c1")
+    assert vhost.delete_queue("q") == 0 and "q" not in vhost.queues
+
+
+def test_auto_delete_queue_goes_with_its_last_consumer(vhost: VirtualHost) -> None:
+    from warren.broker.queue import Consumer
+
+    queue, _ = vhost.declare_queue("q", auto_delete=True)
+    assert not vhost.cancel_consumer(queue, "never")  # never consumed: stays
+    queue.add_consumer(Consumer("a", "ch"))
+    queue.add_consumer(Consumer("b", "ch"))
+    assert not vhost.cancel_consumer(queue, "a")
+    assert vhost.cancel_consumer(queue, "b") and queue.deleted and "q" not in vhost.queues
+
+
+def test_topic_route_cache_follows_binding_changes(vhost: VirtualHost) -> None:
+    vhost.declare_queue("q")
+    vhost.declare_exchange("t", "topic")
+    assert vhost.publish(msg(exchange="t", routing_key="a.b"), 0).unroutable
+    vhost.bind_queue("q", "t", "a.*")
+    assert names(vhost.publish(msg(exchange="t", routing_key="a.b"), 0).routed_queues) == {"q"}
+    vhost.unbind_queue("q", "t", "a.*")
+    assert vhost.publish(msg(exchange="t", routing_key="a.b"), 0).unroutable
+
+
+def test_alternate_exchange_from_policy_and_argument_wins(vhost: VirtualHost) -> None:
+    from warren.broker.policy import Policy
+
+    for name in ("ae1", "ae2"):
+        vhost.declare_exchange(name, "fanout")
+        vhost.declare_queue(name + "-q")
+        vhost.bind_queue(name + "-q", name, "")
+    vhost.declare_exchange("plain", "direct")
+    vhost.declare_exchange("own", "direct", arguments={"alternate-exchange": "ae2"})
+    vhost.set_policy(Policy("ae", "^(plain|own)$", "exchanges", 0, {"alternate-exchange": "ae1"}))
+    assert names(vhost.publish(msg(exchange="plain", routing_key="x"), 0).routed_queues) == {"ae1-q"}
+    assert names(vhost.publish(msg(exchange="own", routing_key="x"), 0).routed_queues) == {"ae2-q"}
+    assert {x["name"]: x["policy"] for x in vhost.list_exchanges()}["plain"] == "ae"
