@@ -1,0 +1,259 @@
+"""Runs one node on an asyncio loop: listeners, the disk committer, ticks, alarms, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import shutil
+import ssl
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from warren.broker.auth import Broker
+from warren.errors import ConfigError, ReplyCode, StoreError
+from warren.io.amqp_listener import Flusher, start_amqp_listener
+from warren.limits import Limits
+from warren.node.node import Node
+from warren.node.persistence import Persistence
+from warren.store.broker_store import BrokerStore
+
+log = logging.getLogger("warren")
+
+TICK_SECONDS = 0.1
+ALARM_CHECK_SECONDS = 1.0
+
+
+@dataclass
+class NodeConfig:
+    data_dir: str = "./warren-data"
+    amqp_port: int = 5672
+    http_port: int = 15672
+    prometheus_port: int | None = None
+    bind: str = "127.0.0.1"
+    node_name: str = "warren@localhost"
+    tls_port: int | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_ca: str | None = None
+    tls_verify_peer: bool = False
+    http_enabled: bool = True
+    limits: Limits = field(default_factory=Limits)
+    default_user: str = "guest"
+    default_pass: str = "guest"
+    default_vhost: str = "/"
+    health_checks_require_auth: bool = False
+
+
+def _unique_name(prefix: str) -> str:
+    return prefix + secrets.token_urlsafe(16)
+
+
+def _wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def build_ssl_context(config: NodeConfig) -> ssl.SSLContext | None:
+    if config.tls_port is None:
+        return None
+    if not config.tls_cert or not config.tls_key:
+        raise ConfigError("--tls-port needs --tls-cert and --tls-key (PEM files)")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(config.tls_cert, config.tls_key)
+        if config.tls_ca:
+            context.load_verify_locations(config.tls_ca)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"cannot load TLS files: {exc}; check --tls-cert/--tls-key/--tls-ca") from exc
+    if config.tls_verify_peer:
+        if not config.tls_ca:
+            raise ConfigError("--tls-verify-peer needs --tls-ca (the CA that signs client certificates)")
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+class NodeRuntime:
+    """A running node. Use ``await start()``, then ``await stop()`` (or run_forever)."""
+
+    def __init__(self, config: NodeConfig) -> None:
+        config.limits.validate()
+        self.config = config
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.node: Node | None = None
+        self.store: BrokerStore | None = None
+        self.amqp_port: int | None = None
+        self.tls_port: int | None = None
+        self.http_port: int | None = None
+        self.prometheus_port: int | None = None
+        self._servers: list[asyncio.AbstractServer] = []
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._http_runner: Any = None
+        self._commit_wakeup = asyncio.Event()
+        self._stopping = False
+        self._memory_limit = 0
+
+    @property
+    def amqp_url(self) -> str:
+        host = self.config.bind if self.config.bind not in ("0.0.0.0", "::") else "127.0.0.1"
+        return f"amqp://{self.config.default_user}:{self.config.default_pass}@{host}:{self.amqp_port}/%2F"
+
+    async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        config = self.config
+        limits = config.limits
+        self.store = BrokerStore(config.data_dir, limits.lmdb_map_size)
+        broker = Broker.with_defaults(
+            config.default_user, config.default_pass, config.default_vhost, salt_source=os.urandom, limits=limits
+        )
+        persistence = Persistence(self.store, self._commit_wakeup.set)
+        persistence.recover(broker)
+        self.node = Node(
+            name=config.node_name,
+            limits=limits,
+            broker=broker,
+            persistence=persistence,
+            monotonic=time.monotonic,
+            wall_ms=_wall_ms,
+            unique_name=_unique_name,
+        )
+        persistence.attach(self.node)
+        flusher = Flusher(self.loop, self.node)
+        self._flusher = flusher
+        server = await start_amqp_listener(self.loop, self.node, flusher, config.bind, config.amqp_port)
+        self._servers.append(server)
+        self.amqp_port = server.sockets[0].getsockname()[1]
+        self.node.listeners.append({"protocol": "amqp", "port": self.amqp_port, "ip_address": config.bind})
+        ssl_context = build_ssl_context(config)
+        if ssl_context is not None and config.tls_port is not None:
+            tls_server = await start_amqp_listener(
+                self.loop, self.node, flusher, config.bind, config.tls_port, ssl_context
+            )
+            self._servers.append(tls_server)
+            self.tls_port = tls_server.sockets[0].getsockname()[1]
+            self.node.listeners.append({"protocol": "amqp/ssl", "port": self.tls_port, "ip_address": config.bind})
+        total = psutil.virtual_memory().total
+        self._memory_limit = limits.memory_high_watermark_bytes or int(total * limits.memory_high_watermark_ratio)
+        if config.http_enabled:
+            await self._start_http()
+        self._tasks.append(self.loop.create_task(self._ticker()))
+        self._tasks.append(self.loop.create_task(self._committer()))
+        self._tasks.append(self.loop.create_task(self._alarm_watcher()))
+
+    async def _start_http(self) -> None:
+        try:
+            from warren.api.server import start_http  # the management plane, when installed
+        except ImportError:
+            return
+        assert self.node is not None
+        result = await start_http(self, self.config.bind, self.config.http_port, self.config.prometheus_port)
+        self._http_runner = result.runner
+        self.http_port = result.http_port
+        self.prometheus_port = result.prometheus_port
+        self.node.listeners.append({"protocol": "http", "port": self.http_port, "ip_address": self.config.bind})
+
+    def startup_line(self) -> str:
+        parts = [f"Warren node {self.config.node_name} ready: AMQP on {self.config.bind}:{self.amqp_port}"]
+        if self.tls_port is not None:
+            parts.append(f"AMQPS on {self.config.bind}:{self.tls_port}")
+        if self.http_port is not None:
+            parts.append(f"HTTP on {self.config.bind}:{self.http_port}")
+        if self.prometheus_port is not None:
+            parts.append(f"Prometheus on {self.config.bind}:{self.prometheus_port}")
+        parts.append(f"data in {os.path.abspath(self.config.data_dir)}")
+        return ", ".join(parts)
+
+    async def _ticker(self) -> None:
+        assert self.node is not None
+        while True:
+            await asyncio.sleep(TICK_SECONDS)
+            self.node.tick()
+
+    async def _committer(self) -> None:
+        """Group commit: everything written while the previous fsync ran goes in the next one."""
+        assert self.node is not None and self.node.persistence is not None and self.loop is not None
+        persistence = self.node.persistence
+        while True:
+            await self._commit_wakeup.wait()
+            self._commit_wakeup.clear()
+            batch = persistence.take_batch()
+            if batch is None:
+                continue
+            try:
+                await self.loop.run_in_executor(None, persistence.store.commit, batch.writes)
+            except StoreError as exc:
+                log.error("store commit failed, publishes stay unconfirmed: %s", exc)
+                persistence.commit_failed(batch)
+                self.node.set_resource_alarms(self.node.memory_alarm, True)
+                continue
+            persistence.committed(batch)
+            self.node.flush()
+
+    async def _alarm_watcher(self) -> None:
+        assert self.node is not None
+        process = psutil.Process()
+        limits = self.config.limits
+        while True:
+            await asyncio.sleep(ALARM_CHECK_SECONDS)
+            try:
+                rss = process.memory_info().rss
+                free = shutil.disk_usage(self.config.data_dir).free
+            except OSError:
+                continue
+            self.node.set_resource_alarms(rss > self._memory_limit, free < limits.disk_free_limit_bytes)
+
+    @property
+    def memory_limit(self) -> int:
+        return self._memory_limit
+
+    async def stop(self) -> None:
+        """Clean shutdown: refuse new connections, close clients with 320, flush the store."""
+        if self._stopping:
+            return
+        self._stopping = True
+        for server in self._servers:
+            server.close()
+        if self.node is not None:
+            for session in list(self.node.sessions.values()):
+                session.conn.close(ReplyCode.CONNECTION_FORCED, "CONNECTION_FORCED - broker forced connection closure with reason 'shutdown'")
+                self.node.session_changed(session)
+            self.node.flush()
+            await asyncio.sleep(0.05)  # let close frames reach the sockets
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):  # noqa: PERF203 - shutdown path
+                pass
+        if self.node is not None and self.node.persistence is not None:
+            batch = self.node.persistence.take_batch()
+            if batch is not None:
+                self.node.persistence.store.commit(batch.writes)
+                self.node.persistence.committed(batch)
+        if self._http_runner is not None:
+            await self._http_runner.cleanup()
+        for server in self._servers:
+            try:
+                await asyncio.wait_for(server.wait_closed(), 1.0)
+            except (TimeoutError, Exception):
+                pass
+        if self.node is not None:
+            for transport_session in list(self.node.sessions.values()):
+                self.node.client_lost(transport_session)
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+
+
+def ensure_data_dir(path: str) -> Path:
+    target = Path(path)
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create data directory {path}: {exc}; pass --data-dir DIR") from exc
+    return target

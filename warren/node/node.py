@@ -1,0 +1,213 @@
+"""One broker node: client sessions, queues, deliveries, persistence and alarms.
+
+The node is driven by the I/O layer through a handful of inputs (client bytes, client
+lost, tick, store batch committed, resource readings) and answers through each session's
+outbound buffer and a write batch for the store. It never blocks: the store commit runs
+in the I/O layer's disk executor, and publisher confirms wait for it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from warren.broker.auth import Broker
+from warren.limits import Limits
+from warren.node.persistence import Persistence
+from warren.session.client import ClientSession, SessionHost
+
+log = logging.getLogger(__name__)
+
+
+class ClientTransport(Protocol):
+    """What the node needs of a client socket (implemented in warren.io)."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def close(self) -> None: ...
+
+    def set_reading(self, enabled: bool) -> None: ...
+
+
+@dataclass
+class NodeCounters:
+    """Totals since start, for the management API and Prometheus."""
+
+    connections_opened: int = 0
+    connections_closed: int = 0
+    channels_opened: int = 0
+    channels_closed: int = 0
+    messages_received: int = 0
+    messages_confirmed: int = 0
+    messages_routed: int = 0
+    messages_unroutable_returned: int = 0
+    messages_unroutable_dropped: int = 0
+    messages_delivered: int = 0
+    messages_delivered_get: int = 0
+    messages_redelivered: int = 0
+    messages_acknowledged: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+class Node(SessionHost):
+    def __init__(
+        self,
+        *,
+        name: str,
+        limits: Limits,
+        broker: Broker,
+        persistence: Persistence | None,
+        monotonic: Callable[[], float],
+        wall_ms: Callable[[], int],
+        unique_name: Callable[[str], str],
+    ) -> None:
+        self.name = name
+        self.limits = limits
+        self.broker = broker
+        self.persistence = persistence
+        self.monotonic = monotonic
+        self.wall_ms = wall_ms
+        self.unique_name = unique_name
+        self.counters = NodeCounters()
+        self.sessions: dict[int, ClientSession] = {}
+        self._transports: dict[int, ClientTransport] = {}
+        self._next_session_id = 1
+        self._dirty_sessions: set[ClientSession] = set()
+        self._dirty_queues: set[Any] = set()
+        self.memory_alarm = False
+        self.disk_alarm = False
+        self.started_at_ms = wall_ms()
+        self.listeners: list[dict[str, Any]] = []
+
+    # ---- inputs from the I/O layer -------------------------------------------------
+
+    def open_session(
+        self,
+        transport: ClientTransport,
+        peer_host: str,
+        peer_port: int,
+        local_host: str,
+        local_port: int,
+        tls: bool,
+    ) -> ClientSession | None:
+        if len(self.sessions) >= self.limits.max_connections:
+            log.warning("refusing connection from %s:%s: max_connections=%d reached",
+                        peer_host, peer_port, self.limits.max_connections)
+            return None
+        session_id = self._next_session_id
+        self._next_session_id += 1
+        session = ClientSession(
+            self, session_id, peer_host, peer_port, local_host, local_port, tls, self.monotonic()
+        )
+        self.sessions[session_id] = session
+        self._transports[session_id] = transport
+        self.counters.connections_opened += 1
+        return session
+
+    def client_data(self, session: ClientSession, data: bytes) -> None:
+        session.receive(data, self.monotonic())
+        self._dirty_sessions.add(session)
+
+    def client_lost(self, session: ClientSession) -> None:
+        session.lost()
+        self.sessions.pop(session.id, None)
+        self._transports.pop(session.id, None)
+        self._dirty_sessions.discard(session)
+        self.counters.connections_closed += 1
+
+    def client_writable(self, session: ClientSession, writable: bool) -> None:
+        session.writable = writable
+        if writable:
+            self._dirty_sessions.add(session)
+            self._dirty_queues.update(session.consumed_queues())
+
+    def tick(self) -> None:
+        now = self.monotonic()
+        now_ms = self.wall_ms()
+        for session in list(self.sessions.values()):
+            if session.tick(now):
+                self._dirty_sessions.add(session)
+        for vhost in list(self.broker.vhosts.values()):
+            for queue in vhost.expire(now_ms):
+                self._dirty_queues.add(queue)
+            for queue in vhost.take_deleted():
+                self.queue_deleted(vhost, queue)
+
+        self.flush()
+
+    def set_resource_alarms(self, memory: bool, disk: bool) -> None:
+        if memory == self.memory_alarm and disk == self.disk_alarm:
+            return
+        if memory != self.memory_alarm:
+            log.warning("memory alarm %s", "set" if memory else "cleared")
+        if disk != self.disk_alarm:
+            log.warning("disk alarm %s", "set" if disk else "cleared")
+        self.memory_alarm, self.disk_alarm = memory, disk
+        for session in self.sessions.values():
+            session.alarms_changed()
+            self._dirty_sessions.add(session)
+        self.flush()
+
+    @property
+    def blocked_reason(self) -> str | None:
+        if self.memory_alarm:
+            return "low on memory"
+        if self.disk_alarm:
+            return "low on disk"
+        return None
+
+    # ---- SessionHost: what sessions ask of the node -------------------------------------
+
+    def queue_changed(self, queue: Any) -> None:
+        self._dirty_queues.add(queue)
+
+    def queue_deleted(self, vhost: Any, queue: Any) -> None:
+        """A queue is gone: server-cancel its consumers, forget its stored messages."""
+        for consumer in queue.consumers:
+            session, number = consumer.owner
+            session.consumer_cancelled_by_server(number, consumer.tag)
+        if self.persistence is not None:
+            self.persistence.queue_deleted(vhost, queue)
+
+    def session_changed(self, session: ClientSession) -> None:
+        self._dirty_sessions.add(session)
+
+    def set_reading(self, session: ClientSession, enabled: bool) -> None:
+        transport = self._transports.get(session.id)
+        if transport is not None:
+            transport.set_reading(enabled)
+
+    # ---- output ------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Deliver what can be delivered, then write every session's pending bytes."""
+        rounds = 0
+        while self._dirty_queues and rounds < 16:
+            rounds += 1
+            queues, self._dirty_queues = self._dirty_queues, set()
+            now_ms = self.wall_ms()
+            for queue in queues:
+                self._deliver(queue, now_ms)
+        sessions, self._dirty_sessions = self._dirty_sessions, set()
+        for session in sessions:
+            transport = self._transports.get(session.id)
+            if transport is None:
+                continue
+            data = session.data_to_send()
+            if data:
+                transport.write(data)
+            if session.terminated:
+                transport.close()
+
+    def _deliver(self, queue: Any, now_ms: int) -> None:
+        if queue.deleted:
+            return
+        deliveries = queue.take_deliveries(now_ms, ClientSession.may_deliver)
+        for delivery in deliveries:
+            session, channel = delivery.consumer.owner
+            session.deliver(channel, delivery)
+            self._dirty_sessions.add(session)
+        if self.persistence is not None:
+            self.persistence.drain(queue)

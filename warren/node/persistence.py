@@ -1,0 +1,179 @@
+"""What the node writes to the store, and how it reads it back after a restart.
+
+- Definitions: the durable part of each vhost (exchanges, queues, bindings, policies) and the
+  users and permissions, serialised when they change, once per batch however many changes.
+- Messages: every persistent message that enters a durable queue is written; every one that
+  leaves it (ack, drop, expiry, dead-lettering, purge) is deleted. Durable queues keep a
+  journal of those moves (see ``QueueState.journal``) that this module drains.
+- Publisher confirms wait for the batch holding their writes (group commit).
+
+Recovery re-declares the definitions, then re-enqueues each durable queue's messages in
+publish order, flagged redelivered: after a crash Warren cannot tell which of them reached
+a consumer, and the flag is the AMQP hint "this may have been seen before".
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from warren.amqp.connection import decode_properties, encode_properties
+from warren.store.broker_store import BrokerStore, WriteBatch, decode_message, encode_message
+
+if TYPE_CHECKING:
+    from warren.broker.auth import Broker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PendingBatch:
+    writes: WriteBatch
+    waiters: list[tuple[Any, int, int]] = field(default_factory=list)  # (session, channel, seq)
+
+
+class Persistence:
+    def __init__(self, store: BrokerStore, wakeup: Callable[[], None]) -> None:
+        self.store = store
+        self._wakeup = wakeup
+        self._batch = WriteBatch()
+        self._waiters: list[tuple[Any, int, int]] = []
+        self._next_seq = store.sequence_high_water() + 1
+        self._next_queue_id = 1
+        self._broker: Broker | None = None
+        self._node: Any = None
+
+    def attach(self, node: Any) -> None:
+        self._node = node
+
+    # ---- writes ---------------------------------------------------------------------
+
+    def _changed(self) -> None:
+        self._wakeup()
+
+    def definitions_changed(self, vhost: Any, next_queue_id: int | None = None) -> None:
+        """Write a vhost's durable definitions now, before the client hears declare-ok.
+
+        Definitions are committed synchronously (one small fsync) and never ride in the
+        asynchronous message batches, so the two kinds of writes cannot reorder.
+        """
+        batch = WriteBatch()
+        if vhost.name in self._broker_vhosts():
+            batch.put_definition(f"vhost/{vhost.name}", vhost.export_durable())
+        else:
+            batch.delete_definition(f"vhost/{vhost.name}")
+        if next_queue_id is not None:
+            batch.put_definition("next_queue_id", next_queue_id)
+        self.store.commit(batch)
+
+    def users_changed(self) -> None:
+        assert self._broker is not None
+        batch = WriteBatch()
+        batch.put_definition("users", self._broker.export_users())
+        self.store.commit(batch)
+
+    def _broker_vhosts(self) -> dict[str, Any]:
+        return self._broker.vhosts if self._broker is not None else {}
+
+    def exchange_saved(self, vhost: Any, exchange: Any) -> None:
+        self.definitions_changed(vhost)
+
+    def queue_saved(self, vhost: Any, queue: Any) -> None:
+        if not queue.durable:
+            return
+        if not queue.store_id:
+            # ids are never reused: rows of a deleted queue may still be in flight
+            queue.store_id = self._next_queue_id
+            self._next_queue_id += 1
+        queue.journal = []
+        self.definitions_changed(vhost, next_queue_id=self._next_queue_id)
+
+    def queue_deleted(self, vhost: Any, queue: Any) -> None:
+        store_id = queue.store_id
+        if store_id:
+            self._batch.drop_queue(store_id)
+            queue.journal = None
+        self.definitions_changed(vhost)
+
+    def drain(self, queue: Any) -> None:
+        """Move a durable queue's journaled message moves into the current batch."""
+        journal = queue.journal
+        if not journal:
+            return
+        batch = self._batch
+        queue_id = queue.store_id
+        for added, message in journal:
+            if not message.persistent:
+                continue
+            if added:
+                if not message.seq:
+                    message.seq = self._next_seq
+                    self._next_seq += 1
+                batch.put_message(queue_id, message.seq, encode_message(
+                    message.exchange, message.routing_key, self._node_properties(message), message.body))
+            elif message.seq:
+                batch.delete_message(queue_id, message.seq)
+        journal.clear()
+        self._changed()
+
+    def _node_properties(self, message: Any) -> bytes:
+        if message.properties is None:
+            message.properties = encode_properties(message.props)
+        return message.properties
+
+    def after_commit(self, session: Any, channel: int, seq: int) -> None:
+        self._waiters.append((session, channel, seq))
+
+    def load_body(self, queue: Any, message: Any) -> bytes:
+        record = self.store.load_message(queue.store_id, message.seq)
+        if record is None:
+            return b""
+        return decode_message(record)[3]
+
+    # ---- batches ---------------------------------------------------------------------
+
+    def take_batch(self) -> PendingBatch | None:
+        if not len(self._batch) and not self._waiters:
+            return None
+        self._batch.sequence_high_water = self._next_seq - 1
+        pending = PendingBatch(self._batch, self._waiters)
+        self._batch, self._waiters = WriteBatch(), []
+        return pending
+
+    def committed(self, pending: PendingBatch) -> None:
+        for session, channel, seq in pending.waiters:
+            session.store_committed(channel, seq)
+
+    def commit_failed(self, pending: PendingBatch) -> None:
+        for session, channel, seq in pending.waiters:
+            session.store_failed(channel, seq)
+
+    # ---- recovery --------------------------------------------------------------------
+
+    def recover(self, broker: Broker) -> None:
+        self._broker = broker
+        vhost_defs: dict[str, Any] = {}
+        for key, value in self.store.definitions():
+            if key == "users":
+                broker.import_users(value)
+            elif key == "next_queue_id":
+                self._next_queue_id = max(self._next_queue_id, int(value))
+            elif key.startswith("vhost/"):
+                vhost_defs[key[len("vhost/"):]] = value
+        restored = 0
+        for name, definition in vhost_defs.items():
+            vhost = broker.restore_vhost(name, definition)
+            for queue in vhost.queues.values():
+                if not queue.durable or not queue.store_id:
+                    continue
+                self._next_queue_id = max(self._next_queue_id, queue.store_id + 1)
+                for seq, record in self.store.messages(queue.store_id):
+                    exchange, routing_key, properties, body = decode_message(record)
+                    queue.restore_message(exchange, routing_key, properties, body, seq,
+                                          decode_properties(properties))
+                    restored += 1
+                queue.journal = []
+        if restored:
+            log.info("recovered %d persistent messages", restored)

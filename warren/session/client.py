@@ -1,0 +1,294 @@
+"""One client connection: AMQP events in, broker operations, AMQP frames out.
+
+The session owns the connection's :class:`~warren.amqp.connection.ServerConnection` (the
+sans-I/O protocol machine) and its channels, checks permissions, and turns each method into
+an operation on the broker model. Errors the broker raises (``AMQPError``) become the
+channel or connection close RabbitMQ would send.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, Protocol
+
+from pamqp import commands as spec
+
+from warren.amqp import events as ev
+from warren.amqp.connection import ServerConnection
+from warren.errors import AMQPError, ReplyCode
+from warren.session.channel import ChannelState
+from warren.session.methods import MethodHandlers
+
+if TYPE_CHECKING:
+    from warren.broker.auth import Broker
+    from warren.limits import Limits
+    from warren.node.persistence import Persistence
+
+log = logging.getLogger(__name__)
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost", "::ffff:127.0.0.1"})
+
+
+class SessionHost(Protocol):
+    """What a session needs from its node."""
+
+    name: str
+    limits: Limits
+    broker: Broker
+    persistence: Persistence | None
+    counters: Any
+
+    def wall_ms(self) -> int: ...
+
+    def unique_name(self, prefix: str) -> str: ...
+
+    def queue_changed(self, queue: Any) -> None: ...
+
+    def session_changed(self, session: ClientSession) -> None: ...
+
+    def set_reading(self, session: ClientSession, enabled: bool) -> None: ...
+
+    @property
+    def blocked_reason(self) -> str | None: ...
+
+
+class ClientSession(MethodHandlers):
+    def __init__(
+        self,
+        node: SessionHost,
+        session_id: int,
+        peer_host: str,
+        peer_port: int,
+        local_host: str,
+        local_port: int,
+        tls: bool,
+        now: float,
+    ) -> None:
+        self.node = node
+        self.id = session_id
+        self.peer_host = peer_host
+        self.peer_port = peer_port
+        self.local_host = local_host
+        self.local_port = local_port
+        self.tls = tls
+        self.connected_at = node.wall_ms()
+        self.name = f"{peer_host}:{peer_port} -> {local_host}:{local_port}"
+        self.conn = ServerConnection(node.limits, server_properties={"cluster_name": node.name})
+        self.conn.tick(now)
+        self.channels: dict[int, ChannelState] = {}
+        self.user: Any = None
+        self.vhost: Any = None
+        self.writable = True
+        self.terminated = False
+        self.blocked = False  # we sent connection.blocked
+        self.publishing = False  # has published: subject to flow control
+        self.recv_octets = 0
+        self.send_octets = 0
+
+    def __hash__(self) -> int:
+        return self.id
+
+    # ---- inputs ----------------------------------------------------------------------
+
+    def receive(self, data: bytes, now: float) -> None:
+        self.recv_octets += len(data)
+        if self.terminated:
+            return
+        for event in self.conn.receive_data(data, now):
+            self._handle_event(event)
+
+    def tick(self, now: float) -> bool:
+        """Heartbeats; True when there is something to write."""
+        if self.terminated:
+            return False
+        events = self.conn.tick(now)
+        for event in events:
+            self._handle_event(event)
+        return bool(events) or self.conn.pending_bytes() > 0
+
+    def lost(self) -> None:
+        """The socket is gone: release everything this connection held."""
+        for number in list(self.channels):
+            self._release_channel(number)
+        if self.vhost is not None:
+            for queue in self.vhost.owner_closed(self):
+                self.queue_gone(queue)
+        self.terminated = True
+
+    def data_to_send(self) -> bytes:
+        data = self.conn.data_to_send()
+        self.send_octets += len(data)
+        return data
+
+    def alarms_changed(self) -> None:
+        reason = self.node.blocked_reason
+        if reason is not None and self.publishing and not self.blocked:
+            self.blocked = True
+            self.conn.block(reason)
+            self.node.set_reading(self, False)
+        elif reason is None and self.blocked:
+            self.blocked = False
+            self.conn.unblock()
+            self.node.set_reading(self, True)
+
+    # ---- events ----------------------------------------------------------------------
+
+    def _handle_event(self, event: Any) -> None:
+        kind = type(event)
+        if kind is ev.PublishReceived:
+            self._on_publish(event.channel, event.method, event.properties, event.body)
+        elif kind is ev.MethodReceived:
+            self._on_method(event.channel, event.method)
+        elif kind is ev.LoginRequested:
+            self._on_login(event.mechanism, event.username, event.password)
+        elif kind is ev.VhostRequested:
+            self._on_vhost(event.vhost)
+        elif kind is ev.ChannelOpened:
+            self.channels[event.channel] = ChannelState(event.channel)
+            self.node.counters.channels_opened += 1
+        elif kind is ev.ChannelClosedByPeer:
+            self._release_channel(event.channel)
+        elif kind is ev.ChannelCloseConfirmed:
+            self.channels.pop(event.channel, None)
+        elif kind is ev.ChannelProtocolError:
+            # the connection already sent channel.close (e.g. 406 message too large)
+            self._release_channel(event.channel, keep=True)
+            channel = self.channels.get(event.channel)
+            if channel is not None:
+                channel.closing = True
+        elif kind in (ev.ConnectionClosedByPeer, ev.ConnectionTerminated, ev.HeartbeatTimeout,
+                      ev.ConnectionProtocolError):
+            if kind is ev.HeartbeatTimeout:
+                log.info("closing connection %s: missed heartbeats", self.name)
+            for number in list(self.channels):
+                self._release_channel(number)
+            if kind is ev.ConnectionTerminated:
+                self.terminated = True
+        else:
+            log.debug("ignoring event %r", event)
+
+    def _on_login(self, mechanism: str, username: str, password: str) -> None:
+        broker = self.node.broker
+        user = broker.authenticate(username, password)
+        if user is None:
+            self.conn.refuse_login(
+                f"ACCESS_REFUSED - Login was refused using authentication mechanism {mechanism}. "
+                "For details see the broker logfile."
+            )
+            log.warning("login refused for user %r from %s", username, self.peer_host)
+            return
+        if username == "guest" and self.peer_host not in LOOPBACK_HOSTS and broker.loopback_users_only(username):
+            self.conn.refuse_login(
+                "ACCESS_REFUSED - user 'guest' can only connect via localhost"
+            )
+            return
+        self.user = user
+        self.conn.accept_login()
+
+    def _on_vhost(self, vhost_name: str) -> None:
+        broker = self.node.broker
+        vhost = broker.vhosts.get(vhost_name)
+        if vhost is None:
+            self.conn.refuse_vhost(ReplyCode.NOT_ALLOWED, f"NOT_ALLOWED - vhost {vhost_name} not found")
+            return
+        if not broker.has_vhost_access(self.user.name, vhost_name):
+            self.conn.refuse_vhost(
+                ReplyCode.NOT_ALLOWED,
+                f"NOT_ALLOWED - access to vhost '{vhost_name}' refused for user '{self.user.name}'",
+            )
+            return
+        self.vhost = vhost
+        self.conn.accept_vhost()
+
+    def _on_method(self, number: int, method: Any) -> None:
+        channel = self.channels.get(number)
+        if channel is None or channel.closing:
+            return
+        handler = self.handlers.get(type(method))
+        try:
+            if handler is None:
+                raise AMQPError(ReplyCode.NOT_IMPLEMENTED, f"method {method.name} is not implemented")
+            handler(self, channel, method)
+        except AMQPError as error:
+            self.fail(channel, error, method)
+
+    def fail(self, channel: ChannelState, error: AMQPError, method: Any) -> None:
+        index = getattr(method, "index", 0) or 0
+        class_id = error.class_id or (index >> 16)
+        method_id = error.method_id or (index & 0xFFFF)
+        if error.closes_connection:
+            self.conn.close(error.code, error.reply_text(), class_id, method_id)
+            for number in list(self.channels):
+                self._release_channel(number)
+        else:
+            self._release_channel(channel.number, keep=True)
+            channel.closing = True
+            self.conn.close_channel(channel.number, error.code, error.reply_text(), class_id, method_id)
+
+    # ---- channel teardown ------------------------------------------------------------
+
+    def _release_channel(self, number: int, keep: bool = False) -> None:
+        channel = self.channels.get(number) if keep else self.channels.pop(number, None)
+        if channel is None:
+            return
+        self.node.counters.channels_closed += 0 if keep else 1
+        touched = set()
+        for tag, queue in list(channel.consumers.items()):
+            self.cancel_consumer(queue, tag)
+            touched.add(queue)
+        channel.consumers.clear()
+        if channel.unacked:
+            by_queue: dict[Any, list[int]] = {}
+            for entry in channel.unacked.values():
+                by_queue.setdefault(entry.queue, []).append(entry.msg_id)
+            channel.unacked.clear()
+            for queue, ids in by_queue.items():
+                if not queue.deleted:
+                    queue.requeue(ids)
+                    touched.add(queue)
+        channel.tx_publishes.clear()
+        channel.tx_settlements.clear()
+        for queue in touched:
+            self.node.queue_changed(queue)
+        self.vhost_auto_delete_check(touched)
+
+    # ---- deliveries (called by the node) ----------------------------------------------
+
+    @staticmethod
+    def may_deliver(consumer: Any) -> bool:
+        session, number = consumer.owner
+        if not session.writable or session.terminated:
+            return False
+        channel = session.channels.get(number)
+        return channel is not None and not channel.closing and channel.flow_active and channel.has_channel_credit()
+
+    def consumer_cancelled_by_server(self, number: int, tag: str) -> None:
+        """The queue is gone: tell the client (consumer_cancel_notify), as RabbitMQ does."""
+        channel = self.channels.get(number)
+        if channel is None or channel.consumers.pop(tag, None) is None:
+            return
+        if self.conn.capabilities.get("consumer_cancel_notify"):
+            self.conn.send_method(number, spec.Basic.Cancel(consumer_tag=tag, nowait=True))
+        self.node.session_changed(self)
+
+    def deliver(self, number: int, delivery: Any) -> None:
+        channel = self.channels[number]
+        consumer = delivery.consumer
+        message = delivery.message
+        counters = self.node.counters
+        if consumer.no_ack:
+            tag = channel.next_delivery_tag
+            channel.next_delivery_tag += 1
+        else:
+            tag = channel.new_delivery(delivery.queue, delivery.msg_id, consumer.tag)
+        body = self.message_body(delivery.queue, message)
+        self.conn.send_deliver(
+            number, consumer.tag, tag, delivery.redelivered, message.exchange,
+            message.routing_key, self.encoded_properties(message), body,
+        )
+        counters.messages_delivered += 1
+        if delivery.redelivered:
+            counters.messages_redelivered += 1
+
+    def consumed_queues(self) -> set[Any]:
+        return {queue for channel in self.channels.values() for queue in channel.consumers.values()}

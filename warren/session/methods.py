@@ -1,0 +1,453 @@
+"""Handlers for the AMQP methods a client sends on an open channel.
+
+Each handler checks RabbitMQ's permission for the operation, applies it to the vhost and
+replies. Broker errors propagate as ``AMQPError`` and the session turns them into the
+channel or connection close.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from pamqp import commands as spec
+
+from warren.amqp.connection import decode_properties, encode_properties
+from warren.broker.message import Message
+from warren.broker.queue import Consumer
+from warren.errors import AMQPError, ReplyCode, command_invalid, not_found, precondition_failed
+from warren.session.channel import ChannelState, TxPublish
+
+if TYPE_CHECKING:
+    from warren.session.client import ClientSession
+
+Handler = Callable[["ClientSession", ChannelState, Any], None]
+HANDLERS: dict[type, Handler] = {}
+
+
+def handles(method_type: type) -> Callable[[Handler], Handler]:
+    def register(fn: Handler) -> Handler:
+        HANDLERS[method_type] = fn
+        return fn
+
+    return register
+
+
+class MethodHandlers:
+    """Mixin for ClientSession: the method table and the helpers handlers share."""
+
+    handlers = HANDLERS
+
+    # permission checks ---------------------------------------------------------------
+    def check(self: ClientSession, permission: str, kind: str, name: str) -> None:
+        self.node.broker.check_permission(self.user, self.vhost.name, permission, kind, name)
+
+    def reply(self: ClientSession, channel: ChannelState, method: Any) -> None:
+        self.conn.send_method(channel.number, method)
+
+    # publishing ----------------------------------------------------------------------
+    def _on_publish(self: ClientSession, number: int, method: Any, properties: bytes, body: bytes) -> None:
+        channel = self.channels.get(number)
+        if channel is None or channel.closing:
+            return
+        try:
+            if channel.tx_mode:
+                self._check_publish(channel, method)
+                channel.tx_publishes.append(TxPublish(method, properties, body))
+                return
+            self.publish(channel, method, properties, body)
+        except AMQPError as error:
+            self.fail(channel, error, method)
+
+    def _check_publish(self: ClientSession, channel: ChannelState, method: Any) -> None:
+        exchange = method.exchange
+        if exchange not in channel.write_permission_cache:
+            self.check("write", "exchange", exchange)
+            channel.write_permission_cache.add(exchange)
+
+    def publish(self: ClientSession, channel: ChannelState, method: Any, properties: bytes, body: bytes) -> None:
+        self._check_publish(channel, method)
+        if not self.publishing:
+            self.publishing = True
+            self.alarms_changed()  # a connection that starts publishing under an alarm is blocked
+        props = decode_properties(properties)
+        user_id = props.get("user_id")
+        if user_id is not None and user_id != self.user.name:
+            raise precondition_failed(
+                f"user_id property set to '{user_id}' but authenticated user was '{self.user.name}'"
+            )
+        message = Message.from_publish(method.exchange, method.routing_key, body, properties, props)
+        node = self.node
+        node.counters.messages_received += 1
+        outcome = self.vhost.publish(message, node.wall_ms(), method.mandatory)
+        if outcome.unroutable:
+            if method.mandatory:
+                self.conn.send_return(
+                    channel.number, ReplyCode.NO_ROUTE, "NO_ROUTE", method.exchange,
+                    method.routing_key, properties, body,
+                )
+                node.counters.messages_unroutable_returned += 1
+            else:
+                node.counters.messages_unroutable_dropped += 1
+        else:
+            node.counters.messages_routed += 1
+        # A persistent message in a durable queue is confirmed once it is on disk.
+        waits_for_store = message.persistent and any(
+            queue.journal is not None for queue in outcome.routed_queues
+        )
+        if channel.confirm_mode:
+            seq = channel.next_publish_seq
+            channel.next_publish_seq += 1
+            if outcome.rejected_queues:
+                channel.record_confirm(seq, False)
+            elif waits_for_store and node.persistence is not None:
+                # the message's writes and its confirm must land in the same batch
+                for queue in outcome.routed_queues:
+                    node.persistence.drain(queue)
+                channel.unconfirmed[seq] = None
+                node.persistence.after_commit(self, channel.number, seq)
+            else:
+                channel.record_confirm(seq, True)
+            self.send_confirms(channel)
+        for queue in outcome.routed_queues:
+            node.queue_changed(queue)
+        for queue in outcome.dead_letter_queues:
+            node.queue_changed(queue)
+
+    def send_confirms(self: ClientSession, channel: ChannelState) -> None:
+        for tag, multiple, ack in channel.ready_confirms():
+            if ack:
+                self.conn.send_method(channel.number, spec.Basic.Ack(delivery_tag=tag, multiple=multiple))
+                self.node.counters.messages_confirmed += 1
+            else:
+                self.conn.send_method(channel.number, spec.Basic.Nack(delivery_tag=tag, multiple=False, requeue=False))
+
+    def store_committed(self: ClientSession, number: int, seq: int) -> None:
+        channel = self.channels.get(number)
+        if channel is None or seq not in channel.unconfirmed:
+            return
+        channel.unconfirmed[seq] = True
+        self.send_confirms(channel)
+        self.node.session_changed(self)
+
+    # message bodies and properties ----------------------------------------------------
+    def encoded_properties(self: ClientSession, message: Message) -> bytes:
+        if message.properties is None:
+            message.properties = encode_properties(message.props)
+        return message.properties
+
+    def message_body(self: ClientSession, queue: Any, message: Message) -> bytes:
+        if message.body is None and self.node.persistence is not None:
+            return self.node.persistence.load_body(queue, message)
+        return message.body
+
+    # consumers -----------------------------------------------------------------------
+    def cancel_consumer(self: ClientSession, queue: Any, tag: str) -> None:
+        queue.cancel_consumer(tag)
+        self.node.queue_changed(queue)
+
+    def vhost_auto_delete_check(self: ClientSession, queues: set[Any]) -> None:
+        if self.vhost is None:
+            return
+        for queue in queues:
+            if queue.auto_delete and not queue.deleted and queue.consumer_count == 0 and queue.had_consumers:
+                self.vhost.delete_queue(queue.name, if_unused=False, if_empty=False, owner=queue.owner)
+                self.queue_gone(queue)
+
+    def queue_gone(self: ClientSession, queue: Any) -> None:
+        self.node.queue_deleted(self.vhost, queue)
+
+    def settle(self: ClientSession, channel: ChannelState, kind: str, tag: int, multiple: bool, requeue: bool) -> None:
+        entries = channel.take_unacked(tag, multiple)
+        if entries is None:
+            raise precondition_failed(f"unknown delivery tag {tag}")
+        by_queue: dict[Any, list[int]] = {}
+        for entry in entries:
+            by_queue.setdefault(entry.queue, []).append(entry.msg_id)
+        now_ms = self.node.wall_ms()
+        for queue, ids in by_queue.items():
+            if queue.deleted:
+                continue
+            if kind == "ack":
+                queue.ack(ids)
+                self.node.counters.messages_acknowledged += len(ids)
+            elif requeue:
+                queue.requeue(ids)
+            else:
+                for target in self.vhost.reject(queue, ids, now_ms):
+                    self.node.queue_changed(target)
+            self.node.queue_changed(queue)
+
+
+# ---- exchange ------------------------------------------------------------------------
+
+
+@handles(spec.Exchange.Declare)
+def exchange_declare(s: ClientSession, ch: ChannelState, m: spec.Exchange.Declare) -> None:
+    if not m.passive:
+        s.check("configure", "exchange", m.exchange)
+    exchange, created = s.vhost.declare_exchange(
+        m.exchange, m.exchange_type, passive=m.passive, durable=m.durable,
+        auto_delete=m.auto_delete, internal=m.internal, arguments=m.arguments or {},
+    )
+    if created and exchange.durable and s.node.persistence is not None:
+        s.node.persistence.exchange_saved(s.vhost, exchange)
+    if not m.nowait:
+        s.reply(ch, spec.Exchange.DeclareOk())
+
+
+@handles(spec.Exchange.Delete)
+def exchange_delete(s: ClientSession, ch: ChannelState, m: spec.Exchange.Delete) -> None:
+    s.check("configure", "exchange", m.exchange)
+    s.vhost.delete_exchange(m.exchange, if_unused=m.if_unused)
+    if s.node.persistence is not None:
+        s.node.persistence.definitions_changed(s.vhost)
+    if not m.nowait:
+        s.reply(ch, spec.Exchange.DeleteOk())
+
+
+@handles(spec.Exchange.Bind)
+def exchange_bind(s: ClientSession, ch: ChannelState, m: spec.Exchange.Bind) -> None:
+    s.check("write", "exchange", m.destination)
+    s.check("read", "exchange", m.source)
+    s.vhost.bind_exchange(m.destination, m.source, m.routing_key, m.arguments or {})
+    if s.node.persistence is not None:
+        s.node.persistence.definitions_changed(s.vhost)
+    if not m.nowait:
+        s.reply(ch, spec.Exchange.BindOk())
+
+
+@handles(spec.Exchange.Unbind)
+def exchange_unbind(s: ClientSession, ch: ChannelState, m: spec.Exchange.Unbind) -> None:
+    s.check("write", "exchange", m.destination)
+    s.check("read", "exchange", m.source)
+    s.vhost.unbind_exchange(m.destination, m.source, m.routing_key, m.arguments or {})
+    if s.node.persistence is not None:
+        s.node.persistence.definitions_changed(s.vhost)
+    if not m.nowait:
+        s.reply(ch, spec.Exchange.UnbindOk())
+
+
+# ---- queue ---------------------------------------------------------------------------
+
+
+@handles(spec.Queue.Declare)
+def queue_declare(s: ClientSession, ch: ChannelState, m: spec.Queue.Declare) -> None:
+    server_named = not m.queue and not m.passive
+    name = s.node.unique_name("amq.gen-") if server_named else m.queue
+    if not m.passive:
+        s.check("configure", "queue", name)
+    queue, created = s.vhost.declare_queue(
+        name, passive=m.passive, durable=m.durable, exclusive=m.exclusive,
+        auto_delete=m.auto_delete, arguments=m.arguments or {}, owner=s,
+        server_named=server_named, now_ms=s.node.wall_ms(),
+    )
+    if created and s.node.persistence is not None:
+        s.node.persistence.queue_saved(s.vhost, queue)
+    if not m.nowait:
+        s.reply(ch, spec.Queue.DeclareOk(queue=queue.name, message_count=queue.messages_ready,
+                                         consumer_count=queue.consumer_count))
+
+
+@handles(spec.Queue.Bind)
+def queue_bind(s: ClientSession, ch: ChannelState, m: spec.Queue.Bind) -> None:
+    s.check("write", "queue", m.queue)
+    s.check("read", "exchange", m.exchange)
+    s.vhost.bind_queue(m.queue, m.exchange, m.routing_key, m.arguments or {}, owner=s)
+    if s.node.persistence is not None:
+        s.node.persistence.definitions_changed(s.vhost)
+    if not m.nowait:
+        s.reply(ch, spec.Queue.BindOk())
+
+
+@handles(spec.Queue.Unbind)
+def queue_unbind(s: ClientSession, ch: ChannelState, m: spec.Queue.Unbind) -> None:
+    s.check("write", "queue", m.queue)
+    s.check("read", "exchange", m.exchange)
+    s.vhost.unbind_queue(m.queue, m.exchange, m.routing_key, m.arguments or {}, owner=s)
+    if s.node.persistence is not None:
+        s.node.persistence.definitions_changed(s.vhost)
+    s.reply(ch, spec.Queue.UnbindOk())
+
+
+@handles(spec.Queue.Purge)
+def queue_purge(s: ClientSession, ch: ChannelState, m: spec.Queue.Purge) -> None:
+    s.check("read", "queue", m.queue)
+    count = s.vhost.purge_queue(m.queue, owner=s)
+    s.node.queue_changed(s.vhost.queues[m.queue])
+    if not m.nowait:
+        s.reply(ch, spec.Queue.PurgeOk(message_count=count))
+
+
+@handles(spec.Queue.Delete)
+def queue_delete(s: ClientSession, ch: ChannelState, m: spec.Queue.Delete) -> None:
+    s.check("configure", "queue", m.queue)
+    queue = s.vhost.queues.get(m.queue)
+    count = s.vhost.delete_queue(m.queue, if_unused=m.if_unused, if_empty=m.if_empty, owner=s)
+    if queue is not None:
+        s.queue_gone(queue)
+    if not m.nowait:
+        s.reply(ch, spec.Queue.DeleteOk(message_count=count))
+
+
+# ---- basic ---------------------------------------------------------------------------
+
+
+@handles(spec.Basic.Qos)
+def basic_qos(s: ClientSession, ch: ChannelState, m: spec.Basic.Qos) -> None:
+    if m.prefetch_size:
+        raise AMQPError(ReplyCode.NOT_IMPLEMENTED, f"prefetch_size!=0 ({m.prefetch_size})")
+    if m.global_:
+        ch.prefetch_channel = m.prefetch_count
+        for queue in ch.consumers.values():
+            s.node.queue_changed(queue)
+    else:
+        ch.prefetch_per_consumer = m.prefetch_count
+    s.reply(ch, spec.Basic.QosOk())
+
+
+@handles(spec.Basic.Consume)
+def basic_consume(s: ClientSession, ch: ChannelState, m: spec.Basic.Consume) -> None:
+    s.check("read", "queue", m.queue)
+    queue = s.vhost.queue_for(m.queue, owner=s)
+    tag = m.consumer_tag or s.node.unique_name("amq.ctag-")
+    if tag in ch.consumers:
+        raise AMQPError(ReplyCode.NOT_ALLOWED, f"attempt to reuse consumer tag '{tag}'")
+    arguments = m.arguments or {}
+    priority = arguments.get("x-priority", 0)
+    if not isinstance(priority, int) or isinstance(priority, bool):
+        raise precondition_failed(f"invalid arg 'x-priority' for consumer '{tag}': {priority!r}")
+    consumer = Consumer(
+        tag=tag, owner=(s, ch.number), prefetch=ch.prefetch_per_consumer,
+        priority=priority, exclusive=m.exclusive, no_ack=m.no_ack,
+    )
+    queue.add_consumer(consumer)
+    ch.consumers[tag] = queue
+    if not m.nowait:
+        s.reply(ch, spec.Basic.ConsumeOk(consumer_tag=tag))
+    s.node.queue_changed(queue)
+
+
+@handles(spec.Basic.Cancel)
+def basic_cancel(s: ClientSession, ch: ChannelState, m: spec.Basic.Cancel) -> None:
+    queue = ch.consumers.pop(m.consumer_tag, None)
+    if queue is not None:
+        s.cancel_consumer(queue, m.consumer_tag)
+        s.vhost_auto_delete_check({queue})
+    if not m.nowait:
+        s.reply(ch, spec.Basic.CancelOk(consumer_tag=m.consumer_tag))
+
+
+@handles(spec.Basic.Get)
+def basic_get(s: ClientSession, ch: ChannelState, m: spec.Basic.Get) -> None:
+    s.check("read", "queue", m.queue)
+    queue = s.vhost.queue_for(m.queue, owner=s)
+    result = queue.get(s.node.wall_ms(), m.no_ack)
+    if result is None:
+        s.reply(ch, spec.Basic.GetEmpty())
+        return
+    message = result.message
+    if m.no_ack:
+        tag = ch.next_delivery_tag
+        ch.next_delivery_tag += 1
+    else:
+        tag = ch.new_delivery(queue, result.msg_id, None)
+    s.conn.send_get_ok(
+        ch.number, tag, result.redelivered, message.exchange, message.routing_key,
+        result.message_count, s.encoded_properties(message), s.message_body(queue, message),
+    )
+    s.node.counters.messages_delivered_get += 1
+    s.node.queue_changed(queue)
+
+
+@handles(spec.Basic.Ack)
+def basic_ack(s: ClientSession, ch: ChannelState, m: spec.Basic.Ack) -> None:
+    if ch.tx_mode:
+        ch.tx_settlements.append(("ack", m.delivery_tag, m.multiple, False))
+        return
+    s.settle(ch, "ack", m.delivery_tag, m.multiple, False)
+
+
+@handles(spec.Basic.Nack)
+def basic_nack(s: ClientSession, ch: ChannelState, m: spec.Basic.Nack) -> None:
+    if ch.tx_mode:
+        ch.tx_settlements.append(("nack", m.delivery_tag, m.multiple, m.requeue))
+        return
+    s.settle(ch, "nack", m.delivery_tag, m.multiple, m.requeue)
+
+
+@handles(spec.Basic.Reject)
+def basic_reject(s: ClientSession, ch: ChannelState, m: spec.Basic.Reject) -> None:
+    if ch.tx_mode:
+        ch.tx_settlements.append(("nack", m.delivery_tag, False, m.requeue))
+        return
+    s.settle(ch, "nack", m.delivery_tag, False, m.requeue)
+
+
+def _recover(s: ClientSession, ch: ChannelState) -> None:
+    # RabbitMQ requeues every unacked message of the channel (requeue=false is not supported).
+    s.settle(ch, "nack", 0, True, True)
+
+
+@handles(spec.Basic.Recover)
+def basic_recover(s: ClientSession, ch: ChannelState, m: spec.Basic.Recover) -> None:
+    _recover(s, ch)
+    s.reply(ch, spec.Basic.RecoverOk())
+
+
+@handles(spec.Basic.RecoverAsync)
+def basic_recover_async(s: ClientSession, ch: ChannelState, m: spec.Basic.RecoverAsync) -> None:
+    _recover(s, ch)
+
+
+# ---- confirm and tx --------------------------------------------------------------------
+
+
+@handles(spec.Confirm.Select)
+def confirm_select(s: ClientSession, ch: ChannelState, m: spec.Confirm.Select) -> None:
+    if ch.tx_mode:
+        raise precondition_failed("cannot switch from tx to confirm mode")
+    ch.confirm_mode = True
+    if not m.nowait:
+        s.reply(ch, spec.Confirm.SelectOk())
+
+
+@handles(spec.Tx.Select)
+def tx_select(s: ClientSession, ch: ChannelState, m: spec.Tx.Select) -> None:
+    if ch.confirm_mode:
+        raise precondition_failed("cannot switch from confirm to tx mode")
+    ch.tx_mode = True
+    s.reply(ch, spec.Tx.SelectOk())
+
+
+@handles(spec.Tx.Commit)
+def tx_commit(s: ClientSession, ch: ChannelState, m: spec.Tx.Commit) -> None:
+    if not ch.tx_mode:
+        raise precondition_failed("channel is not transactional")
+    publishes, settlements = ch.tx_publishes, ch.tx_settlements
+    ch.tx_publishes, ch.tx_settlements = [], []
+    for item in publishes:
+        s.publish(ch, item.method, item.properties, item.body)
+    for kind, tag, multiple, requeue in settlements:
+        s.settle(ch, kind, tag, multiple, requeue)
+    s.reply(ch, spec.Tx.CommitOk())
+
+
+@handles(spec.Tx.Rollback)
+def tx_rollback(s: ClientSession, ch: ChannelState, m: spec.Tx.Rollback) -> None:
+    if not ch.tx_mode:
+        raise precondition_failed("channel is not transactional")
+    ch.tx_publishes.clear()
+    ch.tx_settlements.clear()
+    s.reply(ch, spec.Tx.RollbackOk())
+
+
+@handles(spec.Channel.Flow)
+def channel_flow(s: ClientSession, ch: ChannelState, m: spec.Channel.Flow) -> None:
+    ch.flow_active = m.active
+    s.reply(ch, spec.Channel.FlowOk(active=m.active))
+    for queue in ch.consumers.values():
+        s.node.queue_changed(queue)
+
+
+__all__ = ["HANDLERS", "MethodHandlers", "command_invalid", "not_found"]
