@@ -90,7 +90,7 @@ def parse_expiration(value: Any) -> int:
     if number < 0:
         raise precondition_failed(f"invalid expiration '{text}': {{value_negative,{number}}}")
     if number > MAX_EXPIRY_MS:
-        raise precondition_failed(f"invalid expiration '{text}': {{value_too_large,{number},{MAX_EXPIRY_MS}}}")
+        raise precondition_failed(f"invalid expiration '{text}': {{value_too_big,{number}}}")
     return number
 
 

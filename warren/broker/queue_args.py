@@ -84,7 +84,7 @@ class _Invalid(Exception):
 
 def _int(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise _Invalid(f"{{unacceptable_type,{amqp_type_name(value)}}}")
+        raise _Invalid(f'"expected integer, got {amqp_type_name(value)}"')
     return value
 
 
@@ -98,7 +98,7 @@ def _non_negative(value: Any) -> int:
 def _ttl(value: Any) -> int:
     number = _non_negative(value)
     if number > MAX_EXPIRY_MS:
-        raise _Invalid(f"{{value_too_large,{number},{MAX_EXPIRY_MS}}}")
+        raise _Invalid(f"{{value_too_big,{number}}}")
     return number
 
 
@@ -109,7 +109,7 @@ def _expires(value: Any) -> int:
     if number < 0:
         raise _Invalid(f"{{value_negative,{number}}}")
     if number > MAX_EXPIRY_MS:
-        raise _Invalid(f"{{value_too_large,{number},{MAX_EXPIRY_MS}}}")
+        raise _Invalid(f"{{value_too_big,{number}}}")
     return number
 
 
@@ -122,7 +122,7 @@ def _string(value: Any) -> str:
 def _overflow(value: Any) -> str:
     text = _string(value)
     if text not in OVERFLOW_MODES:
-        raise _Invalid(f"{{invalid_overflow,<<\"{text}\">>}}")
+        raise _Invalid("invalid_overflow")
     return text
 
 
@@ -140,7 +140,10 @@ def _bool(value: Any) -> bool:
 
 
 def _queue_type(value: Any) -> str:
-    return _string(value)
+    text = _string(value)
+    if text not in ("classic", "quorum", "stream"):
+        raise _Invalid(f"\"unsupported queue type '{text}'\"")
+    return text
 
 
 _PARSERS = {
@@ -178,8 +181,8 @@ def parse_queue_arguments(arguments: dict[str, Any], queue_name: str, vhost: str
             f"invalid arg 'x-queue-type' for {where}: quorum queues arrive with replication "
             "(Warren's clustered mode); declare a classic queue on a single node"
         )
-    if queue_type != "classic":
-        raise precondition_failed(f"invalid arg 'x-queue-type' for {where}: {{unsupported_queue_type,<<\"{queue_type}\">>}}")
+    if queue_type == "stream":
+        raise precondition_failed(f"invalid arg 'x-queue-type' for {where}: stream queues are not supported by Warren")
     if "dead_letter_routing_key" in values and "dead_letter_exchange" not in values:
         raise precondition_failed(f"invalid arg 'x-dead-letter-routing-key' for {where}: routing_key_but_no_dlx_defined")
     return QueueArgs(**values)

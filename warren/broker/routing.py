@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Iterable
 from typing import Any
 
+from warren.broker.queue_args import amqp_type_name
 from warren.errors import precondition_failed
 
 Destination = tuple[str, str]
@@ -161,11 +162,16 @@ def headers_match_mode(arguments: dict[str, Any]) -> str:
     mode = arguments.get("x-match", "all")
     if isinstance(mode, bytes):
         mode = mode.decode("utf-8", "replace")
+    if not isinstance(mode, str):
+        shown = str(mode).lower() if isinstance(mode, bool) else mode
+        raise precondition_failed(
+            f"Invalid x-match field type {amqp_type_name(mode)} (value {shown}); expected longstr"
+        )
     if mode not in X_MATCH_MODES:
         raise precondition_failed(
-            f"Invalid x-match field value {mode!r}; expected all, any, all-with-x, or any-with-x"
+            f'Invalid x-match field value <<"{mode}">>; expected all, any, all-with-x, or any-with-x'
         )
-    return str(mode)
+    return mode
 
 
 def headers_match(mode: str, arguments: dict[str, Any], headers: dict[str, Any] | None) -> bool:

@@ -97,4 +97,7 @@ def test_headers_invalid_x_match_is_406() -> None:
     with pytest.raises(AMQPError) as info:
         headers("some")
     assert info.value.code == ReplyCode.PRECONDITION_FAILED
-    assert "Invalid x-match field value 'some'" in info.value.text
+    assert info.value.text == 'Invalid x-match field value <<"some">>; expected all, any, all-with-x, or any-with-x'
+    with pytest.raises(AMQPError) as info:
+        headers(1)  # type: ignore[arg-type]
+    assert info.value.text == "Invalid x-match field type long (value 1); expected longstr"

@@ -253,15 +253,20 @@ def test_purge_counts_ready_messages(vhost: VirtualHost) -> None:
 def test_invalid_queue_arguments_are_406(vhost: VirtualHost) -> None:
     cases = {
         "x-max-length": (-1, "{value_negative,-1}"),
-        "x-message-ttl": ("10", "{unacceptable_type,longstr}"),
-        "x-expires": (0, "{value_zero,0}"),
+        "x-message-ttl": ("10", '"expected integer, got longstr"'),
+        "x-expires": (2**32, "{value_too_big,4294967296}"),
+        "x-max-length-bytes": (True, '"expected integer, got bool"'),
         "x-max-priority": (256, "{max_value_exceeded,256}"),
-        "x-overflow": ("explode", '{invalid_overflow,<<"explode">>}'),
+        "x-overflow": ("explode", "invalid_overflow"),
+        "x-queue-type": ("fancy", "\"unsupported queue type 'fancy'\""),
+        "x-dead-letter-exchange": (5, "{unacceptable_type,long}"),
         "x-single-active-consumer": (1, "{unacceptable_type,long}"),
     }
     for key, (value, term) in cases.items():
         e = error(vhost.declare_queue, "q", arguments={key: value})
         assert (e.code, e.text) == (ReplyCode.PRECONDITION_FAILED, f"invalid arg '{key}' for queue 'q' in vhost '/': {term}")
+    e = error(vhost.declare_queue, "q", arguments={"x-expires": 0})
+    assert e.text == "invalid arg 'x-expires' for queue 'q' in vhost '/': {value_zero,0}"
     e = error(vhost.declare_queue, "q", arguments={"x-queue-type": "quorum"})
     assert e.code == ReplyCode.PRECONDITION_FAILED and "quorum queues arrive with replication" in e.text
     e = error(vhost.declare_queue, "q", arguments={"x-dead-letter-routing-key": "k"})
