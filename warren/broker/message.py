@@ -115,8 +115,9 @@ def dead_lettered_copy(
 ) -> Message:
     """The copy RabbitMQ 3.10 publishes to the DLX: x-death updated, expiration removed.
 
-    An existing x-death entry for the same queue and reason has its count increased and is
-    moved to the front; otherwise a new entry goes first. ``x-first-death-*`` are set once.
+    An existing x-death entry for the same queue, reason and exchange has its count increased
+    and is moved to the front; otherwise a new entry goes first. ``x-first-death-*`` are set
+    once. Entry keys are sorted, as rabbit_dead_letter does, so the encoding matches.
     """
     props = dict(message.props)
     headers = dict(props.get("headers") or {})
@@ -125,7 +126,7 @@ def dead_lettered_copy(
     deaths = [d for d in headers.get("x-death") or [] if isinstance(d, dict)]
     previous = None
     for index, death in enumerate(deaths):
-        if death.get("queue") == queue and death.get("reason") == reason:
+        if (death.get("queue"), death.get("reason"), death.get("exchange")) == (queue, reason, message.exchange):
             previous = deaths.pop(index)
             break
     if previous is not None:
@@ -142,7 +143,7 @@ def dead_lettered_copy(
         }
         if original_expiration is not None:
             entry["original-expiration"] = original_expiration
-    headers["x-death"] = [entry, *deaths]
+    headers["x-death"] = [dict(sorted(entry.items())), *deaths]  # RabbitMQ sorts the table's keys
     headers.setdefault("x-first-death-reason", reason)
     headers.setdefault("x-first-death-queue", queue)
     headers.setdefault("x-first-death-exchange", message.exchange)

@@ -253,3 +253,26 @@ def test_single_active_consumer_gets_everything_until_cancelled() -> None:
     queue.release_owner("ch1")
     assert queue.active_consumer is not None and queue.active_consumer.tag == "second"
     assert [d.consumer.tag for d in queue.take_deliveries(0)] == ["second"] * 3
+
+
+def test_x_death_history_across_two_queues_most_recent_first() -> None:
+    vhost = VirtualHost("/")
+    vhost.declare_exchange("dlx1", "fanout")
+    vhost.declare_exchange("dlx2", "fanout")
+    first, _ = vhost.declare_queue("first", arguments={"x-message-ttl": 1, "x-dead-letter-exchange": "dlx1"})
+    second, _ = vhost.declare_queue("second", arguments={"x-message-ttl": 1, "x-dead-letter-exchange": "dlx2"})
+    final, _ = vhost.declare_queue("final")
+    vhost.bind_queue("second", "dlx1", "")
+    vhost.bind_queue("final", "dlx2", "")
+    vhost.publish(msg(b"a", routing_key="first"), 0)
+    vhost.expire(5)
+    vhost.expire(10)
+    got = final.get(10, no_ack=True)
+    assert got is not None
+    headers = got.message.props["headers"]
+    deaths = headers["x-death"]
+    assert [(d["queue"], d["exchange"], d["reason"]) for d in deaths] == [
+        ("second", "dlx1", "expired"), ("first", "", "expired"),
+    ]
+    assert list(deaths[0]) == sorted(deaths[0])
+    assert (headers["x-first-death-queue"], headers["x-first-death-exchange"]) == ("first", "")
