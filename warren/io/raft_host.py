@@ -13,7 +13,9 @@ order Raft's safety depends on, for every ready of every group:
    ``may_send_before_persist`` (a leader's appends: Raft lets the leader write its own log
    in parallel with replicating it, since it counts itself only once its write is done);
    those leave before the fsync starts;
-3. apply the ready's committed entries to the state machine, in index order;
+3. apply the ready's committed entries to the state machine, in index order (before
+   step 1 when every one of them was already persisted by an earlier batch: they are
+   durable locally and on a majority, so waiting for this fsync would only add latency);
 4. ``advance`` the node.
 
 Ticks come from a monotonic clock at a fixed interval; the node's randomness is a seeded
@@ -214,6 +216,11 @@ class RaftHost:
                 for message in ready.messages:
                     if getattr(message, "may_send_before_persist", False):
                         self._send(message.to, message.to_wire())
+            applied_early = set()
+            for group, ready in readies:
+                if self._already_durable(group, ready):
+                    self._apply(group, ready)
+                    applied_early.add(group)
             writes = [w for w in (ready_to_write(g, r) for g, r in readies) if w is not None]
             if writes:
                 await loop.run_in_executor(self._disk, self.store.persist_batch, writes)
@@ -224,10 +231,22 @@ class RaftHost:
                 for message in ready.messages:
                     if not getattr(message, "may_send_before_persist", False):
                         self._send(message.to, message.to_wire())
-                self._apply(group, ready)
+                if group not in applied_early:
+                    self._apply(group, ready)
                 self.groups[group].node.advance(ready)
                 self._dirty.add(group)  # advance may leave more work (e.g. the next batch)
             self._wake.set()
+
+    def _already_durable(self, group: GroupId, ready: Any) -> bool:
+        """Whether the ready's committed entries were all persisted by earlier batches, so
+        they can be applied (and their proposers answered) without waiting for this one."""
+        committed = ready.committed_entries
+        if not committed or ready.snapshot is not None:
+            return False
+        last = committed[-1].index
+        if ready.entries and ready.entries[0].index <= last:
+            return False
+        return bool(last <= self.store.last_index(group))
 
     def _fail_pending_on_new_term(self, group: GroupId, ready: Any) -> None:
         # A new term means this node's proposals may have been overwritten: tell their
