@@ -67,8 +67,10 @@ def _unpack(data: bytes) -> Any:
 class GroupWrite:
     """What one group needs made durable: appended entries, hard state, snapshot, compaction.
 
-    Applied in this order: snapshot (discarding the log it covers), entries (an entry whose
-    index already exists replaces it and every later one), hard state, compaction.
+    Applied in this order: snapshot (discarding the log it covers; ignored if not newer than
+    the log's base), entries (an entry whose index already exists replaces it and every
+    later one; entries the snapshot covers are skipped), hard state, compaction -- the
+    semantics of ``warren.raft.storage``'s Protocols and its ``MemoryStorage`` twin.
     """
 
     group: GroupId
@@ -152,7 +154,7 @@ class RaftStore:
         self, txn: lmdb.Transaction, prefix: bytes, bounds: _Bounds, write: GroupWrite
     ) -> int:
         size = 0
-        if write.snapshot is not None:
+        if write.snapshot is not None and write.snapshot[0] > bounds.base_index:
             index, term, config, data = write.snapshot
             txn.put(prefix, _pack([index, term, config, data]), db=self._snap)
             size += len(data)
@@ -164,8 +166,11 @@ class RaftStore:
                 bounds.last_index = index
             bounds.base_index, bounds.base_term = index, term
             txn.put(prefix, _pack([index, term]), db=self._base)
-        if write.entries:
-            first = write.entries[0][0]
+        entries = write.entries
+        if entries and entries[0][0] <= bounds.base_index:  # already covered by the snapshot
+            entries = [e for e in entries if e[0] > bounds.base_index]
+        if entries:
+            first = entries[0][0]
             assert bounds.base_index < first <= bounds.last_index + 1, (
                 f"append at {first} leaves a gap after {bounds.last_index} (base {bounds.base_index})"
             )
@@ -174,7 +179,7 @@ class RaftStore:
             put = txn.put
             db = self._log
             expected = first
-            for index, term, kind, data in write.entries:
+            for index, term, kind, data in entries:
                 assert index == expected, "appended entries must be contiguous"
                 expected += 1
                 key, value = prefix + _INDEX.pack(index), _pack([term, kind, data])

@@ -101,3 +101,13 @@ def test_a_gap_in_the_log_is_a_programmer_error(store: RaftStore) -> None:
     with pytest.raises(AssertionError):
         store.persist_batch([GroupWrite(1, entries(5, 6, 1))])
     assert store.last_index(1) == 2  # the failed batch left nothing behind
+
+
+def test_stale_snapshot_is_ignored_and_entries_it_covers_are_skipped(store: RaftStore) -> None:
+    store.persist_batch([GroupWrite(1, entries(1, 11, 1))])
+    store.persist_batch([GroupWrite(1, snapshot=(8, 1, None, b"s8"))])
+    store.persist_batch([GroupWrite(1, snapshot=(5, 1, None, b"old"))])
+    assert store.snapshot(1) == (8, 1, None, b"s8") and store.first_index(1) == 9
+    store.persist_batch([GroupWrite(1, entries(7, 13, 1))])
+    assert (store.first_index(1), store.last_index(1)) == (9, 12)
+    assert store.entries(1, 9, 13) == entries(9, 13, 1)
