@@ -287,7 +287,7 @@ class RaftStore:
                 if key >= end:
                     break
                 term, kind, data = _unpack(bytes(value))
-                total += len(data)
+                total += len(data) + 16  # as warren.raft.storage.MemoryStorage counts
                 if out and max_bytes is not None and total > max_bytes:
                     break
                 out.append((_INDEX.unpack(key[len(prefix) :])[0], term, kind, data))
