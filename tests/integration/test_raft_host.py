@@ -67,6 +67,7 @@ class ScriptedNode:
     log: list[Entry] = field(default_factory=list)
     ticks: int = 0
     stepped: list[Any] = field(default_factory=list)
+    refuse: bool = False  # as a follower's core does
 
     def tick(self) -> None:
         self.ticks += 1
@@ -74,10 +75,13 @@ class ScriptedNode:
     def step(self, message: Any) -> None:
         self.stepped.append(message)
 
-    def propose(self, data: bytes) -> None:
+    def propose(self, data: bytes) -> int | None:
+        if self.refuse:
+            return None
         entry = Entry(self.term, len(self.log) + 1, 0, data)
         self.log.append(entry)
         self.unstable.append(entry)
+        return entry.index
 
     def has_ready(self) -> bool:
         return bool(self.unstable) or self.applied < self.persisted_last
@@ -173,6 +177,9 @@ async def test_peer_messages_are_stepped_and_garbage_is_refused(host: Any) -> No
         host.on_peer_message(2, ["nope", 1])
 
 
-async def test_proposal_to_an_unknown_group_fails(host: Any) -> None:
+async def test_proposal_to_an_unknown_group_or_a_refusing_node_fails(host: Any) -> None:
     with pytest.raises(ProposalFailed):
         await host.propose("missing", b"x")
+    host.add_group("follower", ScriptedNode("follower", refuse=True))
+    with pytest.raises(ProposalFailed, match="not the leader"):
+        await host.propose("follower", b"x")

@@ -46,7 +46,9 @@ class CoreNode(Protocol):
 
     def tick(self) -> None: ...
     def step(self, message: Any) -> None: ...
-    def propose(self, data: bytes) -> None: ...
+    def propose(self, data: bytes) -> int | None:
+        """The new entry's index, or None when this node cannot take proposals."""
+        ...
     def has_ready(self) -> bool: ...
     def ready(self) -> Any: ...
     def advance(self, ready: Any) -> None: ...
@@ -77,8 +79,10 @@ def ready_to_write(group: GroupId, ready: Any) -> GroupWrite | None:
         hs = ready.hard_state
         hard_state = (hs.term, hs.vote, hs.commit)
     snapshot = None
-    if ready.snapshot is not None:
-        meta, data = ready.snapshot
+    # A snapshot from the leader, or one the application took here (compaction only).
+    taken = ready.snapshot if ready.snapshot is not None else getattr(ready, "local_snapshot", None)
+    if taken is not None:
+        meta, data = taken
         snapshot = (meta.index, meta.term, meta_config_wire(meta), data)
     if not entries and hard_state is None and snapshot is None:
         return None
@@ -148,9 +152,13 @@ class RaftHost:
             return future
         seq = next(self._seq)
         try:
-            slot.node.propose(msgpack.packb([self.node_id, seq, payload], use_bin_type=True))
+            index = slot.node.propose(msgpack.packb([self.node_id, seq, payload], use_bin_type=True))
         except WarrenError as exc:
-            future.set_exception(ProposalFailed(str(exc)))
+            index, reason = None, str(exc)
+        else:
+            reason = f"not the leader of group {group!r}"
+        if index is None:  # the core refuses: not the leader, or transferring leadership
+            future.set_exception(ProposalFailed(reason))
             return future
         slot.pending[seq] = (future, self._clock() + self.proposal_timeout)
         self._mark(group)
@@ -264,6 +272,10 @@ class RaftHost:
 
     def _apply(self, group: GroupId, ready: Any) -> None:
         slot = self.groups[group]
+        if ready.snapshot is not None:  # the leader's snapshot replaces the state first
+            restore = getattr(self.state_machine, "restore", None)
+            assert restore is not None, "this state machine cannot install a leader's snapshot"
+            restore(group, ready.snapshot[0].index, ready.snapshot[1])
         for entry in ready.committed_entries:
             if int(entry.kind) != NORMAL_KIND or not entry.data:
                 continue

@@ -212,10 +212,11 @@ class StandinNode:
         self.progress = {p: Progress(self.last_index + 1) for p in self.voters if p != self.id}
         self._append_local(self.term, NOOP, b"")
 
-    def propose(self, data: bytes) -> None:
+    def propose(self, data: bytes) -> int:
         if self.role != LEADER:
             raise ProposalFailed(f"not the leader of group {self.group!r} (leader: {self.leader})")
         self._append_local(self.term, NORMAL, data)
+        return self.last_index
 
     def step(self, m: Message) -> None:
         if m.term > self.term:
