@@ -1,0 +1,313 @@
+"""The management HTTP API against a real node, driven by HTTP and by pika."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pika
+import pytest
+import requests
+
+from warren.api.client import APIError, ManagementClient
+from warren.embed import ThreadedNode, run_node
+from warren.limits import Limits
+
+DEFINITIONS = Path(__file__).parent.parent / "data" / "rabbitmq-3.10.8-definitions.json"
+
+
+@pytest.fixture(scope="module")
+def node() -> Iterator[ThreadedNode]:
+    with run_node(http_port=0) as running:
+        yield running
+
+
+@pytest.fixture
+def api(node: ThreadedNode) -> ManagementClient:
+    assert node.http_url is not None
+    return ManagementClient(node.http_url, "guest", "guest")
+
+
+def amqp(node: ThreadedNode, user: str = "guest", password: str = "guest", vhost: str = "/") -> pika.BlockingConnection:
+    return pika.BlockingConnection(pika.ConnectionParameters(
+        "127.0.0.1", node.amqp_port, vhost, pika.PlainCredentials(user, password)))
+
+
+def wait_for(predicate, timeout: float = 5.0):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.05)
+
+
+def test_overview_has_rabbitmq_shape_and_counts_a_pika_queue(node: ThreadedNode, api: ManagementClient) -> None:
+    conn = amqp(node)
+    ch = conn.channel()
+    ch.queue_declare("ov-q")
+    for _ in range(3):
+        ch.basic_publish("", "ov-q", b"x")
+    overview = wait_for(lambda: (o := api.get("/api/overview"))["queue_totals"]["messages"] >= 3 and o)
+    assert overview["object_totals"]["connections"] >= 1
+    assert overview["object_totals"]["queues"] >= 1
+    assert overview["queue_totals"]["messages_ready"] >= 3
+    assert {"publish", "publish_details", "deliver_get_details", "ack_details"} <= overview["message_stats"].keys()
+    assert any(listener["protocol"] == "amqp" and listener["port"] == node.amqp_port
+               for listener in overview["listeners"])
+    # publish rate becomes visible once the sampler saw the publishes
+    rate = wait_for(lambda: api.get("/api/overview")["message_stats"]["publish_details"]["rate"] > 0, 4.0)
+    assert rate
+    conn.close()
+    api.delete("/api/queues/%2F/ov-q")
+
+
+def test_auth_and_tags(node: ThreadedNode, api: ManagementClient) -> None:
+    url = node.http_url
+    anonymous = requests.get(f"{url}/api/overview", timeout=5)
+    assert anonymous.status_code == 401
+    assert anonymous.headers["WWW-Authenticate"].startswith("Basic")
+    assert anonymous.json()["error"] == "not_authorised"
+    assert requests.get(f"{url}/api/overview", auth=("guest", "wrong"), timeout=5).status_code == 401
+
+    api.put("/api/users/plain", {"password": "p1", "tags": ""})
+    api.put("/api/users/mgr", {"password": "p2", "tags": "management"})
+    api.put("/api/users/mon", {"password": "p3", "tags": ["monitoring"]})
+    api.put("/api/permissions/%2F/mgr", {"configure": ".*", "write": ".*", "read": ".*"})
+    no_tag = requests.get(f"{url}/api/overview", auth=("plain", "p1"), timeout=5)
+    assert no_tag.status_code == 401 and no_tag.json()["reason"] == "Not management user"
+    assert requests.get(f"{url}/api/whoami", auth=("mgr", "p2"), timeout=5).json() == {
+        "name": "mgr", "tags": ["management"]}
+    users_as_mgr = requests.get(f"{url}/api/users", auth=("mgr", "p2"), timeout=5)
+    assert users_as_mgr.status_code == 403 and users_as_mgr.json()["reason"] == "Not administrator user"
+    # management may declare in its vhost, but not set policies; monitoring may read but not write
+    assert requests.put(f"{url}/api/queues/%2F/mgr-q", json={}, auth=("mgr", "p2"), timeout=5).status_code == 201
+    policy = requests.put(f"{url}/api/policies/%2F/p", json={"pattern": "x", "definition": {}},
+                          auth=("mgr", "p2"), timeout=5)
+    assert policy.status_code == 403
+    assert requests.get(f"{url}/api/connections", auth=("mon", "p3"), timeout=5).status_code == 200
+    mon_write = requests.put(f"{url}/api/queues/%2F/mon-q", json={}, auth=("mon", "p3"), timeout=5)
+    assert mon_write.status_code == 403
+    # mgr has no permissions on a new vhost: it does not see it
+    api.put("/api/vhosts/private")
+    assert "private" not in [v["name"] for v in requests.get(f"{url}/api/vhosts", auth=("mgr", "p2"), timeout=5).json()]
+    assert requests.get(f"{url}/api/queues/private", auth=("mgr", "p2"), timeout=5).status_code == 403
+    for user in ("plain", "mgr", "mon"):
+        api.delete(f"/api/users/{user}")
+    api.delete("/api/queues/%2F/mgr-q")
+    api.delete("/api/vhosts/private")
+
+
+def test_errors_are_rabbitmq_shaped(node: ThreadedNode, api: ManagementClient) -> None:
+    url = node.http_url
+    missing = requests.get(f"{url}/api/queues/%2F/no-such-queue", auth=("guest", "guest"), timeout=5)
+    assert missing.status_code == 404 and missing.json()["error"] == "Object Not Found"
+    assert requests.get(f"{url}/api/queues/nohost", auth=("guest", "guest"), timeout=5).status_code == 404
+    wrong_method = requests.post(f"{url}/api/overview", auth=("guest", "guest"), timeout=5)
+    assert wrong_method.status_code == 405
+    bad_json = requests.put(f"{url}/api/queues/%2F/bad", data="{nope", auth=("guest", "guest"), timeout=5)
+    assert bad_json.status_code == 400 and "invalid JSON" in bad_json.json()["reason"]
+    bad_arg = requests.put(f"{url}/api/queues/%2F/bad", json={"arguments": {"x-max-length": "many"}},
+                           auth=("guest", "guest"), timeout=5)
+    assert bad_arg.status_code == 400 and bad_arg.json()["error"] == "bad_request"
+    reserved = requests.put(f"{url}/api/queues/%2F/amq.mine", json={}, auth=("guest", "guest"), timeout=5)
+    assert reserved.status_code == 403
+
+
+def test_queue_lifecycle_publish_get_purge_delete(node: ThreadedNode, api: ManagementClient) -> None:
+    assert api.put("/api/queues/%2F/life", {"durable": True, "auto_delete": False,
+                                            "arguments": {"x-max-length": 10}}) == 201
+    assert api.put("/api/queues/%2F/life", {"durable": True, "arguments": {"x-max-length": 10}}) == 204
+    queue = api.get("/api/queues/%2F/life")
+    assert queue["durable"] is True and queue["arguments"] == {"x-max-length": 10}
+    for i in range(3):
+        routed = api.post("/api/exchanges/%2F/amq.default/publish", {
+            "routing_key": "life", "payload": f"m{i}", "payload_encoding": "string",
+            "properties": {"delivery_mode": 2, "headers": {"k": "v"}}})
+        assert routed == {"routed": True}
+    assert api.post("/api/exchanges/%2F/amq.default/publish", {
+        "routing_key": "nowhere", "payload": "", "payload_encoding": "string", "properties": {}}) == {"routed": False}
+    peek = api.post("/api/queues/%2F/life/get", {"count": 2, "ackmode": "ack_requeue_true", "encoding": "auto"})
+    assert [m["payload"] for m in peek] == ["m0", "m1"]
+    assert peek[0]["properties"]["headers"] == {"k": "v"} and peek[0]["payload_encoding"] == "string"
+    assert api.get("/api/queues/%2F/life")["messages_ready"] == 3
+    taken = api.post("/api/queues/%2F/life/get", {"count": 1, "ackmode": "ack_requeue_false", "encoding": "base64"})
+    assert taken[0]["payload_encoding"] == "base64" and taken[0]["payload"] == "bTA="
+    assert api.get("/api/queues/%2F/life")["messages_ready"] == 2
+    # a pika consumer sees what the API published
+    conn = amqp(node)
+    ch = conn.channel()
+    method, _props, body = ch.basic_get("life", auto_ack=True)
+    assert body == b"m1"
+    with pytest.raises(APIError) as not_empty:
+        api.delete("/api/queues/%2F/life?if-empty=true")
+    assert not_empty.value.status == 400
+    assert api.delete("/api/queues/%2F/life/contents") == 204
+    assert api.get("/api/queues/%2F/life")["messages"] == 0
+    assert api.delete("/api/queues/%2F/life?if-empty=true") == 204
+    with pytest.raises(APIError) as gone:
+        api.get("/api/queues/%2F/life")
+    assert gone.value.status == 404
+    conn.close()
+
+
+def test_bindings_queue_and_exchange_to_exchange(api: ManagementClient) -> None:
+    api.put("/api/exchanges/%2F/b-src", {"type": "topic", "durable": True})
+    api.put("/api/exchanges/%2F/b-dst", {"type": "fanout", "durable": True})
+    api.put("/api/queues/%2F/b-q", {})
+    created = api.request("POST", "/api/bindings/%2F/e/b-src/q/b-q", {"routing_key": "a.*", "arguments": {}})
+    assert created[0] == 201
+    api.post("/api/bindings/%2F/e/b-src/e/b-dst", {"routing_key": "#"})
+    api.post("/api/bindings/%2F/e/b-dst/q/b-q", {"routing_key": ""})
+    listed = api.get("/api/bindings/%2F/e/b-src/q/b-q")
+    assert [(b["routing_key"], b["properties_key"]) for b in listed] == [("a.*", "a.*")]
+    assert {b["destination"] for b in api.get("/api/exchanges/%2F/b-src/bindings/source")} == {"b-q", "b-dst"}
+    # b-q is reached directly and through b-dst: like RabbitMQ, it gets the message once
+    api.post("/api/exchanges/%2F/b-src/publish", {"routing_key": "a.b", "payload": "x",
+                                                   "payload_encoding": "string", "properties": {}})
+    assert api.get("/api/queues/%2F/b-q")["messages"] == 1
+    api.post("/api/exchanges/%2F/b-src/publish", {"routing_key": "zzz", "payload": "x",
+                                                   "payload_encoding": "string", "properties": {}})
+    assert api.get("/api/queues/%2F/b-q")["messages"] == 2  # only through b-dst
+    assert api.delete("/api/bindings/%2F/e/b-src/q/b-q/a.*") == 204
+    assert api.get("/api/bindings/%2F/e/b-src/q/b-q") == []
+    names = {(b["source"], b["destination"]) for b in api.get("/api/queues/%2F/b-q/bindings")}
+    assert names == {("", "b-q"), ("b-dst", "b-q")}
+    api.delete("/api/queues/%2F/b-q")
+    api.delete("/api/exchanges/%2F/b-src")
+    api.delete("/api/exchanges/%2F/b-dst")
+
+
+def test_policy_applies_at_once_and_shows_effective_definition(api: ManagementClient) -> None:
+    api.put("/api/queues/%2F/pol.q", {})
+    for i in range(5):
+        api.post("/api/exchanges/%2F/amq.default/publish", {"routing_key": "pol.q", "payload": str(i),
+                                                             "payload_encoding": "string", "properties": {}})
+    definition = {"max-length": 2, "overflow": "drop-head", "message-ttl": 60000}
+    assert api.put("/api/policies/%2F/cap", {"pattern": "^pol\\.", "apply-to": "queues", "priority": 1,
+                                             "definition": definition}) == 201
+    queue = api.get("/api/queues/%2F/pol.q")
+    assert queue["policy"] == "cap"
+    assert queue["effective_policy_definition"] == definition
+    assert queue["messages"] == 2  # the two newest survive drop-head
+    assert api.get("/api/policies/%2F/cap")["apply-to"] == "queues"
+    bad = requests_put(api, "/api/policies/%2F/bad", {"pattern": "x", "definition": {"max-length": "lots"}})
+    assert bad == 400
+    api.delete("/api/policies/%2F/cap")
+    assert api.get("/api/queues/%2F/pol.q")["policy"] is None
+    api.delete("/api/queues/%2F/pol.q")
+
+
+def requests_put(api: ManagementClient, path: str, body: dict) -> int:  # type: ignore[type-arg]
+    try:
+        return api.put(path, body)
+    except APIError as error:
+        return error.status
+
+
+def test_connections_channels_consumers_and_close(node: ThreadedNode, api: ManagementClient) -> None:
+    conn = amqp(node)
+    ch = conn.channel()
+    ch.queue_declare("cons-q")
+    ch.basic_consume("cons-q", lambda *a: None, consumer_tag="ctag-1")
+    connections = wait_for(lambda: [c for c in api.get("/api/connections") if c["user"] == "guest"])
+    assert connections and connections[0]["protocol"] == "AMQP 0-9-1"
+    assert connections[0]["client_properties"]["product"] == "Pika Python Client Library"
+    channels = api.get("/api/channels")
+    assert any(c["consumer_count"] == 1 for c in channels)
+    consumers = api.get("/api/consumers/%2F")
+    assert [c["consumer_tag"] for c in consumers if c["queue"]["name"] == "cons-q"] == ["ctag-1"]
+    name = connections[0]["name"]
+    assert api.delete(f"/api/connections/{requests.utils.quote(name, safe='')}",
+                      headers={"X-Reason": "test close"}) == 204
+    with pytest.raises(pika.exceptions.ConnectionClosedByBroker) as closed:
+        for _ in range(50):
+            conn.process_data_events(0.1)
+    assert closed.value.reply_code == 320 and "test close" in closed.value.reply_text
+    assert wait_for(lambda: not [c for c in api.get("/api/connections") if c["name"] == name])
+    api.delete("/api/queues/%2F/cons-q")
+
+
+def test_vhost_percent_encoding_and_permissions(node: ThreadedNode, api: ManagementClient) -> None:
+    assert api.put("/api/vhosts/a%2Fb") == 201
+    assert api.put("/api/vhosts/a%2Fb") == 204
+    api.put("/api/permissions/a%2Fb/guest", {"configure": ".*", "write": ".*", "read": ".*"})
+    api.put("/api/queues/a%2Fb/q", {})
+    assert [q["vhost"] for q in api.get("/api/queues/a%2Fb")] == ["a/b"]
+    assert api.get("/api/permissions/a%2Fb/guest")["configure"] == ".*"
+    conn = amqp(node, vhost="a/b")
+    conn.channel().queue_declare("q", passive=True)
+    conn.close()
+    assert api.delete("/api/vhosts/a%2Fb") == 204
+    assert "a/b" not in [v["name"] for v in api.get("/api/vhosts")]
+
+
+def test_health_checks_answer_without_credentials(node: ThreadedNode) -> None:
+    url = node.http_url
+    alarms = requests.get(f"{url}/api/health/checks/alarms", timeout=5)
+    assert alarms.status_code == 200 and alarms.json() == {"status": "ok"}
+    assert requests.get(f"{url}/api/health/checks/local-alarms", timeout=5).status_code == 200
+    assert requests.get(f"{url}/api/health/checks/virtual-hosts", timeout=5).status_code == 200
+    assert requests.get(f"{url}/api/health/checks/node-is-quorum-critical", timeout=5).status_code == 200
+    assert requests.get(f"{url}/api/health/checks/port-listener/{node.amqp_port}", timeout=5).status_code == 200
+    closed_port = requests.get(f"{url}/api/health/checks/port-listener/1", timeout=5)
+    assert closed_port.status_code == 503 and closed_port.json()["status"] == "failed"
+    alive = requests.get(f"{url}/api/aliveness-test/%2F", auth=("guest", "guest"), timeout=5)
+    assert alive.json() == {"status": "ok"}
+    assert requests.get(f"{url}/api/aliveness-test/%2F", timeout=5).status_code == 401
+
+
+def test_health_checks_can_require_auth() -> None:
+    with run_node(http_port=0, health_checks_require_auth=True) as guarded:
+        url = guarded.http_url
+        assert requests.get(f"{url}/api/health/checks/alarms", timeout=5).status_code == 401
+        ok = requests.get(f"{url}/api/health/checks/alarms", auth=("guest", "guest"), timeout=5)
+        assert ok.status_code == 200
+
+
+def test_rate_limit_answers_429_with_retry_after() -> None:
+    with run_node(http_port=0, limits=Limits(api_requests_per_second=1.0, api_burst=3)) as limited:
+        url = limited.http_url
+        statuses = [requests.get(f"{url}/api/overview", auth=("guest", "guest"), timeout=5) for _ in range(5)]
+        assert [r.status_code for r in statuses[:3]] == [200, 200, 200]
+        assert statuses[4].status_code == 429
+        assert int(statuses[4].headers["Retry-After"]) >= 1
+
+
+def test_definitions_import_of_a_real_rabbitmq_export(node: ThreadedNode, api: ManagementClient) -> None:
+    document = json.loads(DEFINITIONS.read_text())
+    report = api.post("/api/definitions", document)
+    quorum = {(q["vhost"], q["name"]) for q in document["queues"]
+              if q["arguments"].get("x-queue-type") == "quorum"}
+    assert {(q["vhost"], q["name"]) for q in report["skipped_queues"]} == quorum
+    users = {u["name"]: u for u in api.get("/api/users")}
+    for user in document["users"]:
+        assert users[user["name"]]["tags"] == user["tags"]
+    for vhost in document["vhosts"]:
+        api.get(f"/api/vhosts/{requests.utils.quote(vhost['name'], safe='')}")
+    queues = {(q["vhost"], q["name"]): q for q in api.get("/api/queues")}
+    for q in document["queues"]:
+        if (q["vhost"], q["name"]) not in quorum:
+            assert queues[(q["vhost"], q["name"])]["arguments"] == q["arguments"]
+    exchanges = {(x["vhost"], x["name"]) for x in api.get("/api/exchanges")}
+    assert {(x["vhost"], x["name"]) for x in document["exchanges"]} <= exchanges
+    policies = {(p["vhost"], p["name"]) for p in api.get("/api/policies")}
+    assert {(p["vhost"], p["name"]) for p in document["policies"]} <= policies
+    bindings = {(b["vhost"], b["source"], b["destination"], b["routing_key"]) for b in api.get("/api/bindings")}
+    for b in document["bindings"]:
+        if (b["vhost"], b["destination"]) not in quorum:
+            assert (b["vhost"], b["source"], b["destination"], b["routing_key"]) in bindings
+    passwords = {"admin": "password", "rabbitmquser": "rabbitmqpass", "monitor": "monitorpass"}
+    for user, password in passwords.items():
+        vhosts = [p["vhost"] for p in document["permissions"] if p["user"] == user] or ["/"]
+        if not [p for p in document["permissions"] if p["user"] == user]:
+            continue
+        conn = amqp(node, user, password, vhosts[0])
+        assert conn.is_open
+        conn.close()
+    exported = api.get("/api/definitions")
+    assert {u["name"] for u in document["users"]} <= {u["name"] for u in exported["users"]}
+    assert {(q["vhost"], q["name"]) for q in exported["queues"]} >= {
+        (q["vhost"], q["name"]) for q in document["queues"] if (q["vhost"], q["name"]) not in quorum}

@@ -1,0 +1,110 @@
+"""What the management plane needs of a node: the seam between the HTTP API and the broker.
+
+Every object is a plain dict already shaped as RabbitMQ's management API shows it, so the
+HTTP layer only filters, sorts and serialises. Operating errors (absent objects, refused
+operations, bad arguments) are raised as ``warren.errors.AMQPError`` with the reply code
+RabbitMQ would use; the HTTP layer maps 404 -> 404, 403 -> 403 and the rest to 400.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+
+class ManagementBackend(Protocol):
+    # ---- identity and health ---------------------------------------------------------
+    def authenticate(self, username: str, password: str) -> dict[str, Any] | None:
+        """``{"name": ..., "tags": [...]}`` when the credentials are valid, else None."""
+
+    def node_name(self) -> str: ...
+
+    def overview(self) -> dict[str, Any]:
+        """object_totals, queue_totals, listeners, counters (``totals()``), versions."""
+
+    def totals(self) -> dict[str, int]:
+        """Monotonic counters since start: publish, deliver_get, deliver, ack, redeliver,
+        confirm, get, return_unroutable, drop_unroutable, connections/channels opened/closed."""
+
+    def nodes(self) -> list[dict[str, Any]]: ...
+
+    def alarms(self) -> list[str]:
+        """Active resource alarms: "memory", "disk"."""
+
+    def listener_ports(self) -> list[int]: ...
+
+    # ---- clients ---------------------------------------------------------------------
+    def connections(self) -> list[dict[str, Any]]: ...
+
+    def close_connection(self, name: str, reason: str) -> None: ...
+
+    def channels(self) -> list[dict[str, Any]]: ...
+
+    def consumers(self) -> list[dict[str, Any]]: ...
+
+    # ---- vhosts, users, permissions ---------------------------------------------------
+    def vhosts(self) -> list[dict[str, Any]]: ...
+
+    def put_vhost(self, name: str) -> bool:
+        """True when created."""
+
+    def delete_vhost(self, name: str) -> None: ...
+
+    def users(self) -> list[dict[str, Any]]: ...
+
+    def put_user(self, name: str, password: str | None, password_hash: str | None,
+                 hashing_algorithm: str | None, tags: list[str]) -> bool: ...
+
+    def delete_user(self, name: str) -> None: ...
+
+    def permissions(self) -> list[dict[str, Any]]: ...
+
+    def put_permission(self, vhost: str, user: str, configure: str, write: str, read: str) -> None: ...
+
+    def delete_permission(self, vhost: str, user: str) -> None: ...
+
+    # ---- topology --------------------------------------------------------------------
+    def exchanges(self, vhost: str | None) -> list[dict[str, Any]]: ...
+
+    def declare_exchange(self, vhost: str, name: str, type: str, durable: bool, auto_delete: bool,
+                         internal: bool, arguments: dict[str, Any]) -> None: ...
+
+    def delete_exchange(self, vhost: str, name: str, if_unused: bool) -> None: ...
+
+    def queues(self, vhost: str | None) -> list[dict[str, Any]]: ...
+
+    def declare_queue(self, vhost: str, name: str, durable: bool, auto_delete: bool,
+                      arguments: dict[str, Any]) -> None: ...
+
+    def delete_queue(self, vhost: str, name: str, if_unused: bool, if_empty: bool) -> None: ...
+
+    def purge_queue(self, vhost: str, name: str) -> int: ...
+
+    def bindings(self, vhost: str | None) -> list[dict[str, Any]]: ...
+
+    def bind(self, vhost: str, source: str, destination_type: str, destination: str,
+             routing_key: str, arguments: dict[str, Any]) -> None: ...
+
+    def unbind(self, vhost: str, source: str, destination_type: str, destination: str,
+               routing_key: str, arguments: dict[str, Any]) -> None: ...
+
+    def policies(self, vhost: str | None) -> list[dict[str, Any]]: ...
+
+    def put_policy(self, vhost: str, name: str, pattern: str, apply_to: str, priority: int,
+                   definition: dict[str, Any]) -> None: ...
+
+    def delete_policy(self, vhost: str, name: str) -> None: ...
+
+    # ---- messages --------------------------------------------------------------------
+    def publish(self, vhost: str, exchange: str, routing_key: str, body: bytes,
+                properties: dict[str, Any]) -> bool:
+        """True when routed to at least one queue."""
+
+    def get_messages(self, vhost: str, queue: str, count: int, requeue: bool) -> list[dict[str, Any]]:
+        """Up to ``count`` messages: payload (bytes), payload_bytes, redelivered, exchange,
+        routing_key, message_count, properties."""
+
+    # ---- definitions -----------------------------------------------------------------
+    def export_definitions(self) -> dict[str, Any]: ...
+
+    def import_definitions(self, definitions: dict[str, Any]) -> dict[str, Any]:
+        """Apply a RabbitMQ definitions document; returns {"skipped_queues": [...]}."""

@@ -1,0 +1,80 @@
+"""RabbitMQ's definitions document (``GET/POST /api/definitions``): pure shaping helpers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from warren.errors import precondition_failed
+
+RABBIT_SHA256 = "rabbit_password_hashing_sha256"
+DOCUMENT_KEYS = ("users", "vhosts", "permissions", "policies", "queues", "exchanges", "bindings")
+
+
+def export_document(
+    version: str,
+    users: list[dict[str, Any]],
+    vhosts: list[dict[str, Any]],
+    permissions: list[dict[str, Any]],
+    policies: list[dict[str, Any]],
+    queues: list[dict[str, Any]],
+    exchanges: list[dict[str, Any]],
+    bindings: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """The document RabbitMQ 3.10 exports, with only the fields its import reads."""
+    return {
+        "rabbit_version": "3.10.8",
+        "rabbitmq_version": "3.10.8",
+        "product_name": "Warren",
+        "product_version": version,
+        "users": [
+            {"name": u["name"], "password_hash": u["password_hash"],
+             "hashing_algorithm": u["hashing_algorithm"], "tags": u["tags"], "limits": {}}
+            for u in users
+        ],
+        "vhosts": [{"name": v["name"]} for v in vhosts],
+        "permissions": permissions,
+        "topic_permissions": [],
+        "parameters": [],
+        "global_parameters": [],
+        "policies": policies,
+        "queues": [
+            {"name": q["name"], "vhost": q["vhost"], "durable": q["durable"],
+             "auto_delete": q["auto_delete"], "arguments": q["arguments"]}
+            for q in queues
+        ],
+        "exchanges": [
+            {"name": x["name"], "vhost": x["vhost"], "type": x["type"], "durable": x["durable"],
+             "auto_delete": x["auto_delete"], "internal": x["internal"], "arguments": x["arguments"]}
+            for x in exchanges
+        ],
+        "bindings": [
+            {"source": b["source"], "vhost": b["vhost"], "destination": b["destination"],
+             "destination_type": b["destination_type"], "routing_key": b["routing_key"],
+             "arguments": b["arguments"]}
+            for b in bindings
+        ],
+    }
+
+
+def validate_document(document: Any) -> dict[str, Any]:
+    """A 400 (precondition) for anything that is not a definitions object."""
+    if not isinstance(document, dict):
+        raise precondition_failed("definitions must be a JSON object")
+    for key in DOCUMENT_KEYS:
+        if key in document and not isinstance(document[key], list):
+            raise precondition_failed(f"definitions key '{key}' must be a list")
+    return document
+
+
+def quorum_queue_names(document: dict[str, Any]) -> list[dict[str, str]]:
+    """Quorum queues (and streams) in an import: skipped until replication exists."""
+    return [
+        {"vhost": q["vhost"], "name": q["name"]}
+        for q in document.get("queues", [])
+        if (q.get("arguments") or {}).get("x-queue-type") in ("quorum", "stream")
+    ]
+
+
+def user_password_args(password_hash: str | None, hashing_algorithm: str | None) -> tuple[str, str]:
+    """(hash, algorithm) for a user created from a hash; an empty hash means no password login."""
+    return password_hash or "", hashing_algorithm or RABBIT_SHA256

@@ -1,0 +1,225 @@
+"""HTTP plumbing for the management API: routing on raw paths, auth, errors, rate limiting.
+
+RabbitMQ clients encode the default vhost "/" as %2F inside a path segment, so routes are
+matched on the raw (still-encoded) path split at "/", then each segment is decoded.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote
+
+from aiohttp import web
+
+from warren.api.rates import RequestLimiter
+from warren.errors import AMQPError, ReplyCode
+
+MANAGEMENT_TAGS = frozenset({"administrator", "monitoring", "policymaker", "management"})
+REALM = 'Basic realm="RabbitMQ Management"'
+
+
+class HTTPProblem(Exception):
+    """An error answered as RabbitMQ does: ``{"error": ..., "reason": ...}`` with a status."""
+
+    def __init__(self, status: int, error: str, reason: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.error = error
+        self.reason = reason
+        self.headers = headers or {}
+
+
+def bad_request(reason: str) -> HTTPProblem:
+    return HTTPProblem(400, "bad_request", reason)
+
+
+def not_found(reason: str = "Not Found") -> HTTPProblem:
+    return HTTPProblem(404, "Object Not Found", reason)
+
+
+def forbidden(reason: str) -> HTTPProblem:
+    return HTTPProblem(403, "not_authorised", reason)
+
+
+def unauthorised(reason: str = "Login failed") -> HTTPProblem:
+    return HTTPProblem(401, "not_authorised", reason, {"WWW-Authenticate": REALM})
+
+
+def problem_from_amqp(error: AMQPError) -> HTTPProblem:
+    if error.code == ReplyCode.NOT_FOUND:
+        return not_found(error.text)
+    if error.code == ReplyCode.ACCESS_REFUSED:
+        return forbidden(error.text)
+    return bad_request(error.text)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).decode("utf-8", "replace")
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    return str(value)
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    body = json.dumps(data, default=_json_default)
+    return web.Response(text=body, status=status, content_type="application/json", headers=headers)
+
+
+def problem_response(problem: HTTPProblem) -> web.Response:
+    return json_response({"error": problem.error, "reason": problem.reason}, problem.status, problem.headers)
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The authenticated user of a request (None name: an unauthenticated health check)."""
+
+    name: str
+    tags: frozenset[str]
+
+    @property
+    def is_admin(self) -> bool:
+        return "administrator" in self.tags
+
+    @property
+    def is_monitoring(self) -> bool:
+        return bool(self.tags & {"administrator", "monitoring"})
+
+    @property
+    def is_policymaker(self) -> bool:
+        return bool(self.tags & {"administrator", "policymaker"})
+
+
+def basic_credentials(header: str | None) -> tuple[str, str] | None:
+    if not header or not header.lower().startswith("basic "):
+        return None
+    try:
+        decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    user, sep, password = decoded.partition(":")
+    if not sep:
+        return None
+    return user, password
+
+
+Handler = Callable[..., Awaitable[web.StreamResponse]]
+
+
+@dataclass
+class Route:
+    methods: frozenset[str]
+    pattern: tuple[str, ...]
+    handler: Handler
+    auth: str  # "user" (any management tag), "none" (public), "health" (public unless configured)
+
+
+class Router:
+    def __init__(self) -> None:
+        self.routes: list[Route] = []
+
+    def add(self, methods: str, path: str, handler: Handler, auth: str = "user") -> None:
+        pattern = tuple(p for p in path.strip("/").split("/") if p)
+        self.routes.append(Route(frozenset(methods.split()), pattern, handler, auth))
+
+    def match(self, segments: list[str]) -> list[tuple[Route, dict[str, str]]]:
+        found = []
+        for route in self.routes:
+            if len(route.pattern) != len(segments):
+                continue
+            params: dict[str, str] = {}
+            for expected, actual in zip(route.pattern, segments, strict=True):
+                if expected.startswith("{"):
+                    params[expected[1:-1]] = actual
+                elif expected != actual:
+                    break
+            else:
+                found.append((route, params))
+        return found
+
+
+def split_raw_path(raw_path: str) -> list[str]:
+    path = raw_path.split("?", 1)[0]
+    return [unquote(p) for p in path.strip("/").split("/") if p != ""] if path.strip("/") else []
+
+
+class Api:
+    """Dispatches /api/... requests through auth, rate limiting and error mapping."""
+
+    def __init__(self, router: Router, authenticate: Callable[[str, str], dict[str, Any] | None],
+                 limiter: RequestLimiter, health_requires_auth: bool,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.router = router
+        self.authenticate = authenticate
+        self.limiter = limiter
+        self.health_requires_auth = health_requires_auth
+        self.clock = clock
+
+    def caller(self, request: web.Request) -> Caller:
+        credentials = basic_credentials(request.headers.get("Authorization"))
+        if credentials is None:
+            raise unauthorised("Not_Authorized")
+        user = self.authenticate(*credentials)
+        if user is None:
+            raise unauthorised("Login failed")
+        tags = frozenset(user["tags"])
+        if not tags & MANAGEMENT_TAGS:
+            raise unauthorised("Not management user")
+        return Caller(user["name"], tags)
+
+    async def dispatch(self, request: web.Request) -> web.StreamResponse:
+        client = request.remote or "unknown"
+        wait = self.limiter.allow(client, self.clock())
+        if wait > 0:
+            return json_response(
+                {"error": "too_many_requests", "reason": "request rate limit exceeded, retry later"},
+                429, {"Retry-After": str(max(1, int(wait + 0.999)))},
+            )
+        segments = split_raw_path(request.raw_path)
+        try:
+            matches = self.router.match(segments)
+            if not matches:
+                raise not_found()
+            allowed = [(r, p) for r, p in matches if request.method in r.methods or
+                       (request.method == "HEAD" and "GET" in r.methods)]
+            if not allowed:
+                methods = sorted({m for r, _ in matches for m in r.methods})
+                raise HTTPProblem(405, "Method Not Allowed", f"allowed: {', '.join(methods)}",
+                                  {"Allow": ", ".join(methods)})
+            route, params = allowed[0]
+            caller: Caller | None
+            if route.auth == "none" or (route.auth == "health" and not self.health_requires_auth
+                                        and "Authorization" not in request.headers):
+                caller = None
+            else:
+                caller = self.caller(request)
+            return await route.handler(request, caller, **params)
+        except HTTPProblem as problem:
+            return problem_response(problem)
+        except AMQPError as error:
+            return problem_response(problem_from_amqp(error))
+
+
+async def read_json(request: web.Request) -> dict[str, Any]:
+    if not request.can_read_body:
+        return {}
+    text = await request.text()
+    if not text.strip():
+        return {}
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise bad_request(f"invalid JSON body: {exc.msg} at position {exc.pos}") from None
+    if not isinstance(data, dict):
+        raise bad_request("JSON body must be an object")
+    return data
+
+
+def flag(request: web.Request, name: str) -> bool:
+    return request.query.get(name, "false").lower() in ("true", "1", "yes")

@@ -1,0 +1,112 @@
+"""Prometheus metrics with RabbitMQ's names (so the RabbitMQ-Overview dashboard works) plus warren_*."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from warren import __version__ as warren_version
+from warren.api.backend import ManagementBackend
+
+# (metric name without _total, totals() key, help)
+GLOBAL_COUNTERS = (
+    ("rabbitmq_global_messages_received", "publish", "Total number of messages received from publishers"),
+    ("rabbitmq_global_messages_received_confirm", "publish", "Total number of messages received from publishers expecting confirmations"),
+    ("rabbitmq_global_messages_confirmed", "confirm", "Total number of messages confirmed to publishers"),
+    ("rabbitmq_global_messages_routed", "routed", "Total number of messages routed to queues or streams"),
+    ("rabbitmq_global_messages_unroutable_dropped", "drop_unroutable", "Total number of messages published as non-mandatory into an exchange and dropped as unroutable"),
+    ("rabbitmq_global_messages_unroutable_returned", "return_unroutable", "Total number of messages published as mandatory into an exchange and returned to the publisher as unroutable"),
+    ("rabbitmq_global_messages_delivered", "deliver_get", "Total number of messages delivered to consumers"),
+    ("rabbitmq_global_messages_delivered_consume_manual_ack", "deliver", "Total number of messages delivered to consumers using basic.consume"),
+    ("rabbitmq_global_messages_delivered_get_manual_ack", "get", "Total number of messages delivered to consumers using basic.get"),
+    ("rabbitmq_global_messages_redelivered", "redeliver", "Total number of messages redelivered to consumers"),
+    ("rabbitmq_global_messages_acknowledged", "ack", "Total number of messages acknowledged by consumers"),
+    ("rabbitmq_connections_opened", "connections_opened", "Total number of connections opened"),
+    ("rabbitmq_connections_closed", "connections_closed", "Total number of connections closed or terminated"),
+    ("rabbitmq_channels_opened", "channels_opened", "Total number of channels opened"),
+    ("rabbitmq_channels_closed", "channels_closed", "Total number of channels closed"),
+)
+
+
+class BrokerCollector(Collector):
+    """Reads the backend at scrape time; nothing is cached between scrapes."""
+
+    def __init__(self, backend: ManagementBackend, per_queue: bool = True) -> None:
+        self.backend = backend
+        self.per_queue = per_queue
+
+    def collect(self) -> Iterator[Metric]:
+        b = self.backend
+        node = b.node_name()
+        overview = b.overview()
+        identity = InfoMetricFamily("rabbitmq_identity", "RabbitMQ node & cluster identity info",
+                                    labels=[])
+        identity.add_metric([], {"rabbitmq_node": node, "rabbitmq_cluster": str(overview["cluster_name"]),
+                                 "rabbitmq_cluster_permanent_id": f"warren-{overview['cluster_name']}"})
+        yield identity
+        build = InfoMetricFamily("rabbitmq_build", "RabbitMQ & Erlang/OTP version info")
+        build.add_metric([], {"rabbitmq_version": "3.10.8", "prometheus_plugin_version": warren_version,
+                              "erlang_version": str(overview["erlang_version"]), "product": "Warren"})
+        yield build
+        totals = overview["object_totals"]
+        for name, key, text in (
+            ("rabbitmq_connections", "connections", "Connections currently open"),
+            ("rabbitmq_channels", "channels", "Channels currently open"),
+            ("rabbitmq_consumers", "consumers", "Consumers currently connected"),
+            ("rabbitmq_queues", "queues", "Queues available"),
+        ):
+            yield GaugeMetricFamily(name, text, value=totals[key])
+        counters = b.totals()
+        for name, key, text in GLOBAL_COUNTERS:
+            yield CounterMetricFamily(name, text, value=counters.get(key, 0))
+        yield from self._node_metrics(b.nodes()[0], b.alarms())
+        if self.per_queue:
+            yield from self._queue_metrics(b.queues(None))
+
+    @staticmethod
+    def _node_metrics(info: dict[str, Any], alarms: list[str]) -> Iterator[Metric]:
+        yield GaugeMetricFamily("rabbitmq_process_resident_memory_bytes", "Memory used in bytes",
+                                value=info["mem_used"])
+        yield GaugeMetricFamily("rabbitmq_resident_memory_limit_bytes", "Memory high watermark in bytes",
+                                value=info["mem_limit"])
+        yield GaugeMetricFamily("rabbitmq_disk_space_available_bytes", "Disk space available in bytes",
+                                value=info["disk_free"])
+        yield GaugeMetricFamily("rabbitmq_disk_space_available_limit_bytes", "Free disk space low watermark in bytes",
+                                value=info["disk_free_limit"])
+        yield GaugeMetricFamily("rabbitmq_process_open_fds", "Open file descriptors", value=info["fd_used"])
+        yield GaugeMetricFamily("rabbitmq_alarms_memory_used_watermark",
+                                "is 1 if VM memory watermark alarm is in effect", value=int("memory" in alarms))
+        yield GaugeMetricFamily("rabbitmq_alarms_free_disk_space_watermark",
+                                "is 1 if free disk space watermark alarm is in effect", value=int("disk" in alarms))
+        yield GaugeMetricFamily("rabbitmq_alarms_file_descriptor_limit",
+                                "is 1 if file descriptor limit alarm is in effect", value=0)
+        yield GaugeMetricFamily("warren_uptime_seconds", "Seconds since the node started", value=info["uptime"] / 1000)
+        yield GaugeMetricFamily("warren_processors", "Processors available to the node", value=info["processors"])
+
+    @staticmethod
+    def _queue_metrics(queues: list[dict[str, Any]]) -> Iterator[Metric]:
+        labels = ["vhost", "queue"]
+        families = {
+            "messages_ready": GaugeMetricFamily("rabbitmq_queue_messages_ready", "Messages ready to be delivered to consumers", labels=labels),
+            "messages_unacknowledged": GaugeMetricFamily("rabbitmq_queue_messages_unacked", "Messages delivered to consumers but not yet acknowledged", labels=labels),
+            "messages": GaugeMetricFamily("rabbitmq_queue_messages", "Sum of ready and unacknowledged messages - total queue depth", labels=labels),
+            "message_bytes": GaugeMetricFamily("rabbitmq_queue_messages_bytes", "Size in bytes of ready and unacknowledged messages", labels=labels),
+            "consumers": GaugeMetricFamily("rabbitmq_queue_consumers", "Consumers on a queue", labels=labels),
+        }
+        for q in queues:
+            for key, family in families.items():
+                family.add_metric([q["vhost"], q["name"]], q[key])
+        ready_total = sum(q["messages_ready"] for q in queues)
+        unacked_total = sum(q["messages_unacknowledged"] for q in queues)
+        yield from families.values()
+        yield GaugeMetricFamily("warren_messages_ready", "Ready messages in all queues", value=ready_total)
+        yield GaugeMetricFamily("warren_messages_unacked", "Unacknowledged messages in all queues", value=unacked_total)
+
+
+def make_registry(backend: ManagementBackend) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(BrokerCollector(backend))
+    return registry

@@ -1,0 +1,519 @@
+"""The management backend over a running node (``warren.io.runtime.NodeRuntime``).
+
+Runs on the node's event loop thread (the HTTP server shares the loop), so it may touch the
+broker model directly. Every change is persisted the way the AMQP session persists it, and
+the node is flushed so consumers see the effects at once.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+from typing import Any
+
+import psutil
+
+from warren import __version__ as warren_version
+from warren.api.definitions import (
+    export_document,
+    quorum_queue_names,
+    user_password_args,
+)
+from warren.broker.auth import Broker
+from warren.broker.message import Message
+from warren.broker.policy import Policy
+from warren.broker.vhost import VirtualHost
+from warren.errors import ReplyCode, not_found
+
+PROTOCOL = "AMQP 0-9-1"
+
+
+def _get_vhost(broker: Broker, name: str) -> VirtualHost:
+    vhost = broker.vhosts.get(name)
+    if vhost is None:
+        raise not_found(f"no vhost '{name}'")
+    return vhost
+
+
+class NodeBackend:
+    """``ManagementBackend`` over one node and its broker model."""
+
+    def __init__(self, runtime: Any) -> None:
+        self.runtime = runtime
+
+    @property
+    def node(self) -> Any:
+        return self.runtime.node
+
+    @property
+    def broker(self) -> Broker:
+        broker: Broker = self.runtime.node.broker
+        return broker
+
+    def _persist_vhost(self, vhost: VirtualHost) -> None:
+        if self.node.persistence is not None:
+            self.node.persistence.definitions_changed(vhost)
+
+    def _persist_users(self) -> None:
+        if self.node.persistence is not None:
+            self.node.persistence.users_changed()
+
+    def _vhosts(self, name: str | None) -> list[VirtualHost]:
+        if name is None:
+            return list(self.broker.vhosts.values())
+        return [_get_vhost(self.broker, name)]
+
+    # ---- identity and health ---------------------------------------------------------
+    def authenticate(self, username: str, password: str) -> dict[str, Any] | None:
+        user = self.broker.authenticate(username, password)
+        if user is None:
+            return None
+        return {"name": user.name, "tags": list(user.tags)}
+
+    def node_name(self) -> str:
+        return str(self.node.name)
+
+    def totals(self) -> dict[str, int]:
+        c = self.node.counters
+        return {
+            "publish": c.messages_received,
+            "confirm": c.messages_confirmed,
+            "routed": c.messages_routed,
+            "return_unroutable": c.messages_unroutable_returned,
+            "drop_unroutable": c.messages_unroutable_dropped,
+            "deliver": c.messages_delivered,
+            "get": c.messages_delivered_get,
+            "deliver_get": c.messages_delivered + c.messages_delivered_get,
+            "redeliver": c.messages_redelivered,
+            "ack": c.messages_acknowledged,
+            "connections_opened": c.connections_opened,
+            "connections_closed": c.connections_closed,
+            "channels_opened": c.channels_opened,
+            "channels_closed": c.channels_closed,
+        }
+
+    def overview(self) -> dict[str, Any]:
+        queues = [q for v in self.broker.vhosts.values() for q in v.queues.values()]
+        return {
+            "management_version": warren_version,
+            "rabbitmq_version": "3.10.8",
+            "product_name": "Warren",
+            "product_version": warren_version,
+            "erlang_version": f"Python {platform.python_version()}",
+            "cluster_name": self.node.name,
+            "node": self.node.name,
+            "object_totals": {
+                "connections": len(self.node.sessions),
+                "channels": sum(len(s.channels) for s in self.node.sessions.values()),
+                "consumers": sum(q.consumer_count for q in queues),
+                "exchanges": sum(len(v.exchanges) for v in self.broker.vhosts.values()),
+                "queues": len(queues),
+            },
+            "queue_totals": {
+                "messages": sum(q.messages for q in queues),
+                "messages_ready": sum(q.messages_ready for q in queues),
+                "messages_unacknowledged": sum(q.messages_unacknowledged for q in queues),
+            },
+            "listeners": [{"node": self.node.name, **listener} for listener in self.node.listeners],
+        }
+
+    def nodes(self) -> list[dict[str, Any]]:
+        process = psutil.Process()
+        try:
+            disk_free = psutil.disk_usage(self.runtime.config.data_dir).free
+        except OSError:
+            disk_free = 0
+        return [{
+            "name": self.node.name,
+            "type": "disc",
+            "running": True,
+            "uptime": int(self.node.wall_ms() - self.node.started_at_ms),
+            "mem_used": process.memory_info().rss,
+            "mem_limit": int(getattr(self.runtime, "memory_limit", 0)),
+            "mem_alarm": bool(self.node.memory_alarm),
+            "disk_free": disk_free,
+            "disk_free_limit": self.node.limits.disk_free_limit_bytes,
+            "disk_free_alarm": bool(self.node.disk_alarm),
+            "fd_used": process.num_fds() if sys.platform != "win32" else 0,
+            "proc_used": 1,
+            "processors": psutil.cpu_count() or 1,
+            "os_pid": str(process.pid),
+            "sockets_used": len(self.node.sessions),
+            "connections": len(self.node.sessions),
+            "partitions": [],
+            "listeners": list(self.node.listeners),
+        }]
+
+    def alarms(self) -> list[str]:
+        active = []
+        if self.node.memory_alarm:
+            active.append("memory")
+        if self.node.disk_alarm:
+            active.append("disk")
+        return active
+
+    def listener_ports(self) -> list[int]:
+        return [int(listener["port"]) for listener in self.node.listeners]
+
+    # ---- clients ---------------------------------------------------------------------
+    def connections(self) -> list[dict[str, Any]]:
+        listed = []
+        for s in self.node.sessions.values():
+            listed.append({
+                "name": s.name,
+                "node": self.node.name,
+                "vhost": s.vhost.name if s.vhost is not None else None,
+                "user": s.user.name if s.user is not None else None,
+                "state": "blocked" if s.blocked else ("running" if s.conn.is_open else "starting"),
+                "channels": len(s.channels),
+                "peer_host": s.peer_host,
+                "peer_port": s.peer_port,
+                "host": s.local_host,
+                "port": s.local_port,
+                "protocol": PROTOCOL,
+                "ssl": bool(s.tls),
+                "type": "network",
+                "connected_at": s.connected_at,
+                "timeout": s.conn.heartbeat,
+                "frame_max": s.conn.frame_max,
+                "channel_max": s.conn.channel_max,
+                "recv_oct": s.recv_octets,
+                "send_oct": s.send_octets,
+                "client_properties": s.conn.client_properties,
+            })
+        return listed
+
+    def close_connection(self, name: str, reason: str) -> None:
+        for session in list(self.node.sessions.values()):
+            if session.name == name:
+                text = f"CONNECTION_FORCED - {reason}"
+                session.conn.close(ReplyCode.CONNECTION_FORCED, text)
+                self.node.session_changed(session)
+                self.node.flush()
+                return
+        raise not_found(f"no connection '{name}'")
+
+    def channels(self) -> list[dict[str, Any]]:
+        listed = []
+        for s in self.node.sessions.values():
+            for number, ch in s.channels.items():
+                listed.append({
+                    "name": f"{s.name} ({number})",
+                    "number": number,
+                    "node": self.node.name,
+                    "vhost": s.vhost.name if s.vhost is not None else None,
+                    "user": s.user.name if s.user is not None else None,
+                    "connection_details": {"name": s.name, "peer_host": s.peer_host, "peer_port": s.peer_port},
+                    "state": "running" if ch.flow_active else "flow",
+                    "confirm": ch.confirm_mode,
+                    "transactional": ch.tx_mode,
+                    "consumer_count": len(ch.consumers),
+                    "messages_unacknowledged": len(ch.unacked),
+                    "messages_unconfirmed": len(ch.unconfirmed),
+                    "prefetch_count": ch.prefetch_per_consumer,
+                    "global_prefetch_count": ch.prefetch_channel,
+                })
+        return listed
+
+    def consumers(self) -> list[dict[str, Any]]:
+        listed = []
+        for vhost in self.broker.vhosts.values():
+            for queue in vhost.queues.values():
+                active = queue.active_consumer
+                for consumer in queue.consumers:
+                    owner: Any = consumer.owner
+                    session, number = owner
+                    listed.append({
+                        "consumer_tag": consumer.tag,
+                        "queue": {"name": queue.name, "vhost": vhost.name},
+                        "channel_details": {
+                            "name": f"{session.name} ({number})", "number": number,
+                            "connection_name": session.name, "peer_host": session.peer_host,
+                            "peer_port": session.peer_port,
+                            "user": session.user.name if session.user is not None else None,
+                        },
+                        "ack_required": not consumer.no_ack,
+                        "exclusive": consumer.exclusive,
+                        "prefetch_count": consumer.prefetch,
+                        "priority": consumer.priority,
+                        "active": active is None or active is consumer,
+                        "activity_status": "up" if active is None or active is consumer else "waiting",
+                        "arguments": {"x-priority": consumer.priority} if consumer.priority else {},
+                    })
+        return listed
+
+    # ---- vhosts, users, permissions ---------------------------------------------------
+    def vhosts(self) -> list[dict[str, Any]]:
+        listed = []
+        for vhost in self.broker.vhosts.values():
+            queues = list(vhost.queues.values())
+            listed.append({
+                "name": vhost.name,
+                "description": "",
+                "tags": [],
+                "tracing": False,
+                "cluster_state": {self.node.name: "running"},
+                "messages": sum(q.messages for q in queues),
+                "messages_ready": sum(q.messages_ready for q in queues),
+                "messages_unacknowledged": sum(q.messages_unacknowledged for q in queues),
+            })
+        return listed
+
+    def put_vhost(self, name: str) -> bool:
+        created = name not in self.broker.vhosts
+        vhost = self.broker.add_vhost(name)
+        if created:
+            self._persist_vhost(vhost)
+            self._persist_users()  # the users document lists the vhosts
+        return created
+
+    def delete_vhost(self, name: str) -> None:
+        vhost = self.broker.delete_vhost(name)
+        for queue in list(vhost.queues.values()):
+            self.node.queue_deleted(vhost, queue)
+        for session in list(self.node.sessions.values()):
+            if session.vhost is vhost:
+                session.conn.close(ReplyCode.CONNECTION_FORCED, "CONNECTION_FORCED - vhost deleted")
+                self.node.session_changed(session)
+        self._persist_vhost(vhost)
+        self._persist_users()
+        self.node.flush()
+
+    def users(self) -> list[dict[str, Any]]:
+        return [{**u.as_dict(), "limits": {}} for u in self.broker.users.values()]
+
+    def put_user(self, name: str, password: str | None, password_hash: str | None,
+                 hashing_algorithm: str | None, tags: list[str]) -> bool:
+        created = name not in self.broker.users
+        if password is not None:
+            self.broker.add_user(name, password, tags)
+        else:
+            self.broker.add_user_with_hash(name, *user_password_args(password_hash, hashing_algorithm), tags=tags)
+        self._persist_users()
+        return created
+
+    def delete_user(self, name: str) -> None:
+        self.broker.delete_user(name)
+        self._persist_users()
+
+    def permissions(self) -> list[dict[str, Any]]:
+        return [
+            {"user": user, "vhost": vhost, "configure": p.configure, "write": p.write, "read": p.read}
+            for (user, vhost), p in self.broker.permissions.items()
+        ]
+
+    def put_permission(self, vhost: str, user: str, configure: str, write: str, read: str) -> None:
+        self.broker.set_permissions(user, vhost, configure, write, read)
+        self._persist_users()
+
+    def delete_permission(self, vhost: str, user: str) -> None:
+        if (user, vhost) not in self.broker.permissions:
+            raise not_found(f"no permissions for user '{user}' in vhost '{vhost}'")
+        self.broker.clear_permissions(user, vhost)
+        self._persist_users()
+
+    # ---- topology --------------------------------------------------------------------
+    def exchanges(self, vhost: str | None) -> list[dict[str, Any]]:
+        return [
+            {**x, "name": x["name"], "user_who_performed_action": "rmq-internal"}
+            for v in self._vhosts(vhost) for x in v.list_exchanges()
+        ]
+
+    def declare_exchange(self, vhost: str, name: str, type: str, durable: bool, auto_delete: bool,
+                         internal: bool, arguments: dict[str, Any]) -> None:
+        v = _get_vhost(self.broker, vhost)
+        _exchange, created = v.declare_exchange(name, type, durable=durable, auto_delete=auto_delete,
+                                                internal=internal, arguments=arguments)
+        if created and durable:
+            self._persist_vhost(v)
+
+    def delete_exchange(self, vhost: str, name: str, if_unused: bool) -> None:
+        v = _get_vhost(self.broker, vhost)
+        if name not in v.exchanges:
+            raise not_found(f"no exchange '{name}' in vhost '{vhost}'")
+        v.delete_exchange(name, if_unused=if_unused)
+        self._persist_vhost(v)
+
+    def _queue_dict(self, vhost: VirtualHost, queue: Any) -> dict[str, Any]:
+        shown = queue.as_dict()
+        policy = vhost.policies.get(queue.policy) if queue.policy else None
+        shown["effective_policy_definition"] = dict(policy.definition) if policy is not None else {}
+        shown["node"] = self.node.name
+        shown["state"] = "running"
+        shown["exclusive_consumer_tag"] = None
+        shown["owner_pid_details"] = {"name": queue.owner.name} if queue.owner is not None else None
+        return shown
+
+    def queues(self, vhost: str | None) -> list[dict[str, Any]]:
+        return [self._queue_dict(v, q) for v in self._vhosts(vhost) for q in v.queues.values()]
+
+    def declare_queue(self, vhost: str, name: str, durable: bool, auto_delete: bool,
+                      arguments: dict[str, Any]) -> None:
+        v = _get_vhost(self.broker, vhost)
+        queue, created = v.declare_queue(name, durable=durable, auto_delete=auto_delete,
+                                         arguments=arguments, now_ms=self.node.wall_ms())
+        if created and self.node.persistence is not None:
+            self.node.persistence.queue_saved(v, queue)
+
+    def delete_queue(self, vhost: str, name: str, if_unused: bool, if_empty: bool) -> None:
+        v = _get_vhost(self.broker, vhost)
+        queue = v.queues.get(name)
+        if queue is None:
+            raise not_found(f"no queue '{name}' in vhost '{vhost}'")
+        v.delete_queue(name, if_unused=if_unused, if_empty=if_empty)
+        self.node.queue_deleted(v, queue)
+        self.node.flush()
+
+    def purge_queue(self, vhost: str, name: str) -> int:
+        v = _get_vhost(self.broker, vhost)
+        if name not in v.queues:
+            raise not_found(f"no queue '{name}' in vhost '{vhost}'")
+        count = v.purge_queue(name)
+        self.node.queue_changed(v.queues[name])
+        self.node.flush()
+        return count
+
+    def bindings(self, vhost: str | None) -> list[dict[str, Any]]:
+        listed = []
+        for v in self._vhosts(vhost):
+            for b in v.list_bindings():
+                b["properties_key"] = b["routing_key"] or "~"
+                listed.append(b)
+        return listed
+
+    def bind(self, vhost: str, source: str, destination_type: str, destination: str,
+             routing_key: str, arguments: dict[str, Any]) -> None:
+        v = _get_vhost(self.broker, vhost)
+        if destination_type == "queue":
+            v.bind_queue(destination, source, routing_key, arguments)
+        else:
+            v.bind_exchange(destination, source, routing_key, arguments)
+        self._persist_vhost(v)
+
+    def unbind(self, vhost: str, source: str, destination_type: str, destination: str,
+               routing_key: str, arguments: dict[str, Any]) -> None:
+        v = _get_vhost(self.broker, vhost)
+        if destination_type == "queue":
+            v.unbind_queue(destination, source, routing_key, arguments)
+        else:
+            v.unbind_exchange(destination, source, routing_key, arguments)
+        self._persist_vhost(v)
+
+    def policies(self, vhost: str | None) -> list[dict[str, Any]]:
+        return [p for v in self._vhosts(vhost) for p in v.list_policies()]
+
+    def put_policy(self, vhost: str, name: str, pattern: str, apply_to: str, priority: int,
+                   definition: dict[str, Any]) -> None:
+        v = _get_vhost(self.broker, vhost)
+        v.set_policy(Policy(name, pattern, apply_to, priority, definition), self.node.wall_ms())
+        self._persist_vhost(v)
+        for queue in v.queues.values():
+            self.node.queue_changed(queue)
+        self.node.flush()
+
+    def delete_policy(self, vhost: str, name: str) -> None:
+        v = _get_vhost(self.broker, vhost)
+        v.clear_policy(name, self.node.wall_ms())
+        self._persist_vhost(v)
+        self.node.flush()
+
+    # ---- messages --------------------------------------------------------------------
+    def publish(self, vhost: str, exchange: str, routing_key: str, body: bytes,
+                properties: dict[str, Any]) -> bool:
+        v = _get_vhost(self.broker, vhost)
+        if exchange not in v.exchanges:
+            raise not_found(f"no exchange '{exchange}' in vhost '{vhost}'")
+        message = Message.from_publish(exchange, routing_key, body, None, properties)
+        node = self.node
+        node.counters.messages_received += 1
+        outcome = v.publish(message, node.wall_ms())
+        if outcome.unroutable:
+            node.counters.messages_unroutable_dropped += 1
+        else:
+            node.counters.messages_routed += 1
+        for queue in [*outcome.routed_queues, *outcome.dead_letter_queues]:
+            node.queue_changed(queue)
+        node.flush()
+        return not outcome.unroutable
+
+    def get_messages(self, vhost: str, queue: str, count: int, requeue: bool) -> list[dict[str, Any]]:
+        v = _get_vhost(self.broker, vhost)
+        q = v.queues.get(queue)
+        if q is None:
+            raise not_found(f"no queue '{queue}' in vhost '{vhost}'")
+        owner = ("management", id(self))
+        taken = []
+        now_ms = self.node.wall_ms()
+        for _ in range(count):
+            result = q.get(now_ms, no_ack=not requeue, owner=owner)
+            if result is None:
+                break
+            taken.append(result)
+        if requeue and taken:
+            q.requeue([r.msg_id for r in taken])
+        got = []
+        for r in taken:
+            message = r.message
+            body = message.body
+            if body is None and self.node.persistence is not None:
+                body = self.node.persistence.load_body(q, message)
+            got.append({
+                "payload": body or b"",
+                "payload_bytes": len(body or b""),
+                "redelivered": r.redelivered,
+                "exchange": message.exchange,
+                "routing_key": message.routing_key,
+                "message_count": r.message_count,
+                "properties": {k: val for k, val in message.props.items() if val is not None},
+            })
+        self.node.counters.messages_delivered_get += len(got)
+        self.node.queue_changed(q)
+        self.node.flush()
+        return got
+
+    # ---- definitions -----------------------------------------------------------------
+    def export_definitions(self) -> dict[str, Any]:
+        return export_document(
+            warren_version,
+            self.users(),
+            self.vhosts(),
+            self.permissions(),
+            self.policies(None),
+            [q for q in self.queues(None) if q["durable"] and not q["exclusive"]],
+            [x for x in self.exchanges(None) if x["name"] and not x["name"].startswith("amq.")],
+            [b for b in self.bindings(None) if b["source"]],
+        )
+
+    def import_definitions(self, definitions: dict[str, Any]) -> dict[str, Any]:
+        skipped = quorum_queue_names(definitions)
+        for vhost in definitions.get("vhosts", []):
+            self.put_vhost(vhost["name"])
+        for user in definitions.get("users", []):
+            self.put_user(user["name"], None, user.get("password_hash", ""),
+                          user.get("hashing_algorithm"), _tags(user.get("tags", [])))
+        for p in definitions.get("permissions", []):
+            self.put_permission(p["vhost"], p["user"], p["configure"], p["write"], p["read"])
+        for p in definitions.get("policies", []):
+            self.put_policy(p["vhost"], p["name"], p["pattern"], p.get("apply-to", "all"),
+                            int(p.get("priority", 0)), p["definition"])
+        for x in definitions.get("exchanges", []):
+            self.declare_exchange(x["vhost"], x["name"], x["type"], x.get("durable", True),
+                                  x.get("auto_delete", False), x.get("internal", False), x.get("arguments", {}))
+        skipped_keys = {(s["vhost"], s["name"]) for s in skipped}
+        for q in definitions.get("queues", []):
+            if (q["vhost"], q["name"]) in skipped_keys:
+                continue
+            self.declare_queue(q["vhost"], q["name"], q.get("durable", True), q.get("auto_delete", False),
+                               q.get("arguments", {}))
+        for b in definitions.get("bindings", []):
+            if b["destination_type"] == "queue" and (b["vhost"], b["destination"]) in skipped_keys:
+                continue
+            self.bind(b["vhost"], b["source"], b["destination_type"], b["destination"],
+                      b.get("routing_key", ""), b.get("arguments", {}))
+        return {"skipped_queues": skipped}
+
+
+def _tags(tags: Any) -> list[str]:
+    if isinstance(tags, str):
+        return [t.strip() for t in tags.split(",") if t.strip()]
+    return [str(t) for t in tags]

@@ -1,0 +1,525 @@
+"""The /api/... endpoints, RabbitMQ's paths, shapes and tag rules, over a ManagementBackend."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+from urllib.parse import quote
+
+from aiohttp import web
+
+from warren.api.backend import ManagementBackend
+from warren.api.definitions import validate_document
+from warren.api.http import (
+    Caller,
+    Router,
+    bad_request,
+    flag,
+    forbidden,
+    json_response,
+    not_found,
+    read_json,
+)
+from warren.api.rates import RateTracker
+
+NO_CONTENT = 204
+GET_ACKMODES = {"ack_requeue_true": True, "reject_requeue_true": True,
+                "ack_requeue_false": False, "reject_requeue_false": False}
+
+
+def _created(existed: bool) -> web.Response:
+    return web.Response(status=NO_CONTENT if existed else 201)
+
+
+class Endpoints:
+    def __init__(self, backend: ManagementBackend, rates: RateTracker) -> None:
+        self.b = backend
+        self.rates = rates
+
+    # ---- access rules (as RabbitMQ's management plugin) --------------------------------
+    def _visible_vhosts(self, caller: Caller) -> set[str]:
+        names = {v["name"] for v in self.b.vhosts()}
+        if caller.is_monitoring:
+            return names
+        return {p["vhost"] for p in self.b.permissions() if p["user"] == caller.name} & names
+
+    def _require_vhost(self, caller: Caller, vhost: str) -> None:
+        if vhost not in {v["name"] for v in self.b.vhosts()}:
+            raise not_found()
+        if not caller.is_admin and vhost not in self._visible_vhosts(caller):
+            raise forbidden(f"access to vhost '{vhost}' refused for user '{caller.name}'")
+
+    def _require_vhost_write(self, caller: Caller, vhost: str) -> None:
+        """Changing objects needs vhost access; monitoring alone is read-only."""
+        if vhost not in {v["name"] for v in self.b.vhosts()}:
+            raise not_found()
+        if caller.is_admin:
+            return
+        if vhost not in {p["vhost"] for p in self.b.permissions() if p["user"] == caller.name}:
+            raise forbidden(f"access to vhost '{vhost}' refused for user '{caller.name}'")
+
+    @staticmethod
+    def _admin(caller: Caller) -> None:
+        if not caller.is_admin:
+            raise forbidden("Not administrator user")
+
+    @staticmethod
+    def _monitor(caller: Caller) -> None:
+        if not caller.is_monitoring:
+            raise forbidden("Not monitor user")
+
+    def _filter(self, caller: Caller, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if caller.is_monitoring:
+            return items
+        visible = self._visible_vhosts(caller)
+        return [i for i in items if i.get("vhost") in visible]
+
+    @staticmethod
+    def _one(items: list[dict[str, Any]], **match: Any) -> dict[str, Any]:
+        for item in items:
+            if all(item.get(k) == v for k, v in match.items()):
+                return item
+        raise not_found()
+
+    # ---- overview, nodes, health ------------------------------------------------------
+    async def overview(self, request: web.Request, caller: Caller) -> web.Response:
+        data = self.b.overview()
+        data["message_stats"] = self.rates.message_stats()
+        data["queue_totals"] = dict(data["queue_totals"])
+        data["statistics_db_event_queue"] = 0
+        data["exchange_types"] = [{"name": t} for t in ("direct", "fanout", "headers", "topic")]
+        return json_response(data)
+
+    async def whoami(self, request: web.Request, caller: Caller) -> web.Response:
+        return json_response({"name": caller.name, "tags": sorted(caller.tags)})
+
+    async def nodes(self, request: web.Request, caller: Caller) -> web.Response:
+        return json_response(self.b.nodes())
+
+    async def node(self, request: web.Request, caller: Caller, name: str) -> web.Response:
+        return json_response(self._one(self.b.nodes(), name=name))
+
+    async def health_alarms(self, request: web.Request, caller: Caller | None) -> web.Response:
+        alarms = self.b.alarms()
+        if not alarms:
+            return json_response({"status": "ok"})
+        body: dict[str, Any] = {"status": "failed", "reason": "resource alarm(s) in effect"}
+        if caller is not None:
+            body["alarms"] = [{"node": self.b.node_name(), "resource": a} for a in alarms]
+        return json_response(body, 503)
+
+    async def health_ok(self, request: web.Request, caller: Caller | None) -> web.Response:
+        return json_response({"status": "ok"})
+
+    async def health_port(self, request: web.Request, caller: Caller | None, port: str) -> web.Response:
+        if not port.isdigit():
+            raise bad_request(f"invalid port '{port}'")
+        if int(port) in self.b.listener_ports():
+            return json_response({"status": "ok", "port": int(port)})
+        body: dict[str, Any] = {"status": "failed", "reason": f"No active listener on port {port}"}
+        if caller is not None:
+            body["missing"] = int(port)
+            body["ports"] = self.b.listener_ports()
+        return json_response(body, 503)
+
+    async def health_quorum_critical(self, request: web.Request, caller: Caller | None) -> web.Response:
+        return json_response({"status": "ok"})  # single node, no quorum queues yet
+
+    async def aliveness(self, request: web.Request, caller: Caller, vhost: str) -> web.Response:
+        self._require_vhost_write(caller, vhost)
+        self.b.declare_queue(vhost, "aliveness-test", False, False, {})
+        self.b.publish(vhost, "", "aliveness-test", b"test_message", {})
+        got = self.b.get_messages(vhost, "aliveness-test", 1, False)
+        if not got or got[0]["payload"] != b"test_message":
+            return json_response({"status": "failed", "reason": "message did not arrive"}, 503)
+        return json_response({"status": "ok"})
+
+    # ---- connections, channels, consumers ----------------------------------------------
+    def _own_or_all(self, caller: Caller, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if caller.is_monitoring:
+            return items
+        return [i for i in items if i.get("user") == caller.name]
+
+    async def connections(self, request: web.Request, caller: Caller) -> web.Response:
+        return json_response(self._own_or_all(caller, self.b.connections()))
+
+    async def connection(self, request: web.Request, caller: Caller, name: str) -> web.Response:
+        found = self._one(self._own_or_all(caller, self.b.connections()), name=name)
+        if request.method == "DELETE":
+            if not caller.is_admin and found.get("user") != caller.name:
+                raise forbidden("Not administrator user")
+            reason = request.headers.get("X-Reason", "Closed via management plugin")
+            self.b.close_connection(name, reason)
+            return web.Response(status=NO_CONTENT)
+        return json_response(found)
+
+    async def connection_channels(self, request: web.Request, caller: Caller, name: str) -> web.Response:
+        self._one(self._own_or_all(caller, self.b.connections()), name=name)
+        return json_response([c for c in self.b.channels() if c["connection_details"]["name"] == name])
+
+    async def channels(self, request: web.Request, caller: Caller) -> web.Response:
+        return json_response(self._own_or_all(caller, self.b.channels()))
+
+    async def consumers(self, request: web.Request, caller: Caller, vhost: str | None = None) -> web.Response:
+        items = self.b.consumers()
+        if vhost is not None:
+            self._require_vhost(caller, vhost)
+            items = [c for c in items if c["queue"]["vhost"] == vhost]
+        if not caller.is_monitoring:
+            visible = self._visible_vhosts(caller)
+            items = [c for c in items if c["queue"]["vhost"] in visible]
+        return json_response(items)
+
+    # ---- vhosts --------------------------------------------------------------------------
+    async def vhosts(self, request: web.Request, caller: Caller) -> web.Response:
+        visible = self._visible_vhosts(caller)
+        return json_response([v for v in self.b.vhosts() if caller.is_admin or v["name"] in visible])
+
+    async def vhost(self, request: web.Request, caller: Caller, vhost: str) -> web.Response:
+        if request.method == "PUT":
+            self._admin(caller)
+            return _created(not self.b.put_vhost(vhost))
+        if request.method == "DELETE":
+            self._admin(caller)
+            self.b.delete_vhost(vhost)
+            return web.Response(status=NO_CONTENT)
+        self._require_vhost(caller, vhost)
+        return json_response(self._one(self.b.vhosts(), name=vhost))
+
+    async def vhost_permissions(self, request: web.Request, caller: Caller, vhost: str) -> web.Response:
+        self._admin(caller)
+        self._one(self.b.vhosts(), name=vhost)
+        return json_response([p for p in self.b.permissions() if p["vhost"] == vhost])
+
+    # ---- users and permissions ------------------------------------------------------------
+    @staticmethod
+    def _user_shape(user: dict[str, Any]) -> dict[str, Any]:
+        return {"name": user["name"], "password_hash": user["password_hash"],
+                "hashing_algorithm": user["hashing_algorithm"], "tags": user["tags"], "limits": {}}
+
+    async def users(self, request: web.Request, caller: Caller) -> web.Response:
+        self._admin(caller)
+        return json_response([self._user_shape(u) for u in self.b.users()])
+
+    async def user(self, request: web.Request, caller: Caller, user: str) -> web.Response:
+        self._admin(caller)
+        if request.method == "PUT":
+            body = await read_json(request)
+            tags = body.get("tags", "")
+            if isinstance(tags, str):
+                tags = [t.strip() for t in tags.split(",") if t.strip()]
+            if not isinstance(tags, list):
+                raise bad_request("tags must be a string or a list")
+            password = body.get("password")
+            password_hash = body.get("password_hash")
+            if password is not None and not isinstance(password, str):
+                raise bad_request("password must be a string")
+            existed = not self.b.put_user(user, password, password_hash, body.get("hashing_algorithm"),
+                                          [str(t) for t in tags])
+            return _created(existed)
+        if request.method == "DELETE":
+            self.b.delete_user(user)
+            return web.Response(status=NO_CONTENT)
+        return json_response(self._user_shape(self._one(self.b.users(), name=user)))
+
+    async def user_permissions(self, request: web.Request, caller: Caller, user: str) -> web.Response:
+        self._admin(caller)
+        self._one(self.b.users(), name=user)
+        return json_response([p for p in self.b.permissions() if p["user"] == user])
+
+    async def permissions(self, request: web.Request, caller: Caller) -> web.Response:
+        self._admin(caller)
+        return json_response(self.b.permissions())
+
+    async def permission(self, request: web.Request, caller: Caller, vhost: str, user: str) -> web.Response:
+        self._admin(caller)
+        if request.method == "PUT":
+            body = await read_json(request)
+            values = [body.get(k) for k in ("configure", "write", "read")]
+            if not all(isinstance(v, str) for v in values):
+                raise bad_request("configure, write and read must be regular expressions (strings)")
+            configure, write, read = (str(v) for v in values)
+            existed = any(p["user"] == user and p["vhost"] == vhost for p in self.b.permissions())
+            self.b.put_permission(vhost, user, configure, write, read)
+            return _created(existed)
+        if request.method == "DELETE":
+            self.b.delete_permission(vhost, user)
+            return web.Response(status=NO_CONTENT)
+        return json_response(self._one(self.b.permissions(), vhost=vhost, user=user))
+
+    # ---- exchanges ----------------------------------------------------------------------------
+    async def exchanges(self, request: web.Request, caller: Caller, vhost: str | None = None) -> web.Response:
+        if vhost is not None:
+            self._require_vhost(caller, vhost)
+        return json_response(self._filter(caller, self.b.exchanges(vhost)))
+
+    async def exchange(self, request: web.Request, caller: Caller, vhost: str, name: str) -> web.Response:
+        name = _exchange_name(name)
+        if request.method == "GET":
+            self._require_vhost(caller, vhost)
+            found = self._one(self.b.exchanges(vhost), name=name)
+            return json_response(found)
+        self._require_vhost_write(caller, vhost)
+        if request.method == "PUT":
+            body = await read_json(request)
+            if "type" not in body:
+                raise bad_request("exchange type is required")
+            existed = any(x["name"] == name for x in self.b.exchanges(vhost))
+            self.b.declare_exchange(vhost, name, str(body["type"]), bool(body.get("durable", True)),
+                                    bool(body.get("auto_delete", False)), bool(body.get("internal", False)),
+                                    dict(body.get("arguments") or {}))
+            return _created(existed)
+        self.b.delete_exchange(vhost, name, flag(request, "if-unused"))
+        return web.Response(status=NO_CONTENT)
+
+    async def exchange_publish(self, request: web.Request, caller: Caller, vhost: str, name: str) -> web.Response:
+        name = _exchange_name(name)
+        self._require_vhost_write(caller, vhost)
+        body = await read_json(request)
+        for key in ("routing_key", "payload", "payload_encoding", "properties"):
+            if key not in body:
+                raise bad_request(f"'{key}' is required in the publish body")
+        payload = body["payload"]
+        if body["payload_encoding"] == "base64":
+            try:
+                data = base64.b64decode(payload, validate=True)
+            except (binascii.Error, TypeError):
+                raise bad_request("payload is not valid base64") from None
+        elif body["payload_encoding"] == "string":
+            data = str(payload).encode("utf-8")
+        else:
+            raise bad_request("payload_encoding must be 'string' or 'base64'")
+        properties = dict(body.get("properties") or {})
+        if "delivery_mode" in properties:
+            properties["delivery_mode"] = int(properties["delivery_mode"])
+        routed = self.b.publish(vhost, name, str(body["routing_key"]), data, properties)
+        return json_response({"routed": routed})
+
+    async def exchange_bindings(self, request: web.Request, caller: Caller, vhost: str, name: str,
+                                direction: str) -> web.Response:
+        name = _exchange_name(name)
+        self._require_vhost(caller, vhost)
+        self._one(self.b.exchanges(vhost), name=name)
+        if direction not in ("source", "destination"):
+            raise not_found()
+        items = self.b.bindings(vhost)
+        if direction == "source":
+            items = [b for b in items if b["source"] == name]
+        else:
+            items = [b for b in items if b["destination_type"] == "exchange" and b["destination"] == name]
+        return json_response(items)
+
+    # ---- queues ---------------------------------------------------------------------------------
+    def _with_rates(self, queue: dict[str, Any]) -> dict[str, Any]:
+        queue.setdefault("messages_details", {"rate": 0.0})
+        return queue
+
+    async def queues(self, request: web.Request, caller: Caller, vhost: str | None = None) -> web.Response:
+        if vhost is not None:
+            self._require_vhost(caller, vhost)
+        return json_response([self._with_rates(q) for q in self._filter(caller, self.b.queues(vhost))])
+
+    async def queue(self, request: web.Request, caller: Caller, vhost: str, name: str) -> web.Response:
+        if request.method == "GET":
+            self._require_vhost(caller, vhost)
+            found = self._one(self.b.queues(vhost), name=name)
+            found["consumer_details"] = [c for c in self.b.consumers()
+                                         if c["queue"] == {"name": name, "vhost": vhost}]
+            return json_response(self._with_rates(found))
+        self._require_vhost_write(caller, vhost)
+        if request.method == "PUT":
+            body = await read_json(request)
+            arguments = body.get("arguments") or {}
+            if not isinstance(arguments, dict):
+                raise bad_request("arguments must be an object")
+            existed = any(q["name"] == name for q in self.b.queues(vhost))
+            self.b.declare_queue(vhost, name, bool(body.get("durable", True)),
+                                 bool(body.get("auto_delete", False)), arguments)
+            return _created(existed)
+        self.b.delete_queue(vhost, name, flag(request, "if-unused"), flag(request, "if-empty"))
+        return web.Response(status=NO_CONTENT)
+
+    async def queue_contents(self, request: web.Request, caller: Caller, vhost: str, name: str) -> web.Response:
+        self._require_vhost_write(caller, vhost)
+        self.b.purge_queue(vhost, name)
+        return web.Response(status=NO_CONTENT)
+
+    async def queue_get(self, request: web.Request, caller: Caller, vhost: str, name: str) -> web.Response:
+        self._require_vhost_write(caller, vhost)
+        body = await read_json(request)
+        ackmode = body.get("ackmode")
+        if ackmode not in GET_ACKMODES:
+            raise bad_request(f"ackmode must be one of {', '.join(GET_ACKMODES)}")
+        encoding = body.get("encoding", "auto")
+        if encoding not in ("auto", "base64"):
+            raise bad_request("encoding must be 'auto' or 'base64'")
+        try:
+            count = int(body.get("count", 1))
+        except (TypeError, ValueError):
+            raise bad_request("count must be an integer") from None
+        truncate = body.get("truncate")
+        messages = self.b.get_messages(vhost, name, max(0, min(count, 1000)), GET_ACKMODES[ackmode])
+        shown = []
+        for m in messages:
+            payload: bytes = m["payload"]
+            if truncate is not None:
+                payload = payload[: int(truncate)]
+            text: str | None = None
+            if encoding == "auto":
+                try:
+                    text = payload.decode("utf-8")
+                except UnicodeDecodeError:
+                    text = None
+            shown.append({**m, "payload": text if text is not None else base64.b64encode(payload).decode(),
+                          "payload_encoding": "string" if text is not None else "base64"})
+        return json_response(shown)
+
+    async def queue_bindings(self, request: web.Request, caller: Caller, vhost: str, name: str) -> web.Response:
+        self._require_vhost(caller, vhost)
+        self._one(self.b.queues(vhost), name=name)
+        return json_response([b for b in self.b.bindings(vhost)
+                              if b["destination_type"] == "queue" and b["destination"] == name])
+
+    # ---- bindings ---------------------------------------------------------------------------------
+    async def bindings(self, request: web.Request, caller: Caller, vhost: str | None = None) -> web.Response:
+        if vhost is not None:
+            self._require_vhost(caller, vhost)
+        return json_response(self._filter(caller, self.b.bindings(vhost)))
+
+    def _pair(self, vhost: str, source: str, kind: str, destination: str) -> str:
+        source = _exchange_name(source)
+        if kind not in ("q", "e"):
+            raise not_found()
+        self._one(self.b.exchanges(vhost), name=source)
+        if kind == "q":
+            self._one(self.b.queues(vhost), name=destination)
+            return "queue"
+        self._one(self.b.exchanges(vhost), name=destination)
+        return "exchange"
+
+    async def binding_pair(self, request: web.Request, caller: Caller, vhost: str, source: str, kind: str,
+                           destination: str) -> web.Response:
+        source = _exchange_name(source)
+        if request.method == "GET":
+            self._require_vhost(caller, vhost)
+        else:
+            self._require_vhost_write(caller, vhost)
+        dtype = self._pair(vhost, source, kind, destination)
+        if request.method == "POST":
+            body = await read_json(request)
+            key = str(body.get("routing_key", ""))
+            arguments = body.get("arguments") or {}
+            self.b.bind(vhost, source, dtype, destination, key, arguments)
+            props = key or "~"
+            location = f"/api/bindings/{_q(vhost)}/e/{_q(source)}/{kind}/{_q(destination)}/{_q(props)}"
+            return web.Response(status=201, headers={"Location": location})
+        return json_response([b for b in self.b.bindings(vhost) if b["source"] == source
+                              and b["destination_type"] == dtype and b["destination"] == destination])
+
+    async def binding(self, request: web.Request, caller: Caller, vhost: str, source: str, kind: str,
+                      destination: str, props: str) -> web.Response:
+        source = _exchange_name(source)
+        if request.method == "GET":
+            self._require_vhost(caller, vhost)
+        else:
+            self._require_vhost_write(caller, vhost)
+        dtype = self._pair(vhost, source, kind, destination)
+        found = self._one(self.b.bindings(vhost), source=source, destination_type=dtype,
+                          destination=destination, properties_key=props)
+        if request.method == "DELETE":
+            self.b.unbind(vhost, source, dtype, destination, found["routing_key"], found["arguments"])
+            return web.Response(status=NO_CONTENT)
+        return json_response(found)
+
+    # ---- policies -----------------------------------------------------------------------------------
+    async def policies(self, request: web.Request, caller: Caller, vhost: str | None = None) -> web.Response:
+        if vhost is not None:
+            self._require_vhost(caller, vhost)
+        return json_response(self._filter(caller, self.b.policies(vhost)))
+
+    async def policy(self, request: web.Request, caller: Caller, vhost: str, name: str) -> web.Response:
+        if request.method == "GET":
+            self._require_vhost(caller, vhost)
+            return json_response(self._one(self.b.policies(vhost), name=name))
+        if not caller.is_policymaker:
+            raise forbidden("Not policymaker user")
+        self._require_vhost_write(caller, vhost)
+        if request.method == "PUT":
+            body = await read_json(request)
+            pattern, definition = body.get("pattern"), body.get("definition")
+            if not isinstance(pattern, str) or not isinstance(definition, dict):
+                raise bad_request("a policy needs 'pattern' (string) and 'definition' (object)")
+            try:
+                priority = int(body.get("priority", 0))
+            except (TypeError, ValueError):
+                raise bad_request("priority must be an integer") from None
+            existed = any(p["name"] == name for p in self.b.policies(vhost))
+            self.b.put_policy(vhost, name, pattern, str(body.get("apply-to", "all")), priority, definition)
+            return _created(existed)
+        self.b.delete_policy(vhost, name)
+        return web.Response(status=NO_CONTENT)
+
+    # ---- definitions ----------------------------------------------------------------------------------
+    async def definitions(self, request: web.Request, caller: Caller) -> web.Response:
+        self._admin(caller)
+        if request.method == "GET":
+            return json_response(self.b.export_definitions())
+        document = validate_document(await read_json(request))
+        report = self.b.import_definitions(document)
+        return json_response(report)
+
+    def register(self, r: Router) -> None:
+        r.add("GET", "/api/overview", self.overview)
+        r.add("GET", "/api/whoami", self.whoami)
+        r.add("GET", "/api/nodes", self.nodes)
+        r.add("GET", "/api/nodes/{name}", self.node)
+        r.add("GET", "/api/health/checks/alarms", self.health_alarms, auth="health")
+        r.add("GET", "/api/health/checks/local-alarms", self.health_alarms, auth="health")
+        r.add("GET", "/api/health/checks/virtual-hosts", self.health_ok, auth="health")
+        r.add("GET", "/api/health/checks/port-listener/{port}", self.health_port, auth="health")
+        r.add("GET", "/api/health/checks/node-is-quorum-critical", self.health_quorum_critical, auth="health")
+        r.add("GET", "/api/health/checks/node-is-mirror-sync-critical", self.health_ok, auth="health")
+        r.add("GET", "/api/aliveness-test/{vhost}", self.aliveness)
+        r.add("GET", "/api/connections", self.connections)
+        r.add("GET DELETE", "/api/connections/{name}", self.connection)
+        r.add("GET", "/api/connections/{name}/channels", self.connection_channels)
+        r.add("GET", "/api/channels", self.channels)
+        r.add("GET", "/api/consumers", self.consumers)
+        r.add("GET", "/api/consumers/{vhost}", self.consumers)
+        r.add("GET", "/api/vhosts", self.vhosts)
+        r.add("GET PUT DELETE", "/api/vhosts/{vhost}", self.vhost)
+        r.add("GET", "/api/vhosts/{vhost}/permissions", self.vhost_permissions)
+        r.add("GET", "/api/users", self.users)
+        r.add("GET PUT DELETE", "/api/users/{user}", self.user)
+        r.add("GET", "/api/users/{user}/permissions", self.user_permissions)
+        r.add("GET", "/api/permissions", self.permissions)
+        r.add("GET PUT DELETE", "/api/permissions/{vhost}/{user}", self.permission)
+        r.add("GET", "/api/exchanges", self.exchanges)
+        r.add("GET", "/api/exchanges/{vhost}", self.exchanges)
+        r.add("GET PUT DELETE", "/api/exchanges/{vhost}/{name}", self.exchange)
+        r.add("POST", "/api/exchanges/{vhost}/{name}/publish", self.exchange_publish)
+        r.add("GET", "/api/exchanges/{vhost}/{name}/bindings/{direction}", self.exchange_bindings)
+        r.add("GET", "/api/queues", self.queues)
+        r.add("GET", "/api/queues/{vhost}", self.queues)
+        r.add("GET PUT DELETE", "/api/queues/{vhost}/{name}", self.queue)
+        r.add("DELETE", "/api/queues/{vhost}/{name}/contents", self.queue_contents)
+        r.add("POST", "/api/queues/{vhost}/{name}/get", self.queue_get)
+        r.add("GET", "/api/queues/{vhost}/{name}/bindings", self.queue_bindings)
+        r.add("GET", "/api/bindings", self.bindings)
+        r.add("GET", "/api/bindings/{vhost}", self.bindings)
+        r.add("GET POST", "/api/bindings/{vhost}/e/{source}/{kind}/{destination}", self.binding_pair)
+        r.add("GET DELETE", "/api/bindings/{vhost}/e/{source}/{kind}/{destination}/{props}", self.binding)
+        r.add("GET", "/api/policies", self.policies)
+        r.add("GET", "/api/policies/{vhost}", self.policies)
+        r.add("GET PUT DELETE", "/api/policies/{vhost}/{name}", self.policy)
+        r.add("GET POST", "/api/definitions", self.definitions)
+
+
+def _exchange_name(name: str) -> str:
+    """RabbitMQ names the default exchange "amq.default" in paths."""
+    return "" if name == "amq.default" else name
+
+
+def _q(value: str) -> str:
+    return quote(value, safe="")
