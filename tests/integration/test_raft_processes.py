@@ -4,6 +4,7 @@ lost, duplicated or reordered, and every node ends with the same log."""
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import signal
 from pathlib import Path
 
@@ -60,8 +61,14 @@ async def converged_logs(
         await asyncio.sleep(0.2)
 
 
-async def test_acknowledged_writes_survive_kill_and_pause(tmp_path: Path) -> None:
-    cluster = LocalCluster(str(tmp_path), nodes=3, groups=1, keep_log=True)
+CORES = ["standin"]
+if importlib.util.find_spec("warren.raft.node") is not None:
+    CORES.append("raft")
+
+
+@pytest.mark.parametrize("core", CORES)
+async def test_acknowledged_writes_survive_kill_and_pause(tmp_path: Path, core: str) -> None:
+    cluster = LocalCluster(str(tmp_path), nodes=3, groups=1, keep_log=True, core=core)
     await cluster.start()
     try:
         writer = Writer(cluster)
