@@ -1,0 +1,349 @@
+"""``warren ctl``: rabbitmqctl's command names and columns, over the management HTTP API."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+import typer
+
+from warren.api.client import APIError, ManagementClient, NodeUnreachable, seg
+from warren.cli.main import app
+
+ctl = typer.Typer(help="Manage a running node (rabbitmqctl's commands, over the HTTP API).",
+                  no_args_is_help=True, add_completion=False)
+app.add_typer(ctl, name="ctl")
+
+EXIT_UNAVAILABLE = 69  # rabbitmqctl's exit code when the node cannot be reached
+EXIT_ERROR = 70  # the node refused the operation
+
+VHOST = typer.Option("/", "--vhost", "-p", help="Virtual host.")
+
+
+@dataclass
+class Target:
+    client: ManagementClient
+    formatter: str
+
+
+@ctl.callback()
+def _options(
+    ctx: typer.Context,
+    node: str = typer.Option("http://127.0.0.1:15672", "--node", "-n", envvar="WARREN_CTL_URL",
+                             help="Management API URL of the node."),
+    user: str = typer.Option("guest", "--user", "-u", envvar="WARREN_CTL_USER"),
+    password: str = typer.Option("guest", "--password", envvar="WARREN_CTL_PASSWORD"),
+    formatter: str = typer.Option("table", "--formatter", "-f", help="table or json"),
+) -> None:
+    if formatter not in ("table", "json"):
+        raise typer.BadParameter("--formatter must be 'table' or 'json'")
+    ctx.obj = Target(ManagementClient(node, user, password), formatter)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    typer.echo(f"Error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _call(ctx: typer.Context, method: str, path: str, body: Any = None) -> Any:
+    target: Target = ctx.obj
+    try:
+        if method == "GET":
+            return target.client.get(path)
+        if method == "DELETE":
+            return target.client.delete(path)
+        return target.client.request(method, path, body if body is not None else {})[1]
+    except NodeUnreachable as error:
+        _fail(f"cannot reach the node's management API at {error.url} ({error.cause}); check that the "
+              f"node is running and that --node/WARREN_CTL_URL names its HTTP port "
+              f"(try: curl {error.url}/api/health/checks/alarms)", EXIT_UNAVAILABLE)
+    except APIError as error:
+        hint = " (check --user/--password or WARREN_CTL_USER/WARREN_CTL_PASSWORD)" if error.status == 401 else ""
+        _fail(f"{error.reason or 'HTTP ' + str(error.status)}{hint}", EXIT_ERROR)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, dict | list):
+        return json.dumps(value, separators=(",", ":"))
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(value)
+
+
+def _emit(ctx: typer.Context, rows: list[dict[str, Any]], columns: list[str], title: str | None = None) -> None:
+    target: Target = ctx.obj
+    picked = [{c: row.get(c) for c in columns} for row in rows]
+    if target.formatter == "json":
+        typer.echo(json.dumps(picked, indent=None))
+        return
+    if title:
+        typer.echo(title)
+    typer.echo("\t".join(columns))
+    for row in picked:
+        typer.echo("\t".join(_cell(row[c]) for c in columns))
+
+
+def _done(ctx: typer.Context, message: str) -> None:
+    if ctx.obj.formatter == "table":
+        typer.echo(message)
+
+
+# ---- node ------------------------------------------------------------------------------------
+
+
+@ctl.command("status")
+def status(ctx: typer.Context) -> None:
+    """Node status: versions, uptime, memory, disk, alarms, listeners."""
+    overview = _call(ctx, "GET", "/api/overview")
+    node = _call(ctx, "GET", "/api/nodes")[0]
+    alarms = [a for a, on in (("memory", node["mem_alarm"]), ("disk", node["disk_free_alarm"])) if on]
+    data = {
+        "node": node["name"], "product_name": overview["product_name"],
+        "product_version": overview["product_version"], "uptime_seconds": node["uptime"] // 1000,
+        "memory_used": node["mem_used"], "memory_limit": node["mem_limit"], "disk_free": node["disk_free"],
+        "disk_free_limit": node["disk_free_limit"], "alarms": alarms,
+        "listeners": [f"{x['protocol']}:{x['port']}" for x in overview["listeners"]],
+        "connections": overview["object_totals"]["connections"], "queues": overview["object_totals"]["queues"],
+    }
+    if ctx.obj.formatter == "json":
+        typer.echo(json.dumps(data))
+        return
+    typer.echo(f"Status of node {data['node']} ...")
+    for key, value in data.items():
+        typer.echo(f"{key}: {_cell(value)}")
+
+
+@ctl.command("cluster_status")
+def cluster_status(ctx: typer.Context) -> None:
+    """Cluster name, members and running nodes."""
+    overview = _call(ctx, "GET", "/api/overview")
+    nodes = _call(ctx, "GET", "/api/nodes")
+    data = {"cluster_name": overview["cluster_name"], "disk_nodes": [n["name"] for n in nodes],
+            "running_nodes": [n["name"] for n in nodes if n["running"]],
+            "alarms": [f"{n['name']}: {r}" for n in nodes for r, on in
+                       (("memory", n["mem_alarm"]), ("disk", n["disk_free_alarm"])) if on]}
+    if ctx.obj.formatter == "json":
+        typer.echo(json.dumps(data))
+        return
+    typer.echo(f"Cluster status of node {nodes[0]['name']} ...")
+    for key, value in data.items():
+        typer.echo(f"{key}: {_cell(value)}")
+
+
+# ---- listings ----------------------------------------------------------------------------------
+
+
+@ctl.command("list_queues")
+def list_queues(ctx: typer.Context, columns: list[str] = typer.Argument(None), vhost: str = VHOST) -> None:
+    """Queues: columns name messages messages_ready messages_unacknowledged consumers type durable ..."""
+    rows = _call(ctx, "GET", f"/api/queues/{seg(vhost)}")
+    _emit(ctx, rows, columns or ["name", "messages"], f"Listing queues for vhost {vhost} ...")
+
+
+@ctl.command("list_exchanges")
+def list_exchanges(ctx: typer.Context, columns: list[str] = typer.Argument(None), vhost: str = VHOST) -> None:
+    """Exchanges: columns name type durable auto_delete internal arguments policy."""
+    rows = _call(ctx, "GET", f"/api/exchanges/{seg(vhost)}")
+    _emit(ctx, rows, columns or ["name", "type"], f"Listing exchanges for vhost {vhost} ...")
+
+
+@ctl.command("list_bindings")
+def list_bindings(ctx: typer.Context, columns: list[str] = typer.Argument(None), vhost: str = VHOST) -> None:
+    """Bindings: source_name source_kind destination_name destination_kind routing_key arguments."""
+    rows = [{"source_name": b["source"], "source_kind": "exchange", "destination_name": b["destination"],
+             "destination_kind": b["destination_type"], "routing_key": b["routing_key"],
+             "arguments": b["arguments"], "vhost": b["vhost"]}
+            for b in _call(ctx, "GET", f"/api/bindings/{seg(vhost)}")]
+    default = ["source_name", "source_kind", "destination_name", "destination_kind", "routing_key", "arguments"]
+    _emit(ctx, rows, columns or default, f"Listing bindings for vhost {vhost}...")
+
+
+@ctl.command("list_connections")
+def list_connections(ctx: typer.Context, columns: list[str] = typer.Argument(None)) -> None:
+    """Connections: columns name user peer_host peer_port state vhost channels protocol ..."""
+    rows = _call(ctx, "GET", "/api/connections")
+    _emit(ctx, rows, columns or ["user", "peer_host", "peer_port", "state"], "Listing connections ...")
+
+
+@ctl.command("list_channels")
+def list_channels(ctx: typer.Context, columns: list[str] = typer.Argument(None)) -> None:
+    """Channels: columns name user consumer_count messages_unacknowledged confirm prefetch_count ..."""
+    rows = _call(ctx, "GET", "/api/channels")
+    _emit(ctx, rows, columns or ["name", "user", "consumer_count", "messages_unacknowledged"], "Listing channels ...")
+
+
+@ctl.command("list_consumers")
+def list_consumers(ctx: typer.Context, columns: list[str] = typer.Argument(None), vhost: str = VHOST) -> None:
+    """Consumers: queue_name channel_pid consumer_tag ack_required prefetch_count active arguments."""
+    rows = [{"queue_name": c["queue"]["name"], "channel_pid": c["channel_details"]["name"],
+             "consumer_tag": c["consumer_tag"], "ack_required": c["ack_required"],
+             "prefetch_count": c["prefetch_count"], "active": c["active"], "arguments": c["arguments"],
+             "exclusive": c["exclusive"], "priority": c["priority"]}
+            for c in _call(ctx, "GET", f"/api/consumers/{seg(vhost)}")]
+    default = ["queue_name", "channel_pid", "consumer_tag", "ack_required", "prefetch_count", "active", "arguments"]
+    _emit(ctx, rows, columns or default, f"Listing consumers in vhost {vhost} ...")
+
+
+@ctl.command("list_users")
+def list_users(ctx: typer.Context) -> None:
+    """Users and their tags."""
+    rows = [{"user": u["name"], "tags": "[" + ", ".join(u["tags"]) + "]"} for u in _call(ctx, "GET", "/api/users")]
+    _emit(ctx, rows, ["user", "tags"], "Listing users ...")
+
+
+@ctl.command("list_vhosts")
+def list_vhosts(ctx: typer.Context, columns: list[str] = typer.Argument(None)) -> None:
+    """Virtual hosts."""
+    _emit(ctx, _call(ctx, "GET", "/api/vhosts"), columns or ["name"], "Listing vhosts ...")
+
+
+@ctl.command("list_permissions")
+def list_permissions(ctx: typer.Context, vhost: str = VHOST) -> None:
+    """Permissions in a vhost: user configure write read."""
+    rows = _call(ctx, "GET", f"/api/vhosts/{seg(vhost)}/permissions")
+    _emit(ctx, rows, ["user", "configure", "write", "read"], f"Listing permissions for vhost \"{vhost}\" ...")
+
+
+@ctl.command("list_policies")
+def list_policies(ctx: typer.Context, vhost: str = VHOST) -> None:
+    """Policies in a vhost: vhost name pattern apply-to definition priority."""
+    rows = _call(ctx, "GET", f"/api/policies/{seg(vhost)}")
+    _emit(ctx, rows, ["vhost", "name", "pattern", "apply-to", "definition", "priority"],
+          f"Listing policies for vhost \"{vhost}\" ...")
+
+
+# ---- changes ---------------------------------------------------------------------------------------
+
+
+@ctl.command("add_user")
+def add_user(ctx: typer.Context, username: str, password: str) -> None:
+    """Create a user (no tags)."""
+    _call(ctx, "PUT", f"/api/users/{seg(username)}", {"password": password, "tags": ""})
+    _done(ctx, f'Adding user "{username}" ...')
+
+
+@ctl.command("delete_user")
+def delete_user(ctx: typer.Context, username: str) -> None:
+    _call(ctx, "DELETE", f"/api/users/{seg(username)}")
+    _done(ctx, f'Deleting user "{username}" ...')
+
+
+def _user(ctx: typer.Context, username: str) -> dict[str, Any]:
+    user: dict[str, Any] = _call(ctx, "GET", f"/api/users/{seg(username)}")
+    return user
+
+
+@ctl.command("change_password")
+def change_password(ctx: typer.Context, username: str, new_password: str) -> None:
+    user = _user(ctx, username)
+    _call(ctx, "PUT", f"/api/users/{seg(username)}", {"password": new_password, "tags": user["tags"]})
+    _done(ctx, f'Changing password for user "{username}" ...')
+
+
+@ctl.command("set_user_tags")
+def set_user_tags(ctx: typer.Context, username: str, tags: list[str] = typer.Argument(None)) -> None:
+    user = _user(ctx, username)
+    _call(ctx, "PUT", f"/api/users/{seg(username)}", {"password_hash": user["password_hash"],
+                                                      "hashing_algorithm": user["hashing_algorithm"],
+                                                      "tags": list(tags or [])})
+    _done(ctx, f'Setting tags for user "{username}" to [{", ".join(tags or [])}] ...')
+
+
+@ctl.command("add_vhost")
+def add_vhost(ctx: typer.Context, name: str) -> None:
+    _call(ctx, "PUT", f"/api/vhosts/{seg(name)}")
+    _done(ctx, f'Adding vhost "{name}" ...')
+
+
+@ctl.command("delete_vhost")
+def delete_vhost(ctx: typer.Context, name: str) -> None:
+    _call(ctx, "DELETE", f"/api/vhosts/{seg(name)}")
+    _done(ctx, f'Deleting vhost "{name}" ...')
+
+
+@ctl.command("set_permissions")
+def set_permissions(ctx: typer.Context, username: str, configure: str, write: str, read: str,
+                    vhost: str = VHOST) -> None:
+    _call(ctx, "PUT", f"/api/permissions/{seg(vhost)}/{seg(username)}",
+          {"configure": configure, "write": write, "read": read})
+    _done(ctx, f'Setting permissions for user "{username}" in vhost "{vhost}" ...')
+
+
+@ctl.command("set_policy")
+def set_policy(ctx: typer.Context, name: str, pattern: str, definition: str, vhost: str = VHOST,
+               priority: int = typer.Option(0, "--priority"),
+               apply_to: str = typer.Option("all", "--apply-to")) -> None:
+    """Set a policy: NAME PATTERN DEFINITION (JSON), e.g. '{"max-length": 100}'."""
+    try:
+        parsed = json.loads(definition)
+    except json.JSONDecodeError as exc:
+        _fail(f"policy definition is not valid JSON ({exc.msg}); e.g. '{{\"max-length\": 100}}'", 64)
+    _call(ctx, "PUT", f"/api/policies/{seg(vhost)}/{seg(name)}",
+          {"pattern": pattern, "definition": parsed, "priority": priority, "apply-to": apply_to})
+    _done(ctx, f'Setting policy "{name}" for pattern "{pattern}" to "{definition}" with priority "{priority}" for vhost "{vhost}" ...')
+
+
+@ctl.command("clear_policy")
+def clear_policy(ctx: typer.Context, name: str, vhost: str = VHOST) -> None:
+    _call(ctx, "DELETE", f"/api/policies/{seg(vhost)}/{seg(name)}")
+    _done(ctx, f'Clearing policy "{name}" on vhost "{vhost}" ...')
+
+
+@ctl.command("purge_queue")
+def purge_queue(ctx: typer.Context, queue: str, vhost: str = VHOST) -> None:
+    _call(ctx, "DELETE", f"/api/queues/{seg(vhost)}/{seg(queue)}/contents")
+    _done(ctx, f'Purging queue "{queue}" in vhost "{vhost}" ...')
+
+
+@ctl.command("delete_queue")
+def delete_queue(ctx: typer.Context, queue: str, vhost: str = VHOST,
+                 if_empty: bool = typer.Option(False, "--if-empty", "-e"),
+                 if_unused: bool = typer.Option(False, "--if-unused", "-u")) -> None:
+    query = "&".join(q for q, on in (("if-empty=true", if_empty), ("if-unused=true", if_unused)) if on)
+    _call(ctx, "DELETE", f"/api/queues/{seg(vhost)}/{seg(queue)}" + (f"?{query}" if query else ""))
+    _done(ctx, f'Deleting queue "{queue}" on vhost "{vhost}" ...')
+
+
+@ctl.command("close_connection")
+def close_connection(ctx: typer.Context, connection_name: str, explanation: str) -> None:
+    target: Target = ctx.obj
+    try:
+        target.client.delete(f"/api/connections/{seg(connection_name)}", headers={"X-Reason": explanation})
+    except NodeUnreachable:
+        _call(ctx, "GET", "/api/overview")  # reports the unreachable node
+    except APIError as error:
+        _fail(error.reason, EXIT_ERROR)
+    _done(ctx, f'Closing connection "{connection_name}", reason: {explanation}...')
+
+
+@ctl.command("export_definitions")
+def export_definitions(ctx: typer.Context, path: str) -> None:
+    """Write the definitions to PATH ("-" for stdout)."""
+    document = _call(ctx, "GET", "/api/definitions")
+    text = json.dumps(document, indent=2)
+    if path == "-":
+        sys.stdout.write(text + "\n")
+        return
+    with open(path, "w") as out:
+        out.write(text)
+    _done(ctx, f"Exported definitions to {path}")
+
+
+@ctl.command("import_definitions")
+def import_definitions(ctx: typer.Context, path: str) -> None:
+    """Import a RabbitMQ definitions file (quorum queues are skipped and listed)."""
+    try:
+        with open(path) as source:
+            document = json.load(source)
+    except (OSError, json.JSONDecodeError) as exc:
+        _fail(f"cannot read definitions from {path}: {exc}", 66)
+    report = _call(ctx, "POST", "/api/definitions", document) or {}
+    skipped = report.get("skipped_queues", [])
+    if ctx.obj.formatter == "json":
+        typer.echo(json.dumps(report))
+        return
+    typer.echo(f"Imported definitions from {path}")
+    for q in skipped:
+        typer.echo(f"skipped quorum queue '{q['name']}' in vhost '{q['vhost']}' (replication not available yet)")
