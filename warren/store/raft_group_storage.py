@@ -15,9 +15,11 @@ from typing import Any
 from warren.raft.types import Config, Entry, EntryKind, HardState, SnapshotMeta
 from warren.store.raft_store import GroupId, GroupWrite, RaftStore
 
+_KINDS = {int(k): k for k in EntryKind}  # EntryKind(n) is slow on this hot path
+
 
 def entry_from_record(index: int, term: int, kind: int, data: bytes) -> Entry:
-    return Entry(term=term, index=index, kind=EntryKind(kind), data=data)
+    return Entry(term, index, _KINDS[kind], data)
 
 
 class GroupStorage:
