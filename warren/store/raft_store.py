@@ -85,6 +85,7 @@ class _Bounds:
     base_index: int = 0  # index of the entry before the first held one
     base_term: int = 0
     last_index: int = 0
+    last_term: int = 0  # the core asks for the last entry's term all the time
 
 
 @dataclass(slots=True)
@@ -163,7 +164,7 @@ class RaftStore:
                 self._delete_range(txn, prefix, bounds.base_index + 1, index + 1)
             else:  # the snapshot replaces the whole log
                 self._delete_range(txn, prefix, bounds.base_index + 1, bounds.last_index + 1)
-                bounds.last_index = index
+                bounds.last_index, bounds.last_term = index, term
             bounds.base_index, bounds.base_term = index, term
             txn.put(prefix, _pack([index, term]), db=self._base)
         entries = write.entries
@@ -188,7 +189,7 @@ class RaftStore:
                 if not put(key, value, db=db, append=True):
                     put(key, value, db=db)
                 size += len(data)
-            bounds.last_index = expected - 1
+            bounds.last_index, bounds.last_term = expected - 1, entries[-1][1]
         if write.hard_state is not None:
             txn.put(prefix, _pack(list(write.hard_state)), db=self._state)
         if write.compact_upto is not None and write.compact_upto > bounds.base_index:
@@ -217,7 +218,7 @@ class RaftStore:
 
     def _copy_bounds(self, prefix: bytes, txn: lmdb.Transaction) -> _Bounds:
         b = self._load_bounds(prefix, txn)
-        return _Bounds(b.base_index, b.base_term, b.last_index)
+        return _Bounds(b.base_index, b.base_term, b.last_index, b.last_term)
 
     def _load_bounds(self, prefix: bytes, txn: lmdb.Transaction | None = None) -> _Bounds:
         cached = self._bounds.get(prefix)
@@ -230,7 +231,7 @@ class RaftStore:
         base = txn.get(prefix, db=self._base)
         if base is not None:
             bounds.base_index, bounds.base_term = _unpack(bytes(base))
-        bounds.last_index = bounds.base_index
+        bounds.last_index, bounds.last_term = bounds.base_index, bounds.base_term
         cursor = txn.cursor(db=self._log)
         # The last key of this group: position after the group's range, step back.
         if cursor.set_range(prefix + b"\xff" * 8 + b"\xff"):
@@ -240,6 +241,7 @@ class RaftStore:
         key = bytes(cursor.key())
         if found and key.startswith(prefix) and len(key) == len(prefix) + 8:
             bounds.last_index = _INDEX.unpack(key[len(prefix) :])[0]
+            bounds.last_term = int(_unpack(bytes(cursor.value()))[0])
         self._bounds[prefix] = bounds
         return bounds
 
@@ -248,6 +250,8 @@ class RaftStore:
     ) -> int | None:
         if index == bounds.base_index:
             return bounds.base_term
+        if index == bounds.last_index:
+            return bounds.last_term
         if index < bounds.base_index or index > bounds.last_index:
             return None
         raw = txn.get(prefix + _INDEX.pack(index), db=self._log)
@@ -263,6 +267,10 @@ class RaftStore:
         """Term of the entry at ``index``; None when it is compacted away or not there yet."""
         prefix = group_prefix(group)
         bounds = self._load_bounds(prefix)
+        if index == bounds.last_index:
+            return bounds.last_term
+        if index == bounds.base_index:
+            return bounds.base_term
         with self._env.begin() as txn:
             return self._term_in(txn, prefix, bounds, index)
 
