@@ -201,6 +201,8 @@ class Api:
                 caller = self.caller(request)
             return await route.handler(request, caller, **params)
         except HTTPProblem as problem:
+            if problem.status == 401 and request.headers.get("X-Requested-With") == "XMLHttpRequest":
+                problem.headers.pop("WWW-Authenticate", None)  # no browser password dialog for the UI
             return problem_response(problem)
         except AMQPError as error:
             return problem_response(problem_from_amqp(error))

@@ -1,0 +1,114 @@
+"""The web UI end to end in Debian's Chromium (Playwright, no downloaded browsers)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pika
+import pytest
+
+from warren.embed import ThreadedNode, run_node
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian's chromium (scripts/debian-packages.txt)")
+
+
+@pytest.fixture(scope="module")
+def node() -> Iterator[ThreadedNode]:
+    with run_node(http_port=0) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+def test_login_watch_queue_depth_get_message_and_screenshot(node: ThreadedNode, browser: object) -> None:
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1280, "height": 900})  # type: ignore[attr-defined]
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.goto(str(node.http_url) + "/")
+
+    # a wrong password is refused on the page
+    page.fill("#login-user", "guest")
+    page.fill("#login-pass", "nope")
+    page.click("#login-submit")
+    expect(page.locator("#login-error")).to_have_text("Login failed")
+
+    page.fill("#login-pass", "guest")
+    page.click("#login-submit")
+    expect(page.locator("#who")).to_contain_text("guest (administrator)")
+    expect(page.locator("#login")).to_be_hidden()
+    expect(page.locator("#total-queues b")).to_be_visible()
+
+    page.click("a[href='#/queues']")
+    expect(page.locator("#queues-table")).to_be_visible()
+    rows = page.locator("#queues-table tbody tr", has_text="ui-orders")
+    expect(rows).to_have_count(0)
+
+    conn = pika.BlockingConnection(pika.URLParameters(node.amqp_url))
+    channel = conn.channel()
+    channel.queue_declare("ui-orders", durable=True)
+    expect(rows).to_have_count(1, timeout=10_000)  # appears without reloading the page
+    ready_cell = rows.locator("td").nth(5)
+    expect(ready_cell).to_have_text("0")
+    for i in range(7):
+        channel.basic_publish("", "ui-orders", f"order {i}".encode())
+    expect(ready_cell).to_have_text("7", timeout=10_000)
+
+    # filter and sort the table
+    channel.queue_declare("ui-other")
+    page.fill("[data-filter='name']", "orders")
+    expect(page.locator("#queues-table tbody tr")).to_have_count(1, timeout=10_000)
+    page.fill("[data-filter='name']", "")
+    expect(page.locator("#queues-table tbody tr")).to_have_count(2, timeout=10_000)
+    page.click("#queues-table th[data-key='messages_ready']")
+    page.click("#queues-table th[data-key='messages_ready']")  # descending: the fullest first
+    expect(page.locator("#queues-table tbody tr").first).to_contain_text("ui-orders")
+
+    # the queue page: get a message, publish one, purge
+    rows.locator("a.queue-link").click()
+    expect(page.locator("#queue-name")).to_have_text("ui-orders")
+    page.click("#get-button")
+    expect(page.locator("#got-messages pre.payload").first).to_have_text("order 0")
+    expect(page.locator("#queue-total")).to_have_text("7")  # requeued: still there
+    page.fill("#publish-form textarea[name=payload]", "from the page")
+    page.click("#publish-button")
+    expect(page.locator("#queue-total")).to_have_text("8", timeout=10_000)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "ui.png"), full_page=True)
+    page.click("#purge-button")
+    expect(page.locator("#queue-total")).to_have_text("0", timeout=10_000)
+    method, _props, body = channel.basic_get("ui-orders")
+    assert method is None
+
+    # overview shows the publish rate; connections page closes the pika connection
+    page.click("a[href='#/overview']")
+    expect(page.locator("#rates-chart")).to_be_visible()
+    page.click("a[href='#/connections']")
+    expect(page.locator("#connections-table tbody tr")).to_have_count(1, timeout=10_000)
+    page.click("#connections-table button.close-connection")
+    with pytest.raises(pika.exceptions.ConnectionClosedByBroker) as closed:
+        for _ in range(50):
+            conn.process_data_events(0.1)
+    assert "Closed from the web UI" in closed.value.reply_text
+    expect(page.locator("#connections-table tbody tr")).to_have_count(0, timeout=10_000)
+
+    page.click("a[href='#/queues']")
+    page.locator("#queues-table a.queue-link", has_text="ui-other").click()
+    page.click("#delete-button")
+    expect(page.locator("#queues-table tbody tr", has_text="ui-other")).to_have_count(0, timeout=10_000)
+    page.close()
