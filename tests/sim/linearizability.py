@@ -1,0 +1,50 @@
+"""Wing & Gong linearizability check for a single register (Porcupine-style, memoized).
+
+A history is a list of operations with call/return times. A write whose outcome is unknown
+(the client timed out) has ``ret = inf``: it may take effect at any point after its call,
+or never (linearized after everything else, where it changes nothing observable).
+Reads that failed are simply not in the history; writes that definitely failed neither.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+INF = float("inf")
+
+
+@dataclass(frozen=True, slots=True)
+class Op:
+    call: float
+    ret: float
+    is_write: bool
+    value: Any  # the value written, or the value a read returned
+    client: int = 0
+
+
+def check_register(ops: list[Op], initial: Any = None) -> bool:
+    """True if some total order consistent with real time explains every read."""
+    ops = sorted(ops, key=lambda o: o.call)
+    n = len(ops)
+    full = (1 << n) - 1
+    seen: set[tuple[int, Any]] = set()
+    stack: list[tuple[int, Any]] = [(0, initial)]
+    while stack:
+        done, value = stack.pop()
+        if done == full:
+            return True
+        if (done, value) in seen:
+            continue
+        seen.add((done, value))
+        pending = [i for i in range(n) if not done >> i & 1]
+        earliest_ret = min(ops[i].ret for i in pending)
+        for i in pending:
+            op = ops[i]
+            if op.call > earliest_ret:
+                break  # sorted by call: nothing later may go first
+            if op.is_write:
+                stack.append((done | 1 << i, op.value))
+            elif op.value == value:
+                stack.append((done | 1 << i, value))
+    return False

@@ -1,0 +1,483 @@
+"""Deterministic simulator (VOPR-style) for warren.raft: real nodes, simulated everything else.
+
+ONE seed drives everything: the fault rates of this run, network delay/loss/duplication/
+reordering, symmetric and one-way partitions, disk latency, crashes and restarts, client
+operations, snapshots, membership changes and leadership transfers. A crash loses every
+write whose simulated fsync had not completed (the ready was not yet reported persisted).
+
+Checkers (a violation raises ``Violation`` with a message):
+- election safety: at most one leader per (group, term);
+- log safety: committed entries never differ between nodes, and a node that becomes leader
+  holds every entry committed so far (a committed entry is never lost);
+- state machine safety: every node applies the same entry at each index;
+- linearizability of a per-group KV store (puts through the log, gets through ReadIndex);
+- liveness: after faults heal, every group commits a fresh put within a bounded time.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+from tests.sim.linearizability import INF, Op, check_register
+from warren.limits import Limits
+from warren.raft.node import RaftNode, Ready, Role
+from warren.raft.storage import MemoryStorage
+from warren.raft.types import (
+    ConfChange,
+    ConfChangeKind,
+    Config,
+    EntryKind,
+    Message,
+    message_from_wire,
+)
+
+TICK = 10  # time units per Raft tick
+ELECTION_TICKS = 10
+KEYS = ("a", "b", "c")
+
+
+class Violation(AssertionError):
+    pass
+
+
+@dataclass
+class Params:
+    """Per-seed fault rates and knobs, all drawn from the seed."""
+
+    loss: float
+    dup: float
+    max_delay: int
+    disk_latency: int
+    crash_rate: float
+    partition_rate: float
+    max_entries: int
+    snapshot_every: int
+    chunk_bytes: int
+    quiesce: int
+    reconfig_rate: float
+    transfer_rate: float
+
+    @staticmethod
+    def draw(rng: random.Random) -> Params:
+        return Params(
+            loss=rng.choice([0.0, 0.01, 0.05, 0.15]),
+            dup=rng.choice([0.0, 0.02, 0.1]),
+            max_delay=rng.choice([2, 10, 30]),
+            disk_latency=rng.choice([0, 3, 15]),
+            crash_rate=rng.choice([0.0, 0.002, 0.01]),
+            partition_rate=rng.choice([0.0, 0.003, 0.01]),
+            max_entries=rng.choice([1, 2, 8, 512]),
+            snapshot_every=rng.choice([0, 5, 20]),
+            chunk_bytes=rng.choice([8, 64, 1 << 20]),
+            quiesce=rng.choice([0, 0, 15]),
+            reconfig_rate=rng.choice([0.0, 0.0, 0.01]),
+            transfer_rate=rng.choice([0.0, 0.005]),
+        )
+
+
+@dataclass
+class Replica:
+    """One group on one node: the Raft node, its durable storage and its state machine."""
+
+    raft: RaftNode
+    disk: MemoryStorage
+    kv: dict[str, Any] = field(default_factory=dict)
+    writing: Ready | None = None
+
+
+@dataclass
+class Client:
+    busy_until: float = 0.0
+    op: tuple[Any, ...] | None = None  # (kind, node, group, key, value/ctx, call_time, index)
+
+
+class Simulation:
+    def __init__(
+        self,
+        seed: int,
+        nodes: int = 3,
+        groups: int = 2,
+        bugs: frozenset[str] = frozenset(),
+        duration_ticks: int = 600,
+    ) -> None:
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.p = Params.draw(self.rng)
+        self.node_ids = list(range(1, nodes + 1))
+        self.groups = list(range(groups))
+        self.bugs = bugs
+        self.duration = duration_ticks * TICK
+        self.heal_at = self.duration * 6 // 10
+        self.now = 0
+        self.seq = 0
+        self.events: list[tuple[int, int, str, Any]] = []
+        self.trace: deque[str] = deque(maxlen=300)
+        self.alive = {n: True for n in self.node_ids}
+        self.epoch = {n: 0 for n in self.node_ids}
+        self.blocked: set[tuple[int, int]] = set()
+        self.disks = {(n, g): MemoryStorage() for n in self.node_ids for g in self.groups}
+        self.replicas: dict[tuple[int, int], Replica] = {}
+        self.limits = Limits(
+            raft_max_append_entries=self.p.max_entries,
+            raft_snapshot_chunk_bytes=self.p.chunk_bytes,
+            raft_max_inflight_appends=4,
+        )
+        self.leaders: dict[tuple[int, int], int] = {}
+        self.committed: dict[int, dict[int, int]] = {g: {} for g in self.groups}
+        self.committed_high = {g: 0 for g in self.groups}
+        self.applied_at: dict[int, dict[int, bytes]] = {g: {} for g in self.groups}
+        self.history: dict[tuple[int, str], list[Op]] = {}
+        self.clients = {(g, c): Client() for g in self.groups for c in range(2)}
+        self.op_seq = 0
+        self.waiting_puts: dict[tuple[int, int, int], tuple[Any, ...]] = {}
+        self.waiting_reads: dict[bytes, tuple[Any, ...]] = {}
+        self.progress_after_heal: set[int] = set()
+        for n in self.node_ids:
+            self._start(n)
+            self._schedule(self.rng.randint(0, TICK), "tick", n)
+
+    # ------------------------------------------------------------------ plumbing
+    def _schedule(self, delay: int, kind: str, payload: Any) -> None:
+        self.seq += 1
+        heapq.heappush(self.events, (self.now + delay, self.seq, kind, payload))
+
+    def _log(self, text: str) -> None:
+        self.trace.append(f"t={self.now} {text}")
+
+    def fail(self, text: str) -> None:
+        raise Violation(f"seed {self.seed}: {text}")
+
+    def _start(self, n: int) -> None:
+        voters = tuple(self.node_ids[:3]) if len(self.node_ids) > 3 else tuple(self.node_ids)
+        learners = tuple(self.node_ids[3:])
+        for g in self.groups:
+            disk = self.disks[(n, g)]
+            raft = RaftNode(
+                n, g, disk, self.rng, voters=voters, learners=learners,
+                election_ticks=ELECTION_TICKS, quiesce_after_ticks=self.p.quiesce,
+                limits=self.limits, bugs=self.bugs,
+            )  # fmt: skip
+            rep = Replica(raft, disk)
+            saved = disk.load_snapshot()
+            if saved is not None:
+                rep.kv = dict(msgpack.unpackb(saved[1]))
+            self.replicas[(n, g)] = rep
+
+    # ------------------------------------------------------------------ driver
+    def _pump(self, n: int, g: int) -> None:
+        rep = self.replicas[(n, g)]
+        raft = rep.raft
+        self._check_node(n, g, raft)
+        if rep.writing is not None or not raft.has_ready():
+            return
+        rd = raft.ready()
+        rep.writing = rd
+        for m in rd.messages:
+            if m.may_send_before_persist:
+                self._send(m)
+        durable = rd.entries or rd.hard_state or rd.snapshot or rd.local_snapshot
+        if durable and self.p.disk_latency:
+            self._schedule(self.rng.randint(1, self.p.disk_latency), "disk", (n, g, self.epoch[n]))
+        else:
+            self._persisted(n, g)
+
+    def _persisted(self, n: int, g: int) -> None:
+        rep = self.replicas[(n, g)]
+        rd = rep.writing
+        assert rd is not None
+        rep.writing = None
+        disk = rep.disk
+        if rd.snapshot is not None:
+            disk.save_snapshot(*rd.snapshot)
+        if rd.local_snapshot is not None:
+            disk.save_snapshot(*rd.local_snapshot)
+        if rd.entries:
+            disk.append(rd.entries)
+        if rd.hard_state is not None:
+            disk.save(rd.hard_state)
+        for m in rd.messages:
+            if not m.may_send_before_persist:
+                self._send(m)
+        if rd.snapshot is not None:
+            rep.kv = dict(msgpack.unpackb(rd.snapshot[1]))
+        for e in rd.committed_entries:
+            self._apply(n, g, rep, e.index, e.term, e.kind, e.data)
+        rep.raft.advance(rd)
+        for rs in rd.read_states:
+            self._read_state(n, g, rs.context, rs.index, rs.ok)
+        if (
+            self.p.snapshot_every
+            and rep.raft.applied - rep.raft.log.base_index >= self.p.snapshot_every
+        ):
+            rep.raft.take_snapshot(rep.raft.applied, msgpack.packb(rep.kv))
+        self._complete_reads(n, g)
+        self._pump(n, g)
+
+    def _send(self, m: Message) -> None:
+        if (m.frm, m.to) in self.blocked or self.rng.random() < self.p.loss:
+            return
+        copies = 2 if self.rng.random() < self.p.dup else 1
+        for _ in range(copies):
+            self._schedule(self.rng.randint(1, self.p.max_delay), "msg", m.to_wire())
+
+    def _check_node(self, n: int, g: int, raft: RaftNode) -> None:
+        if raft.role == Role.LEADER:
+            holder = self.leaders.setdefault((g, raft.term), n)
+            if holder != n:
+                self.fail(f"two leaders in group {g} term {raft.term}: {holder} and {n}")
+            if not getattr(raft, "_sim_checked_term", 0) == raft.term:
+                raft._sim_checked_term = raft.term  # type: ignore[attr-defined]
+                for index, term in self.committed[g].items():
+                    if index >= raft.log.first_index() and raft.log.term(index) != term:
+                        self.fail(
+                            f"leader {n} of group {g} term {raft.term} lacks committed entry "
+                            f"{index} (term {term}), has {raft.log.term(index)}"
+                        )
+        log = raft.log
+        high = self.committed_high[g]
+        if log.committed > high:
+            for index in range(max(log.first_index(), high + 1), log.committed + 1):
+                term = log.term(index)
+                if term is not None:
+                    self.committed[g].setdefault(index, term)
+            self.committed_high[g] = log.committed
+
+    def _apply(
+        self, n: int, g: int, rep: Replica, index: int, term: int, kind: int, data: bytes
+    ) -> None:
+        seen = self.applied_at[g].setdefault(index, bytes([kind]) + term.to_bytes(8, "big") + data)
+        if seen != bytes([kind]) + term.to_bytes(8, "big") + data:
+            self.fail(f"node {n} applied a different entry at group {g} index {index}")
+        known = self.committed[g].get(index)
+        if known is not None and known != term:
+            self.fail(f"node {n} applied term {term} at {g}/{index}, committed term was {known}")
+        self.committed[g][index] = term
+        if kind == EntryKind.NORMAL:
+            op_id, key, value = msgpack.unpackb(data)
+            rep.kv[key] = value
+        put = self.waiting_puts.pop((n, g, index), None)
+        if put is not None:
+            self._finish_put(put, msgpack.unpackb(data)[0] if kind == EntryKind.NORMAL else None)
+
+    # ------------------------------------------------------------------ clients
+    def _client_step(self, g: int, c: int) -> None:
+        client = self.clients[(g, c)]
+        if client.op is not None or self.now < client.busy_until:
+            return
+        alive = [n for n in self.node_ids if self.alive[n]]
+        if not alive:
+            return
+        leaders = [n for n in alive if self.replicas[(n, g)].raft.role == Role.LEADER]
+        n = leaders[0] if leaders and self.rng.random() < 0.8 else self.rng.choice(alive)
+        raft = self.replicas[(n, g)].raft
+        key = self.rng.choice(KEYS)
+        self.op_seq += 1
+        if self.rng.random() < 0.5:
+            value = self.op_seq
+            index = raft.propose(msgpack.packb([self.op_seq, key, value]))
+            if index is None:
+                client.busy_until = self.now + TICK
+                return
+            client.op = ("put", n, g, key, value, self.now, index, c, self.op_seq)
+            self.waiting_puts[(n, g, index)] = client.op
+            self._log(f"client {g}/{c} put {key}={value} at n{n} index {index}")
+        else:
+            ctx = f"{g}/{c}/{self.op_seq}".encode()
+            client.op = ("get", n, g, key, ctx, self.now, 0, c, self.op_seq)
+            self.waiting_reads[ctx] = client.op
+            raft.read_index(ctx)
+        self._pump(n, g)
+        self._schedule(40 * TICK, "timeout", (g, c, self.op_seq))
+
+    def _finish_put(self, op: tuple[Any, ...], applied_op_id: int | None) -> None:
+        _, n, g, key, value, call, index, c, op_id = op
+        client = self.clients[(g, c)]
+        if client.op is not op:
+            return
+        client.op = None
+        if applied_op_id == op_id:
+            self.history.setdefault((g, key), []).append(Op(call, self.now, True, value, c))
+            if self.now >= self.heal_at and call >= self.heal_at:
+                self.progress_after_heal.add(g)
+        # else: another entry took the index: ours was truncated, so it never happened.
+
+    def _read_state(self, n: int, g: int, ctx: bytes, index: int, ok: bool) -> None:
+        op = self.waiting_reads.get(ctx)
+        if op is None:
+            return
+        if not ok:
+            del self.waiting_reads[ctx]
+            self.clients[(g, op[7])].op = None
+            return
+        self.waiting_reads[ctx] = op[:6] + (max(index, 1),) + op[7:]
+
+    def _complete_reads(self, n: int, g: int) -> None:
+        rep = self.replicas[(n, g)]
+        for ctx, op in list(self.waiting_reads.items()):
+            _, on, og, key, _, call, index, c, _ = op
+            if on == n and og == g and index and rep.raft.applied >= index:
+                del self.waiting_reads[ctx]
+                self.clients[(g, c)].op = None
+                self.history.setdefault((g, key), []).append(
+                    Op(call, self.now, False, rep.kv.get(key), c)
+                )
+
+    def _timeout(self, g: int, c: int, op_id: int) -> None:
+        client = self.clients[(g, c)]
+        op = client.op
+        if op is None or op[8] != op_id:
+            return
+        client.op = None
+        if op[0] == "put":
+            self.waiting_puts.pop((op[1], g, op[6]), None)
+            self.history.setdefault((g, op[3]), []).append(Op(op[5], INF, True, op[4], c))
+        else:
+            self.waiting_reads.pop(op[4], None)
+
+    # ------------------------------------------------------------------ faults
+    def _crash(self, n: int) -> None:
+        self._log(f"crash n{n}")
+        self.alive[n] = False
+        self.epoch[n] += 1
+        for g in self.groups:
+            for key in [k for k in self.waiting_puts if k[0] == n and k[1] == g]:
+                op = self.waiting_puts[key]
+                self._timeout(g, op[7], op[8])
+            for op in list(self.waiting_reads.values()):
+                if op[1] == n and op[2] == g:
+                    self._timeout(g, op[7], op[8])
+
+    def _restart(self, n: int) -> None:
+        self._log(f"restart n{n}")
+        self.alive[n] = True
+        self._start(n)
+
+    def _faults(self) -> None:
+        if self.now >= self.heal_at:
+            return
+        r = self.rng.random()
+        if r < self.p.crash_rate:
+            n = self.rng.choice(self.node_ids)
+            if self.alive[n]:
+                self._crash(n)
+                self._schedule(self.rng.randint(5, 60) * TICK, "restart", n)
+        r = self.rng.random()
+        if r < self.p.partition_rate:
+            if self.blocked:
+                self.blocked.clear()
+                self._log("heal partition")
+            elif self.rng.random() < 0.5:
+                a, b = self.rng.sample(self.node_ids, 2)
+                self.blocked.add((a, b))
+                self._log(f"one-way partition {a}->{b}")
+            else:
+                side = set(
+                    self.rng.sample(self.node_ids, self.rng.randint(1, len(self.node_ids) // 2))
+                )
+                self.blocked = {
+                    (a, b)
+                    for a in self.node_ids
+                    for b in self.node_ids
+                    if (a in side) != (b in side)
+                }
+                self._log(f"partition {sorted(side)}")
+        for g in self.groups:
+            leaders = [
+                n
+                for n in self.node_ids
+                if self.alive[n] and self.replicas[(n, g)].raft.role == Role.LEADER
+            ]
+            if not leaders:
+                continue
+            raft = self.replicas[(leaders[0], g)].raft
+            if self.rng.random() < self.p.transfer_rate:
+                target = self.rng.choice(self.node_ids)
+                if raft.transfer_leadership(target):
+                    self._log(f"transfer {g} {raft.id}->{target}")
+            if self.rng.random() < self.p.reconfig_rate:
+                self._reconfigure(raft)
+            self._pump(leaders[0], g)
+
+    def _reconfigure(self, raft: RaftNode) -> None:
+        config: Config = raft.log.config()
+        n = self.rng.choice(self.node_ids)
+        if n in config.learners:
+            change = ConfChange(ConfChangeKind.ADD_VOTER, n)
+        elif n in config.voters and len(config.voters) > 3:
+            change = ConfChange(
+                self.rng.choice([ConfChangeKind.REMOVE, ConfChangeKind.ADD_LEARNER]), n
+            )
+        elif n not in config.members:
+            change = ConfChange(ConfChangeKind.ADD_LEARNER, n)
+        else:
+            return
+        if raft.propose_conf_change(change) is not None:
+            self._log(f"conf change {raft.group}: {change}")
+
+    # ------------------------------------------------------------------ main loop
+    def run(self) -> None:
+        for g in self.groups:
+            for c in range(2):
+                self.clients[(g, c)].busy_until = self.rng.randint(0, 20) * TICK
+        while self.events:
+            t, _, kind, payload = heapq.heappop(self.events)
+            if t > self.duration:
+                break
+            self.now = t
+            if self.now >= self.heal_at and self.blocked:
+                self.blocked.clear()
+            if kind == "tick":
+                n = payload
+                self._schedule(TICK, "tick", n)
+                if n == self.node_ids[0]:
+                    self._faults()
+                    for g in self.groups:
+                        for c in range(2):
+                            self._client_step(g, c)
+                if not self.alive[n]:
+                    continue
+                for g in self.groups:
+                    raft = self.replicas[(n, g)].raft
+                    if raft.quiesced and raft.leader != n:
+                        lead = raft.leader
+                        if (
+                            not self.alive.get(lead, False)
+                            or (lead, n) in self.blocked
+                            or (n, lead) in self.blocked
+                        ):
+                            raft.peer_unreachable(lead)
+                    raft.tick()
+                    self._pump(n, g)
+            elif kind == "msg":
+                m = message_from_wire(payload)
+                if self.alive[m.to]:
+                    self.replicas[(m.to, m.group)].raft.step(m)
+                    self._pump(m.to, m.group)
+            elif kind == "disk":
+                n, g, epoch = payload
+                if epoch == self.epoch[n] and self.alive[n]:
+                    self._persisted(n, g)
+            elif kind == "restart":
+                if not self.alive[payload]:
+                    self._restart(payload)
+            elif kind == "timeout":
+                self._timeout(*payload)
+        self._final_checks()
+
+    def _final_checks(self) -> None:
+        for (g, key), ops in self.history.items():
+            # An unacknowledged write nobody read is unobservable: it may as well never have
+            # happened, so leave it out (it only widens the search).
+            read = {o.value for o in ops if not o.is_write}
+            ops = [o for o in ops if o.ret != INF or o.value in read]
+            if not check_register(ops):
+                self.fail(f"group {g} key {key!r}: history is not linearizable: {ops}")
+        missing = set(self.groups) - self.progress_after_heal
+        if missing:
+            self.fail(f"no progress after faults healed in groups {sorted(missing)}")
