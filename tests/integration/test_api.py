@@ -200,6 +200,33 @@ def test_policy_applies_at_once_and_shows_effective_definition(api: ManagementCl
     api.delete("/api/queues/%2F/pol.q")
 
 
+def test_dead_letter_policy_added_after_confirm_keeps_bodies(node: ThreadedNode, api: ManagementClient) -> None:
+    # Confirmed persistent messages in a durable queue without a DLX keep their bodies only in
+    # the store; a policy that adds a DLX later must not dead-letter them empty.
+    conn = amqp(node)
+    ch = conn.channel()
+    ch.confirm_delivery()
+    ch.queue_declare("evict.q", durable=True)
+    ch.queue_declare("evict.dlq", durable=True)
+    for i in range(3):
+        ch.basic_publish("", "evict.q", f"body-{i}".encode(), pika.BasicProperties(delivery_mode=2))
+    held, _, _ = ch.basic_get("evict.q")  # delivered, unacknowledged while the policy arrives
+    assert held is not None
+    assert api.put("/api/policies/%2F/evict-dlx", {"pattern": "^evict\\.q$", "apply-to": "queues", "definition": {
+        "dead-letter-exchange": "", "dead-letter-routing-key": "evict.dlq"}}) == 201
+    ch.basic_nack(held.delivery_tag, requeue=False)
+    for _ in range(2):
+        method, _, _ = ch.basic_get("evict.q")
+        ch.basic_reject(method.delivery_tag, requeue=False)
+    bodies = []
+    for _ in range(3):
+        method, _, body = ch.basic_get("evict.dlq", auto_ack=True)
+        bodies.append(body)
+    assert sorted(bodies) == [b"body-0", b"body-1", b"body-2"]
+    conn.close()
+    api.delete("/api/policies/%2F/evict-dlx")
+
+
 def requests_put(api: ManagementClient, path: str, body: dict) -> int:  # type: ignore[type-arg]
     try:
         return api.put(path, body)

@@ -24,6 +24,20 @@ GLOBAL_COUNTERS = (
     ("rabbitmq_global_messages_delivered_get_manual_ack", "get", "Total number of messages delivered to consumers using basic.get"),
     ("rabbitmq_global_messages_redelivered", "redeliver", "Total number of messages redelivered to consumers"),
     ("rabbitmq_global_messages_acknowledged", "ack", "Total number of messages acknowledged by consumers"),
+    # the per-channel family the RabbitMQ-Overview dashboard sums (aggregated, as RabbitMQ
+    # exposes it by default). Warren does not split auto-ack from manual-ack deliveries yet:
+    # every delivery counts as manual-ack, so the dashboard's sums stay right.
+    ("rabbitmq_channel_messages_published", "publish", "Total number of messages published into an exchange on a channel"),
+    ("rabbitmq_channel_messages_confirmed", "confirm", "Total number of messages published into an exchange and confirmed on the channel"),
+    ("rabbitmq_channel_messages_unroutable_dropped", "drop_unroutable", "Total number of messages published as non-mandatory into an exchange and dropped as unroutable"),
+    ("rabbitmq_channel_messages_unroutable_returned", "return_unroutable", "Total number of messages published as mandatory into an exchange and returned to the publisher as unroutable"),
+    ("rabbitmq_channel_messages_delivered_ack", "deliver", "Total number of messages delivered to consumers in manual acknowledgement mode"),
+    ("rabbitmq_channel_messages_delivered", "zero", "Total number of messages delivered to consumers in automatic acknowledgement mode"),
+    ("rabbitmq_channel_get_ack", "get", "Total number of messages fetched with basic.get in manual acknowledgement mode"),
+    ("rabbitmq_channel_get", "zero", "Total number of messages fetched with basic.get in automatic acknowledgement mode"),
+    ("rabbitmq_channel_messages_redelivered", "redeliver", "Total number of messages redelivered to consumers"),
+    ("rabbitmq_channel_messages_acked", "ack", "Total number of messages acknowledged by consumers"),
+    ("rabbitmq_queue_messages_published", "routed", "Total number of messages published to queues"),
     ("rabbitmq_connections_opened", "connections_opened", "Total number of connections opened"),
     ("rabbitmq_connections_closed", "connections_closed", "Total number of connections closed or terminated"),
     ("rabbitmq_channels_opened", "channels_opened", "Total number of channels opened"),
@@ -34,7 +48,7 @@ GLOBAL_COUNTERS = (
 class BrokerCollector(Collector):
     """Reads the backend at scrape time; nothing is cached between scrapes."""
 
-    def __init__(self, backend: ManagementBackend, per_queue: bool = True) -> None:
+    def __init__(self, backend: ManagementBackend, per_queue: bool = False) -> None:
         self.backend = backend
         self.per_queue = per_queue
 
@@ -57,14 +71,14 @@ class BrokerCollector(Collector):
             ("rabbitmq_channels", "channels", "Channels currently open"),
             ("rabbitmq_consumers", "consumers", "Consumers currently connected"),
             ("rabbitmq_queues", "queues", "Queues available"),
+            ("rabbitmq_channel_consumers", "consumers", "Consumers on a channel"),
         ):
             yield GaugeMetricFamily(name, text, value=totals[key])
         counters = b.totals()
         for name, key, text in GLOBAL_COUNTERS:
             yield CounterMetricFamily(name, text, value=counters.get(key, 0))
         yield from self._node_metrics(b.nodes()[0], b.alarms())
-        if self.per_queue:
-            yield from self._queue_metrics(b.queues(None))
+        yield from self._queue_metrics(b.queues(None))
 
     @staticmethod
     def _node_metrics(info: dict[str, Any], alarms: list[str]) -> Iterator[Metric]:
@@ -77,6 +91,9 @@ class BrokerCollector(Collector):
         yield GaugeMetricFamily("rabbitmq_disk_space_available_limit_bytes", "Free disk space low watermark in bytes",
                                 value=info["disk_free_limit"])
         yield GaugeMetricFamily("rabbitmq_process_open_fds", "Open file descriptors", value=info["fd_used"])
+        yield GaugeMetricFamily("rabbitmq_process_max_fds", "Open file descriptors limit", value=info["fd_total"])
+        yield GaugeMetricFamily("rabbitmq_process_open_tcp_sockets", "Open TCP sockets", value=info["sockets_used"])
+        yield GaugeMetricFamily("rabbitmq_process_max_tcp_sockets", "Open TCP sockets limit", value=info["sockets_total"])
         yield GaugeMetricFamily("rabbitmq_alarms_memory_used_watermark",
                                 "is 1 if VM memory watermark alarm is in effect", value=int("memory" in alarms))
         yield GaugeMetricFamily("rabbitmq_alarms_free_disk_space_watermark",
@@ -86,9 +103,9 @@ class BrokerCollector(Collector):
         yield GaugeMetricFamily("warren_uptime_seconds", "Seconds since the node started", value=info["uptime"] / 1000)
         yield GaugeMetricFamily("warren_processors", "Processors available to the node", value=info["processors"])
 
-    @staticmethod
-    def _queue_metrics(queues: list[dict[str, Any]]) -> Iterator[Metric]:
-        labels = ["vhost", "queue"]
+    def _queue_metrics(self, queues: list[dict[str, Any]]) -> Iterator[Metric]:
+        """Aggregated over all queues (RabbitMQ's /metrics), or per queue (/metrics/per-object)."""
+        labels = ["vhost", "queue"] if self.per_queue else []
         families = {
             "messages_ready": GaugeMetricFamily("rabbitmq_queue_messages_ready", "Messages ready to be delivered to consumers", labels=labels),
             "messages_unacknowledged": GaugeMetricFamily("rabbitmq_queue_messages_unacked", "Messages delivered to consumers but not yet acknowledged", labels=labels),
@@ -96,17 +113,18 @@ class BrokerCollector(Collector):
             "message_bytes": GaugeMetricFamily("rabbitmq_queue_messages_bytes", "Size in bytes of ready and unacknowledged messages", labels=labels),
             "consumers": GaugeMetricFamily("rabbitmq_queue_consumers", "Consumers on a queue", labels=labels),
         }
-        for q in queues:
-            for key, family in families.items():
-                family.add_metric([q["vhost"], q["name"]], q[key])
-        ready_total = sum(q["messages_ready"] for q in queues)
-        unacked_total = sum(q["messages_unacknowledged"] for q in queues)
+        for key, family in families.items():
+            if self.per_queue:
+                for q in queues:
+                    family.add_metric([q["vhost"], q["name"]], q[key])
+            else:
+                family.add_metric([], sum(q[key] for q in queues))
         yield from families.values()
-        yield GaugeMetricFamily("warren_messages_ready", "Ready messages in all queues", value=ready_total)
-        yield GaugeMetricFamily("warren_messages_unacked", "Unacknowledged messages in all queues", value=unacked_total)
+        yield GaugeMetricFamily("warren_messages_ready", "Ready messages in all queues",
+                                value=sum(q["messages_ready"] for q in queues))
 
 
-def make_registry(backend: ManagementBackend) -> CollectorRegistry:
+def make_registry(backend: ManagementBackend, per_queue: bool = False) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(BrokerCollector(backend))
+    registry.register(BrokerCollector(backend, per_queue))
     return registry

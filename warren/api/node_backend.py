@@ -138,7 +138,9 @@ class NodeBackend:
             "proc_used": 1,
             "processors": psutil.cpu_count() or 1,
             "os_pid": str(process.pid),
+            "fd_total": _fd_limit(),
             "sockets_used": len(self.node.sessions),
+            "sockets_total": self.node.limits.max_connections,
             "connections": len(self.node.sessions),
             "partitions": [],
             "listeners": list(self.node.listeners),
@@ -408,7 +410,7 @@ class NodeBackend:
         v.set_policy(Policy(name, pattern, apply_to, priority, definition), self.node.wall_ms())
         self._persist_vhost(v)
         for queue in v.queues.values():
-            self.node.queue_changed(queue)
+            self.node.policy_applied(queue)
         self.node.flush()
 
     def delete_policy(self, vhost: str, name: str) -> None:
@@ -511,6 +513,14 @@ class NodeBackend:
             self.bind(b["vhost"], b["source"], b["destination_type"], b["destination"],
                       b.get("routing_key", ""), b.get("arguments", {}))
         return {"skipped_queues": skipped}
+
+
+def _fd_limit() -> int:
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return 0
+    return int(resource.getrlimit(resource.RLIMIT_NOFILE)[0])
 
 
 def _tags(tags: Any) -> list[str]:

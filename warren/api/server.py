@@ -30,6 +30,12 @@ def metrics_handler(registry: CollectorRegistry) -> Any:
     return handle
 
 
+def add_metrics_routes(app: web.Application, backend: ManagementBackend) -> None:
+    """RabbitMQ's endpoints: /metrics aggregated, /metrics/per-object with a series per queue."""
+    app.router.add_get("/metrics", metrics_handler(make_registry(backend)))
+    app.router.add_get("/metrics/per-object", metrics_handler(make_registry(backend, per_queue=True)))
+
+
 def build_app(backend: ManagementBackend, requests_per_second: float, burst: int,
               health_requires_auth: bool = False) -> tuple[web.Application, RateTracker]:
     """The aiohttp application for the HTTP port (no listening, no background tasks)."""
@@ -37,11 +43,10 @@ def build_app(backend: ManagementBackend, requests_per_second: float, burst: int
     router = Router()
     Endpoints(backend, rates).register(router)
     api = Api(router, backend.authenticate, RequestLimiter(requests_per_second, burst), health_requires_auth)
-    registry = make_registry(backend)
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app.router.add_route("*", "/api/{tail:.*}", api.dispatch)
     app.router.add_route("*", "/api", api.dispatch)
-    app.router.add_get("/metrics", metrics_handler(registry))
+    add_metrics_routes(app, backend)
 
     async def index(request: web.Request) -> web.FileResponse:
         return web.FileResponse(STATIC / "index.html")
@@ -97,7 +102,7 @@ async def start_http(runtime: Any, host: str, port: int, prometheus_port: int | 
     bound_prometheus: int | None = None
     if prometheus_port is not None:
         prom_app = web.Application()
-        prom_app.router.add_get("/metrics", metrics_handler(make_registry(backend)))
+        add_metrics_routes(prom_app, backend)
         prom_runner = web.AppRunner(prom_app, access_log=None)
         await prom_runner.setup()
         try:

@@ -243,6 +243,10 @@ class QueueState:
         """(msg_id, message, redelivered) in delivery order (for inspection and snapshots)."""
         return [(e.msg_id, e.message, e.redelivered) for e in self._ready]
 
+    def held_messages(self) -> list[Message]:
+        """Every message the queue holds, ready or delivered and unacknowledged."""
+        return [e.message for e in self._ready] + [u.entry.message for u in self._unacked.values()]
+
     def unacked_ids(self) -> list[int]:
         return list(self._unacked)
 

@@ -14,8 +14,7 @@ app = typer.Typer(
 
 def _register() -> None:
     # Each module adds its commands to `app`; imported here so `--help` lists them all.
-    from warren.cli import bench_cmd, raft_cmd, server_cmd  # noqa: F401
-    from warren.cli import ctl_cmd  # noqa: F401
+    from warren.cli import bench_cmd, ctl_cmd, raft_cmd, server_cmd  # noqa: F401
 
 
 def main() -> None:

@@ -163,6 +163,12 @@ class Node(SessionHost):
     def queue_changed(self, queue: Any) -> None:
         self._dirty_queues.add(queue)
 
+    def policy_applied(self, queue: Any) -> None:
+        """A policy may have given the queue a dead-letter exchange: its bodies must be in RAM."""
+        if self.persistence is not None and not self.persistence.may_evict([queue]):
+            self.persistence.ensure_bodies(queue)
+        self.queue_changed(queue)
+
     def queue_deleted(self, vhost: Any, queue: Any) -> None:
         """A queue is gone: server-cancel its consumers, forget its stored messages."""
         for consumer in queue.consumers:

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 class PendingBatch:
     writes: WriteBatch
     waiters: list[tuple[Any, int, int]] = field(default_factory=list)  # (session, channel, seq)
+    evictions: list[Any] = field(default_factory=list)  # messages whose bodies leave RAM after commit
 
 
 class Persistence:
@@ -40,6 +41,7 @@ class Persistence:
         self._wakeup = wakeup
         self._batch = WriteBatch()
         self._waiters: list[tuple[Any, int, int]] = []
+        self._evictions: list[Any] = []
         self._next_seq = store.sequence_high_water() + 1
         self._next_queue_id = 1
         self._broker: Broker | None = None
@@ -108,6 +110,10 @@ class Persistence:
             if not message.persistent:
                 continue
             if added:
+                if message.body is None:
+                    # never expected: evicted messages cannot be dead-lettered (see may_evict)
+                    log.error("message %d reached queue %r without its body", message.seq, queue.name)
+                    continue
                 if not message.seq:
                     message.seq = self._next_seq
                     self._next_seq += 1
@@ -123,12 +129,37 @@ class Persistence:
             message.properties = encode_properties(message.props)
         return message.properties
 
+    @staticmethod
+    def may_evict(queues: list[Any]) -> bool:
+        """True when a persistent message in these queues can live only in the store.
+
+        Its body is read back on delivery. Only when every queue is durable (so every copy
+        has a row) and none can dead-letter (a dead-lettered copy needs the body in RAM).
+        """
+        for queue in queues:
+            args = queue.args
+            if queue.journal is None or args.dead_letter_exchange is not None or args.overflow == "reject-publish-dlx":
+                return False
+        return True
+
+    def evict_after_commit(self, message: Any) -> None:
+        self._evictions.append(message)
+
+    def ensure_bodies(self, queue: Any) -> None:
+        """Bring bodies back into RAM for a queue that may now dead-letter (a policy changed)."""
+        if not queue.store_id:
+            return
+        for message in queue.held_messages():
+            if message.body is None:
+                message.body = self.load_body(queue, message)
+
     def after_commit(self, session: Any, channel: int, seq: int) -> None:
         self._waiters.append((session, channel, seq))
 
     def load_body(self, queue: Any, message: Any) -> bytes:
         record = self.store.load_message(queue.store_id, message.seq)
         if record is None:
+            log.error("stored body of message %d in queue %r is missing", message.seq, queue.name)
             return b""
         return decode_message(record)[3]
 
@@ -138,11 +169,13 @@ class Persistence:
         if not len(self._batch) and not self._waiters:
             return None
         self._batch.sequence_high_water = self._next_seq - 1
-        pending = PendingBatch(self._batch, self._waiters)
-        self._batch, self._waiters = WriteBatch(), []
+        pending = PendingBatch(self._batch, self._waiters, self._evictions)
+        self._batch, self._waiters, self._evictions = WriteBatch(), [], []
         return pending
 
     def committed(self, pending: PendingBatch) -> None:
+        for message in pending.evictions:
+            message.body = None
         for session, channel, seq in pending.waiters:
             session.store_committed(channel, seq)
 
@@ -175,5 +208,8 @@ class Persistence:
                                           decode_properties(properties))
                     restored += 1
                 queue.journal = []
+                if self.may_evict([queue]):
+                    for _msg_id, message, _redelivered in queue.ready_messages():
+                        message.body = None
         if restored:
             log.info("recovered %d persistent messages", restored)

@@ -109,6 +109,12 @@ class MethodHandlers:
             else:
                 channel.record_confirm(seq, True)
             self.send_confirms(channel)
+        if waits_for_store and node.persistence is not None:
+            if not channel.confirm_mode:
+                for queue in outcome.routed_queues:
+                    node.persistence.drain(queue)
+            if node.persistence.may_evict(outcome.routed_queues):
+                node.persistence.evict_after_commit(message)
         for queue in outcome.routed_queues:
             node.queue_changed(queue)
         for queue in outcome.dead_letter_queues:
