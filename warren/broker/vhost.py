@@ -136,6 +136,8 @@ class VirtualHost:
         arguments: dict[str, Any] | None = None,
     ) -> tuple[Exchange, bool]:
         if passive:
+            if name == "":  # RabbitMQ refuses even a passive declare of the default exchange
+                raise access_refused("operation not permitted on the default exchange")
             return self._exchange(name), False
         if type not in EXCHANGE_TYPES:
             raise command_invalid(f"unknown exchange type '{type}'")

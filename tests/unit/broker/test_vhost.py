@@ -54,6 +54,9 @@ def test_exchange_declare_rules(vhost: VirtualHost) -> None:
     assert (e.code, e.text) == (ReplyCode.NOT_FOUND, "no exchange 'nope' in vhost '/'")
     e = error(vhost.declare_exchange, "", "direct")
     assert (e.code, e.text) == (ReplyCode.ACCESS_REFUSED, "operation not permitted on the default exchange")
+    e = error(vhost.declare_exchange, "", "direct", passive=True)  # aiormq's test_channel_closed_reuse
+    assert (e.code, e.text) == (ReplyCode.ACCESS_REFUSED, "operation not permitted on the default exchange")
+    assert not e.closes_connection
 
 
 def test_exchange_delete_rules(vhost: VirtualHost) -> None:
