@@ -6,6 +6,7 @@ import datetime
 import decimal
 import time
 
+import aiormq
 import pika
 import pytest
 from pika.exceptions import ChannelClosedByBroker, UnroutableError
@@ -268,3 +269,19 @@ def _get_unacked(channel, queue):
             return method, props, body
         time.sleep(0.02)
     raise AssertionError("nothing requeued")
+
+
+async def test_publish_with_immediate_closes_the_connection_540(node: ThreadedNode) -> None:
+    connection = await aiormq.connect(node.amqp_url)
+    channel = await connection.channel()
+    await channel.queue_declare("immediate")
+    with pytest.raises(aiormq.exceptions.ConnectionNotImplemented) as info:
+        await channel.basic_publish(b"now", routing_key="immediate", immediate=True)
+        await channel.queue_declare("immediate", passive=True)  # the close arrives by now
+    assert info.value.args[0] == "NOT_IMPLEMENTED - immediate=true"  # ConnectionNotImplemented is 540
+    assert connection.is_closed
+    connection = await aiormq.connect(node.amqp_url)
+    channel = await connection.channel()
+    assert (await channel.queue_declare("immediate", passive=True)).message_count == 0
+    await connection.close()
+

@@ -15,7 +15,14 @@ from pamqp import commands as spec
 from warren.amqp.connection import decode_properties, encode_properties
 from warren.broker.message import Message
 from warren.broker.queue import Consumer
-from warren.errors import AMQPError, ReplyCode, command_invalid, not_found, precondition_failed
+from warren.errors import (
+    AMQPError,
+    ReplyCode,
+    command_invalid,
+    not_found,
+    not_implemented,
+    precondition_failed,
+)
 from warren.session.channel import ChannelState, TxPublish
 
 if TYPE_CHECKING:
@@ -60,6 +67,8 @@ class MethodHandlers:
             self.fail(channel, error, method)
 
     def _check_publish(self: ClientSession, channel: ChannelState, method: Any) -> None:
+        if method.immediate:  # RabbitMQ 3.0 dropped it: a connection error, before any other check
+            raise not_implemented("immediate=true")
         exchange = method.exchange
         if exchange not in channel.write_permission_cache:
             self.check("write", "exchange", exchange)
