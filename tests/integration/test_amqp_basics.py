@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import socket
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import aiormq
+import pamqp.exceptions
+import pamqp.frame
+import pamqp.header
 import pika
 import pytest
+from pamqp import commands
 from pika.exceptions import ChannelClosedByBroker, UnroutableError
 
 from warren.embed import ThreadedNode
@@ -285,3 +292,46 @@ async def test_publish_with_immediate_closes_the_connection_540(node: ThreadedNo
     assert (await channel.queue_declare("immediate", passive=True)).message_count == 0
     await connection.close()
 
+
+def _frames(sock: socket.socket, buffer: bytearray) -> Iterator[Any]:
+    while True:
+        try:
+            used, _channel, frame = pamqp.frame.unmarshal(bytes(buffer))
+        except pamqp.exceptions.UnmarshalingException:
+            chunk = sock.recv(65536)
+            assert chunk, "connection closed"
+            buffer += chunk
+            continue
+        del buffer[:used]
+        yield frame
+
+
+def test_queue_delete_ok_comes_before_the_cancel_of_its_own_consumer(node: ThreadedNode) -> None:
+    # py-amqp/kombu wait for queue.delete-ok; a basic.cancel first is "consumer cancelled"
+    sock = socket.create_connection(("127.0.0.1", node.amqp_port), timeout=5)
+    buffer = bytearray()
+    frames = _frames(sock, buffer)
+
+    def send(channel: int, method: Any) -> None:
+        sock.sendall(pamqp.frame.marshal(method, channel))
+
+    sock.sendall(pamqp.header.ProtocolHeader().marshal())
+    assert isinstance(next(frames), commands.Connection.Start)
+    send(0, commands.Connection.StartOk(
+        client_properties={"capabilities": {"consumer_cancel_notify": True}},
+        mechanism="PLAIN", response="\0guest\0guest"))
+    tune = next(frames)
+    send(0, commands.Connection.TuneOk(tune.channel_max, tune.frame_max, 0))
+    send(0, commands.Connection.Open(virtual_host="/"))
+    assert isinstance(next(frames), commands.Connection.OpenOk)
+    send(1, commands.Channel.Open())
+    assert isinstance(next(frames), commands.Channel.OpenOk)
+    send(1, commands.Queue.Declare(queue="deleted-under-consumer"))
+    assert isinstance(next(frames), commands.Queue.DeclareOk)
+    send(1, commands.Basic.Consume(queue="deleted-under-consumer", consumer_tag="c1"))
+    assert isinstance(next(frames), commands.Basic.ConsumeOk)
+    send(1, commands.Queue.Delete(queue="deleted-under-consumer"))
+    first, second = next(frames), next(frames)
+    assert isinstance(first, commands.Queue.DeleteOk)
+    assert isinstance(second, commands.Basic.Cancel) and second.consumer_tag == "c1"
+    sock.close()

@@ -299,10 +299,12 @@ def queue_delete(s: ClientSession, ch: ChannelState, m: spec.Queue.Delete) -> No
     s.check("configure", "queue", m.queue)
     queue = s.vhost.queues.get(m.queue)
     count = s.vhost.delete_queue(m.queue, if_unused=m.if_unused, if_empty=m.if_empty, owner=s)
-    if queue is not None:
-        s.queue_gone(queue)
+    # delete-ok first, then the basic.cancel of the queue's consumers, as RabbitMQ orders them:
+    # py-amqp and kombu treat a cancel that arrives while they wait for delete-ok as an error
     if not m.nowait:
         s.reply(ch, spec.Queue.DeleteOk(message_count=count))
+    if queue is not None:
+        s.queue_gone(queue)
 
 
 # ---- basic ---------------------------------------------------------------------------
