@@ -16,7 +16,7 @@ import pamqp.header
 import pika
 import pytest
 from pamqp import commands
-from pika.exceptions import ChannelClosedByBroker, UnroutableError
+from pika.exceptions import ChannelClosedByBroker, ConnectionClosedByBroker, UnroutableError
 
 from warren.embed import ThreadedNode
 
@@ -335,3 +335,11 @@ def test_queue_delete_ok_comes_before_the_cancel_of_its_own_consumer(node: Threa
     assert isinstance(first, commands.Queue.DeleteOk)
     assert isinstance(second, commands.Basic.Cancel) and second.consumer_tag == "c1"
     sock.close()
+
+
+def test_channel_flow_off_is_not_implemented_as_in_rabbitmq(node: ThreadedNode, connection) -> None:
+    channel = connection.channel()
+    channel.flow(True)  # flow on is a no-op and answered
+    with pytest.raises(ConnectionClosedByBroker) as info:
+        channel.flow(False)
+    assert (info.value.reply_code, info.value.reply_text) == (540, "NOT_IMPLEMENTED - active=false")

@@ -461,6 +461,8 @@ def tx_rollback(s: ClientSession, ch: ChannelState, m: spec.Tx.Rollback) -> None
 
 @handles(spec.Channel.Flow)
 def channel_flow(s: ClientSession, ch: ChannelState, m: spec.Channel.Flow) -> None:
+    if not m.active:  # RabbitMQ stops no deliveries for a client: a connection error (Go client tests it)
+        raise not_implemented("active=false")
     ch.flow_active = m.active
     s.reply(ch, spec.Channel.FlowOk(active=m.active))
     for queue in ch.consumers.values():
