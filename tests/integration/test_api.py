@@ -69,31 +69,42 @@ def test_auth_and_tags(node: ThreadedNode, api: ManagementClient) -> None:
     anonymous = requests.get(f"{url}/api/overview", timeout=5)
     assert anonymous.status_code == 401
     assert anonymous.headers["WWW-Authenticate"].startswith("Basic")
-    assert anonymous.json()["error"] == "not_authorised"
-    assert requests.get(f"{url}/api/overview", auth=("guest", "wrong"), timeout=5).status_code == 401
+    assert anonymous.json()["error"] == "not_authorized"  # RabbitMQ 3.10's spelling for a failed login
+    wrong = requests.get(f"{url}/api/overview", auth=("guest", "wrong"), timeout=5)
+    assert wrong.status_code == 401 and wrong.json() == {"error": "not_authorized", "reason": "Login failed"}
 
     api.put("/api/users/plain", {"password": "p1", "tags": ""})
     api.put("/api/users/mgr", {"password": "p2", "tags": "management"})
     api.put("/api/users/mon", {"password": "p3", "tags": ["monitoring"]})
     api.put("/api/permissions/%2F/mgr", {"configure": ".*", "write": ".*", "read": ".*"})
     no_tag = requests.get(f"{url}/api/overview", auth=("plain", "p1"), timeout=5)
-    assert no_tag.status_code == 401 and no_tag.json()["reason"] == "Not management user"
+    assert no_tag.status_code == 401 and no_tag.json() == {"error": "not_authorised", "reason": "Not management user"}
     assert requests.get(f"{url}/api/whoami", auth=("mgr", "p2"), timeout=5).json() == {
         "name": "mgr", "tags": ["management"]}
+    # a logged-in user refused for a missing tag or vhost gets 401 "not_authorised", as from
+    # RabbitMQ 3.10 (measured), without WWW-Authenticate so browsers do not ask for a password
     users_as_mgr = requests.get(f"{url}/api/users", auth=("mgr", "p2"), timeout=5)
-    assert users_as_mgr.status_code == 403 and users_as_mgr.json()["reason"] == "Not administrator user"
+    assert users_as_mgr.status_code == 401
+    assert users_as_mgr.json() == {"error": "not_authorised", "reason": "Not administrator user"}
+    assert "WWW-Authenticate" not in users_as_mgr.headers
+    assert requests.get(f"{url}/api/definitions", auth=("mgr", "p2"), timeout=5).status_code == 401
+    nodes_as_mgr = requests.get(f"{url}/api/nodes", auth=("mgr", "p2"), timeout=5)
+    assert nodes_as_mgr.status_code == 401 and nodes_as_mgr.json()["reason"] == "Not monitor user"
+    node_name = api.get("/api/nodes")[0]["name"]
+    assert requests.get(f"{url}/api/nodes/{node_name}", auth=("mgr", "p2"), timeout=5).status_code == 401
+    assert requests.get(f"{url}/api/nodes/{node_name}", auth=("mon", "p3"), timeout=5).json()["name"] == node_name
     # management may declare in its vhost, but not set policies; monitoring may read but not write
     assert requests.put(f"{url}/api/queues/%2F/mgr-q", json={}, auth=("mgr", "p2"), timeout=5).status_code == 201
     policy = requests.put(f"{url}/api/policies/%2F/p", json={"pattern": "x", "definition": {}},
                           auth=("mgr", "p2"), timeout=5)
-    assert policy.status_code == 403
+    assert policy.status_code == 401 and policy.json()["reason"] == "Not policymaker user"
     assert requests.get(f"{url}/api/connections", auth=("mon", "p3"), timeout=5).status_code == 200
     mon_write = requests.put(f"{url}/api/queues/%2F/mon-q", json={}, auth=("mon", "p3"), timeout=5)
-    assert mon_write.status_code == 403
+    assert mon_write.status_code == 401
     # mgr has no permissions on a new vhost: it does not see it
     api.put("/api/vhosts/private")
     assert "private" not in [v["name"] for v in requests.get(f"{url}/api/vhosts", auth=("mgr", "p2"), timeout=5).json()]
-    assert requests.get(f"{url}/api/queues/private", auth=("mgr", "p2"), timeout=5).status_code == 403
+    assert requests.get(f"{url}/api/queues/private", auth=("mgr", "p2"), timeout=5).status_code == 401
     for user in ("plain", "mgr", "mon"):
         api.delete(f"/api/users/{user}")
     api.delete("/api/queues/%2F/mgr-q")
@@ -113,7 +124,7 @@ def test_errors_are_rabbitmq_shaped(node: ThreadedNode, api: ManagementClient) -
                            auth=("guest", "guest"), timeout=5)
     assert bad_arg.status_code == 400 and bad_arg.json()["error"] == "bad_request"
     reserved = requests.put(f"{url}/api/queues/%2F/amq.mine", json={}, auth=("guest", "guest"), timeout=5)
-    assert reserved.status_code == 403
+    assert reserved.status_code == 401 and reserved.json()["error"] == "not_authorised"
 
 
 def test_queue_lifecycle_publish_get_purge_delete(node: ThreadedNode, api: ManagementClient) -> None:
@@ -284,6 +295,40 @@ def test_health_checks_answer_without_credentials(node: ThreadedNode) -> None:
     alive = requests.get(f"{url}/api/aliveness-test/%2F", auth=("guest", "guest"), timeout=5)
     assert alive.json() == {"status": "ok"}
     assert requests.get(f"{url}/api/aliveness-test/%2F", timeout=5).status_code == 401
+
+
+def test_health_check_details_only_with_credentials(node: ThreadedNode) -> None:
+    url = node.http_url
+    auth = ("guest", "guest")
+    quorum = requests.get(f"{url}/api/health/checks/node-is-quorum-critical", auth=auth, timeout=5)
+    assert quorum.json() == {"status": "ok", "reason": "single node cluster"}  # as RabbitMQ 3.10
+    closed_port = requests.get(f"{url}/api/health/checks/port-listener/1", auth=auth, timeout=5)
+    assert closed_port.status_code == 503
+    assert closed_port.json()["missing"] == 1 and node.amqp_port in closed_port.json()["ports"]
+    anonymous = requests.get(f"{url}/api/health/checks/port-listener/1", timeout=5).json()
+    assert "ports" not in anonymous and "missing" not in anonymous
+    bad_port = requests.get(f"{url}/api/health/checks/port-listener/abc", timeout=5)
+    assert bad_port.status_code == 400 and bad_port.json()["error"] == "bad_request"
+    assert requests.get(f"{url}/api/aliveness-test/no-such-vhost", auth=auth, timeout=5).status_code == 404
+    assert requests.get(f"{url}/api/nodes/nobody@nowhere", auth=auth, timeout=5).status_code == 404
+    node_name = requests.get(f"{url}/api/nodes", auth=auth, timeout=5).json()[0]["name"]
+    one = requests.get(f"{url}/api/nodes/{node_name}", auth=auth, timeout=5).json()
+    assert one["running"] is True and one["mem_used"] > 0 and one["disk_free"] > 0
+    assert {"mem_alarm", "disk_free_alarm", "fd_used", "sockets_used", "uptime", "partitions"} <= one.keys()
+
+
+def test_health_checks_fail_with_503_during_a_resource_alarm() -> None:
+    # a memory watermark of one byte: the node is always above it, so the memory alarm is on
+    with run_node(http_port=0, limits=Limits(memory_high_watermark_bytes=1)) as alarmed:
+        url = alarmed.http_url
+        auth = ("guest", "guest")
+        assert wait_for(lambda: requests.get(f"{url}/api/nodes", auth=auth, timeout=5).json()[0]["mem_alarm"])
+        for check in ("alarms", "local-alarms"):
+            anonymous = requests.get(f"{url}/api/health/checks/{check}", timeout=5)
+            assert anonymous.status_code == 503
+            assert anonymous.json() == {"status": "failed", "reason": "resource alarm(s) in effect"}
+            detailed = requests.get(f"{url}/api/health/checks/{check}", auth=auth, timeout=5).json()
+            assert {"node": "warren@localhost", "resource": "memory"} in detailed["alarms"]
 
 
 def test_health_checks_can_require_auth() -> None:

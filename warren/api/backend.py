@@ -3,7 +3,8 @@
 Every object is a plain dict already shaped as RabbitMQ's management API shows it, so the
 HTTP layer only filters, sorts and serialises. Operating errors (absent objects, refused
 operations, bad arguments) are raised as ``warren.errors.AMQPError`` with the reply code
-RabbitMQ would use; the HTTP layer maps 404 -> 404, 403 -> 403 and the rest to 400.
+RabbitMQ would use; the HTTP layer maps 404 -> 404, 403 -> 401 (as RabbitMQ 3.x's management
+API answers refusals) and the rest to 400.
 """
 
 from __future__ import annotations

@@ -44,11 +44,15 @@ def not_found(reason: str = "Not Found") -> HTTPProblem:
 
 
 def forbidden(reason: str) -> HTTPProblem:
-    return HTTPProblem(403, "not_authorised", reason)
+    """An authenticated user without the tag or vhost access: RabbitMQ 3.x answers these with
+    401 ``not_authorised`` (not 403; its code says "consider changing to 403 in 4.0"), and
+    without a WWW-Authenticate header, so a browser does not ask for another password."""
+    return HTTPProblem(401, "not_authorised", reason)
 
 
 def unauthorised(reason: str = "Login failed") -> HTTPProblem:
-    return HTTPProblem(401, "not_authorised", reason, {"WWW-Authenticate": REALM})
+    """Missing or wrong credentials: RabbitMQ 3.10 spells this error ``not_authorized``."""
+    return HTTPProblem(401, "not_authorized", reason, {"WWW-Authenticate": REALM})
 
 
 def problem_from_amqp(error: AMQPError) -> HTTPProblem:
@@ -170,7 +174,7 @@ class Api:
             raise unauthorised("Login failed")
         tags = frozenset(user["tags"])
         if not tags & MANAGEMENT_TAGS:
-            raise unauthorised("Not management user")
+            raise forbidden("Not management user")
         return Caller(user["name"], tags)
 
     async def dispatch(self, request: web.Request) -> web.StreamResponse:

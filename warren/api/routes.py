@@ -22,6 +22,7 @@ from warren.api.http import (
     read_json,
 )
 from warren.api.rates import RateTracker
+from warren.errors import AMQPError
 
 NO_CONTENT = 204
 GET_ACKMODES = {"ack_requeue_true": True, "reject_requeue_true": True,
@@ -95,9 +96,11 @@ class Endpoints:
         return json_response({"name": caller.name, "tags": sorted(caller.tags)})
 
     async def nodes(self, request: web.Request, caller: Caller) -> web.Response:
+        self._monitor(caller)
         return json_response(self.b.nodes())
 
     async def node(self, request: web.Request, caller: Caller, name: str) -> web.Response:
+        self._monitor(caller)
         return json_response(self._one(self.b.nodes(), name=name))
 
     async def health_alarms(self, request: web.Request, caller: Caller | None) -> web.Response:
@@ -124,7 +127,10 @@ class Endpoints:
         return json_response(body, 503)
 
     async def health_quorum_critical(self, request: web.Request, caller: Caller | None) -> web.Response:
-        return json_response({"status": "ok"})  # single node, no quorum queues yet
+        body = {"status": "ok"}  # single node, no quorum queues yet
+        if caller is not None:
+            body["reason"] = "single node cluster"
+        return json_response(body)
 
     async def aliveness(self, request: web.Request, caller: Caller, vhost: str) -> web.Response:
         self._require_vhost_write(caller, vhost)
@@ -263,10 +269,9 @@ class Endpoints:
         self._require_vhost_write(caller, vhost)
         if request.method == "PUT":
             body = await read_json(request)
-            if "type" not in body:
-                raise bad_request("exchange type is required")
             existed = any(x["name"] == name for x in self.b.exchanges(vhost))
-            self.b.declare_exchange(vhost, name, str(body["type"]), bool(body.get("durable", True)),
+            # absent keys take exchange.declare's defaults, as RabbitMQ's API does: direct, transient
+            self.b.declare_exchange(vhost, name, str(body.get("type", "direct")), bool(body.get("durable", False)),
                                     bool(body.get("auto_delete", False)), bool(body.get("internal", False)),
                                     dict(body.get("arguments") or {}))
             return _created(existed)
@@ -293,7 +298,11 @@ class Endpoints:
         properties = dict(body.get("properties") or {})
         if "delivery_mode" in properties:
             properties["delivery_mode"] = int(properties["delivery_mode"])
-        routed = self.b.publish(vhost, name, str(body["routing_key"]), data, properties)
+        try:
+            routed = self.b.publish(vhost, name, str(body["routing_key"]), data, properties)
+        except AMQPError as error:
+            # RabbitMQ publishes through a channel and reports the channel error as a 400
+            raise bad_request(f"{int(error.code)} {error.reply_text()}") from None
         return json_response({"routed": routed})
 
     async def exchange_bindings(self, request: web.Request, caller: Caller, vhost: str, name: str,
@@ -334,7 +343,8 @@ class Endpoints:
             if not isinstance(arguments, dict):
                 raise bad_request("arguments must be an object")
             existed = any(q["name"] == name for q in self.b.queues(vhost))
-            self.b.declare_queue(vhost, name, bool(body.get("durable", True)),
+            # absent keys take queue.declare's defaults, as RabbitMQ's API does: transient
+            self.b.declare_queue(vhost, name, bool(body.get("durable", False)),
                                  bool(body.get("auto_delete", False)), arguments)
             return _created(existed)
         self.b.delete_queue(vhost, name, flag(request, "if-unused"), flag(request, "if-empty"))

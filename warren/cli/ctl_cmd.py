@@ -60,7 +60,11 @@ def _call(ctx: typer.Context, method: str, path: str, body: Any = None) -> Any:
               f"node is running and that --node/WARREN_CTL_URL names its HTTP port "
               f"(try: curl {error.url}/api/health/checks/alarms)", EXIT_UNAVAILABLE)
     except APIError as error:
-        hint = " (check --user/--password or WARREN_CTL_USER/WARREN_CTL_PASSWORD)" if error.status == 401 else ""
+        hint = ""
+        if error.status == 401 and error.reason in ("Login failed", "Not_Authorized"):
+            hint = " (check --user/--password or WARREN_CTL_USER/WARREN_CTL_PASSWORD)"
+        elif error.status == 401:
+            hint = " (the user lacks a tag or vhost permission; see list_users and list_permissions)"
         _fail(f"{error.reason or 'HTTP ' + str(error.status)}{hint}", EXIT_ERROR)
 
 

@@ -28,9 +28,14 @@ async function api(method, path, body, extraHeaders) {
   const headers = { Authorization: "Basic " + auth, "X-Requested-With": "XMLHttpRequest", ...(extraHeaders || {}) };
   if (body !== undefined) headers["Content-Type"] = "application/json";
   const resp = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-  if (resp.status === 401) { logout("Login failed"); throw new Error("unauthorised"); }
   const text = await resp.text();
   const data = text ? JSON.parse(text) : null;
+  // RabbitMQ's API answers both bad credentials ("not_authorized") and refusals of a logged-in
+  // user ("not_authorised": a tag or vhost it lacks) with 401; only the former logs out.
+  if (resp.status === 401 && !(data && data.error === "not_authorised" && data.reason !== "Not management user")) {
+    logout((data && data.reason) || "Login failed");
+    throw new Error("unauthorised");
+  }
   if (!resp.ok) throw new Error((data && data.reason) || resp.statusText);
   return data;
 }
