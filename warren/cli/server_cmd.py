@@ -48,7 +48,7 @@ def server(
     prometheus_port: int = typer.Option(15692, envvar="WARREN_PROMETHEUS_PORT", help="Prometheus port; -1 disables."),
     bind: str = typer.Option("127.0.0.1", envvar="WARREN_BIND", help="Address to listen on."),
     node_name: str = typer.Option("warren@localhost", envvar="WARREN_NODE_NAME"),
-    config: str | None = typer.Option(None, envvar="WARREN_CONFIG", help="TOML file with these settings and [limits]."),
+    config: str | None = typer.Option(None, envvar="WARREN_CONFIG", help="TOML file with these settings and a limits table (see README)."),
     tls_port: int | None = typer.Option(None, envvar="WARREN_TLS_PORT", help="AMQPS port (e.g. 5671)."),
     tls_cert: str | None = typer.Option(None, envvar="WARREN_TLS_CERT", help="PEM certificate chain."),
     tls_key: str | None = typer.Option(None, envvar="WARREN_TLS_KEY", help="PEM private key."),
