@@ -102,8 +102,13 @@ def test_users_vhosts_permissions(node: ThreadedNode) -> None:
     ctl(node, "set_user_tags", "carol", "monitoring", "policymaker")
     assert {"user": "carol", "tags": "[monitoring, policymaker]"} in rows(node, "list_users")
     ctl(node, "set_permissions", "-p", "ctl-vh", "carol", "^carol-.*", ".*", ".*")
-    assert rows(node, "list_permissions", "-p", "ctl-vh") == [
-        {"user": "carol", "configure": "^carol-.*", "write": ".*", "read": ".*"}]
+    # add_vhost goes through the HTTP API, which (as RabbitMQ's) gives the creating user access
+    assert sorted(rows(node, "list_permissions", "-p", "ctl-vh"), key=lambda p: p["user"]) == [
+        {"user": "carol", "configure": "^carol-.*", "write": ".*", "read": ".*"},
+        {"user": "guest", "configure": ".*", "write": ".*", "read": ".*"}]
+    table = ctl(node, "list_permissions", "-p", "ctl-vh").splitlines()
+    assert table[:2] == ['Listing permissions for vhost "ctl-vh" ...', "user\tconfigure\twrite\tread"]
+    assert "carol\t^carol-.*\t.*\t.*" in table
     conn = amqp(node, "carol", "s3cret", "ctl-vh")
     conn.channel().queue_declare("carol-q")
     conn.close()
@@ -152,8 +157,54 @@ def test_node_down_is_one_line_naming_the_url() -> None:
     result = subprocess.run([sys.executable, "-m", "warren.cli", "ctl", "--node", url, "list_queues"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 69
+    assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and url in lines[0] and "check that the node is running" in lines[0]
+    assert f"curl {url}/api/health/checks/alarms" in lines[0]
+
+
+def test_every_command_reports_a_stopped_node_in_one_line(tmp_path: Path) -> None:
+    with run_node(http_port=0) as doomed:
+        url = str(doomed.http_url)
+        ctl(doomed, "status")  # it answers while it runs
+    # the node is stopped now: each kind of command (read, write, delete, file import/export) says so
+    (tmp_path / "defs.json").write_text("{}")
+    commands = [
+        ["status"], ["cluster_status"], ["list_queues", "name", "messages"], ["list_exchanges"], ["list_bindings"],
+        ["list_connections"], ["list_channels"], ["list_consumers"], ["list_users"], ["list_vhosts"],
+        ["list_permissions"], ["list_policies"], ["add_user", "u", "p"], ["delete_user", "u"],
+        ["change_password", "u", "p"], ["set_user_tags", "u", "management"], ["add_vhost", "v"],
+        ["delete_vhost", "v"], ["set_permissions", "u", ".*", ".*", ".*"], ["set_policy", "p", ".*", "{}"],
+        ["clear_policy", "p"], ["purge_queue", "q"], ["delete_queue", "q"], ["close_connection", "c", "bye"],
+        ["export_definitions", str(tmp_path / "out.json")], ["import_definitions", str(tmp_path / "defs.json")],
+    ]
+    for command in commands:
+        result = CliRunner().invoke(app, ["ctl", "--node", url, *command])
+        assert result.exit_code == 69, (command, result.output)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and url in lines[0] and "check that the node is running" in lines[0], (command, lines)
+    assert not (tmp_path / "out.json").exists()
+
+
+def test_user_and_password_from_flags_and_environment(node: ThreadedNode) -> None:
+    ctl(node, "add_user", "dave", "d4ve")
+    ctl(node, "set_user_tags", "dave", "administrator")
+    flags = CliRunner().invoke(app, ["ctl", "--node", str(node.http_url), "--user", "dave", "--password", "d4ve",
+                                     "--formatter", "json", "list_users"])
+    assert flags.exit_code == 0, flags.output
+    assert {"user": "dave", "tags": "[administrator]"} in json.loads(flags.stdout)
+    env = CliRunner().invoke(app, ["ctl", "--formatter", "json", "list_vhosts"],
+                             env={"WARREN_CTL_URL": str(node.http_url), "WARREN_CTL_USER": "dave",
+                                  "WARREN_CTL_PASSWORD": "d4ve"})
+    assert env.exit_code == 0, env.output
+    assert {"name": "/"} in json.loads(env.stdout)
+    # a user without the administrator tag is refused by the node: exit 70 and what to check
+    ctl(node, "set_user_tags", "dave", "management")
+    refused = CliRunner().invoke(app, ["ctl", "--node", str(node.http_url), "-u", "dave", "--password", "d4ve",
+                                       "list_users"])
+    assert refused.exit_code == 70
+    assert "Not administrator user" in refused.stderr and "lacks a tag" in refused.stderr
+    ctl(node, "delete_user", "dave")
 
 
 def test_bad_credentials_from_env(node: ThreadedNode) -> None:

@@ -185,7 +185,10 @@ class Endpoints:
     async def vhost(self, request: web.Request, caller: Caller, vhost: str) -> web.Response:
         if request.method == "PUT":
             self._admin(caller)
-            return _created(not self.b.put_vhost(vhost))
+            created = self.b.put_vhost(vhost)
+            if created:  # as RabbitMQ's API: the user who creates a vhost gets full access to it
+                self.b.put_permission(vhost, caller.name, ".*", ".*", ".*")
+            return _created(not created)
         if request.method == "DELETE":
             self._admin(caller)
             self.b.delete_vhost(vhost)
