@@ -19,6 +19,7 @@ import random
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import typer
@@ -28,12 +29,14 @@ from warren.errors import PeerProtocolError
 from warren.io.peer import FrameDecoder, PeerTransport, encode_frame
 from warren.io.raft_host import ProposalFailed, RaftHost
 from warren.limits import Limits
+from warren.raft.node import RaftNode
+from warren.raft.types import message_from_wire
+from warren.store.raft_group_storage import GroupStorage
 from warren.store.raft_store import GroupId, RaftStore
 
 log = logging.getLogger("warren.raft")
 
 CLIENT_MAX_FRAME = 16 * 1024 * 1024
-DEFAULT_CORE = "standin"  # "raft" once warren/raft/node.py is committed
 
 
 @dataclass
@@ -153,10 +156,11 @@ class RaftClient:
                         future.set_result(rest)
         except (OSError, PeerProtocolError) as exc:
             error = exc
-        for future in self._waiting.values():
-            if not future.done():
-                future.set_exception(error)
-        self._waiting.clear()
+        finally:  # also on close(): nobody waits for a reply that cannot come
+            for future in self._waiting.values():
+                if not future.done():
+                    future.set_exception(error)
+            self._waiting.clear()
 
     async def request(self, *args: Any) -> list[Any]:
         rid = next(self._ids)
@@ -209,7 +213,6 @@ class NodeOptions:
     tick_ms: float
     seed: int
     keep_log: bool
-    core: str = DEFAULT_CORE
 
 
 async def run_node(options: NodeOptions) -> None:
@@ -223,10 +226,21 @@ async def run_node(options: NodeOptions) -> None:
         assert transport is not None
         transport.send(peer, wire)
 
-    decode, build = _core(options, store, rng, limits)
-    host = RaftHost(options.node_id, store, send, decode, machine, options.tick_ms / 1000)
+    host = RaftHost(
+        options.node_id, store, send, message_from_wire, machine, options.tick_ms / 1000
+    )
+    voters = tuple(sorted(options.peers))
+    build = partial(
+        RaftNode,
+        options.node_id,
+        rng=rng,
+        voters=voters,
+        election_ticks=ELECTION_TICKS,
+        heartbeat_ticks=HEARTBEAT_TICKS,
+        limits=limits,
+    )
     for group in range(options.groups):
-        host.add_group(group, build(group))
+        host.add_group(group, build(group, GroupStorage(store, group)))
     transport = PeerTransport(
         options.node_id,
         options.peers[options.node_id],
@@ -263,37 +277,6 @@ ELECTION_TICKS = 30
 HEARTBEAT_TICKS = 5
 
 
-def _core(
-    options: NodeOptions, store: RaftStore, rng: random.Random, limits: Limits
-) -> tuple[Callable[[Any], Any], Callable[[GroupId], Any]]:
-    """(message decoder, group -> node builder) of the chosen Raft core."""
-    voters = tuple(sorted(options.peers))
-    if options.core == "standin":
-        from warren.io.raft_standin import StandinNode, message_from_wire
-
-        def build_standin(group: GroupId) -> Any:
-            return StandinNode(options.node_id, group, list(voters), store, rng, limits)
-
-        return message_from_wire, build_standin
-    from warren.raft.node import RaftNode
-    from warren.raft.types import message_from_wire as decode
-    from warren.store.raft_group_storage import GroupStorage
-
-    def build(group: GroupId) -> Any:
-        return RaftNode(
-            options.node_id,
-            group,
-            GroupStorage(store, group),
-            rng,
-            voters=voters,
-            election_ticks=ELECTION_TICKS,
-            heartbeat_ticks=HEARTBEAT_TICKS,
-            limits=limits,
-        )
-
-    return decode, build
-
-
 @app.command("raft-node", hidden=True)
 def raft_node(
     node_id: int = typer.Option(..., "--id", help="This node's id (a key of --peers)."),
@@ -305,17 +288,12 @@ def raft_node(
     tick_ms: float = typer.Option(10.0, help="Raft tick interval."),
     seed: int = typer.Option(1, help="Seed of the election-timeout randomness."),
     keep_log: bool = typer.Option(True, help="Keep applied payloads in memory (for GET log)."),
-    core: str = typer.Option(
-        DEFAULT_CORE, help="raft (warren.raft) or standin (warren/io/raft_standin.py)."
-    ),
 ) -> None:
     """Run one node of a test Raft cluster hosting K replicated-log groups."""
     peer_map = parse_peers(peers)
     if node_id not in peer_map:
         raise typer.BadParameter(f"--id {node_id} is not in --peers")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-    if core not in ("raft", "standin"):
-        raise typer.BadParameter("--core must be raft or standin")
     options = NodeOptions(
         node_id,
         peer_map,
@@ -326,7 +304,6 @@ def raft_node(
         tick_ms,
         seed,
         keep_log,
-        core,
     )
     try:
         import uvloop
@@ -406,7 +383,6 @@ class LocalCluster:
         nodes: int = 3,
         groups: int = 1,
         keep_log: bool = True,
-        core: str = DEFAULT_CORE,
         tick_ms: float = 10.0,
         secret: str = "bench-secret",
     ) -> None:
@@ -434,8 +410,6 @@ class LocalCluster:
                 "--seed",
                 str(node_id),
                 "--keep-log" if keep_log else "--no-keep-log",
-                "--core",
-                core,
             ]
             self.nodes[node_id] = NodeProcess(node_id, args, ports[nodes + i])
 
@@ -551,12 +525,11 @@ async def run_bench(
     inflight: int,
     seconds: float,
     failover: bool,
-    core: str = DEFAULT_CORE,
 ) -> dict[str, Any]:
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="warren-bench-raft-") as base:
-        cluster = LocalCluster(base, nodes=3, groups=groups, keep_log=False, core=core)
+        cluster = LocalCluster(base, nodes=3, groups=groups, keep_log=False)
         await cluster.start()
         try:
             result = await _drive(cluster, groups, entry_size, inflight, seconds)
@@ -578,15 +551,11 @@ def register_bench() -> None:
         seconds: float = typer.Option(10.0, help="How long to drive proposals."),
         failover: bool = typer.Option(True, help="Then kill -9 a leader and time the failover."),
         json_output: bool = typer.Option(False, "--json", help="Print one JSON object."),
-        core: str = typer.Option(
-            DEFAULT_CORE, help="raft (warren.raft) or standin (the stand-in node)."
-        ),
     ) -> None:
         """Committed entries/s and commit latency of 3 real raft-node processes (fsync on)."""
         import json
 
-        result = asyncio.run(run_bench(groups, entry_size, inflight, seconds, failover, core))
-        result["core"] = core
+        result = asyncio.run(run_bench(groups, entry_size, inflight, seconds, failover))
         if json_output:
             typer.echo(json.dumps(result))
             return
