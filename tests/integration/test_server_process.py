@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import signal
 import threading
 from pathlib import Path
 
+import aio_pika
+import aio_pika.abc
+import aio_pika.exceptions
 import pika
 import pytest
 
@@ -132,3 +137,57 @@ def test_bad_setting_gets_a_clear_error(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "max_message_size" in result.stderr
+
+
+async def _publish_and_consume_until_killed(url: str, server: ServerProcess) -> tuple[set[int], set[int]]:
+    """Many publishes in flight and a consumer acking, until kill -9 lands mid-stream."""
+    confirmed: set[int] = set()
+    acked: set[int] = set()
+    connection = await aio_pika.connect(url)
+    publisher = await connection.channel(publisher_confirms=True)
+    queue = await publisher.declare_queue("crash-window", durable=True)
+    consumer_channel = await connection.channel()
+    await consumer_channel.set_qos(prefetch_count=50)
+
+    async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        number = int(message.body)
+        if number % 2 == 0:  # ack the even ones; odd ones stay unacked until the crash
+            await message.ack()
+            acked.add(number)
+
+    consumer_queue = await consumer_channel.get_queue("crash-window")
+    await consumer_queue.consume(on_message)
+
+    async def publish(number: int) -> None:
+        await publisher.default_exchange.publish(
+            aio_pika.Message(str(number).encode(), delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+            routing_key=queue.name)
+        confirmed.add(number)
+
+    try:
+        for start in range(0, 100_000, 200):  # windows of 200 unconfirmed publishes
+            await asyncio.gather(*(publish(n) for n in range(start, start + 200)))
+            if len(confirmed) >= 3000 and server.proc.poll() is None:
+                server.proc.kill()  # the next window is in flight when the node dies
+    except (aio_pika.exceptions.AMQPError, ConnectionError, asyncio.CancelledError, RuntimeError):
+        pass
+    with contextlib.suppress(Exception):
+        await connection.close()
+    return confirmed, acked
+
+
+def test_kill_with_many_confirms_in_flight_keeps_every_confirmed_unacked_message_once(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    server = start_server(data)
+    confirmed, acked = asyncio.run(_publish_and_consume_until_killed(server.url, server))
+    server.proc.wait(timeout=20)
+    assert len(confirmed) >= 3000
+    restarted = start_server(data)
+    try:
+        got = [int(body) for body, _ in _drain(restarted.url, "crash-window")]
+        assert len(got) == len(set(got)), "a restart duplicated messages"
+        missing = confirmed - acked - set(got)
+        assert not missing, f"{len(missing)} confirmed, unacknowledged messages lost, e.g. {sorted(missing)[:5]}"
+        assert set(got) <= set(range(max(confirmed) + 400)), "a message nobody published appeared"
+    finally:
+        restarted.stop()
