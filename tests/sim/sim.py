@@ -363,10 +363,12 @@ class Simulation:
             return
         r = self.rng.random()
         if r < self.p.crash_rate:
-            n = self.rng.choice(self.node_ids)
-            if self.alive[n]:
-                self._crash(n)
-                self._schedule(self.rng.randint(5, 60) * TICK, "restart", n)
+            # Sometimes a whole-cluster power loss: every unfsynced write everywhere is gone.
+            everyone = self.rng.random() < 0.3
+            for n in self.node_ids if everyone else [self.rng.choice(self.node_ids)]:
+                if self.alive[n]:
+                    self._crash(n)
+                    self._schedule(self.rng.randint(5, 60) * TICK, "restart", n)
         r = self.rng.random()
         if r < self.p.partition_rate:
             if self.blocked:
