@@ -211,6 +211,8 @@ class Message:
 
 
 WIRE_FIELDS = 16
+_MSG_TYPES = {int(t): t for t in MsgType}
+_ENTRY_KINDS = {int(k): k for k in EntryKind}
 
 
 def _is_nat(x: Any) -> bool:
@@ -227,11 +229,11 @@ def entry_from_wire(obj: Any) -> Entry:
     term, index, kind, data = obj
     if not (_is_nat(term) and _is_id(index)):
         raise PeerProtocolError("raft entry term/index must be integers")
-    if kind not in tuple(EntryKind) or type(kind) is not int:
+    if type(kind) is not int or kind not in _ENTRY_KINDS:
         raise PeerProtocolError(f"unknown raft entry kind {kind!r}")
     if not isinstance(data, bytes):
         raise PeerProtocolError("raft entry data must be bytes")
-    return Entry(term, index, EntryKind(kind), data)
+    return Entry(term, index, _ENTRY_KINDS[kind], data)
 
 
 def message_from_wire(obj: Any) -> Message:
@@ -240,14 +242,15 @@ def message_from_wire(obj: Any) -> Message:
         raise PeerProtocolError("malformed raft message")
     (kind, group, frm, to, term, log_term, index, commit, reject, hint, context,
      entries, snapshot, offset, data, done) = obj  # fmt: skip
-    if type(kind) is not int or kind not in tuple(MsgType):
+    if type(kind) is not int or kind not in _MSG_TYPES:
         raise PeerProtocolError(f"unknown raft message type {kind!r}")
     if not (isinstance(group, str) or type(group) is int):
         raise PeerProtocolError("raft group id must be str or int")
     if not (_is_id(frm) and _is_id(to)):
         raise PeerProtocolError("raft node ids must be positive integers")
-    if not all(_is_nat(x) for x in (term, log_term, index, commit, hint, offset)):
-        raise PeerProtocolError("raft message numbers must be non-negative integers")
+    for x in (term, log_term, index, commit, hint, offset):
+        if type(x) is not int or x < 0:
+            raise PeerProtocolError("raft message numbers must be non-negative integers")
     if not (isinstance(reject, bool) and isinstance(done, bool)):
         raise PeerProtocolError("raft message flags must be booleans")
     if not (isinstance(context, bytes) and isinstance(data, bytes)):
@@ -264,6 +267,6 @@ def message_from_wire(obj: Any) -> Message:
     if kind == MsgType.SNAPSHOT and meta is None:
         raise PeerProtocolError("snapshot chunk without metadata")
     return Message(
-        MsgType(kind), group, frm, to, term, log_term, index, commit, reject, hint, context,
+        _MSG_TYPES[kind], group, frm, to, term, log_term, index, commit, reject, hint, context,
         decoded, meta, offset, data, done,
     )  # fmt: skip
