@@ -64,6 +64,27 @@ def test_overview_has_rabbitmq_shape_and_counts_a_pika_queue(node: ThreadedNode,
     api.delete("/api/queues/%2F/ov-q")
 
 
+def test_queue_objects_show_how_fast_their_depth_changes(node: ThreadedNode, api: ManagementClient) -> None:
+    conn = amqp(node)
+    ch = conn.channel()
+    ch.queue_declare("rate-q")
+    assert api.get("/api/queues/%2F/rate-q")["messages_details"] == {"rate": 0.0}
+    deadline = time.monotonic() + 10
+    rate = 0.0
+    while time.monotonic() < deadline and rate <= 0:  # publish until the sampler sees the growth
+        for _ in range(20):
+            ch.basic_publish("", "rate-q", b"x")
+        conn.process_data_events(0.1)
+        queue = api.get("/api/queues/%2F/rate-q")
+        rate = queue["messages_details"]["rate"]
+    assert rate > 0 and queue["messages_ready_details"]["rate"] > 0
+    assert queue["messages_unacknowledged_details"] == {"rate": 0.0}
+    listed = [q for q in api.get("/api/queues/%2F") if q["name"] == "rate-q"]
+    assert listed[0]["messages_details"]["rate"] > 0
+    conn.close()
+    api.delete("/api/queues/%2F/rate-q")
+
+
 def test_auth_and_tags(node: ThreadedNode, api: ManagementClient) -> None:
     url = node.http_url
     anonymous = requests.get(f"{url}/api/overview", timeout=5)

@@ -73,6 +73,9 @@ class ManagementBackend(Protocol):
 
     def queues(self, vhost: str | None) -> list[dict[str, Any]]: ...
 
+    def queue_depths(self) -> dict[tuple[str, str], tuple[int, int, int]]:
+        """(vhost, queue) -> (messages, ready, unacknowledged) for every queue; cheap, sampled each second."""
+
     def declare_queue(self, vhost: str, name: str, durable: bool, auto_delete: bool,
                       arguments: dict[str, Any]) -> None: ...
 

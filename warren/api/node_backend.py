@@ -349,6 +349,10 @@ class NodeBackend:
     def queues(self, vhost: str | None) -> list[dict[str, Any]]:
         return [self._queue_dict(v, q) for v in self._vhosts(vhost) for q in v.queues.values()]
 
+    def queue_depths(self) -> dict[tuple[str, str], tuple[int, int, int]]:
+        return {(v.name, q.name): (q.messages, q.messages_ready, q.messages_unacknowledged)
+                for v in self.broker.vhosts.values() for q in v.queues.values()}
+
     def declare_queue(self, vhost: str, name: str, durable: bool, auto_delete: bool,
                       arguments: dict[str, Any]) -> None:
         v = _get_vhost(self.broker, vhost)

@@ -15,6 +15,7 @@ class RateTracker:
     def __init__(self, window: float = 5.0, keep: int = 64) -> None:
         self.window = window
         self._samples: deque[tuple[float, dict[str, int]]] = deque(maxlen=keep)
+        self.depths = DepthRates(window)
 
     def sample(self, now: float, totals: dict[str, int]) -> None:
         self._samples.append((now, dict(totals)))
@@ -41,6 +42,41 @@ class RateTracker:
             stats[key] = latest.get(key, 0)
             stats[f"{key}_details"] = {"rate": self.rate(key)}
         return stats
+
+
+Depths = dict[tuple[str, str], tuple[int, int, int]]  # (vhost, queue) -> (messages, ready, unacked)
+DEPTH_KEYS = ("messages", "messages_ready", "messages_unacknowledged")
+
+
+class DepthRates:
+    """How fast each queue's depth changes (RabbitMQ's ``messages_details.rate`` and friends).
+
+    Holds three snapshots, whatever the number of queues: checkpoints taken ``window`` seconds
+    apart (the older one is the baseline, between one and two windows old once the node has run
+    that long) and the latest sample; a rate is the slope from the baseline to the latest
+    sample (positive: the queue grows)."""
+
+    def __init__(self, window: float = 5.0) -> None:
+        self.window = window
+        self._checkpoints: deque[tuple[float, Depths]] = deque(maxlen=2)
+        self._last: tuple[float, Depths] | None = None
+
+    def sample(self, now: float, depths: Depths) -> None:
+        self._last = (now, dict(depths))
+        if not self._checkpoints or now - self._checkpoints[-1][0] >= self.window:
+            self._checkpoints.append(self._last)
+
+    def details(self, vhost: str, queue: str) -> dict[str, dict[str, float]]:
+        """``{"messages_details": {"rate": r}, ...}`` for one queue (0.0 until it was sampled)."""
+        rates = [0.0, 0.0, 0.0]
+        if self._checkpoints and self._last is not None and self._last[0] > self._checkpoints[0][0]:
+            base_time, base = self._checkpoints[0]
+            # a queue the baseline does not know was created since, empty
+            before, after = base.get((vhost, queue), (0, 0, 0)), self._last[1].get((vhost, queue))
+            if after is not None:
+                elapsed = self._last[0] - base_time
+                rates = [round((a - b) / elapsed, 2) for a, b in zip(after, before, strict=True)]
+        return {f"{key}_details": {"rate": rate} for key, rate in zip(DEPTH_KEYS, rates, strict=True)}
 
 
 @dataclass

@@ -324,7 +324,7 @@ class Endpoints:
 
     # ---- queues ---------------------------------------------------------------------------------
     def _with_rates(self, queue: dict[str, Any]) -> dict[str, Any]:
-        queue.setdefault("messages_details", {"rate": 0.0})
+        queue.update(self.rates.depths.details(queue["vhost"], queue["name"]))
         return queue
 
     async def queues(self, request: web.Request, caller: Caller, vhost: str | None = None) -> web.Response:

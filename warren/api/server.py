@@ -82,7 +82,9 @@ class _Runners:
 
 async def _sample_rates(backend: ManagementBackend, rates: RateTracker) -> None:
     while True:
-        rates.sample(time.monotonic(), backend.totals())
+        now = time.monotonic()
+        rates.sample(now, backend.totals())
+        rates.depths.sample(now, backend.queue_depths())
         await asyncio.sleep(RATE_SAMPLE_SECONDS)
 
 
