@@ -357,10 +357,13 @@ function route() {
 }
 
 let refreshing = false;
+let lastRoute = null;
 async function refresh() {
   if (!auth || refreshing) return;
   refreshing = true;
   const [name, args] = route();
+  if (location.hash !== lastRoute) setStatus("");  // a message about another page is stale here
+  lastRoute = location.hash;
   document.querySelectorAll("#nav a").forEach((a) => a.classList.toggle("active", a.getAttribute("href") === "#/" + (name === "queue" ? "queues" : name)));
   try {
     const active = document.activeElement;
