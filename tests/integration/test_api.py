@@ -232,6 +232,99 @@ def test_policy_applies_at_once_and_shows_effective_definition(api: ManagementCl
     api.delete("/api/queues/%2F/pol.q")
 
 
+def publish_text(api: ManagementClient, queue: str, body: str, vhost: str = "%2F") -> bool:
+    result = api.post(f"/api/exchanges/{vhost}/amq.default/publish", {
+        "routing_key": queue, "payload": body, "payload_encoding": "string", "properties": {}})
+    return bool(result["routed"])
+
+
+def test_policy_keys_priority_and_apply_to(api: ManagementClient) -> None:
+    # priority: of two matching policies the higher one applies, alone, as in RabbitMQ
+    api.put("/api/policies/%2F/low", {"pattern": "^pk\\.", "apply-to": "queues", "priority": 1,
+                                      "definition": {"max-length": 100}})
+    api.put("/api/policies/%2F/high", {"pattern": "^pk\\.bytes$", "apply-to": "queues", "priority": 5,
+                                       "definition": {"max-length-bytes": 12, "overflow": "drop-head",
+                                                      "delivery-limit": 3}})
+    api.put("/api/queues/%2F/pk.bytes", {"durable": False})
+    api.put("/api/queues/%2F/pk.other", {"durable": False})
+    queue = api.get("/api/queues/%2F/pk.bytes")
+    assert queue["policy"] == "high"
+    assert queue["effective_policy_definition"] == {"max-length-bytes": 12, "overflow": "drop-head",
+                                                    "delivery-limit": 3}
+    assert api.get("/api/queues/%2F/pk.other")["policy"] == "low"
+    # max-length-bytes with drop-head: 5+5 bytes fit in 12; the third 5 pushes the oldest out
+    for body in ("aaaaa", "bbbbb", "ccccc"):
+        assert publish_text(api, "pk.bytes", body)
+    kept = api.post("/api/queues/%2F/pk.bytes/get", {"count": 5, "ackmode": "ack_requeue_true", "encoding": "auto"})
+    assert [m["payload"] for m in kept] == ["bbbbb", "ccccc"]
+    # max-length with reject-publish: the API's publish answers as RabbitMQ's does for a nack
+    api.put("/api/policies/%2F/full", {"pattern": "^pk\\.full$", "apply-to": "queues", "priority": 9,
+                                       "definition": {"max-length": 2, "overflow": "reject-publish"}})
+    api.put("/api/queues/%2F/pk.full", {"durable": False})
+    assert publish_text(api, "pk.full", "1") and publish_text(api, "pk.full", "2")
+    with pytest.raises(APIError) as rejected:
+        publish_text(api, "pk.full", "3")
+    assert rejected.value.status == 400
+    assert rejected.value.reason == "rejected Unable to publish message. Check queue limits."
+    assert api.get("/api/queues/%2F/pk.full")["messages"] == 2
+    # apply-to: a policy for exchanges does not touch queues
+    api.put("/api/policies/%2F/high", {"pattern": "^pk\\.bytes$", "apply-to": "exchanges", "priority": 5,
+                                       "definition": {"max-length": 1}})
+    assert api.get("/api/queues/%2F/pk.bytes")["policy"] == "low"
+    # message-ttl by policy: messages expire; expires by policy: the unused queue goes away
+    api.put("/api/policies/%2F/ttl", {"pattern": "^pk\\.ttl$", "apply-to": "queues", "priority": 9,
+                                      "definition": {"message-ttl": 100}})
+    api.put("/api/policies/%2F/gone", {"pattern": "^pk\\.gone$", "apply-to": "queues", "priority": 9,
+                                       "definition": {"expires": 200}})
+    api.put("/api/queues/%2F/pk.ttl", {"durable": False})
+    api.put("/api/queues/%2F/pk.gone", {"durable": False})
+    publish_text(api, "pk.ttl", "short-lived")
+    assert wait_for(lambda: api.get("/api/queues/%2F/pk.ttl")["messages"] == 0)
+    assert api.post("/api/queues/%2F/pk.ttl/get", {"count": 1, "ackmode": "ack_requeue_false",
+                                                    "encoding": "auto"}) == []
+    assert wait_for(lambda: "pk.gone" not in [q["name"] for q in api.get("/api/queues/%2F")])
+    for name in ("low", "high", "ttl", "gone", "full"):
+        assert api.delete(f"/api/policies/%2F/{name}") == 204
+    for name in ("pk.bytes", "pk.other", "pk.ttl", "pk.full"):
+        api.delete(f"/api/queues/%2F/{name}")
+
+
+def test_single_objects_and_conditional_deletes(node: ThreadedNode, api: ManagementClient) -> None:
+    conn = amqp(node)
+    ch = conn.channel()
+    ch.exchange_declare("one-x", "fanout", durable=True)
+    ch.queue_declare("one-q")
+    ch.queue_bind("one-q", "one-x")
+    ch.basic_consume("one-q", lambda *a: None, consumer_tag="one-tag")
+    exchange = api.get("/api/exchanges/%2F/one-x")
+    assert {k: exchange[k] for k in ("name", "vhost", "type", "durable", "auto_delete", "internal")} == {
+        "name": "one-x", "vhost": "/", "type": "fanout", "durable": True, "auto_delete": False, "internal": False}
+    assert api.get("/api/exchanges/%2F/amq.default")["name"] == ""
+    assert [c["consumer_tag"] for c in api.get("/api/consumers") if c["queue"]["name"] == "one-q"] == ["one-tag"]
+    with pytest.raises(APIError) as in_use:
+        api.delete("/api/queues/%2F/one-q?if-unused=true")
+    assert in_use.value.status == 400
+    with pytest.raises(APIError) as bound:
+        api.delete("/api/exchanges/%2F/one-x?if-unused=true")
+    assert bound.value.status == 400
+    name = wait_for(lambda: [c["name"] for c in api.get("/api/connections") if c["user"] == "guest"])[0]
+    quoted = requests.utils.quote(name, safe="")
+    assert api.get(f"/api/connections/{quoted}")["client_properties"]["product"] == "Pika Python Client Library"
+    assert [c["consumer_count"] for c in api.get(f"/api/connections/{quoted}/channels")] == [1]
+    assert api.get("/api/users/guest")["tags"] == ["administrator"]
+    assert {"user": "guest", "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"} in \
+        api.get("/api/users/guest/permissions")
+    assert {"user": "guest", "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"} in \
+        api.get("/api/permissions")
+    conn.close()
+    assert wait_for(lambda: not api.get("/api/queues/%2F/one-q")["consumers"])
+    assert api.delete("/api/queues/%2F/one-q?if-unused=true") == 204
+    assert api.delete("/api/exchanges/%2F/one-x?if-unused=true") == 204
+    with pytest.raises(APIError) as gone:
+        api.get("/api/exchanges/%2F/one-x")
+    assert gone.value.status == 404
+
+
 def test_dead_letter_policy_added_after_confirm_keeps_bodies(node: ThreadedNode, api: ManagementClient) -> None:
     # Confirmed persistent messages in a durable queue without a DLX keep their bodies only in
     # the store; a policy that adds a DLX later must not dead-letter them empty.

@@ -12,6 +12,10 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 
+class PublishRejected(Exception):
+    """A queue the message was routed to refused it (``x-overflow: reject-publish``)."""
+
+
 class ManagementBackend(Protocol):
     # ---- identity and health ---------------------------------------------------------
     def authenticate(self, username: str, password: str) -> dict[str, Any] | None:
@@ -101,7 +105,7 @@ class ManagementBackend(Protocol):
     # ---- messages --------------------------------------------------------------------
     def publish(self, vhost: str, exchange: str, routing_key: str, body: bytes,
                 properties: dict[str, Any]) -> bool:
-        """True when routed to at least one queue."""
+        """True when routed to at least one queue; ``PublishRejected`` when a queue refused it."""
 
     def get_messages(self, vhost: str, queue: str, count: int, requeue: bool) -> list[dict[str, Any]]:
         """Up to ``count`` messages: payload (bytes), payload_bytes, redelivered, exchange,

@@ -14,6 +14,7 @@ from typing import Any
 import psutil
 
 from warren import __version__ as warren_version
+from warren.api.backend import PublishRejected
 from warren.api.definitions import (
     export_document,
     quorum_queue_names,
@@ -440,6 +441,8 @@ class NodeBackend:
         for queue in [*outcome.routed_queues, *outcome.dead_letter_queues]:
             node.queue_changed(queue)
         node.flush()
+        if outcome.rejected_queues:  # a publisher with confirms would get a nack
+            raise PublishRejected(", ".join(q.name for q in outcome.rejected_queues))
         return not outcome.unroutable
 
     def get_messages(self, vhost: str, queue: str, count: int, requeue: bool) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from warren.api.backend import ManagementBackend
+from warren.api.backend import ManagementBackend, PublishRejected
 from warren.api.definitions import validate_document
 from warren.api.http import (
     Caller,
@@ -306,6 +306,9 @@ class Endpoints:
         except AMQPError as error:
             # RabbitMQ publishes through a channel and reports the channel error as a 400
             raise bad_request(f"{int(error.code)} {error.reply_text()}") from None
+        except PublishRejected:
+            # RabbitMQ publishes with confirms and answers a nack so (3.10's exact text)
+            raise bad_request("rejected Unable to publish message. Check queue limits.") from None
         return json_response({"routed": routed})
 
     async def exchange_bindings(self, request: web.Request, caller: Caller, vhost: str, name: str,
