@@ -445,6 +445,41 @@ def test_health_checks_fail_with_503_during_a_resource_alarm() -> None:
             assert {"node": "warren@localhost", "resource": "memory"} in detailed["alarms"]
 
 
+def test_api_publish_is_answered_only_once_stored(tmp_path: Path) -> None:
+    """RabbitMQ's API publishes with confirms: a 200 for a persistent message to a durable
+    queue means it is on disk. Kill -9 right after the last answer loses none of them."""
+    from tests.integration.conftest import start_server
+
+    data_dir = tmp_path / "data"
+    expected: list[str] = []
+    for round_number in range(2):
+        server = start_server(data_dir)
+        try:
+            url = f"http://127.0.0.1:{server.http_port}"
+            http = requests.Session()
+            http.auth = ("guest", "guest")
+            assert http.get(f"{url}/api/queues/%2F/kept", timeout=10).status_code == (200 if expected else 404)
+            http.put(f"{url}/api/queues/%2F/kept", json={"durable": True}, timeout=10)
+            for i in range(200):
+                body = f"r{round_number}-{i}"
+                answer = http.post(f"{url}/api/exchanges/%2F/amq.default/publish", json={
+                    "routing_key": "kept", "payload": body, "payload_encoding": "string",
+                    "properties": {"delivery_mode": 2}}, timeout=10)
+                assert answer.json() == {"routed": True}
+                expected.append(body)
+        finally:
+            server.proc.kill()  # SIGKILL: no clean shutdown, no last flush
+            server.proc.wait()
+    server = start_server(data_dir)
+    try:
+        url = f"http://127.0.0.1:{server.http_port}"
+        got = requests.post(f"{url}/api/queues/%2F/kept/get", json={
+            "count": 1000, "ackmode": "ack_requeue_true", "encoding": "auto"}, auth=("guest", "guest"), timeout=10)
+        assert [m["payload"] for m in got.json()] == expected
+    finally:
+        server.stop()
+
+
 def test_health_checks_can_require_auth() -> None:
     with run_node(http_port=0, health_checks_require_auth=True) as guarded:
         url = guarded.http_url

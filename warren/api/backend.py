@@ -16,6 +16,10 @@ class PublishRejected(Exception):
     """A queue the message was routed to refused it (``x-overflow: reject-publish``)."""
 
 
+class PublishNotStored(Exception):
+    """A persistent message for a durable queue was not confirmed by the store."""
+
+
 class ManagementBackend(Protocol):
     # ---- identity and health ---------------------------------------------------------
     def authenticate(self, username: str, password: str) -> dict[str, Any] | None:
@@ -106,6 +110,11 @@ class ManagementBackend(Protocol):
     def publish(self, vhost: str, exchange: str, routing_key: str, body: bytes,
                 properties: dict[str, Any]) -> bool:
         """True when routed to at least one queue; ``PublishRejected`` when a queue refused it."""
+
+    async def publish_confirmed(self, vhost: str, exchange: str, routing_key: str, body: bytes,
+                                properties: dict[str, Any]) -> bool:
+        """``publish``, answered only once a persistent message in a durable queue is stored
+        (as a publisher confirm); ``PublishNotStored`` when the store failed or timed out."""
 
     def get_messages(self, vhost: str, queue: str, count: int, requeue: bool) -> list[dict[str, Any]]:
         """Up to ``count`` messages: payload (bytes), payload_bytes, redelivered, exchange,

@@ -7,6 +7,7 @@ the node is flushed so consumers see the effects at once.
 
 from __future__ import annotations
 
+import asyncio
 import platform
 import sys
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import psutil
 
 from warren import __version__ as warren_version
-from warren.api.backend import PublishRejected
+from warren.api.backend import PublishNotStored, PublishRejected
 from warren.api.definitions import (
     export_document,
     quorum_queue_names,
@@ -27,6 +28,7 @@ from warren.broker.vhost import VirtualHost
 from warren.errors import ReplyCode, not_found
 
 PROTOCOL = "AMQP 0-9-1"
+CONFIRM_TIMEOUT_SECONDS = 30.0  # how long the API's publish waits for the store, as a confirm
 
 
 def _get_vhost(broker: Broker, name: str) -> VirtualHost:
@@ -41,6 +43,7 @@ class NodeBackend:
 
     def __init__(self, runtime: Any) -> None:
         self.runtime = runtime
+        self._last_publish_stored = False
 
     @property
     def node(self) -> Any:
@@ -438,12 +441,30 @@ class NodeBackend:
             node.counters.messages_unroutable_dropped += 1
         else:
             node.counters.messages_routed += 1
-        for queue in [*outcome.routed_queues, *outcome.dead_letter_queues]:
+        stored = [*outcome.routed_queues, *outcome.dead_letter_queues]
+        for queue in stored:
             node.queue_changed(queue)
-        node.flush()
+        node.flush()  # journals the persistent message into the store's next batch
         if outcome.rejected_queues:  # a publisher with confirms would get a nack
             raise PublishRejected(", ".join(q.name for q in outcome.rejected_queues))
+        self._last_publish_stored = message.persistent and any(q.durable for q in stored)
         return not outcome.unroutable
+
+    async def publish_confirmed(self, vhost: str, exchange: str, routing_key: str, body: bytes,
+                                properties: dict[str, Any]) -> bool:
+        routed = self.publish(vhost, exchange, routing_key, body, properties)
+        persistence = self.node.persistence
+        if persistence is None or not self._last_publish_stored:
+            return routed
+        # wait, as a publisher confirm does, until the batch that holds the message is fsynced:
+        # the store calls the waiters of a batch once it is committed (or failed)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        persistence.after_commit(_CommitWaiter(done), 0, 0)
+        try:
+            await asyncio.wait_for(done, CONFIRM_TIMEOUT_SECONDS)
+        except TimeoutError:
+            raise PublishNotStored(f"not stored within {CONFIRM_TIMEOUT_SECONDS:.0f}s") from None
+        return routed
 
     def get_messages(self, vhost: str, queue: str, count: int, requeue: bool) -> list[dict[str, Any]]:
         v = _get_vhost(self.broker, vhost)
@@ -520,6 +541,21 @@ class NodeBackend:
             self.bind(b["vhost"], b["source"], b["destination_type"], b["destination"],
                       b.get("routing_key", ""), b.get("arguments", {}))
         return {"skipped_queues": skipped}
+
+
+class _CommitWaiter:
+    """Stands where the store expects a session waiting for a confirm: (session, channel, seq)."""
+
+    def __init__(self, done: asyncio.Future[None]) -> None:
+        self.done = done
+
+    def store_committed(self, channel: int, seq: int) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+
+    def store_failed(self, channel: int, seq: int) -> None:
+        if not self.done.done():
+            self.done.set_exception(PublishNotStored("the store failed to write it"))
 
 
 def _fd_limit() -> int:

@@ -9,7 +9,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from warren.api.backend import ManagementBackend, PublishRejected
+from warren.api.backend import ManagementBackend, PublishNotStored, PublishRejected
 from warren.api.definitions import validate_document
 from warren.api.http import (
     Caller,
@@ -302,13 +302,15 @@ class Endpoints:
         if "delivery_mode" in properties:
             properties["delivery_mode"] = int(properties["delivery_mode"])
         try:
-            routed = self.b.publish(vhost, name, str(body["routing_key"]), data, properties)
+            routed = await self.b.publish_confirmed(vhost, name, str(body["routing_key"]), data, properties)
         except AMQPError as error:
             # RabbitMQ publishes through a channel and reports the channel error as a 400
             raise bad_request(f"{int(error.code)} {error.reply_text()}") from None
         except PublishRejected:
             # RabbitMQ publishes with confirms and answers a nack so (3.10's exact text)
             raise bad_request("rejected Unable to publish message. Check queue limits.") from None
+        except PublishNotStored as error:
+            return json_response({"error": "not_stored", "reason": f"the message was not confirmed: {error}"}, 503)
         return json_response({"routed": routed})
 
     async def exchange_bindings(self, request: web.Request, caller: Caller, vhost: str, name: str,
