@@ -250,7 +250,11 @@ class VirtualHost:
         self, queue: str, exchange: str, routing_key: str, arguments: dict[str, Any] | None = None,
         owner: Hashable = None,
     ) -> None:
-        self._check_bindable(exchange)
+        # RabbitMQ 3.x: unbinding is idempotent, a missing exchange or queue is no error
+        if exchange == "":
+            raise access_refused("operation not permitted on the default exchange")
+        if exchange not in self.exchanges or queue not in self.queues:
+            return
         self.queue_for(queue, owner)
         self._remove_binding(Binding(exchange, "queue", queue, routing_key, dict(arguments or {})))
 
@@ -266,10 +270,10 @@ class VirtualHost:
     def unbind_exchange(
         self, destination: str, source: str, routing_key: str, arguments: dict[str, Any] | None = None
     ) -> None:
-        self._check_bindable(source)
-        if destination == "":
+        if source == "" or destination == "":
             raise access_refused("operation not permitted on the default exchange")
-        self._exchange(destination)
+        if source not in self.exchanges or destination not in self.exchanges:
+            return  # idempotent, as in RabbitMQ
         self._remove_binding(Binding(source, "exchange", destination, routing_key, dict(arguments or {})))
 
     # ---- queues ----------------------------------------------------------------------

@@ -145,6 +145,25 @@ def test_bindings_need_existing_ends(vhost: VirtualHost) -> None:
     vhost.unbind_queue("q", "amq.direct", "never-bound")  # unbinding an absent binding is fine
 
 
+def test_unbinding_is_idempotent_when_an_end_is_gone(vhost: VirtualHost) -> None:
+    # as RabbitMQ 3.10 answers unbind-ok (aio-pika's cleanups unbind after deleting the queue)
+    vhost.declare_exchange("auto", "direct", auto_delete=True)
+    vhost.declare_queue("q")
+    vhost.bind_queue("q", "auto", "k")
+    vhost.delete_queue("q", if_unused=False, if_empty=False)
+    assert "auto" not in vhost.exchanges  # the auto-delete exchange went with its last binding
+    vhost.unbind_queue("q", "auto", "k")
+    vhost.declare_queue("q2")
+    vhost.unbind_queue("q2", "nope", "k")
+    vhost.unbind_queue("nope", "amq.direct", "k")
+    vhost.unbind_exchange("nope", "nope-either", "k")
+    vhost.unbind_exchange("amq.fanout", "nope", "k")
+    e = error(vhost.unbind_queue, "q2", "", "q2")
+    assert (e.code, e.text) == (ReplyCode.ACCESS_REFUSED, "operation not permitted on the default exchange")
+    e = error(vhost.unbind_exchange, "", "amq.direct", "k")
+    assert e.code == ReplyCode.ACCESS_REFUSED
+
+
 def test_listing_bindings_includes_default_exchange(vhost: VirtualHost) -> None:
     vhost.declare_queue("q")
     vhost.bind_queue("q", "amq.topic", "a.*", {"k": 1})
