@@ -9,7 +9,9 @@ Protocols' sake (tests, tools) and each costs its own fsync.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
+from itertools import islice
 from typing import Any
 
 from warren.raft.types import Config, Entry, EntryKind, HardState, SnapshotMeta
@@ -22,12 +24,71 @@ def entry_from_record(index: int, term: int, kind: int, data: bytes) -> Entry:
     return Entry(term, index, _KINDS[kind], data)
 
 
-class GroupStorage:
-    """LogStorage + StableStorage + SnapshotStorage of one group, backed by LMDB."""
+DEFAULT_CACHE_ENTRIES = 4096
+DEFAULT_CACHE_BYTES = 1024 * 1024
 
-    def __init__(self, store: RaftStore, group: GroupId) -> None:
+
+class GroupStorage:
+    """LogStorage + StableStorage + SnapshotStorage of one group, backed by LMDB.
+
+    The most recently persisted entries (at most ``cache_entries`` of them and
+    ``cache_bytes`` of data) are also kept in memory, as the core's own Entry objects: the
+    core reads every entry back soon after it is persisted -- to apply it once committed,
+    and on a leader to send it to a follower that was paused -- and serving those reads from
+    LMDB (cursor, decode, new objects) cost more than any other part of the store. Whoever
+    persists entries of this group other than through the methods below (the asyncio host's
+    group commit) reports them with :meth:`persisted`.
+    """
+
+    def __init__(
+        self,
+        store: RaftStore,
+        group: GroupId,
+        cache_entries: int = DEFAULT_CACHE_ENTRIES,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+    ) -> None:
         self.store = store
         self.group = group
+        self.cache_entries = cache_entries
+        self.cache_bytes = cache_bytes
+        self._cache: deque[Entry] = deque()  # contiguous, durable, ending at the log's end
+        self._cache_first = 0  # index of _cache[0]
+        self._cache_size = 0  # bytes of data in _cache
+
+    # The cache
+    def persisted(self, entries: Sequence[Entry], snapshot: bool = False) -> None:
+        """``entries`` (contiguous) and/or a snapshot of this group are now durable."""
+        cache = self._cache
+        if snapshot:  # a snapshot may have replaced the whole log
+            cache.clear()
+            self._cache_size = 0
+        if not entries:
+            return
+        first = entries[0].index
+        if cache and self._cache_first <= first <= self._cache_first + len(cache):
+            while len(cache) > first - self._cache_first:  # a conflicting suffix is replaced
+                self._cache_size -= len(cache.pop().data)
+        else:
+            cache.clear()
+            self._cache_size = 0
+            self._cache_first = first
+        cache.extend(entries)
+        self._cache_size += sum(len(e.data) for e in entries)
+        while cache and (
+            len(cache) > self.cache_entries or self._cache_size > self.cache_bytes
+        ):
+            self._cache_size -= len(cache.popleft().data)
+            self._cache_first += 1
+        if cache and self._cache_first + len(cache) - 1 != self.store.last_index(self.group):
+            # Not what the store holds (entries a snapshot covered): serve from LMDB.
+            cache.clear()
+            self._cache_size = 0
+
+    def _cached(self, index: int) -> Entry | None:
+        i = index - self._cache_first
+        if 0 <= i < len(self._cache) and index >= self.store.first_index(self.group):
+            return self._cache[i]
+        return None
 
     # LogStorage
     def first_index(self) -> int:
@@ -37,15 +98,40 @@ class GroupStorage:
         return self.store.last_index(self.group)
 
     def term(self, index: int) -> int | None:
+        cached = self._cached(index)
+        if cached is not None:
+            return cached.term
         return self.store.term(self.group, index)
 
     def entries(self, lo: int, hi: int, max_bytes: int | None = None) -> list[Entry]:
-        return [entry_from_record(*r) for r in self.store.entries(self.group, lo, hi, max_bytes)]
+        cache, first = self._cache, self._cache_first
+        if (
+            not cache
+            or lo < first
+            or hi > first + len(cache)
+            or lo < self.store.first_index(self.group)
+        ):
+            return [
+                entry_from_record(*r) for r in self.store.entries(self.group, lo, hi, max_bytes)
+            ]
+        if lo == first and hi == first + len(cache):
+            out = list(cache)
+        else:
+            out = list(islice(cache, lo - first, hi - first))
+        if max_bytes is not None:
+            total = 0
+            for n, e in enumerate(out):
+                total += len(e.data) + 16  # as warren.raft.storage.MemoryStorage counts
+                if n and total > max_bytes:
+                    del out[n:]
+                    break
+        return out
 
     def append(self, entries: Sequence[Entry]) -> None:
         if entries:
             records = [(e.index, e.term, int(e.kind), e.data) for e in entries]
             self.store.persist_batch([GroupWrite(self.group, records)])
+            self.persisted(entries)
 
     def compact(self, upto_index: int) -> None:
         self.store.persist_batch([GroupWrite(self.group, compact_upto=upto_index)])
@@ -73,6 +159,7 @@ class GroupStorage:
         self.store.persist_batch(
             [GroupWrite(self.group, snapshot=(meta.index, meta.term, config, data))]
         )
+        self.persisted((), snapshot=True)
 
 
 def snapshot_meta(index: int, term: int, config: Any) -> SnapshotMeta:

@@ -23,15 +23,30 @@ def same(lmdb_side: GroupStorage, memory: MemoryStorage) -> None:
         assert lmdb_side.term(index) == memory.term(index), index
     if hi > lo:
         assert lmdb_side.entries(lo, hi) == memory.entries(lo, hi)
+        rng = random.Random(hi)
+        for _ in range(5):  # sub-ranges, with and without a byte budget
+            a = rng.randint(lo, hi - 1)
+            b = rng.randint(a + 1, hi)
+            max_bytes = rng.choice([None, 0, 30])
+            assert lmdb_side.entries(a, b, max_bytes) == memory.entries(a, b, max_bytes)
     assert lmdb_side.load() == memory.load()
     assert lmdb_side.load_snapshot() == memory.load_snapshot()
 
 
+# (entries, bytes) the in-memory cache of recent entries may hold: the default, tiny ones
+# that evict all the time, and none at all.
+CACHES = [(4096, 1 << 20), (3, 1 << 20), (100, 25), (0, 0)]
+
+
+@pytest.mark.parametrize("cache", CACHES)
 @pytest.mark.parametrize("seed", range(20))
-def test_random_operations_match_the_memory_twin(tmp_path: Path, seed: int) -> None:
+def test_random_operations_match_the_memory_twin(
+    tmp_path: Path, seed: int, cache: tuple[int, int]
+) -> None:
     rng = random.Random(seed)
-    store = RaftStore(tmp_path, 64 * 1024 * 1024)
-    lmdb_side, memory = GroupStorage(store, "g"), MemoryStorage(CONFIG)
+    # Semantics, not durability (tests/integration/test_raft_store_kill.py): no fsyncs.
+    store = RaftStore(tmp_path, 64 * 1024 * 1024, sync=False)
+    lmdb_side, memory = GroupStorage(store, "g", *cache), MemoryStorage(CONFIG)
     term = 1
     for _ in range(60):
         op = rng.random()
