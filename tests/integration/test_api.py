@@ -85,6 +85,23 @@ def test_queue_objects_show_how_fast_their_depth_changes(node: ThreadedNode, api
     api.delete("/api/queues/%2F/rate-q")
 
 
+def test_listings_take_rabbitmqs_columns_sort_and_pages(api: ManagementClient) -> None:
+    for i in range(5):
+        api.put(f"/api/queues/%2F/pg-{i}", {"arguments": {"x-max-length": 10 + i}})
+    assert api.get("/api/queues/%2F?columns=name,arguments.x-max-length&sort=name&sort_reverse=true")[:2] == [
+        {"name": "pg-4", "arguments": {"x-max-length": 14}}, {"name": "pg-3", "arguments": {"x-max-length": 13}}]
+    page = api.get("/api/queues?page=2&page_size=2&name=pg-&sort=name&columns=name,vhost")
+    assert page["items"] == [{"name": "pg-2", "vhost": "/"}, {"name": "pg-3", "vhost": "/"}]
+    assert (page["page"], page["page_count"], page["filtered_count"]) == (2, 3, 5)
+    with pytest.raises(APIError) as out_of_range:
+        api.get("/api/queues?page=9&page_size=2&name=pg-")
+    assert out_of_range.value.status == 400
+    assert api.get("/api/overview?columns=node")["node"] == "warren@localhost"
+    assert api.get("/api/queues/%2F/pg-0?columns=name,messages") == {"name": "pg-0", "messages": 0}
+    for i in range(5):
+        api.delete(f"/api/queues/%2F/pg-{i}")
+
+
 def test_auth_and_tags(node: ThreadedNode, api: ManagementClient) -> None:
     url = node.http_url
     anonymous = requests.get(f"{url}/api/overview", timeout=5)

@@ -21,6 +21,7 @@ from warren.api.http import (
     not_found,
     read_json,
 )
+from warren.api.listing import shape_listing, shape_object
 from warren.api.rates import RateTracker
 from warren.errors import AMQPError
 
@@ -90,18 +91,18 @@ class Endpoints:
         data["queue_totals"] = dict(data["queue_totals"])
         data["statistics_db_event_queue"] = 0
         data["exchange_types"] = [{"name": t} for t in ("direct", "fanout", "headers", "topic")]
-        return json_response(data)
+        return shown(request, data)
 
     async def whoami(self, request: web.Request, caller: Caller) -> web.Response:
         return json_response({"name": caller.name, "tags": sorted(caller.tags)})
 
     async def nodes(self, request: web.Request, caller: Caller) -> web.Response:
         self._monitor(caller)
-        return json_response(self.b.nodes())
+        return listed(request, self.b.nodes())
 
     async def node(self, request: web.Request, caller: Caller, name: str) -> web.Response:
         self._monitor(caller)
-        return json_response(self._one(self.b.nodes(), name=name))
+        return shown(request, self._one(self.b.nodes(), name=name))
 
     async def health_alarms(self, request: web.Request, caller: Caller | None) -> web.Response:
         alarms = self.b.alarms()
@@ -148,7 +149,7 @@ class Endpoints:
         return [i for i in items if i.get("user") == caller.name]
 
     async def connections(self, request: web.Request, caller: Caller) -> web.Response:
-        return json_response(self._own_or_all(caller, self.b.connections()))
+        return listed(request, self._own_or_all(caller, self.b.connections()))
 
     async def connection(self, request: web.Request, caller: Caller, name: str) -> web.Response:
         found = self._one(self._own_or_all(caller, self.b.connections()), name=name)
@@ -158,14 +159,14 @@ class Endpoints:
             reason = request.headers.get("X-Reason", "Closed via management plugin")
             self.b.close_connection(name, reason)
             return web.Response(status=NO_CONTENT)
-        return json_response(found)
+        return shown(request, found)
 
     async def connection_channels(self, request: web.Request, caller: Caller, name: str) -> web.Response:
         self._one(self._own_or_all(caller, self.b.connections()), name=name)
-        return json_response([c for c in self.b.channels() if c["connection_details"]["name"] == name])
+        return listed(request, [c for c in self.b.channels() if c["connection_details"]["name"] == name])
 
     async def channels(self, request: web.Request, caller: Caller) -> web.Response:
-        return json_response(self._own_or_all(caller, self.b.channels()))
+        return listed(request, self._own_or_all(caller, self.b.channels()))
 
     async def consumers(self, request: web.Request, caller: Caller, vhost: str | None = None) -> web.Response:
         items = self.b.consumers()
@@ -175,12 +176,12 @@ class Endpoints:
         if not caller.is_monitoring:
             visible = self._visible_vhosts(caller)
             items = [c for c in items if c["queue"]["vhost"] in visible]
-        return json_response(items)
+        return listed(request, items)
 
     # ---- vhosts --------------------------------------------------------------------------
     async def vhosts(self, request: web.Request, caller: Caller) -> web.Response:
         visible = self._visible_vhosts(caller)
-        return json_response([v for v in self.b.vhosts() if caller.is_admin or v["name"] in visible])
+        return listed(request, [v for v in self.b.vhosts() if caller.is_admin or v["name"] in visible])
 
     async def vhost(self, request: web.Request, caller: Caller, vhost: str) -> web.Response:
         if request.method == "PUT":
@@ -194,12 +195,12 @@ class Endpoints:
             self.b.delete_vhost(vhost)
             return web.Response(status=NO_CONTENT)
         self._require_vhost(caller, vhost)
-        return json_response(self._one(self.b.vhosts(), name=vhost))
+        return shown(request, self._one(self.b.vhosts(), name=vhost))
 
     async def vhost_permissions(self, request: web.Request, caller: Caller, vhost: str) -> web.Response:
         self._admin(caller)
         self._one(self.b.vhosts(), name=vhost)
-        return json_response([p for p in self.b.permissions() if p["vhost"] == vhost])
+        return listed(request, [p for p in self.b.permissions() if p["vhost"] == vhost])
 
     # ---- users and permissions ------------------------------------------------------------
     @staticmethod
@@ -209,7 +210,7 @@ class Endpoints:
 
     async def users(self, request: web.Request, caller: Caller) -> web.Response:
         self._admin(caller)
-        return json_response([self._user_shape(u) for u in self.b.users()])
+        return listed(request, [self._user_shape(u) for u in self.b.users()])
 
     async def user(self, request: web.Request, caller: Caller, user: str) -> web.Response:
         self._admin(caller)
@@ -230,16 +231,16 @@ class Endpoints:
         if request.method == "DELETE":
             self.b.delete_user(user)
             return web.Response(status=NO_CONTENT)
-        return json_response(self._user_shape(self._one(self.b.users(), name=user)))
+        return shown(request, self._user_shape(self._one(self.b.users(), name=user)))
 
     async def user_permissions(self, request: web.Request, caller: Caller, user: str) -> web.Response:
         self._admin(caller)
         self._one(self.b.users(), name=user)
-        return json_response([p for p in self.b.permissions() if p["user"] == user])
+        return listed(request, [p for p in self.b.permissions() if p["user"] == user])
 
     async def permissions(self, request: web.Request, caller: Caller) -> web.Response:
         self._admin(caller)
-        return json_response(self.b.permissions())
+        return listed(request, self.b.permissions())
 
     async def permission(self, request: web.Request, caller: Caller, vhost: str, user: str) -> web.Response:
         self._admin(caller)
@@ -255,20 +256,20 @@ class Endpoints:
         if request.method == "DELETE":
             self.b.delete_permission(vhost, user)
             return web.Response(status=NO_CONTENT)
-        return json_response(self._one(self.b.permissions(), vhost=vhost, user=user))
+        return shown(request, self._one(self.b.permissions(), vhost=vhost, user=user))
 
     # ---- exchanges ----------------------------------------------------------------------------
     async def exchanges(self, request: web.Request, caller: Caller, vhost: str | None = None) -> web.Response:
         if vhost is not None:
             self._require_vhost(caller, vhost)
-        return json_response(self._filter(caller, self.b.exchanges(vhost)))
+        return listed(request, self._filter(caller, self.b.exchanges(vhost)))
 
     async def exchange(self, request: web.Request, caller: Caller, vhost: str, name: str) -> web.Response:
         name = _exchange_name(name)
         if request.method == "GET":
             self._require_vhost(caller, vhost)
             found = self._one(self.b.exchanges(vhost), name=name)
-            return json_response(found)
+            return shown(request, found)
         self._require_vhost_write(caller, vhost)
         if request.method == "PUT":
             body = await read_json(request)
@@ -325,7 +326,7 @@ class Endpoints:
             items = [b for b in items if b["source"] == name]
         else:
             items = [b for b in items if b["destination_type"] == "exchange" and b["destination"] == name]
-        return json_response(items)
+        return listed(request, items)
 
     # ---- queues ---------------------------------------------------------------------------------
     def _with_rates(self, queue: dict[str, Any]) -> dict[str, Any]:
@@ -335,7 +336,7 @@ class Endpoints:
     async def queues(self, request: web.Request, caller: Caller, vhost: str | None = None) -> web.Response:
         if vhost is not None:
             self._require_vhost(caller, vhost)
-        return json_response([self._with_rates(q) for q in self._filter(caller, self.b.queues(vhost))])
+        return listed(request, [self._with_rates(q) for q in self._filter(caller, self.b.queues(vhost))])
 
     async def queue(self, request: web.Request, caller: Caller, vhost: str, name: str) -> web.Response:
         if request.method == "GET":
@@ -343,7 +344,7 @@ class Endpoints:
             found = self._one(self.b.queues(vhost), name=name)
             found["consumer_details"] = [c for c in self.b.consumers()
                                          if c["queue"] == {"name": name, "vhost": vhost}]
-            return json_response(self._with_rates(found))
+            return shown(request, self._with_rates(found))
         self._require_vhost_write(caller, vhost)
         if request.method == "PUT":
             body = await read_json(request)
@@ -396,14 +397,14 @@ class Endpoints:
     async def queue_bindings(self, request: web.Request, caller: Caller, vhost: str, name: str) -> web.Response:
         self._require_vhost(caller, vhost)
         self._one(self.b.queues(vhost), name=name)
-        return json_response([b for b in self.b.bindings(vhost)
+        return listed(request, [b for b in self.b.bindings(vhost)
                               if b["destination_type"] == "queue" and b["destination"] == name])
 
     # ---- bindings ---------------------------------------------------------------------------------
     async def bindings(self, request: web.Request, caller: Caller, vhost: str | None = None) -> web.Response:
         if vhost is not None:
             self._require_vhost(caller, vhost)
-        return json_response(self._filter(caller, self.b.bindings(vhost)))
+        return listed(request, self._filter(caller, self.b.bindings(vhost)))
 
     def _pair(self, vhost: str, source: str, kind: str, destination: str) -> str:
         source = _exchange_name(source)
@@ -432,7 +433,7 @@ class Endpoints:
             props = key or "~"
             location = f"/api/bindings/{_q(vhost)}/e/{_q(source)}/{kind}/{_q(destination)}/{_q(props)}"
             return web.Response(status=201, headers={"Location": location})
-        return json_response([b for b in self.b.bindings(vhost) if b["source"] == source
+        return listed(request, [b for b in self.b.bindings(vhost) if b["source"] == source
                               and b["destination_type"] == dtype and b["destination"] == destination])
 
     async def binding(self, request: web.Request, caller: Caller, vhost: str, source: str, kind: str,
@@ -448,18 +449,18 @@ class Endpoints:
         if request.method == "DELETE":
             self.b.unbind(vhost, source, dtype, destination, found["routing_key"], found["arguments"])
             return web.Response(status=NO_CONTENT)
-        return json_response(found)
+        return shown(request, found)
 
     # ---- policies -----------------------------------------------------------------------------------
     async def policies(self, request: web.Request, caller: Caller, vhost: str | None = None) -> web.Response:
         if vhost is not None:
             self._require_vhost(caller, vhost)
-        return json_response(self._filter(caller, self.b.policies(vhost)))
+        return listed(request, self._filter(caller, self.b.policies(vhost)))
 
     async def policy(self, request: web.Request, caller: Caller, vhost: str, name: str) -> web.Response:
         if request.method == "GET":
             self._require_vhost(caller, vhost)
-            return json_response(self._one(self.b.policies(vhost), name=name))
+            return shown(request, self._one(self.b.policies(vhost), name=name))
         if not caller.is_policymaker:
             raise forbidden("Not policymaker user")
         self._require_vhost_write(caller, vhost)
@@ -532,6 +533,16 @@ class Endpoints:
         r.add("GET", "/api/policies/{vhost}", self.policies)
         r.add("GET PUT DELETE", "/api/policies/{vhost}/{name}", self.policy)
         r.add("GET POST", "/api/definitions", self.definitions)
+
+
+def listed(request: web.Request, items: list[dict[str, Any]]) -> web.Response:
+    """A listing with RabbitMQ's columns/sort/pagination query parameters applied."""
+    return json_response(shape_listing(request.query, items))
+
+
+def shown(request: web.Request, item: dict[str, Any]) -> web.Response:
+    """One object, with RabbitMQ's ``columns`` query parameter applied."""
+    return json_response(shape_object(request.query, item))
 
 
 def _exchange_name(name: str) -> str:
