@@ -203,6 +203,24 @@ _Nack = commands.Basic.Nack
 _Reject = commands.Basic.Reject
 
 
+# Exchange names and routing keys, decoded once and shared by every message that names them
+# (a queued message keeps its routing key: one str per distinct key, not one per message).
+# Bounded: cleared when full.
+_SHORTSTR_MAX_ENTRIES = 4096
+_shortstrs: dict[bytes, str] = {}
+
+
+def shared_shortstr(raw: bytes) -> str:
+    """``raw.decode()``, the same str object for the same bytes (UnicodeDecodeError as decode)."""
+    text = _shortstrs.get(raw)
+    if text is None:
+        text = raw.decode()
+        if len(_shortstrs) >= _SHORTSTR_MAX_ENTRIES:
+            _shortstrs.clear()
+        _shortstrs[raw] = text
+    return text
+
+
 def parse_publish(buf: bytes | bytearray, start: int, end: int) -> commands.Basic.Publish:
     """basic.publish arguments in ``buf[start:end]`` (after class and method ids).
 
@@ -214,13 +232,13 @@ def parse_publish(buf: bytes | bytearray, start: int, end: int) -> commands.Basi
         raise ValueError("basic.publish truncated")
     size = buf[pos]
     pos += 1
-    exchange = buf[pos : pos + size].decode()
+    exchange = shared_shortstr(bytes(buf[pos : pos + size])) if size else ""
     pos += size
     if pos >= end:
         raise ValueError("basic.publish truncated")
     size = buf[pos]
     pos += 1
-    routing_key = buf[pos : pos + size].decode()
+    routing_key = shared_shortstr(bytes(buf[pos : pos + size])) if size else ""
     pos += size
     if pos >= end:
         raise ValueError("basic.publish truncated")

@@ -816,7 +816,9 @@ class ServerConnection:
             )
             return
         properties = bytes(buf[start + 12 : end])
-        if properties != self._checked_properties:
+        if properties == self._checked_properties:
+            properties = self._checked_properties  # one object for the messages that repeat it
+        else:
             # Publishers mostly repeat the same properties: check each distinct block once.
             try:
                 codec.check_properties(properties)

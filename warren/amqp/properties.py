@@ -138,12 +138,35 @@ def _decode_value(raw: bytes | bytearray | memoryview, pos: int, end: int, depth
     return value, stop
 
 
+# Decoded blocks, shared: publishers repeat the same properties, and every queued message
+# keeps its decoded properties, so one dict per distinct block instead of one per message
+# (about 200 bytes of RAM per queued message). Bounded: cleared when full.
+_SHARED_MAX_BLOCK = 512
+_SHARED_MAX_ENTRIES = 1024
+_shared: dict[bytes, dict[str, Any]] = {}
+
+
 def decode_properties(raw: bytes | bytearray | memoryview) -> dict[str, Any]:
     """The present properties of an encoded property block, keyed by pamqp attribute names.
 
     Timestamps decode to timezone-aware datetimes and tables to dicts, as pamqp does.
     Raises ValueError when the block is malformed.
+
+    The result may be shared with other messages that carry the same block: never change
+    it in place (copy it, as dead-lettering and BCC removal do).
     """
+    if type(raw) is bytes and len(raw) <= _SHARED_MAX_BLOCK:
+        shared = _shared.get(raw)
+        if shared is None:
+            shared = _decode_properties(raw)
+            if len(_shared) >= _SHARED_MAX_ENTRIES:
+                _shared.clear()
+            _shared[raw] = shared
+        return shared
+    return _decode_properties(raw)
+
+
+def _decode_properties(raw: bytes | bytearray | memoryview) -> dict[str, Any]:
     size = len(raw)
     if size < 2:
         raise ValueError("property flags truncated")

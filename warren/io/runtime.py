@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import os
 import secrets
@@ -52,6 +53,15 @@ class NodeConfig:
 
 def _unique_name(prefix: str) -> str:
     return prefix + secrets.token_urlsafe(16)
+
+
+def _release_free_heap() -> None:
+    """Return the C heap's free pages to the OS (glibc keeps freed memory mapped otherwise)."""
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return
+    trim(0)
 
 
 def _wall_ms() -> int:
@@ -112,6 +122,10 @@ class NodeRuntime:
         )
         persistence = Persistence(self.store, self._commit_wakeup.set)
         persistence.recover(broker)
+        if self.store.stat()["messages"]:
+            # recovery read every stored message: drop those pages and the freed bodies from RSS
+            self.store.release_pages()
+            _release_free_heap()
         self.node = Node(
             name=config.node_name,
             limits=limits,

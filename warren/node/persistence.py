@@ -196,6 +196,10 @@ class Persistence:
             elif key.startswith("vhost/"):
                 vhost_defs[key[len("vhost/"):]] = value
         restored = 0
+        # One object per distinct name and property block, shared by the restored messages
+        # (as on the publish path), not one per message.
+        names: dict[str, str] = {}
+        blocks: dict[bytes, bytes] = {}
         for name, definition in vhost_defs.items():
             vhost = broker.restore_vhost(name, definition)
             for queue in vhost.queues.values():
@@ -204,9 +208,15 @@ class Persistence:
                 self._next_queue_id = max(self._next_queue_id, queue.store_id + 1)
                 for seq, record in self.store.messages(queue.store_id):
                     exchange, routing_key, properties, body = decode_message(record)
+                    exchange = names.setdefault(exchange, exchange)
+                    routing_key = names.setdefault(routing_key, routing_key)
+                    properties = blocks.setdefault(properties, properties)
                     queue.restore_message(exchange, routing_key, properties, body, seq,
                                           decode_properties(properties))
                     restored += 1
+                    if len(names) > 65536 or len(blocks) > 65536:
+                        names.clear()
+                        blocks.clear()
                 queue.journal = []
                 if self.may_evict([queue]):
                     for _msg_id, message, _redelivered in queue.ready_messages():

@@ -84,6 +84,12 @@ class BrokerStore:
     def __init__(self, data_dir: str | os.PathLike[str], map_size: int) -> None:
         path = Path(data_dir)
         path.mkdir(parents=True, exist_ok=True)
+        self._map_size = map_size
+        self._open(path)
+        self.path = path
+
+    def _open(self, path: Path) -> None:
+        map_size = self._map_size
         try:
             # sync=True: every write transaction commit is fsynced (durability before confirms).
             self._env = lmdb.open(
@@ -106,10 +112,19 @@ class BrokerStore:
                 txn.put(b"version", str(FORMAT_VERSION).encode(), db=self._meta)
             elif int(version) != FORMAT_VERSION:
                 raise StoreError(f"store format {int(version)} is not {FORMAT_VERSION}; migrate or use a new --data-dir")
-        self.path = path
 
     def close(self) -> None:
         self._env.close()
+
+    def release_pages(self) -> None:
+        """Unmap the pages read so far (reopen the environment) after reading the whole store.
+
+        Recovery reads every message through LMDB's memory map; those file pages would stay
+        in the node's resident set (RssFile) until the kernel needs the memory. Call only
+        when no transaction is open.
+        """
+        self._env.close()
+        self._open(self.path)
 
     def commit(self, batch: WriteBatch) -> None:
         """Apply the batch in one transaction; returns once it is on disk (fsynced)."""
