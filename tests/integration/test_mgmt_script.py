@@ -10,12 +10,17 @@ against it (``python tests/integration/test_mgmt_script.py http://127.0.0.1:1567
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urljoin
 
+import pika
 import pytest
 import requests
 
@@ -149,8 +154,6 @@ def test_rabbitmq_management_script_runs_unchanged(node: ThreadedNode) -> None:
 
 def test_the_script_sees_its_queue_from_amqp_clients_too(node: ThreadedNode) -> None:
     # what the script declared through HTTP is the broker's queue: pika consumes what it published
-    import pika
-
     http = requests.Session()
     http.auth = ("guest", "guest")
     base = str(node.http_url)
@@ -167,6 +170,91 @@ def test_the_script_sees_its_queue_from_amqp_clients_too(node: ThreadedNode) -> 
     assert body == b"hello"
     conn.close()
     assert http.delete(f"{base}/api/queues/%2F/script.shared", timeout=10).status_code == 204
+
+
+RABBITMQADMIN = "/usr/bin/rabbitmqadmin"  # RabbitMQ's own CLI for this API, from Debian's rabbitmq-server
+
+
+def rabbitmqadmin(node: ThreadedNode, *args: str, ok: bool = True) -> str:
+    assert os.path.exists(RABBITMQADMIN), f"{RABBITMQADMIN} is missing: install rabbitmq-server " \
+        "(scripts/debian-packages.txt)"
+    assert node.http_url is not None
+    port = node.http_url.rsplit(":", 1)[1]
+    # -I -S: rabbitmqadmin needs the standard library only, and starts faster without site packages
+    result = subprocess.run([sys.executable, "-I", "-S", RABBITMQADMIN, "-H", "127.0.0.1", "-P", port, "-u", "guest",
+                             "-p", "guest", *args], capture_output=True, text=True, timeout=60)
+    assert (result.returncode == 0) == ok, (args, result.stdout, result.stderr)
+    return result.stdout + result.stderr
+
+
+def admin_json(node: ThreadedNode, *args: str) -> Any:
+    return json.loads(rabbitmqadmin(node, "-f", "raw_json", *args))
+
+
+def test_rabbitmqadmin_drives_warren(node: ThreadedNode, tmp_path: Path) -> None:
+    """rabbitmqadmin sends flags as strings ("durable": "true") and counts as "1": the API
+    must read them as RabbitMQ does."""
+    assert "queue declared" in rabbitmqadmin(node, "declare", "queue", "name=adm.q", "durable=true",
+                                             'arguments={"x-max-length": 5}')
+    rabbitmqadmin(node, "declare", "exchange", "name=adm.x", "type=topic")
+    rabbitmqadmin(node, "declare", "binding", "source=adm.x", "destination=adm.q", "routing_key=a.#")
+    for i in range(7):
+        assert "Message published" in rabbitmqadmin(node, "publish", "exchange=adm.x", "routing_key=a.b",
+                                                    f"payload=hello-{i}")
+    assert "NOT routed" in rabbitmqadmin(node, "publish", "exchange=adm.x", "routing_key=zzz", "payload=x")
+    queues = {q["name"]: q for q in admin_json(node, "list", "queues", "name", "durable", "auto_delete",
+                                               "messages", "arguments")}
+    assert queues["adm.q"] == {"name": "adm.q", "durable": True, "auto_delete": False, "messages": 5,
+                               "arguments": {"x-max-length": 5}}
+    exchanges = {x["name"]: x for x in admin_json(node, "list", "exchanges", "name", "type", "durable",
+                                                  "internal", "auto_delete")}
+    assert exchanges["adm.x"] == {"name": "adm.x", "type": "topic", "durable": True, "internal": False,
+                                  "auto_delete": False}
+    got = admin_json(node, "get", "queue=adm.q", "count=2", "ackmode=ack_requeue_false")
+    assert [m["payload"] for m in got] == ["hello-2", "hello-3"]  # x-max-length 5 dropped the first two
+    assert {"source": "adm.x", "destination": "adm.q", "routing_key": "a.#"} in [
+        {k: b[k] for k in ("source", "destination", "routing_key")} for b in admin_json(node, "list", "bindings")]
+
+    rabbitmqadmin(node, "declare", "policy", "name=adm-cap", "pattern=^adm\\.", 'definition={"max-length": 1}',
+                  "apply-to=queues", "priority=2")
+    assert [p["name"] for p in admin_json(node, "list", "policies")] == ["adm-cap"]
+    assert admin_json(node, "list", "queues", "name", "messages", "policy") == [
+        {"name": "adm.q", "messages": 1, "policy": "adm-cap"}]
+    rabbitmqadmin(node, "delete", "policy", "name=adm-cap")
+
+    rabbitmqadmin(node, "declare", "vhost", "name=adm-vh")
+    rabbitmqadmin(node, "declare", "user", "name=adm-user", "password=adm-pw", "tags=management")
+    rabbitmqadmin(node, "declare", "permission", "vhost=adm-vh", "user=adm-user", "configure=.*", "write=.*",
+                  "read=.*")
+    conn = pika.BlockingConnection(pika.ConnectionParameters(
+        "127.0.0.1", node.amqp_port, "adm-vh", pika.PlainCredentials("adm-user", "adm-pw")))
+    connections = admin_json(node, "list", "connections", "name", "user", "vhost")
+    assert [(c["user"], c["vhost"]) for c in connections] == [("adm-user", "adm-vh")]
+    assert "connection closed" in rabbitmqadmin(node, "close", "connection", f"name={connections[0]['name']}")
+    with pytest.raises(pika.exceptions.ConnectionClosedByBroker):
+        for _ in range(50):
+            conn.process_data_events(0.1)
+
+    exported = tmp_path / "defs.json"
+    assert "Exported definitions" in rabbitmqadmin(node, "export", str(exported))
+    document = json.loads(exported.read_text())
+    assert {"name": "adm.q", "vhost": "/", "durable": True, "auto_delete": False,
+            "arguments": {"x-max-length": 5}} in document["queues"]
+    assert "adm-user" in {u["name"] for u in document["users"]}
+    rabbitmqadmin(node, "delete", "queue", "name=adm.q")
+    rabbitmqadmin(node, "delete", "user", "name=adm-user")
+    assert "Uploaded definitions" in rabbitmqadmin(node, "import", str(exported))
+    assert admin_json(node, "list", "queues", "name", "arguments") == [
+        {"name": "adm.q", "arguments": {"x-max-length": 5}}]
+    assert admin_json(node, "list", "users", "name", "tags")[-1] == {"name": "adm-user", "tags": ["management"]}
+    assert [n["name"] for n in admin_json(node, "list", "nodes")] == ["warren@localhost"]
+    assert admin_json(node, "show", "overview")[0]["rabbitmq_version"] == "3.10.8"
+    assert "Not found" in rabbitmqadmin(node, "delete", "queue", "name=no-such-queue", ok=False)
+    for command in (("purge", "queue", "name=adm.q"), ("delete", "queue", "name=adm.q"),
+                    ("delete", "exchange", "name=adm.x"), ("delete", "user", "name=adm-user"),
+                    ("delete", "vhost", "name=adm-vh")):
+        rabbitmqadmin(node, *command)
+    assert admin_json(node, "list", "queues") == []
 
 
 if __name__ == "__main__":  # run the same script against any broker: python test_mgmt_script.py URL [USER PASS]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from typing import Any
 from urllib.parse import quote
 
@@ -275,8 +276,8 @@ class Endpoints:
             body = await read_json(request)
             existed = any(x["name"] == name for x in self.b.exchanges(vhost))
             # absent keys take exchange.declare's defaults, as RabbitMQ's API does: direct, transient
-            self.b.declare_exchange(vhost, name, str(body.get("type", "direct")), bool(body.get("durable", False)),
-                                    bool(body.get("auto_delete", False)), bool(body.get("internal", False)),
+            self.b.declare_exchange(vhost, name, str(body.get("type", "direct")), _bool(body, "durable"),
+                                    _bool(body, "auto_delete"), _bool(body, "internal"),
                                     dict(body.get("arguments") or {}))
             return _created(existed)
         self.b.delete_exchange(vhost, name, flag(request, "if-unused"))
@@ -353,8 +354,7 @@ class Endpoints:
                 raise bad_request("arguments must be an object")
             existed = any(q["name"] == name for q in self.b.queues(vhost))
             # absent keys take queue.declare's defaults, as RabbitMQ's API does: transient
-            self.b.declare_queue(vhost, name, bool(body.get("durable", False)),
-                                 bool(body.get("auto_delete", False)), arguments)
+            self.b.declare_queue(vhost, name, _bool(body, "durable"), _bool(body, "auto_delete"), arguments)
             return _created(existed)
         self.b.delete_queue(vhost, name, flag(request, "if-unused"), flag(request, "if-empty"))
         return web.Response(status=NO_CONTENT)
@@ -543,6 +543,17 @@ def listed(request: web.Request, items: list[dict[str, Any]]) -> web.Response:
 def shown(request: web.Request, item: dict[str, Any]) -> web.Response:
     """One object, with RabbitMQ's ``columns`` query parameter applied."""
     return json_response(shape_object(request.query, item))
+
+
+def _bool(body: dict[str, Any], key: str, default: bool = False) -> bool:
+    """A flag as RabbitMQ's API reads it: JSON true/false or the strings "true"/"false"
+    (rabbitmqadmin sends ``"durable": "true"``)."""
+    value = body.get(key, default)
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise bad_request(f"'{key}' must be true or false, got {json.dumps(value)}")
 
 
 def _exchange_name(name: str) -> str:
