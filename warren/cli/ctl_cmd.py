@@ -193,7 +193,11 @@ def list_consumers(ctx: typer.Context, columns: list[str] = typer.Argument(None)
 @ctl.command("list_users")
 def list_users(ctx: typer.Context) -> None:
     """Users and their tags."""
-    rows = [{"user": u["name"], "tags": "[" + ", ".join(u["tags"]) + "]"} for u in _call(ctx, "GET", "/api/users")]
+    users = _call(ctx, "GET", "/api/users")
+    if ctx.obj.formatter == "json":  # rabbitmqctl: tags as a JSON list; in a table as [a, b]
+        rows = [{"user": u["name"], "tags": list(u["tags"])} for u in users]
+    else:
+        rows = [{"user": u["name"], "tags": "[" + ", ".join(u["tags"]) + "]"} for u in users]
     _emit(ctx, rows, ["user", "tags"], "Listing users ...")
 
 
