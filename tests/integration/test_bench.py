@@ -72,3 +72,39 @@ def test_bench_wrong_password_names_the_fix(node: ThreadedNode) -> None:
     assert done.returncode == 1
     assert "check the user, password and vhost in --url" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def _rss_anon(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no RssAnon")
+
+
+def test_queued_persistent_bodies_stay_out_of_ram_also_after_a_restart(tmp_path: Path) -> None:
+    """20,000 queued 1 KB persistent messages cost the node far less RAM than their bodies."""
+    from tests.integration.conftest import start_server
+
+    count, size = 20_000, 1024
+    server = start_server(tmp_path / "data")
+    try:
+        before = _rss_anon(server.proc.pid)
+        done = bench("--url", server.url, "--consumers", "0", "--messages", str(count), "--size", str(size),
+                     "--confirm-window", "500", "--queue", "held", "--json")
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["confirmed"] == count
+        grown = (_rss_anon(server.proc.pid) - before) / count
+        assert grown < size * 0.6, f"{grown:.0f} bytes of RAM per queued {size} B message"
+        assert server.stop() == 0
+        server = start_server(tmp_path / "data")  # recovery reads every body back from the store
+        grown = (_rss_anon(server.proc.pid) - before) / count
+        assert grown < size * 0.6, f"{grown:.0f} bytes of RAM per recovered {size} B message"
+        with pika.BlockingConnection(pika.URLParameters(server.url)) as conn:
+            channel = conn.channel()
+            assert channel.queue_declare("held", durable=True, passive=True).method.message_count == count
+            method, _props, body = channel.basic_get("held", auto_ack=True)
+            assert method is not None and len(body) == size and method.redelivered
+    finally:
+        if server.proc.poll() is None:
+            server.proc.kill()
+            server.proc.wait()
