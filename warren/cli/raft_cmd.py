@@ -108,16 +108,14 @@ class ClientService:
         rid, op = request[0], request[1]
         if op == "propose" and len(request) == 4:
             group = request[2]
-            future = self.host.submit(group, request[3])
 
-            def done(f: asyncio.Future[int]) -> None:
-                exc = f.exception()
-                if exc is None:
-                    reply([rid, "ok", f.result()])
+            def done(index: int | None, error: ProposalFailed | None) -> None:
+                if error is None:
+                    reply([rid, "ok", index])
                 else:
-                    reply([rid, "err", str(exc), self.status().get(group, {}).get("leader")])
+                    reply([rid, "err", str(error), self._leader(group)])
 
-            future.add_done_callback(done)
+            self.host.propose_with(group, request[3], done)
         elif op == "status":
             reply([rid, "ok", self.status()])
         elif op == "log" and len(request) == 5:
@@ -127,6 +125,10 @@ class ClientService:
             reply([rid, "ok", [list(e) for e in entries[lo : lo + limit]]])
         else:
             reply([rid, "err", f"bad request {op!r}", None])
+
+    def _leader(self, group: GroupId) -> Any:
+        slot = self.host.groups.get(group)
+        return None if slot is None else slot.node.status().get("leader")  # type: ignore[attr-defined]
 
 
 class RaftClient:

@@ -27,13 +27,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import struct
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
-
-import msgpack
 
 from warren.errors import PeerProtocolError, WarrenError
 from warren.limits import Limits
@@ -64,6 +63,15 @@ class ProposalFailed(WarrenError):
     """A proposal was not committed: no leader here, leadership lost, or it timed out."""
 
 
+Done = Callable[[int | None, ProposalFailed | None], None]
+
+# Every proposal's entry: (proposing node id, its sequence number there) + the payload, so
+# the proposer recognises its own entries when they commit.
+_ENVELOPE = struct.Struct(">IQ")
+ENVELOPE_BYTES = _ENVELOPE.size
+unpack_envelope = _ENVELOPE.unpack_from
+
+
 class EntryCache(Protocol):
     """Told what the host made durable (warren.store.raft_group_storage.GroupStorage)."""
 
@@ -74,9 +82,7 @@ class EntryCache(Protocol):
 class GroupSlot:
     node: CoreNode
     storage: EntryCache | None = None
-    pending: dict[int, tuple[asyncio.Future[int], float]] = field(
-        default_factory=dict
-    )  # seq -> (future, deadline)
+    pending: dict[int, tuple[Done, float]] = field(default_factory=dict)  # seq -> (done, deadline)
     term: int = 0
 
 
@@ -156,26 +162,42 @@ class RaftHost:
         slot.node.step(message)
         self._mark(group)
 
-    def submit(self, group: GroupId, payload: bytes) -> asyncio.Future[int]:
-        """Propose ``payload``; the future gets its log index once committed and applied
-        here, or :class:`ProposalFailed` (not leader, leadership lost, ``proposal_timeout``)."""
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    def propose_with(self, group: GroupId, payload: bytes, done: Done) -> None:
+        """Propose ``payload``; ``done(index, None)`` once it is committed and applied here,
+        or ``done(None, ProposalFailed(...))`` (not leader, leadership lost,
+        ``proposal_timeout``) -- possibly before this returns. The cheapest way in: no
+        future, no loop callback per proposal."""
         slot = self.groups.get(group)
         if slot is None:
-            future.set_exception(ProposalFailed(f"no group {group!r} on this node"))
-            return future
+            done(None, ProposalFailed(f"no group {group!r} on this node"))
+            return
         seq = next(self._seq)
         try:
-            index = slot.node.propose(msgpack.packb([self.node_id, seq, payload], use_bin_type=True))
+            index = slot.node.propose(_ENVELOPE.pack(self.node_id, seq) + payload)
         except WarrenError as exc:
             index, reason = None, str(exc)
         else:
             reason = f"not the leader of group {group!r}"
         if index is None:  # the core refuses: not the leader, or transferring leadership
-            future.set_exception(ProposalFailed(reason))
-            return future
-        slot.pending[seq] = (future, self._clock() + self.proposal_timeout)
+            done(None, ProposalFailed(reason))
+            return
+        slot.pending[seq] = (done, self._clock() + self.proposal_timeout)
         self._mark(group)
+
+    def submit(self, group: GroupId, payload: bytes) -> asyncio.Future[int]:
+        """Propose ``payload``; the future gets its log index once committed and applied
+        here, or :class:`ProposalFailed` (not leader, leadership lost, ``proposal_timeout``)."""
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        def done(index: int | None, error: ProposalFailed | None) -> None:
+            if future.done():
+                return
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(index)  # type: ignore[arg-type]
+
+        self.propose_with(group, payload, done)
         return future
 
     async def propose(self, group: GroupId, payload: bytes) -> int:
@@ -184,11 +206,16 @@ class RaftHost:
     def _expire_proposals(self) -> None:
         now = self._clock()
         for slot in self.groups.values():
-            expired = [seq for seq, (_, deadline) in slot.pending.items() if deadline < now]
+            # Oldest first (dicts keep insertion order, deadlines only grow): stop at the
+            # first one still in time.
+            expired = []
+            for seq, (_, deadline) in slot.pending.items():
+                if deadline >= now:
+                    break
+                expired.append(seq)
             for seq in expired:
-                future, _ = slot.pending.pop(seq)
-                if not future.done():
-                    future.set_exception(ProposalFailed("not committed in time"))
+                done, _ = slot.pending.pop(seq)
+                done(None, ProposalFailed("not committed in time"))
 
     def _mark(self, group: GroupId) -> None:
         self._dirty.add(group)
@@ -281,10 +308,9 @@ class RaftHost:
         if hs is None or hs.term == slot.term:
             return
         if slot.term:
-            for future, _ in slot.pending.values():
-                if not future.done():
-                    future.set_exception(ProposalFailed("leadership changed"))
-            slot.pending.clear()
+            pending, slot.pending = slot.pending, {}
+            for done, _ in pending.values():
+                done(None, ProposalFailed("leadership changed"))
         slot.term = hs.term
 
     def _apply(self, group: GroupId, ready: Any) -> None:
@@ -296,12 +322,13 @@ class RaftHost:
         for entry in ready.committed_entries:
             if int(entry.kind) != NORMAL_KIND or not entry.data:
                 continue
-            origin, seq, payload = msgpack.unpackb(entry.data, raw=False)
-            self.state_machine.apply(group, entry.index, payload)
+            data = entry.data
+            origin, seq = unpack_envelope(data, 0)
+            self.state_machine.apply(group, entry.index, data[ENVELOPE_BYTES:])
             if origin == self.node_id:
                 waiting = slot.pending.pop(seq, None)
-                if waiting is not None and not waiting[0].done():
-                    waiting[0].set_result(entry.index)
+                if waiting is not None:
+                    waiting[0](entry.index, None)
 
 
 NORMAL_KIND = 0
