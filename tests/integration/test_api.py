@@ -161,6 +161,8 @@ def test_errors_are_rabbitmq_shaped(node: ThreadedNode, api: ManagementClient) -
     bad_arg = requests.put(f"{url}/api/queues/%2F/bad", json={"arguments": {"x-max-length": "many"}},
                            auth=("guest", "guest"), timeout=5)
     assert bad_arg.status_code == 400 and bad_arg.json()["error"] == "bad_request"
+    maybe = requests.put(f"{url}/api/queues/%2F/bad", json={"durable": "maybe"}, auth=("guest", "guest"), timeout=5)
+    assert maybe.status_code == 400 and maybe.json()["reason"] == "'durable' must be true or false, got \"maybe\""
     reserved = requests.put(f"{url}/api/queues/%2F/amq.mine", json={}, auth=("guest", "guest"), timeout=5)
     assert reserved.status_code == 401 and reserved.json()["error"] == "not_authorised"
 
@@ -438,8 +440,9 @@ def test_health_check_details_only_with_credentials(node: ThreadedNode) -> None:
     assert closed_port.json()["missing"] == 1 and node.amqp_port in closed_port.json()["ports"]
     anonymous = requests.get(f"{url}/api/health/checks/port-listener/1", timeout=5).json()
     assert "ports" not in anonymous and "missing" not in anonymous
-    bad_port = requests.get(f"{url}/api/health/checks/port-listener/abc", timeout=5)
-    assert bad_port.status_code == 400 and bad_port.json()["error"] == "bad_request"
+    for bad in ("abc", "0", "70000"):
+        bad_port = requests.get(f"{url}/api/health/checks/port-listener/{bad}", timeout=5)
+        assert bad_port.status_code == 400 and bad_port.json()["error"] == "bad_request"
     assert requests.get(f"{url}/api/aliveness-test/no-such-vhost", auth=auth, timeout=5).status_code == 404
     assert requests.get(f"{url}/api/nodes/nobody@nowhere", auth=auth, timeout=5).status_code == 404
     node_name = requests.get(f"{url}/api/nodes", auth=auth, timeout=5).json()[0]["name"]
@@ -495,6 +498,62 @@ def test_api_publish_is_answered_only_once_stored(tmp_path: Path) -> None:
         assert [m["payload"] for m in got.json()] == expected
     finally:
         server.stop()
+
+
+WEIRD_VALUES = [None, [], "x", 1.5, True, {"a": None}, [1], -1, 2**70, "true", {"x": [1, {"y": 2}]}]
+BODY_FIELDS = {
+    ("PUT", "/api/queues/%2F/fz.q"): ({}, ["durable", "auto_delete", "arguments"]),
+    ("PUT", "/api/exchanges/%2F/fz.x"): ({}, ["type", "durable", "auto_delete", "internal", "arguments"]),
+    ("POST", "/api/exchanges/%2F/amq.default/publish"): (
+        {"routing_key": "fz", "payload": "p", "payload_encoding": "string", "properties": {}},
+        ["routing_key", "payload", "payload_encoding", "properties"]),
+    ("POST", "/api/queues/%2F/fz/get"): ({"count": 1, "ackmode": "ack_requeue_true", "encoding": "auto"},
+                                         ["count", "ackmode", "encoding", "truncate"]),
+    ("PUT", "/api/policies/%2F/fz.p"): ({"pattern": "^fz", "definition": {"max-length": 1}, "apply-to": "queues"},
+                                        ["pattern", "definition", "priority", "apply-to"]),
+    ("PUT", "/api/users/fz-user"): ({"password": "x", "tags": ""},
+                                    ["password", "password_hash", "hashing_algorithm", "tags"]),
+    ("PUT", "/api/permissions/%2F/fz-user"): ({"configure": ".*", "write": ".*", "read": ".*"},
+                                              ["configure", "write", "read"]),
+    ("POST", "/api/bindings/%2F/e/amq.direct/q/fz"): ({}, ["routing_key", "arguments"]),
+    ("POST", "/api/definitions"): ({}, ["users", "vhosts", "permissions", "policies", "queues", "exchanges",
+                                        "bindings"]),
+}
+
+
+def test_bad_bodies_get_400s_and_never_break_the_node() -> None:
+    with run_node(http_port=0, limits=Limits(api_requests_per_second=10_000.0, api_burst=10_000)) as fuzzed:
+        http = requests.Session()
+        http.auth = ("guest", "guest")
+        url = str(fuzzed.http_url)
+        assert http.put(f"{url}/api/queues/%2F/fz", json={"durable": True}, timeout=5).status_code == 201
+        server_errors = []
+        for (method, path), (base, fields) in BODY_FIELDS.items():
+            bodies = [{**base, field: value} for field in fields for value in WEIRD_VALUES]
+            bodies += [{**base, "arguments": {"x-max-length": value}} for value in WEIRD_VALUES]
+            for body in bodies:
+                answer = http.request(method, url + path, json=body, timeout=5)
+                if answer.status_code >= 500:
+                    server_errors.append((method, path, body, answer.status_code, answer.text[:200]))
+            for raw in ("[1]", '"x"', "1e999", "NaN", "[" * 100_000):
+                answer = http.request(method, url + path, data=raw, timeout=5)
+                if answer.status_code >= 500:
+                    server_errors.append((method, path, raw[:20], answer.status_code, answer.text[:200]))
+        assert server_errors == []
+        too_big = http.put(f"{url}/api/policies/%2F/huge", json={"pattern": "x", "definition": {"max-length": 1},
+                                                                   "priority": 2**70}, timeout=5)
+        assert too_big.status_code == 400 and "out of range" in too_big.json()["reason"]
+        bad_import = http.post(f"{url}/api/definitions", json={"queues": [{"name": "q"}]}, timeout=5)
+        assert bad_import.status_code == 400 and bad_import.json()["reason"] == \
+            "definitions queues[0] needs 'vhost' (a string)"
+        # every later change still applies and is stored
+        assert http.put(f"{url}/api/queues/%2F/after-fuzz", json={"durable": True}, timeout=5).status_code == 201
+        assert http.post(f"{url}/api/bindings/%2F/e/amq.direct/q/after-fuzz", json={"routing_key": "k"},
+                         timeout=5).status_code == 201
+        assert http.get(f"{url}/api/health/checks/alarms", timeout=5).json() == {"status": "ok"}
+        conn = amqp(fuzzed)
+        assert conn.channel().queue_declare("after-fuzz", passive=True, durable=True)
+        conn.close()
 
 
 def test_health_checks_can_require_auth() -> None:

@@ -56,13 +56,46 @@ def export_document(
     }
 
 
+# per section: required string fields, then optional fields with their JSON types
+_STR, _BOOL, _OBJ, _INT = (str,), (bool,), (dict,), (int,)
+_FIELDS: dict[str, tuple[tuple[str, ...], dict[str, tuple[type, ...]]]] = {
+    "users": (("name",), {"password_hash": _STR, "hashing_algorithm": _STR, "tags": (list, str)}),
+    "vhosts": (("name",), {}),
+    "permissions": (("user", "vhost", "configure", "write", "read"), {}),
+    "policies": (("vhost", "name", "pattern"), {"definition": _OBJ, "priority": _INT, "apply-to": _STR}),
+    "queues": (("name", "vhost"), {"durable": _BOOL, "auto_delete": _BOOL, "arguments": _OBJ}),
+    "exchanges": (("name", "vhost", "type"), {"durable": _BOOL, "auto_delete": _BOOL, "internal": _BOOL,
+                                              "arguments": _OBJ}),
+    "bindings": (("source", "vhost", "destination", "destination_type"), {"routing_key": _STR,
+                                                                            "arguments": _OBJ}),
+}
+
+
 def validate_document(document: Any) -> dict[str, Any]:
-    """A 400 (precondition) for anything that is not a definitions object."""
+    """A 400 (precondition) naming the first entry that an import could not apply, before
+    anything is imported: every section a list of objects with the fields RabbitMQ writes."""
     if not isinstance(document, dict):
         raise precondition_failed("definitions must be a JSON object")
     for key in DOCUMENT_KEYS:
         if key in document and not isinstance(document[key], list):
             raise precondition_failed(f"definitions key '{key}' must be a list")
+        required, optional = _FIELDS[key]
+        for index, item in enumerate(document.get(key, [])):
+            where = f"definitions {key}[{index}]"
+            if not isinstance(item, dict):
+                raise precondition_failed(f"{where} must be an object")
+            for field in required:
+                if not isinstance(item.get(field), str):
+                    raise precondition_failed(f"{where} needs '{field}' (a string)")
+            for field, types in optional.items():
+                value = item.get(field)
+                if value is not None and (not isinstance(value, types) or
+                                          (types == _INT and isinstance(value, bool))):
+                    raise precondition_failed(f"{where}: '{field}' has the wrong type")
+            if key == "policies" and not item.get("definition"):
+                raise precondition_failed(f"{where} needs a non-empty 'definition'")
+            if key == "bindings" and item["destination_type"] not in ("queue", "exchange"):
+                raise precondition_failed(f"{where}: destination_type must be 'queue' or 'exchange'")
     return document
 
 

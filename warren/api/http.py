@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from aiohttp import web
 from warren.api.rates import RequestLimiter
 from warren.errors import AMQPError, ReplyCode
 
+log = logging.getLogger(__name__)
 MANAGEMENT_TAGS = frozenset({"administrator", "monitoring", "policymaker", "management"})
 REALM = 'Basic realm="RabbitMQ Management"'
 
@@ -210,6 +212,10 @@ class Api:
             return problem_response(problem)
         except AMQPError as error:
             return problem_response(problem_from_amqp(error))
+        except Exception as error:  # a bug: answer as RabbitMQ's API does, keep serving
+            log.exception("management API request %s %s failed", request.method, request.raw_path)
+            return json_response({"error": "internal_server_error", "reason": f"{type(error).__name__}: {error}"},
+                                 500)
 
 
 async def read_json(request: web.Request) -> dict[str, Any]:
@@ -219,12 +225,65 @@ async def read_json(request: web.Request) -> dict[str, Any]:
     if not text.strip():
         return {}
     try:
-        data = json.loads(text)
+        data = json.loads(text, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
         raise bad_request(f"invalid JSON body: {exc.msg} at position {exc.pos}") from None
+    except RecursionError:
+        raise bad_request("invalid JSON body: nested too deeply") from None
     if not isinstance(data, dict):
         raise bad_request("JSON body must be an object")
+    _check_integers(data)
     return data
+
+
+INT64 = (-(2**63), 2**63 - 1)  # what AMQP tables, the store and RabbitMQ carry
+
+
+def _no_constant(name: str) -> Any:
+    raise bad_request(f"invalid JSON body: {name} is not a number RabbitMQ accepts")
+
+
+def _check_integers(data: Any) -> None:
+    """Integers beyond 64 bits cannot be stored or sent over AMQP: refuse them here, before
+    they reach the broker model (an unstorable value there would fail every later write)."""
+    pending = [data]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, dict):
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+        elif isinstance(value, int) and not INT64[0] <= value <= INT64[1]:
+            raise bad_request(f"number {value} is out of range (signed 64-bit integers only)")
+
+
+def body_object(body: dict[str, Any], key: str) -> dict[str, Any]:
+    """An optional JSON object in a request body (``arguments``, ``properties``...): {} when
+    absent or null, a 400 naming the key when it is anything but an object."""
+    value = body.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise bad_request(f"'{key}' must be a JSON object, got {json.dumps(value)}")
+    return value
+
+
+def body_string(body: dict[str, Any], key: str, default: str | None = None) -> str:
+    value = body.get(key, default)
+    if not isinstance(value, str):
+        raise bad_request(f"'{key}' must be a string, got {json.dumps(value)}")
+    return value
+
+
+def body_int(body: dict[str, Any], key: str, default: int) -> int:
+    """An integer, or a string of digits (rabbitmqadmin sends ``"count": "1"``)."""
+    value = body.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise bad_request(f"'{key}' must be an integer, got {json.dumps(value)}")
+    try:
+        return int(value)
+    except ValueError:
+        raise bad_request(f"'{key}' must be an integer, got {json.dumps(value)}") from None
 
 
 def flag(request: web.Request, name: str) -> bool:

@@ -16,6 +16,9 @@ from warren.api.http import (
     Caller,
     Router,
     bad_request,
+    body_int,
+    body_object,
+    body_string,
     flag,
     forbidden,
     json_response,
@@ -118,7 +121,7 @@ class Endpoints:
         return json_response({"status": "ok"})
 
     async def health_port(self, request: web.Request, caller: Caller | None, port: str) -> web.Response:
-        if not port.isdigit():
+        if not port.isdigit() or not 0 < int(port) < 65536:
             raise bad_request(f"invalid port '{port}'")
         if int(port) in self.b.listener_ports():
             return json_response({"status": "ok", "port": int(port)})
@@ -224,10 +227,12 @@ class Endpoints:
                 raise bad_request("tags must be a string or a list")
             password = body.get("password")
             password_hash = body.get("password_hash")
-            if password is not None and not isinstance(password, str):
-                raise bad_request("password must be a string")
-            existed = not self.b.put_user(user, password, password_hash, body.get("hashing_algorithm"),
-                                          [str(t) for t in tags])
+            algorithm = body.get("hashing_algorithm")
+            for key, value in (("password", password), ("password_hash", password_hash),
+                               ("hashing_algorithm", algorithm)):
+                if value is not None and not isinstance(value, str):
+                    raise bad_request(f"{key} must be a string")
+            existed = not self.b.put_user(user, password, password_hash, algorithm, [str(t) for t in tags])
             return _created(existed)
         if request.method == "DELETE":
             self.b.delete_user(user)
@@ -276,9 +281,9 @@ class Endpoints:
             body = await read_json(request)
             existed = any(x["name"] == name for x in self.b.exchanges(vhost))
             # absent keys take exchange.declare's defaults, as RabbitMQ's API does: direct, transient
-            self.b.declare_exchange(vhost, name, str(body.get("type", "direct")), _bool(body, "durable"),
+            self.b.declare_exchange(vhost, name, body_string(body, "type", "direct"), _bool(body, "durable"),
                                     _bool(body, "auto_delete"), _bool(body, "internal"),
-                                    dict(body.get("arguments") or {}))
+                                    body_object(body, "arguments"))
             return _created(existed)
         self.b.delete_exchange(vhost, name, flag(request, "if-unused"))
         return web.Response(status=NO_CONTENT)
@@ -290,21 +295,21 @@ class Endpoints:
         for key in ("routing_key", "payload", "payload_encoding", "properties"):
             if key not in body:
                 raise bad_request(f"'{key}' is required in the publish body")
-        payload = body["payload"]
+        payload = body_string(body, "payload")
         if body["payload_encoding"] == "base64":
             try:
                 data = base64.b64decode(payload, validate=True)
-            except (binascii.Error, TypeError):
+            except (binascii.Error, TypeError, ValueError):
                 raise bad_request("payload is not valid base64") from None
         elif body["payload_encoding"] == "string":
             data = str(payload).encode("utf-8")
         else:
             raise bad_request("payload_encoding must be 'string' or 'base64'")
-        properties = dict(body.get("properties") or {})
+        properties = dict(body_object(body, "properties"))
         if "delivery_mode" in properties:
-            properties["delivery_mode"] = int(properties["delivery_mode"])
+            properties["delivery_mode"] = body_int(properties, "delivery_mode", 1)
         try:
-            routed = await self.b.publish_confirmed(vhost, name, str(body["routing_key"]), data, properties)
+            routed = await self.b.publish_confirmed(vhost, name, body_string(body, "routing_key"), data, properties)
         except AMQPError as error:
             # RabbitMQ publishes through a channel and reports the channel error as a 400
             raise bad_request(f"{int(error.code)} {error.reply_text()}") from None
@@ -349,9 +354,7 @@ class Endpoints:
         self._require_vhost_write(caller, vhost)
         if request.method == "PUT":
             body = await read_json(request)
-            arguments = body.get("arguments") or {}
-            if not isinstance(arguments, dict):
-                raise bad_request("arguments must be an object")
+            arguments = body_object(body, "arguments")
             existed = any(q["name"] == name for q in self.b.queues(vhost))
             # absent keys take queue.declare's defaults, as RabbitMQ's API does: transient
             self.b.declare_queue(vhost, name, _bool(body, "durable"), _bool(body, "auto_delete"), arguments)
@@ -368,22 +371,21 @@ class Endpoints:
         self._require_vhost_write(caller, vhost)
         body = await read_json(request)
         ackmode = body.get("ackmode")
-        if ackmode not in GET_ACKMODES:
+        if not isinstance(ackmode, str) or ackmode not in GET_ACKMODES:
             raise bad_request(f"ackmode must be one of {', '.join(GET_ACKMODES)}")
         encoding = body.get("encoding", "auto")
         if encoding not in ("auto", "base64"):
             raise bad_request("encoding must be 'auto' or 'base64'")
-        try:
-            count = int(body.get("count", 1))
-        except (TypeError, ValueError):
-            raise bad_request("count must be an integer") from None
-        truncate = body.get("truncate")
+        count = body_int(body, "count", 1)
+        truncate = body_int(body, "truncate", -1) if body.get("truncate") is not None else None
+        if truncate is not None and truncate < 0:
+            raise bad_request("'truncate' must not be negative")
         messages = self.b.get_messages(vhost, name, max(0, min(count, 1000)), GET_ACKMODES[ackmode])
         shown = []
         for m in messages:
             payload: bytes = m["payload"]
             if truncate is not None:
-                payload = payload[: int(truncate)]
+                payload = payload[:truncate]
             text: str | None = None
             if encoding == "auto":
                 try:
@@ -427,8 +429,8 @@ class Endpoints:
         dtype = self._pair(vhost, source, kind, destination)
         if request.method == "POST":
             body = await read_json(request)
-            key = str(body.get("routing_key", ""))
-            arguments = body.get("arguments") or {}
+            key = body_string(body, "routing_key", "")
+            arguments = body_object(body, "arguments")
             self.b.bind(vhost, source, dtype, destination, key, arguments)
             props = key or "~"
             location = f"/api/bindings/{_q(vhost)}/e/{_q(source)}/{kind}/{_q(destination)}/{_q(props)}"
@@ -469,12 +471,9 @@ class Endpoints:
             pattern, definition = body.get("pattern"), body.get("definition")
             if not isinstance(pattern, str) or not isinstance(definition, dict):
                 raise bad_request("a policy needs 'pattern' (string) and 'definition' (object)")
-            try:
-                priority = int(body.get("priority", 0))
-            except (TypeError, ValueError):
-                raise bad_request("priority must be an integer") from None
+            priority = body_int(body, "priority", 0)
             existed = any(p["name"] == name for p in self.b.policies(vhost))
-            self.b.put_policy(vhost, name, pattern, str(body.get("apply-to", "all")), priority, definition)
+            self.b.put_policy(vhost, name, pattern, body_string(body, "apply-to", "all"), priority, definition)
             return _created(existed)
         self.b.delete_policy(vhost, name)
         return web.Response(status=NO_CONTENT)
