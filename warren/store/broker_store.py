@@ -42,7 +42,7 @@ class WriteBatch:
 
     defs_put: dict[bytes, bytes] = field(default_factory=dict)
     defs_delete: set[bytes] = field(default_factory=set)
-    msg_ops: list[tuple[bytes, bytes | None]] = field(default_factory=list)  # None value = delete
+    msg_ops: dict[bytes, bytes | None] = field(default_factory=dict)  # key -> record; None = delete
     queues_dropped: list[int] = field(default_factory=list)
     sequence_high_water: int = 0
 
@@ -60,10 +60,15 @@ class WriteBatch:
         self.defs_delete.add(k)
 
     def put_message(self, queue_id: int, seq: int, record: bytes) -> None:
-        self.msg_ops.append((message_key(queue_id, seq), record))
+        self.msg_ops[_MSG_KEY.pack(queue_id, seq)] = record
 
     def delete_message(self, queue_id: int, seq: int) -> None:
-        self.msg_ops.append((message_key(queue_id, seq), None))
+        """Delete a row; a row put by this same batch is simply never written."""
+        key = _MSG_KEY.pack(queue_id, seq)
+        if self.msg_ops.get(key) is not None:
+            del self.msg_ops[key]  # consumed before it reached the disk
+        else:
+            self.msg_ops[key] = None
 
     def drop_queue(self, queue_id: int) -> None:
         self.queues_dropped.append(queue_id)
@@ -134,7 +139,7 @@ class BrokerStore:
                     txn.delete(key, db=self._defs)
                 for key, value in batch.defs_put.items():
                     txn.put(key, value, db=self._defs)
-                for key, record in batch.msg_ops:
+                for key, record in batch.msg_ops.items():
                     if record is None:
                         txn.delete(key, db=self._msgs)
                     else:
