@@ -13,14 +13,16 @@ framing as the peer transport (4-byte length + msgpack):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import random
 import signal
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import typer
 
@@ -37,6 +39,7 @@ from warren.store.raft_store import GroupId, RaftStore
 log = logging.getLogger("warren.raft")
 
 CLIENT_MAX_FRAME = 16 * 1024 * 1024
+T = TypeVar("T")
 
 
 @dataclass
@@ -314,12 +317,17 @@ def raft_node(
         seed,
         keep_log,
     )
+    _run(run_node(options))
+
+
+def _run(main: Coroutine[Any, Any, T]) -> T:
+    """Run ``main`` on uvloop when it is installed (the nodes and the benchmark's driver
+    share the machine's cores: the faster loop leaves more of them to the nodes)."""
     try:
         import uvloop
-
-        uvloop.run(run_node(options))
     except ImportError:
-        asyncio.run(run_node(options))
+        return asyncio.run(main)
+    return uvloop.run(main)
 
 
 # --- a local cluster of raft-node processes (the benchmark's and the tests' harness) ---
@@ -471,31 +479,38 @@ def percentile(sorted_values: list[float], q: float) -> float:
 async def _drive(
     cluster: LocalCluster, groups: int, entry_size: int, inflight: int, seconds: float
 ) -> dict[str, Any]:
-    loop = asyncio.get_running_loop()
+    clock = time.perf_counter  # uvloop's loop clock counts whole milliseconds
     payload = b"x" * entry_size
     leaders = {g: await cluster.leader(g) for g in range(groups)}
+    led = {f"node{n}": sum(1 for x in leaders.values() if x == n) for n in cluster.nodes}
     latencies: list[float] = []
     failures = 0
-    stop_at = loop.time() + seconds
+    stop_at = clock() + seconds
 
     async def worker(group: int) -> None:
         nonlocal failures
         client = cluster.nodes[leaders[group]].client
         assert client is not None
-        while loop.time() < stop_at:
-            start = loop.time()
+        while clock() < stop_at:
+            start = clock()
             try:
                 await client.propose(group, payload)
             except ProposalFailed:
                 failures += 1
+                # Leadership moved (an election during the run): follow it, do not spin.
+                await asyncio.sleep(0.05)
+                with contextlib.suppress(TimeoutError):
+                    leaders[group] = await cluster.leader(group, timeout=2.0)
+                client = cluster.nodes[leaders[group]].client
+                assert client is not None
                 continue
-            latencies.append(loop.time() - start)
+            latencies.append(clock() - start)
 
     workers = [worker(w % groups) for w in range(max(inflight, groups))]
     cpu_before = _cpu_seconds(cluster)
-    started = loop.time()
+    started = clock()
     await asyncio.gather(*workers)
-    elapsed = loop.time() - started
+    elapsed = clock() - started
     cpu_after = _cpu_seconds(cluster)
     latencies.sort()
     per_1k = 1000 / max(1, len(latencies))
@@ -509,6 +524,7 @@ async def _drive(
         "latency_p50_ms": round(percentile(latencies, 0.5) * 1000, 2),
         "latency_p99_ms": round(percentile(latencies, 0.99) * 1000, 2),
         "failed_proposals": failures,
+        "groups_led_at_start": led,
         # CPU (user + system) each process spent per 1,000 committed entries: a figure that
         # other load on the machine disturbs less than the rates above.
         "cpu_ms_per_1k_entries": {
@@ -519,8 +535,7 @@ async def _drive(
 
 
 def _cpu_seconds(cluster: LocalCluster) -> dict[str, float]:
-    """CPU time so far of every running node process (by id; the leader's marked) and of
-    this driver process."""
+    """CPU time so far of every running node process and of this driver process."""
     import psutil
 
     out: dict[str, float] = {}
@@ -535,11 +550,11 @@ def _cpu_seconds(cluster: LocalCluster) -> dict[str, float]:
 
 async def _failover(cluster: LocalCluster) -> float:
     """Seconds from kill -9 of group 0's leader to the first commit under its successor."""
-    loop = asyncio.get_running_loop()
+    clock = time.perf_counter
     old = await cluster.leader(0)
-    killed_at = loop.time()
+    killed_at = clock()
     await cluster.nodes[old].kill()
-    while loop.time() - killed_at < 30:
+    while clock() - killed_at < 30:
         for node_id, node in cluster.nodes.items():
             if node_id == old or node.client is None:
                 continue
@@ -547,7 +562,7 @@ async def _failover(cluster: LocalCluster) -> float:
                 await asyncio.wait_for(node.client.propose(0, b"after failover"), 0.2)
             except (ProposalFailed, TimeoutError, ConnectionError):
                 continue
-            return loop.time() - killed_at
+            return clock() - killed_at
         await asyncio.sleep(0.005)
     raise TimeoutError("no commit within 30 s of the leader's death")
 
@@ -588,7 +603,7 @@ def register_bench() -> None:
         """Committed entries/s and commit latency of 3 real raft-node processes (fsync on)."""
         import json
 
-        result = asyncio.run(run_bench(groups, entry_size, inflight, seconds, failover))
+        result = _run(run_bench(groups, entry_size, inflight, seconds, failover))
         if json_output:
             typer.echo(json.dumps(result))
             return
