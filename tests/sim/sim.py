@@ -16,6 +16,7 @@ Checkers (a violation raises ``Violation`` with a message):
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import random
 from collections import deque
@@ -46,10 +47,26 @@ class Violation(AssertionError):
     pass
 
 
+PROFILES = ("chaos", "leader-hunt", "pause", "power")
+
+
 @dataclass
 class Params:
-    """Per-seed fault rates and knobs, all drawn from the seed."""
+    """Per-seed fault rates and knobs, all drawn from the seed.
 
+    The nemesis profile shapes the faults. ``chaos`` draws every fault rate independently
+    (anything may happen at once). ``leader-hunt`` is the Raft paper's Figure 8 made
+    likely: every new leader is cut off from the others within a few ticks, the partition
+    follows the leader and hardly heals, and the log is shipped in small batches, so
+    leaders of different terms leave different uncommitted tails and a later leader
+    catches followers up on entries of older terms while it is being cut off. ``pause``
+    freezes leaders (a GC pause, SIGSTOP) long enough for the others to elect a new one;
+    the frozen node wakes up still believing it leads and may answer a client before it
+    has read what arrived meanwhile. ``power`` cuts the power of the whole cluster again
+    and again while the disks are slow: everything not yet fsynced is lost everywhere.
+    """
+
+    profile: str
     loss: float
     dup: float
     max_delay: int
@@ -62,10 +79,28 @@ class Params:
     quiesce: int
     reconfig_rate: float
     transfer_rate: float
+    all_voters: bool  # with more than 3 nodes: all start as voters (else 3 voters + learners)
+    # Nemesis profile: how crashes and partitions pick their victims.
+    power_loss: float  # share of crashes that take every node down at once
+    restart_ticks: tuple[int, int]  # a crashed node comes back after this many ticks
+    drop_on_crash: float  # chance that a message still in flight from a crashed node is lost
+    leader_crash_rate: float  # per tick: crash the node leading some group
+    isolate_rate: float  # per tick: cut the leader of some group off from everyone else
+    heal_rate: float  # per tick while partitioned: heal
+    kill_new_leader: float  # chance that a node is crashed within 4 ticks of winning
+    isolate_new_leader: float  # chance that a node is cut off within 3 ticks of winning
+    pause_rate: float  # per tick: freeze the leader of some group (a GC pause, SIGSTOP)
+    # Clients: how many per group, how many keys, think time and patience.
+    clients: int
+    keys: int
+    think_ticks: int
+    timeout_ticks: int
 
     @staticmethod
     def draw(rng: random.Random) -> Params:
-        return Params(
+        profile = rng.choice(("chaos",) * 3 + ("leader-hunt",) * 3 + ("pause", "power") * 2)
+        p = Params(
+            profile=profile,
             loss=rng.choice([0.0, 0.01, 0.05, 0.15]),
             dup=rng.choice([0.0, 0.02, 0.1]),
             max_delay=rng.choice([2, 10, 30]),
@@ -78,7 +113,39 @@ class Params:
             quiesce=rng.choice([0, 0, 15]),
             reconfig_rate=rng.choice([0.0, 0.0, 0.01]),
             transfer_rate=rng.choice([0.0, 0.005]),
+            all_voters=rng.random() < 0.5,
+            power_loss=rng.choice([0.0, 0.3]),
+            restart_ticks=rng.choice([(5, 60), (1, 12)]),
+            drop_on_crash=rng.choice([0.0, 0.5, 1.0]),
+            leader_crash_rate=rng.choice([0.0, 0.0, 0.01, 0.03]),
+            isolate_rate=rng.choice([0.0, 0.0, 0.005, 0.02]),
+            heal_rate=rng.choice([0.003, 0.01, 0.05]),
+            kill_new_leader=rng.choice([0.0, 0.0, 0.2, 0.5]),
+            isolate_new_leader=rng.choice([0.0, 0.0, 0.3, 0.7]),
+            pause_rate=rng.choice([0.0, 0.0, 0.005, 0.02]),
+            clients=rng.choice([2, 3, 4]),
+            keys=rng.choice([1, 2, 3]),
+            think_ticks=rng.choice([0, 0, 5, 30]),
+            timeout_ticks=rng.choice([15, 40]),
         )
+        quiet = dict(
+            crash_rate=0.0, partition_rate=0.0, leader_crash_rate=0.0, isolate_rate=0.0,
+            kill_new_leader=0.0, isolate_new_leader=0.0, pause_rate=0.0,
+            reconfig_rate=0.0, transfer_rate=0.0, think_ticks=0,
+        )  # fmt: skip
+        if profile == "leader-hunt":
+            return dataclasses.replace(
+                p, **{**quiet, "isolate_new_leader": 1.0}, heal_rate=0.003, loss=0.0,
+                max_entries=1, max_delay=30,
+            )  # fmt: skip
+        if profile == "pause":
+            return dataclasses.replace(p, **{**quiet, "pause_rate": rng.choice([0.01, 0.03])})
+        if profile == "power":
+            return dataclasses.replace(
+                p, **{**quiet, "crash_rate": rng.choice([0.01, 0.03])}, power_loss=1.0,
+                disk_latency=15, restart_ticks=(1, 12),
+            )  # fmt: skip
+        return p
 
 
 @dataclass
@@ -89,6 +156,7 @@ class Replica:
     disk: MemoryStorage
     kv: dict[str, Any] = field(default_factory=dict)
     writing: Ready | None = None
+    checked_commit: int = 0  # committed entries up to here were compared with the record
 
 
 @dataclass
@@ -105,10 +173,13 @@ class Simulation:
         groups: int = 2,
         bugs: frozenset[str] = frozenset(),
         duration_ticks: int = 600,
+        overrides: dict[str, Any] | None = None,
     ) -> None:
         self.seed = seed
         self.rng = random.Random(seed)
         self.p = Params.draw(self.rng)
+        if overrides:
+            self.p = dataclasses.replace(self.p, **overrides)
         self.node_ids = list(range(1, nodes + 1))
         self.groups = list(range(groups))
         self.bugs = bugs
@@ -121,6 +192,9 @@ class Simulation:
         self.alive = {n: True for n in self.node_ids}
         self.epoch = {n: 0 for n in self.node_ids}
         self.blocked: set[tuple[int, int]] = set()
+        # A paused node neither ticks nor handles anything; what arrives waits for it.
+        self.paused: dict[int, int] = {}  # node -> resume time
+        self.held: dict[int, list[tuple[str, Any]]] = {}
         self.disks = {(n, g): MemoryStorage() for n in self.node_ids for g in self.groups}
         self.replicas: dict[tuple[int, int], Replica] = {}
         self.limits = Limits(
@@ -130,10 +204,10 @@ class Simulation:
         )
         self.leaders: dict[tuple[int, int], int] = {}
         self.committed: dict[int, dict[int, int]] = {g: {} for g in self.groups}
-        self.committed_high = {g: 0 for g in self.groups}
         self.applied_at: dict[int, dict[int, bytes]] = {g: {} for g in self.groups}
         self.history: dict[tuple[int, str], list[Op]] = {}
-        self.clients = {(g, c): Client() for g in self.groups for c in range(2)}
+        self.keys = KEYS[: self.p.keys]
+        self.clients = {(g, c): Client() for g in self.groups for c in range(self.p.clients)}
         self.op_seq = 0
         self.waiting_puts: dict[tuple[int, int, int], tuple[Any, ...]] = {}
         self.waiting_reads: dict[bytes, tuple[Any, ...]] = {}
@@ -154,8 +228,8 @@ class Simulation:
         raise Violation(f"seed {self.seed}: {text}")
 
     def _start(self, n: int) -> None:
-        voters = tuple(self.node_ids[:3]) if len(self.node_ids) > 3 else tuple(self.node_ids)
-        learners = tuple(self.node_ids[3:])
+        nv = len(self.node_ids) if self.p.all_voters else min(3, len(self.node_ids))
+        voters, learners = tuple(self.node_ids[:nv]), tuple(self.node_ids[nv:])
         for g in self.groups:
             disk = self.disks[(n, g)]
             raft = RaftNode(
@@ -224,7 +298,11 @@ class Simulation:
             return
         copies = 2 if self.rng.random() < self.p.dup else 1
         for _ in range(copies):
-            self._schedule(self.rng.randint(1, self.p.max_delay), "msg", m.to_wire())
+            self._schedule(
+                self.rng.randint(1, self.p.max_delay),
+                "msg",
+                (m.to_wire(), m.frm, self.epoch[m.frm]),
+            )
 
     def _check_node(self, n: int, g: int, raft: RaftNode) -> None:
         if raft.role == Role.LEADER:
@@ -233,20 +311,29 @@ class Simulation:
                 self.fail(f"two leaders in group {g} term {raft.term}: {holder} and {n}")
             if not getattr(raft, "_sim_checked_term", 0) == raft.term:
                 raft._sim_checked_term = raft.term  # type: ignore[attr-defined]
+                self._log(f"n{n} leads group {g} in term {raft.term}")
                 for index, term in self.committed[g].items():
                     if index >= raft.log.first_index() and raft.log.term(index) != term:
                         self.fail(
                             f"leader {n} of group {g} term {raft.term} lacks committed entry "
                             f"{index} (term {term}), has {raft.log.term(index)}"
                         )
+                if self.now < self.heal_at and self.rng.random() < self.p.kill_new_leader:
+                    self._schedule(self.rng.randint(0, 4 * TICK), "kill", (n, self.epoch[n]))
+                if self.now < self.heal_at and self.rng.random() < self.p.isolate_new_leader:
+                    self._schedule(self.rng.randint(0, 10 * TICK), "isolate", (n, self.epoch[n]))
         log = raft.log
-        high = self.committed_high[g]
-        if log.committed > high:
-            for index in range(max(log.first_index(), high + 1), log.committed + 1):
+        rep = self.replicas[(n, g)]
+        if log.committed > rep.checked_commit:
+            record = self.committed[g]
+            for index in range(max(log.first_index(), rep.checked_commit + 1), log.committed + 1):
                 term = log.term(index)
-                if term is not None:
-                    self.committed[g].setdefault(index, term)
-            self.committed_high[g] = log.committed
+                if term is not None and record.setdefault(index, term) != term:
+                    self.fail(
+                        f"node {n} committed group {g} index {index} with term {term}, "
+                        f"committed elsewhere with term {record[index]}"
+                    )
+            rep.checked_commit = log.committed
 
     def _apply(
         self, n: int, g: int, rep: Replica, index: int, term: int, kind: int, data: bytes
@@ -270,13 +357,14 @@ class Simulation:
         client = self.clients[(g, c)]
         if client.op is not None or self.now < client.busy_until:
             return
-        alive = [n for n in self.node_ids if self.alive[n]]
+        alive = [n for n in self.node_ids if self.alive[n] and n not in self.paused]
         if not alive:
             return
+        # Clients go to a node that believes it leads (a deposed one too) most of the time.
         leaders = [n for n in alive if self.replicas[(n, g)].raft.role == Role.LEADER]
-        n = leaders[0] if leaders and self.rng.random() < 0.8 else self.rng.choice(alive)
+        n = self.rng.choice(leaders if leaders and self.rng.random() < 0.8 else alive)
         raft = self.replicas[(n, g)].raft
-        key = self.rng.choice(KEYS)
+        key = self.rng.choice(self.keys)
         self.op_seq += 1
         if self.rng.random() < 0.5:
             value = self.op_seq
@@ -293,14 +381,14 @@ class Simulation:
             self.waiting_reads[ctx] = client.op
             raft.read_index(ctx)
         self._pump(n, g)
-        self._schedule(40 * TICK, "timeout", (g, c, self.op_seq))
+        self._schedule(self.p.timeout_ticks * TICK, "timeout", (g, c, self.op_seq))
 
     def _finish_put(self, op: tuple[Any, ...], applied_op_id: int | None) -> None:
         _, n, g, key, value, call, index, c, op_id = op
         client = self.clients[(g, c)]
         if client.op is not op:
             return
-        client.op = None
+        self._done(client)
         if applied_op_id == op_id:
             self.history.setdefault((g, key), []).append(Op(call, self.now, True, value, c))
             if self.now >= self.heal_at and call >= self.heal_at:
@@ -313,7 +401,7 @@ class Simulation:
             return
         if not ok:
             del self.waiting_reads[ctx]
-            self.clients[(g, op[7])].op = None
+            self._done(self.clients[(g, op[7])])
             return
         self.waiting_reads[ctx] = op[:6] + (max(index, 1),) + op[7:]
 
@@ -323,17 +411,22 @@ class Simulation:
             _, on, og, key, _, call, index, c, _ = op
             if on == n and og == g and index and rep.raft.applied >= index:
                 del self.waiting_reads[ctx]
-                self.clients[(g, c)].op = None
+                self._done(self.clients[(g, c)])
                 self.history.setdefault((g, key), []).append(
                     Op(call, self.now, False, rep.kv.get(key), c)
                 )
+
+    def _done(self, client: Client) -> None:
+        client.op = None
+        if self.p.think_ticks:
+            client.busy_until = self.now + self.rng.randint(0, self.p.think_ticks) * TICK
 
     def _timeout(self, g: int, c: int, op_id: int) -> None:
         client = self.clients[(g, c)]
         op = client.op
         if op is None or op[8] != op_id:
             return
-        client.op = None
+        self._done(client)
         if op[0] == "put":
             self.waiting_puts.pop((op[1], g, op[6]), None)
             self.history.setdefault((g, op[3]), []).append(Op(op[5], INF, True, op[4], c))
@@ -345,6 +438,8 @@ class Simulation:
         self._log(f"crash n{n}")
         self.alive[n] = False
         self.epoch[n] += 1
+        self.paused.pop(n, None)
+        self.held.pop(n, None)
         for g in self.groups:
             for key in [k for k in self.waiting_puts if k[0] == n and k[1] == g]:
                 op = self.waiting_puts[key]
@@ -358,42 +453,81 @@ class Simulation:
         self.alive[n] = True
         self._start(n)
 
+    def _crash_and_restart(self, n: int) -> None:
+        if self.alive[n]:
+            self._crash(n)
+            self._schedule(self.rng.randint(*self.p.restart_ticks) * TICK, "restart", n)
+
+    def _leader_of(self, g: int) -> int | None:
+        """The live node that leads ``g`` in the highest term (a deposed one may linger)."""
+        best = None
+        for n in self.node_ids:
+            raft = self.replicas[(n, g)].raft
+            if self.alive[n] and n not in self.paused and raft.role == Role.LEADER:
+                if best is None or raft.term > self.replicas[(best, g)].raft.term:
+                    best = n
+        return best
+
+    def _pause(self, n: int, ticks: int) -> None:
+        self._log(f"pause n{n} for {ticks} ticks")
+        self.paused[n] = self.now + ticks * TICK
+        self.held[n] = []
+
+    def _resume_due(self) -> None:
+        for n, until in list(self.paused.items()):
+            if until <= self.now:
+                self._log(f"resume n{n}")
+                del self.paused[n]
+                # What waited in its socket buffers and disk queue is handled soon, but the
+                # node runs (and may answer a client) before it has read all of it.
+                for kind, payload in self.held.pop(n):
+                    self._schedule(self.rng.randint(1, self.p.max_delay), kind, payload)
+
+    def _isolate(self, side: set[int]) -> None:
+        self.blocked = {
+            (a, b) for a in self.node_ids for b in self.node_ids if (a in side) != (b in side)
+        }
+        self._log(f"partition {sorted(side)}")
+
     def _faults(self) -> None:
         if self.now >= self.heal_at:
             return
-        r = self.rng.random()
-        if r < self.p.crash_rate:
+        if self.rng.random() < self.p.crash_rate:
             # Sometimes a whole-cluster power loss: every unfsynced write everywhere is gone.
-            everyone = self.rng.random() < 0.3
+            everyone = self.rng.random() < self.p.power_loss
             for n in self.node_ids if everyone else [self.rng.choice(self.node_ids)]:
-                if self.alive[n]:
-                    self._crash(n)
-                    self._schedule(self.rng.randint(5, 60) * TICK, "restart", n)
-        r = self.rng.random()
-        if r < self.p.partition_rate:
-            if self.blocked:
+                self._crash_and_restart(n)
+        if self.p.leader_crash_rate and self.rng.random() < self.p.leader_crash_rate:
+            leader = self._leader_of(self.rng.choice(self.groups))
+            if leader is not None:
+                self._crash_and_restart(leader)
+        if self.blocked:
+            if self.rng.random() < self.p.heal_rate:
                 self.blocked.clear()
                 self._log("heal partition")
-            elif self.rng.random() < 0.5:
+        elif self.p.isolate_rate and self.rng.random() < self.p.isolate_rate:
+            leader = self._leader_of(self.rng.choice(self.groups))
+            if leader is not None:
+                self._isolate({leader})
+        elif self.rng.random() < self.p.partition_rate:
+            if self.rng.random() < 0.5:
                 a, b = self.rng.sample(self.node_ids, 2)
                 self.blocked.add((a, b))
                 self._log(f"one-way partition {a}->{b}")
             else:
-                side = set(
-                    self.rng.sample(self.node_ids, self.rng.randint(1, len(self.node_ids) // 2))
-                )
-                self.blocked = {
-                    (a, b)
-                    for a in self.node_ids
-                    for b in self.node_ids
-                    if (a in side) != (b in side)
-                }
-                self._log(f"partition {sorted(side)}")
+                k = self.rng.randint(1, len(self.node_ids) // 2)
+                self._isolate(set(self.rng.sample(self.node_ids, k)))
+        if self.p.pause_rate and self.rng.random() < self.p.pause_rate:
+            leader = self._leader_of(self.rng.choice(self.groups))
+            if leader is not None:
+                self._pause(leader, self.rng.randint(5, 60))
         for g in self.groups:
             leaders = [
                 n
                 for n in self.node_ids
-                if self.alive[n] and self.replicas[(n, g)].raft.role == Role.LEADER
+                if self.alive[n]
+                and n not in self.paused
+                and self.replicas[(n, g)].raft.role == Role.LEADER
             ]
             if not leaders:
                 continue
@@ -424,9 +558,8 @@ class Simulation:
 
     # ------------------------------------------------------------------ main loop
     def run(self) -> None:
-        for g in self.groups:
-            for c in range(2):
-                self.clients[(g, c)].busy_until = self.rng.randint(0, 20) * TICK
+        for client in self.clients.values():
+            client.busy_until = self.rng.randint(0, 20) * TICK
         while self.events:
             t, _, kind, payload = heapq.heappop(self.events)
             if t > self.duration:
@@ -438,11 +571,11 @@ class Simulation:
                 n = payload
                 self._schedule(TICK, "tick", n)
                 if n == self.node_ids[0]:
+                    self._resume_due()
                     self._faults()
-                    for g in self.groups:
-                        for c in range(2):
-                            self._client_step(g, c)
-                if not self.alive[n]:
+                    for g, c in self.clients:
+                        self._client_step(g, c)
+                if not self.alive[n] or n in self.paused:
                     continue
                 for g in self.groups:
                     raft = self.replicas[(n, g)].raft
@@ -450,6 +583,7 @@ class Simulation:
                         lead = raft.leader
                         if (
                             not self.alive.get(lead, False)
+                            or lead in self.paused
                             or (lead, n) in self.blocked
                             or (n, lead) in self.blocked
                         ):
@@ -457,20 +591,45 @@ class Simulation:
                     raft.tick()
                     self._pump(n, g)
             elif kind == "msg":
-                m = message_from_wire(payload)
-                if self.alive[m.to]:
-                    self.replicas[(m.to, m.group)].raft.step(m)
-                    self._pump(m.to, m.group)
+                wire, frm, epoch = payload
+                if epoch != self.epoch[frm] and self.rng.random() < self.p.drop_on_crash:
+                    continue  # still in the sender's buffers when it lost power
+                if (frm, wire[3]) in self.blocked:
+                    continue  # the link was cut while it was on its way
+                self._deliver(wire)
+            elif kind == "held":
+                self._deliver(payload)
             elif kind == "disk":
                 n, g, epoch = payload
                 if epoch == self.epoch[n] and self.alive[n]:
-                    self._persisted(n, g)
+                    if n in self.paused:
+                        self.held[n].append(("disk", payload))
+                    else:
+                        self._persisted(n, g)
+            elif kind == "kill":
+                n, epoch = payload
+                if epoch == self.epoch[n] and self.now < self.heal_at:
+                    self._crash_and_restart(n)
+            elif kind == "isolate":
+                n, epoch = payload
+                if epoch == self.epoch[n] and self.now < self.heal_at:
+                    self._isolate({n})
             elif kind == "restart":
                 if not self.alive[payload]:
                     self._restart(payload)
             elif kind == "timeout":
                 self._timeout(*payload)
         self._final_checks()
+
+    def _deliver(self, wire: list[Any]) -> None:
+        m = message_from_wire(wire)
+        if not self.alive[m.to]:
+            return
+        if m.to in self.paused:
+            self.held[m.to].append(("held", wire))
+            return
+        self.replicas[(m.to, m.group)].raft.step(m)
+        self._pump(m.to, m.group)
 
     def _final_checks(self) -> None:
         for (g, key), ops in self.history.items():
