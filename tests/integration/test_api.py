@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pika
@@ -449,6 +450,45 @@ def test_health_check_details_only_with_credentials(node: ThreadedNode) -> None:
     one = requests.get(f"{url}/api/nodes/{node_name}", auth=auth, timeout=5).json()
     assert one["running"] is True and one["mem_used"] > 0 and one["disk_free"] > 0
     assert {"mem_alarm", "disk_free_alarm", "fd_used", "sockets_used", "uptime", "partitions"} <= one.keys()
+
+
+def test_protocol_listener_and_certificate_expiration_checks(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from tests.unit.api.test_certificates import certificate
+
+    # the node's TLS certificate expires in ten days
+    expires = datetime.now(UTC) + timedelta(days=10)
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    private_key = ec.generate_private_key(ec.SECP256R1())
+    cert.write_bytes(certificate(expires, private_key))
+    key.write_bytes(private_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    with run_node(http_port=0) as plain:
+        url = plain.http_url
+        for alias in ("amqp", "amqp091", "http"):
+            ok = requests.get(f"{url}/api/health/checks/protocol-listener/{alias}", timeout=5)
+            assert ok.status_code == 200 and ok.json()["status"] == "ok"
+        missing = requests.get(f"{url}/api/health/checks/protocol-listener/amqps", auth=("guest", "guest"), timeout=5)
+        assert missing.status_code == 503
+        assert missing.json()["missing"] == "amqp/ssl" and "amqp" in missing.json()["protocols"]
+        # no TLS listener: no certificate to expire
+        assert requests.get(f"{url}/api/health/checks/certificate-expiration/1/years", timeout=5).json() == {
+            "status": "ok"}
+    with run_node(http_port=0, tls_port=0, tls_cert=str(cert), tls_key=str(key)) as tls:
+        url = tls.http_url
+        assert requests.get(f"{url}/api/health/checks/protocol-listener/amqps", timeout=5).status_code == 200
+        week = requests.get(f"{url}/api/health/checks/certificate-expiration/1/weeks", timeout=5)
+        assert week.status_code == 200 and week.json() == {"status": "ok"}
+        month = requests.get(f"{url}/api/health/checks/certificate-expiration/1/months", timeout=5)
+        assert month.status_code == 503 and month.json() == {"status": "failed", "reason": "Certificates expiring"}
+        detailed = requests.get(f"{url}/api/health/checks/certificate-expiration/2/weeks", auth=("guest", "guest"),
+                                timeout=5).json()
+        assert detailed["expired"] == [{"file": str(cert), "not_after": expires.replace(microsecond=0).isoformat()}]
+        bad_unit = requests.get(f"{url}/api/health/checks/certificate-expiration/1/fortnights", timeout=5)
+        assert bad_unit.status_code == 400 and "Supported units" in bad_unit.json()["reason"]
+        assert requests.get(f"{url}/api/health/checks/certificate-expiration/x/weeks", timeout=5).status_code == 400
 
 
 def test_health_checks_fail_with_503_during_a_resource_alarm() -> None:

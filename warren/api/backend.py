@@ -41,6 +41,12 @@ class ManagementBackend(Protocol):
 
     def listener_ports(self) -> list[int]: ...
 
+    def listeners(self) -> list[dict[str, Any]]:
+        """RabbitMQ's listener objects: protocol ("amqp", "amqp/ssl", "http"...), port, ip_address."""
+
+    def certificate_files(self) -> list[str]:
+        """The PEM files of the node's TLS listeners (certificate chain, CA bundle)."""
+
     # ---- clients ---------------------------------------------------------------------
     def connections(self) -> list[dict[str, Any]]: ...
 

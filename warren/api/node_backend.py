@@ -161,6 +161,13 @@ class NodeBackend:
     def listener_ports(self) -> list[int]:
         return [int(listener["port"]) for listener in self.node.listeners]
 
+    def listeners(self) -> list[dict[str, Any]]:
+        return [dict(listener) for listener in self.node.listeners]
+
+    def certificate_files(self) -> list[str]:
+        config = self.runtime.config
+        return [path for path in (getattr(config, "tls_cert", None), getattr(config, "tls_ca", None)) if path]
+
     # ---- clients ---------------------------------------------------------------------
     def connections(self) -> list[dict[str, Any]]:
         listed = []

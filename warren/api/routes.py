@@ -5,12 +5,14 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
 
 from warren.api.backend import ManagementBackend, PublishNotStored, PublishRejected
+from warren.api.certificates import CertificateError, pem_expiry_dates
 from warren.api.definitions import validate_document
 from warren.api.http import (
     Caller,
@@ -30,6 +32,10 @@ from warren.api.rates import RateTracker
 from warren.errors import AMQPError
 
 NO_CONTENT = 204
+# RabbitMQ's names for the protocol-listener check
+PROTOCOL_ALIASES = {"amqp091": "amqp", "amqp0.9.1": "amqp", "amqp0-9-1": "amqp", "amqps": "amqp/ssl",
+                    "amqp091/ssl": "amqp/ssl", "https": "http/ssl"}
+CERTIFICATE_UNITS = {"days": 1, "weeks": 7, "months": 30, "years": 365}
 GET_ACKMODES = {"ack_requeue_true": True, "reject_requeue_true": True,
                 "ack_requeue_false": False, "reject_requeue_false": False}
 
@@ -129,6 +135,40 @@ class Endpoints:
         if caller is not None:
             body["missing"] = int(port)
             body["ports"] = self.b.listener_ports()
+        return json_response(body, 503)
+
+    async def health_protocol(self, request: web.Request, caller: Caller | None, protocol: str) -> web.Response:
+        name = PROTOCOL_ALIASES.get(protocol.lower(), protocol.lower())
+        active = sorted({str(listener["protocol"]) for listener in self.b.listeners()})
+        if name in active:
+            return json_response({"status": "ok", "protocol": name})
+        body: dict[str, Any] = {"status": "failed", "reason": f"No active listener for protocol {name}"}
+        if caller is not None:
+            body["missing"] = name
+            body["protocols"] = active
+        return json_response(body, 503)
+
+    async def health_certificates(self, request: web.Request, caller: Caller | None, within: str,
+                                  unit: str) -> web.Response:
+        if not within.isdigit():
+            raise bad_request("Invalid expiration value.")
+        if unit not in CERTIFICATE_UNITS:
+            raise bad_request("Time unit not recognised. Supported units: days, weeks, months, years.")
+        horizon = datetime.now(UTC) + timedelta(days=int(within) * CERTIFICATE_UNITS[unit])
+        expiring: list[dict[str, str]] = []
+        for path in self.b.certificate_files():
+            try:
+                with open(path, "rb") as pem:
+                    dates = pem_expiry_dates(pem.read())
+            except (OSError, CertificateError) as error:
+                expiring.append({"file": path, "error": str(error)})
+                continue
+            expiring += [{"file": path, "not_after": d.isoformat()} for d in dates if d <= horizon]
+        if not expiring:
+            return json_response({"status": "ok"})
+        body: dict[str, Any] = {"status": "failed", "reason": "Certificates expiring"}
+        if caller is not None:
+            body["expired"] = expiring
         return json_response(body, 503)
 
     async def health_quorum_critical(self, request: web.Request, caller: Caller | None) -> web.Response:
@@ -496,6 +536,9 @@ class Endpoints:
         r.add("GET", "/api/health/checks/local-alarms", self.health_alarms, auth="health")
         r.add("GET", "/api/health/checks/virtual-hosts", self.health_ok, auth="health")
         r.add("GET", "/api/health/checks/port-listener/{port}", self.health_port, auth="health")
+        r.add("GET", "/api/health/checks/protocol-listener/{protocol}", self.health_protocol, auth="health")
+        r.add("GET", "/api/health/checks/certificate-expiration/{within}/{unit}", self.health_certificates,
+              auth="health")
         r.add("GET", "/api/health/checks/node-is-quorum-critical", self.health_quorum_critical, auth="health")
         r.add("GET", "/api/health/checks/node-is-mirror-sync-critical", self.health_ok, auth="health")
         r.add("GET", "/api/aliveness-test/{vhost}", self.aliveness)
