@@ -126,6 +126,9 @@ def run_script(base: str, user: str = "guest", password: str = "guest") -> dict[
     assert {"source": EXCHANGE, "vhost": VHOST, "destination": QUEUE, "destination_type": "queue",
             "routing_key": "pending", "arguments": {}} in document["bindings"]
     assert {"name": VHOST} in [{"name": x["name"]} for x in document["vhosts"]]
+    # importing what was exported changes nothing and answers 204
+    reimport = http.post(url("/api/definitions"), json=document, timeout=10)
+    assert reimport.status_code == 204 and reimport.text == ""
 
     # clean up: 204 for each delete, 404 for what is gone
     assert http.delete(binding_url, timeout=10).status_code == 204
