@@ -261,8 +261,11 @@ class RaftHost:
                     readies.append((group, node.ready()))
             if not readies:
                 continue
-            for _group, ready in readies:
-                self._send_all(m for m in ready.messages if _early(m))
+            later: dict[GroupId, list[Any]] = {}
+            for group, ready in readies:
+                early, later[group] = _split_early(ready.messages)
+                if early:
+                    self._send_all(early)
             applied_early = set()
             for group, ready in readies:
                 if self._already_durable(group, ready):
@@ -278,7 +281,8 @@ class RaftHost:
                 if storage is not None and (ready.entries or ready.snapshot is not None):
                     storage.persisted(ready.entries, ready.snapshot is not None)
                 self._fail_pending_on_new_term(group, ready)
-                self._send_all(m for m in ready.messages if not _early(m))
+                if later[group]:
+                    self._send_all(later[group])
                 if group not in applied_early:
                     self._apply(group, ready)
                 self.groups[group].node.advance(ready)
@@ -335,8 +339,13 @@ NORMAL_KIND = 0
 """EntryKind.NORMAL's op code (op codes are append-only; checked where the core is built)."""
 
 
-def _early(message: Any) -> bool:
-    return bool(getattr(message, "may_send_before_persist", False))
+def _split_early(messages: list[Any]) -> tuple[list[Any], list[Any]]:
+    """(messages that may leave before the ready is persisted, those that must wait)."""
+    early: list[Any] = []
+    later: list[Any] = []
+    for m in messages:
+        (early if getattr(m, "may_send_before_persist", False) else later).append(m)
+    return early, later
 
 
 # Positions in warren.raft.types.Message.to_wire()'s list.

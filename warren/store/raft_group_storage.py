@@ -9,9 +9,7 @@ Protocols' sake (tests, tools) and each costs its own fsync.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Sequence
-from itertools import islice
 from typing import Any
 
 from warren.raft.types import Config, Entry, EntryKind, HardState, SnapshotMeta
@@ -51,7 +49,7 @@ class GroupStorage:
         self.group = group
         self.cache_entries = cache_entries
         self.cache_bytes = cache_bytes
-        self._cache: deque[Entry] = deque()  # contiguous, durable, ending at the log's end
+        self._cache: list[Entry] = []  # contiguous, durable, ending at the log's end
         self._cache_first = 0  # index of _cache[0]
         self._cache_size = 0  # bytes of data in _cache
 
@@ -74,11 +72,15 @@ class GroupStorage:
             self._cache_first = first
         cache.extend(entries)
         self._cache_size += sum(len(e.data) for e in entries)
-        while cache and (
-            len(cache) > self.cache_entries or self._cache_size > self.cache_bytes
-        ):
-            self._cache_size -= len(cache.popleft().data)
-            self._cache_first += 1
+        if len(cache) > self.cache_entries or self._cache_size > self.cache_bytes:
+            drop = max(0, len(cache) - self.cache_entries)
+            size = self._cache_size - sum(len(e.data) for e in cache[:drop])
+            while drop < len(cache) and size > self.cache_bytes:
+                size -= len(cache[drop].data)
+                drop += 1
+            del cache[:drop]
+            self._cache_size = size
+            self._cache_first += drop
         if cache and self._cache_first + len(cache) - 1 != self.store.last_index(self.group):
             # Not what the store holds (entries a snapshot covered): serve from LMDB.
             cache.clear()
@@ -114,10 +116,7 @@ class GroupStorage:
             return [
                 entry_from_record(*r) for r in self.store.entries(self.group, lo, hi, max_bytes)
             ]
-        if lo == first and hi == first + len(cache):
-            out = list(cache)
-        else:
-            out = list(islice(cache, lo - first, hi - first))
+        out = cache[lo - first : hi - first]
         if max_bytes is not None:
             total = 0
             for n, e in enumerate(out):

@@ -119,10 +119,18 @@ class RaftStore:
         self._snap = self._env.open_db(b"snap")
         self._base = self._env.open_db(b"base")
         self._bounds: dict[bytes, _Bounds] = {}
+        self._prefixes: dict[GroupId, bytes] = {}
         self.stats = RaftStoreStats()
 
     def close(self) -> None:
         self._env.close()
+
+    def _prefix(self, group: GroupId) -> bytes:
+        """:func:`group_prefix`, remembered: the core asks for bounds all the time."""
+        prefix = self._prefixes.get(group)
+        if prefix is None:
+            prefix = self._prefixes[group] = group_prefix(group)
+        return prefix
 
     # --- writes ---------------------------------------------------------------------
 
@@ -133,7 +141,7 @@ class RaftStore:
         try:
             with self._env.begin(write=True) as txn:
                 for write in writes:
-                    prefix = group_prefix(write.group)
+                    prefix = self._prefix(write.group)
                     bounds = updated.get(prefix) or self._copy_bounds(prefix, txn)
                     updated[prefix] = bounds
                     size += self._apply(txn, prefix, bounds, write)
@@ -258,14 +266,14 @@ class RaftStore:
         return None if raw is None else int(_unpack(bytes(raw))[0])
 
     def first_index(self, group: GroupId) -> int:
-        return self._load_bounds(group_prefix(group)).base_index + 1
+        return self._load_bounds(self._prefix(group)).base_index + 1
 
     def last_index(self, group: GroupId) -> int:
-        return self._load_bounds(group_prefix(group)).last_index
+        return self._load_bounds(self._prefix(group)).last_index
 
     def term(self, group: GroupId, index: int) -> int | None:
         """Term of the entry at ``index``; None when it is compacted away or not there yet."""
-        prefix = group_prefix(group)
+        prefix = self._prefix(group)
         bounds = self._load_bounds(prefix)
         if index == bounds.last_index:
             return bounds.last_term
@@ -278,7 +286,7 @@ class RaftStore:
         self, group: GroupId, lo: int, hi: int, max_bytes: int | None = None
     ) -> list[LogRecord]:
         """Entries lo <= index < hi; at least one, then at most ``max_bytes`` of data."""
-        prefix = group_prefix(group)
+        prefix = self._prefix(group)
         bounds = self._load_bounds(prefix)
         assert bounds.base_index < lo and hi <= bounds.last_index + 1, (
             f"entries [{lo}, {hi}) outside the held log ({bounds.base_index}, {bounds.last_index}]"
@@ -304,7 +312,7 @@ class RaftStore:
     def hard_state(self, group: GroupId) -> tuple[int, int, int]:
         """(term, vote, commit); zeros for a group that never saved one."""
         with self._env.begin() as txn:
-            raw = txn.get(group_prefix(group), db=self._state)
+            raw = txn.get(self._prefix(group), db=self._state)
         if raw is None:
             return (0, 0, 0)
         term, vote, commit = _unpack(bytes(raw))
@@ -313,7 +321,7 @@ class RaftStore:
     def snapshot(self, group: GroupId) -> tuple[int, int, Any, bytes] | None:
         """(index, term, config, data) of the latest saved snapshot."""
         with self._env.begin() as txn:
-            raw = txn.get(group_prefix(group), db=self._snap)
+            raw = txn.get(self._prefix(group), db=self._snap)
         if raw is None:
             return None
         index, term, config, data = _unpack(bytes(raw))
