@@ -151,6 +151,8 @@ def test_export_and_import_definitions(node: ThreadedNode, tmp_path: Path) -> No
     exported = json.loads(target.read_text())
     assert {"admin", "rabbitmquser", "monitor", "guest"} <= {u["name"] for u in exported["users"]}
     assert "q-classic" in {q["name"] for q in exported["queues"]}
+    # importing it back skips nothing: the JSON report says so
+    assert json.loads(ctl(node, "import_definitions", str(target), json_out=True)) == {"skipped_queues": []}
 
 
 def test_node_down_is_one_line_naming_the_url() -> None:

@@ -347,7 +347,7 @@ def import_definitions(ctx: typer.Context, path: str) -> None:
             document = json.load(source)
     except (OSError, json.JSONDecodeError) as exc:
         _fail(f"cannot read definitions from {path}: {exc}", 66)
-    report = _call(ctx, "POST", "/api/definitions", document) or {}
+    report = _call(ctx, "POST", "/api/definitions", document) or {"skipped_queues": []}  # 204: all imported
     skipped = report.get("skipped_queues", [])
     if ctx.obj.formatter == "json":
         typer.echo(json.dumps(report))
