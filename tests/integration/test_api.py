@@ -82,6 +82,8 @@ def test_queue_objects_show_how_fast_their_depth_changes(node: ThreadedNode, api
     assert queue["messages_unacknowledged_details"] == {"rate": 0.0}
     listed = [q for q in api.get("/api/queues/%2F") if q["name"] == "rate-q"]
     assert listed[0]["messages_details"]["rate"] > 0
+    assert api.get("/api/overview")["queue_totals"]["messages_details"]["rate"] > 0
+    assert [v for v in api.get("/api/vhosts") if v["name"] == "/"][0]["messages_ready_details"]["rate"] > 0
     conn.close()
     api.delete("/api/queues/%2F/rate-q")
 

@@ -66,6 +66,21 @@ class DepthRates:
         if not self._checkpoints or now - self._checkpoints[-1][0] >= self.window:
             self._checkpoints.append(self._last)
 
+    def totals_details(self, vhost: str | None = None) -> dict[str, dict[str, float]]:
+        """The same rates summed over every queue (of one vhost, when given): RabbitMQ's
+        ``queue_totals`` in the overview and the vhost objects."""
+        rates = [0.0, 0.0, 0.0]
+        if self._checkpoints and self._last is not None and self._last[0] > self._checkpoints[0][0]:
+            base_time, base = self._checkpoints[0]
+            elapsed = self._last[0] - base_time
+            for depths, sign in ((self._last[1], 1), (base, -1)):
+                for (queue_vhost, _name), values in depths.items():
+                    if vhost is None or queue_vhost == vhost:
+                        for i, value in enumerate(values):
+                            rates[i] += sign * value
+            rates = [round(r / elapsed, 2) for r in rates]
+        return {f"{key}_details": {"rate": rate} for key, rate in zip(DEPTH_KEYS, rates, strict=True)}
+
     def details(self, vhost: str, queue: str) -> dict[str, dict[str, float]]:
         """``{"messages_details": {"rate": r}, ...}`` for one queue (0.0 until it was sampled)."""
         rates = [0.0, 0.0, 0.0]

@@ -98,7 +98,7 @@ class Endpoints:
     async def overview(self, request: web.Request, caller: Caller) -> web.Response:
         data = self.b.overview()
         data["message_stats"] = self.rates.message_stats()
-        data["queue_totals"] = dict(data["queue_totals"])
+        data["queue_totals"] = {**data["queue_totals"], **self.rates.depths.totals_details()}
         data["statistics_db_event_queue"] = 0
         data["exchange_types"] = [{"name": t} for t in ("direct", "fanout", "headers", "topic")]
         return shown(request, data)
@@ -225,7 +225,8 @@ class Endpoints:
     # ---- vhosts --------------------------------------------------------------------------
     async def vhosts(self, request: web.Request, caller: Caller) -> web.Response:
         visible = self._visible_vhosts(caller)
-        return listed(request, [v for v in self.b.vhosts() if caller.is_admin or v["name"] in visible])
+        return listed(request, [{**v, **self.rates.depths.totals_details(v["name"])} for v in self.b.vhosts()
+                                if caller.is_admin or v["name"] in visible])
 
     async def vhost(self, request: web.Request, caller: Caller, vhost: str) -> web.Response:
         if request.method == "PUT":

@@ -48,3 +48,14 @@ def test_request_limiter_allows_a_burst_then_paces_each_client() -> None:
     assert limiter.allow("a", 0.0) == 0.5  # wait half a second for the next token
     assert limiter.allow("b", 0.0) == 0.0  # another client has its own bucket
     assert limiter.allow("a", 0.5) == 0.0
+
+
+def test_totals_sum_the_queues_of_all_or_one_vhost() -> None:
+    depths = DepthRates(window=5.0)
+    depths.sample(0.0, {("/", "a"): (0, 0, 0), ("/", "b"): (10, 10, 0), ("v", "c"): (5, 5, 0)})
+    depths.sample(2.0, {("/", "a"): (4, 2, 2), ("/", "b"): (6, 6, 0), ("v", "c"): (9, 9, 0), ("v", "new"): (2, 2, 0)})
+    assert depths.totals_details() == {"messages_details": {"rate": 3.0}, "messages_ready_details": {"rate": 2.0},
+                                       "messages_unacknowledged_details": {"rate": 1.0}}
+    assert depths.totals_details("v")["messages_details"] == {"rate": 3.0}
+    assert depths.totals_details("/")["messages_details"] == {"rate": 0.0}
+    assert DepthRates().totals_details()["messages_details"] == {"rate": 0.0}
