@@ -240,3 +240,59 @@ async def test_reconnects_after_the_peer_restarts() -> None:
             await b2.transport.stop()
     finally:
         await a.transport.stop()
+
+
+async def test_an_oversize_message_is_dropped_by_the_sender_and_the_rest_flows(
+    pair: tuple[Node, Node], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "warren.peer")
+    a, b = pair
+    a.transport.send(2, "first")
+    await wait_received(b, 1)
+    a.transport.send(2, b"x" * (LIMITS.peer_max_message_bytes + 1))
+    a.transport.send(2, "after")  # queued in the same turn as the oversize one
+    await wait_received(b, 2)
+    assert b.received == [(1, "first"), (1, "after")]
+    assert a.transport.oversize_dropped == 1
+    assert b.transport.refused_connections == 0  # the connection was never broken
+    assert "over peer_max_message_bytes" in caplog.text
+
+
+async def test_the_secret_never_crosses_the_wire() -> None:
+    """Every byte between two nodes, both ways, through a relay: the handshake proves the
+    secret without sending it, and the traffic after it does not carry it either."""
+    secret = b"s3cr3t-that-must-stay-home"
+    a, b = make_node(1, [2], secret), make_node(2, [1], secret)
+    await b.transport.start_listening()
+    captured = bytearray()
+    relays: list[asyncio.Task[None]] = []
+
+    async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                captured.extend(data)
+                writer.write(data)
+        finally:
+            writer.close()
+
+    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await raw_connection(b.transport.port)
+        relays.append(asyncio.current_task())  # type: ignore[arg-type]
+        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+
+    proxy = await asyncio.start_server(relay, "127.0.0.1", 0)
+    a.transport.set_peer_address(2, ("127.0.0.1", proxy.sockets[0].getsockname()[1]))
+    await a.transport.start_listening()
+    a.transport.start_dialing()
+    try:
+        a.transport.send(2, {"hello": "over the relay"})
+        await wait_received(b, 1)
+        assert b.received == [(1, {"hello": "over the relay"})]
+        assert len(captured) > 100  # the handshake and the message went through the relay
+        assert secret not in captured
+    finally:
+        await a.transport.stop()
+        await b.transport.stop()
+        proxy.close()
+        for task in relays:
+            task.cancel()

@@ -292,6 +292,7 @@ class PeerTransport:
         self._stopping = False
         self._change = asyncio.Event()
         self.refused_connections = 0
+        self.oversize_dropped = 0
 
     @property
     def port(self) -> int:
@@ -336,8 +337,21 @@ class PeerTransport:
         self._outbound[peer_id].address = address
 
     def send(self, peer_id: int, message: Any) -> None:
-        """Queue ``message`` for ``peer_id``; written with everything else queued this turn."""
-        self._outbound[peer_id].enqueue(encode_frame(message))
+        """Queue ``message`` for ``peer_id``; written with everything else queued this turn.
+
+        A message over ``peer_max_message_bytes`` is dropped here (and counted): the peer
+        would drop the connection for it, and with it whatever was queued behind it."""
+        frame = encode_frame(message)
+        if len(frame) - _LENGTH.size > self.limits.peer_max_message_bytes:
+            self.oversize_dropped += 1
+            log.error(
+                "not sending a %d-byte message to peer %s: over peer_max_message_bytes (%d)",
+                len(frame) - _LENGTH.size,
+                peer_id,
+                self.limits.peer_max_message_bytes,
+            )
+            return
+        self._outbound[peer_id].enqueue(frame)
 
     def connected_to(self) -> set[int]:
         """Peers this node can currently send to."""
