@@ -3,7 +3,7 @@
 Standard library only: the harness imports it with Warren's interpreter, and the pytest
 plugin (``warren_docker``) imports it inside the client suites' virtualenv, where Warren
 itself is not installed. The node always runs under Warren's interpreter
-(``WARREN_COMPAT_PYTHON``, default ``sys.executable``) from the repository root.
+(``WARREN_COMPAT_PYTHON``, default the interpreter the virtualenv was made from) from the repository root.
 """
 
 from __future__ import annotations
@@ -49,7 +49,8 @@ class WarrenProcess:
         return f"amqp://guest:guest@127.0.0.1:{self.amqp_port}/%2F"
 
     def start(self, timeout: float = 60) -> WarrenProcess:
-        python = os.environ.get("WARREN_COMPAT_PYTHON", sys.executable)
+        # inside the suites' virtualenv, the interpreter it was made from has Warren installed
+        python = os.environ.get("WARREN_COMPAT_PYTHON") or getattr(sys, "_base_executable", sys.executable)
         cmd = [python, "-m", "warren.cli", "server", "--data-dir", self.data_dir,
                "--amqp-port", str(self.amqp_port), "--http-port", "0", "--prometheus-port", "-1"]
         if self.tls is not None:

@@ -46,9 +46,9 @@ def _external() -> tuple[str, dict[str, int]] | None:
     port = os.environ.get("WARREN_COMPAT_AMQP_PORT")
     if not port:
         return None
-    ports = {"5672/tcp": int(port)}
-    if os.environ.get("WARREN_COMPAT_AMQPS_PORT"):
-        ports["5671/tcp"] = int(os.environ["WARREN_COMPAT_AMQPS_PORT"])
+    # aiormq's conftest builds its amqps URLs for every test: without a TLS listener, a closed
+    # port (the amqps tests are deselected)
+    ports = {"5672/tcp": int(port), "5671/tcp": int(os.environ.get("WARREN_COMPAT_AMQPS_PORT") or 1)}
     return os.environ.get("WARREN_COMPAT_HOST", "127.0.0.1"), ports
 
 
