@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -216,3 +218,37 @@ def test_bad_credentials_from_env(node: ThreadedNode) -> None:
                                      "WARREN_CTL_PASSWORD": "wrong"})
     assert result.exit_code == 70
     assert "Login failed" in result.output and "WARREN_CTL_PASSWORD" in result.output
+
+
+def _one_answer_server(answer: bytes) -> tuple[str, threading.Thread]:
+    """A TCP server that answers every request with ``answer`` and closes the connection."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+
+    def serve() -> None:
+        with listener:
+            listener.settimeout(10)
+            try:
+                while True:
+                    conn, _ = listener.accept()
+                    with conn:
+                        conn.recv(65536)
+                        conn.sendall(answer)
+            except OSError:
+                return
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return f"http://127.0.0.1:{listener.getsockname()[1]}", thread
+
+
+def test_an_answer_cut_short_or_not_json_is_one_line_not_a_traceback() -> None:
+    cut, _ = _one_answer_server(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n[{")
+    result = CliRunner().invoke(app, ["ctl", "--node", cut, "list_queues"])
+    assert result.exit_code == 69, result.output
+    assert len(result.stderr.strip().splitlines()) == 1 and cut in result.stderr
+    html, _ = _one_answer_server(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 13\r\n\r\n<html></html>")
+    result = CliRunner().invoke(app, ["ctl", "--node", html, "list_queues"])
+    assert result.exit_code == 70, result.output
+    assert result.stderr.strip().splitlines() == ["Error: the answer is not JSON: b'<html></html>'"]

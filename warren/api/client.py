@@ -6,6 +6,7 @@ Standard library only (urllib), so the CLI starts fast and needs nothing extra.
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import urllib.error
 import urllib.request
@@ -56,7 +57,10 @@ class ManagementClient:
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                 raw = resp.read()
-                return resp.status, json.loads(raw) if raw else None
+                try:
+                    return resp.status, json.loads(raw) if raw else None
+                except ValueError:
+                    raise APIError(resp.status, f"the answer is not JSON: {raw[:80]!r}", path) from None
         except urllib.error.HTTPError as error:
             raw = error.read()
             try:
@@ -64,9 +68,10 @@ class ManagementClient:
             except (ValueError, AttributeError):
                 reason = raw.decode("utf-8", "replace")
             raise APIError(error.code, str(reason or error.reason), path) from None
-        except (urllib.error.URLError, OSError) as error:
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
+            # refused, reset, timed out, or a connection cut in the middle of an answer
             cause = getattr(error, "reason", error)
-            raise NodeUnreachable(self.url, str(cause)) from None
+            raise NodeUnreachable(self.url, str(cause) or type(error).__name__) from None
 
     def get(self, path: str) -> Any:
         return self.request("GET", path)[1]
