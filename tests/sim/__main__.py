@@ -1,4 +1,5 @@
-"""``python -m tests.sim --seeds N --seed-start S [--nodes 3|5] [--groups K] [--planted-bug NAME]``
+"""``python -m tests.sim --seeds N --seed-start S [--nodes 3|5] [--groups K] [--planted-bug NAME]
+[--profile chaos|leader-hunt|pause|power] [--ticks T] [--trace]``
 
 Runs seeds; on the first violation prints the seed, the trace tail and the command that
 replays it, and exits 1. With ``--planted-bug`` the exit status still means "a violation
@@ -11,7 +12,7 @@ import argparse
 import sys
 import time
 
-from tests.sim.sim import Simulation, Violation
+from tests.sim.sim import PROFILES, Simulation, Violation
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,17 +23,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--groups", type=int, default=2)
     ap.add_argument("--ticks", type=int, default=600)
     ap.add_argument("--planted-bug", action="append", default=[])
+    ap.add_argument("--profile", choices=PROFILES, help="force this nemesis profile")
     ap.add_argument("--trace", action="store_true", help="print the trace tail on violation")
     args = ap.parse_args(argv)
     started = time.perf_counter()
     for seed in range(args.seed_start, args.seed_start + args.seeds):
-        sim = Simulation(seed, args.nodes, args.groups, frozenset(args.planted_bug), args.ticks)
+        sim = Simulation(
+            seed, args.nodes, args.groups, frozenset(args.planted_bug), args.ticks,
+            profile=args.profile,
+        )  # fmt: skip
         try:
             sim.run()
         except Violation as v:
             print(f"VIOLATION {v}")
             print("\n".join(sim.trace) if args.trace else "(--trace shows the last 300 events)")
             bugs = "".join(f" --planted-bug {b}" for b in args.planted_bug)
+            if args.profile:
+                bugs += f" --profile {args.profile}"
             print(
                 f"replay: python -m tests.sim --seeds 1 --seed-start {seed} --nodes {args.nodes}"
                 f" --groups {args.groups} --ticks {args.ticks}{bugs} --trace"

@@ -21,6 +21,7 @@ class Op:
     is_write: bool
     value: Any  # the value written, or the value a read returned
     client: int = 0
+    node: int = 0  # the node that served it (for reports)
 
 
 def check_register(ops: list[Op], initial: Any = None) -> bool:

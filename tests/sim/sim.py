@@ -17,6 +17,7 @@ Checkers (a violation raises ``Violation`` with a message):
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import heapq
 import random
 from collections import deque
@@ -45,6 +46,25 @@ KEYS = ("a", "b", "c")
 
 class Violation(AssertionError):
     pass
+
+
+def explain(ops: list[Op]) -> str:
+    """The end of the shortest prefix (by call time) of ``ops`` that no order explains."""
+    ops = sorted(ops, key=lambda o: o.call)
+    lo, hi = 1, len(ops)  # find the smallest failing prefix length (binary search)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if check_register(ops[:mid]):
+            lo = mid + 1
+        else:
+            hi = mid
+    shown = ops[max(0, lo - 8) : lo]
+    lines = "\n  ".join(
+        f"{'write' if o.is_write else 'read '} {o.value!r} by client {o.client} at n{o.node}: "
+        f"called t={o.call}, returned t={o.ret}"
+        for o in shown
+    )
+    return f"{len(ops)} operations; the first {lo} are not linearizable, ending with:\n  {lines}"
 
 
 PROFILES = ("chaos", "leader-hunt", "pause", "power")
@@ -97,8 +117,10 @@ class Params:
     timeout_ticks: int
 
     @staticmethod
-    def draw(rng: random.Random) -> Params:
-        profile = rng.choice(("chaos",) * 3 + ("leader-hunt",) * 3 + ("pause", "power") * 2)
+    def draw(rng: random.Random, profile: str | None = None) -> Params:
+        drawn = rng.choice(("chaos",) * 3 + ("leader-hunt",) * 3 + ("pause", "power") * 2)
+        profile = profile or drawn
+        assert profile in PROFILES, profile
         p = Params(
             profile=profile,
             loss=rng.choice([0.0, 0.01, 0.05, 0.15]),
@@ -174,10 +196,11 @@ class Simulation:
         bugs: frozenset[str] = frozenset(),
         duration_ticks: int = 600,
         overrides: dict[str, Any] | None = None,
+        profile: str | None = None,
     ) -> None:
         self.seed = seed
         self.rng = random.Random(seed)
-        self.p = Params.draw(self.rng)
+        self.p = Params.draw(self.rng, profile)
         if overrides:
             self.p = dataclasses.replace(self.p, **overrides)
         self.node_ids = list(range(1, nodes + 1))
@@ -189,6 +212,7 @@ class Simulation:
         self.seq = 0
         self.events: list[tuple[int, int, str, Any]] = []
         self.trace: deque[str] = deque(maxlen=300)
+        self.digest = hashlib.blake2b(digest_size=16)  # of every trace line: replay identity
         self.alive = {n: True for n in self.node_ids}
         self.epoch = {n: 0 for n in self.node_ids}
         self.blocked: set[tuple[int, int]] = set()
@@ -222,7 +246,16 @@ class Simulation:
         heapq.heappush(self.events, (self.now + delay, self.seq, kind, payload))
 
     def _log(self, text: str) -> None:
-        self.trace.append(f"t={self.now} {text}")
+        line = f"t={self.now} {text}"
+        self.trace.append(line)
+        self.digest.update(line.encode())
+
+    def fingerprint(self) -> str:
+        """Identifies this run: same seed and settings, same fingerprint."""
+        h = self.digest.copy()
+        h.update(repr(sorted(self.committed.items())).encode())
+        h.update(repr(sorted(self.history.items())).encode())
+        return h.hexdigest()
 
     def fail(self, text: str) -> None:
         raise Violation(f"seed {self.seed}: {text}")
@@ -390,7 +423,7 @@ class Simulation:
             return
         self._done(client)
         if applied_op_id == op_id:
-            self.history.setdefault((g, key), []).append(Op(call, self.now, True, value, c))
+            self.history.setdefault((g, key), []).append(Op(call, self.now, True, value, c, n))
             if self.now >= self.heal_at and call >= self.heal_at:
                 self.progress_after_heal.add(g)
         # else: another entry took the index: ours was truncated, so it never happened.
@@ -413,7 +446,7 @@ class Simulation:
                 del self.waiting_reads[ctx]
                 self._done(self.clients[(g, c)])
                 self.history.setdefault((g, key), []).append(
-                    Op(call, self.now, False, rep.kv.get(key), c)
+                    Op(call, self.now, False, rep.kv.get(key), c, n)
                 )
 
     def _done(self, client: Client) -> None:
@@ -429,7 +462,7 @@ class Simulation:
         self._done(client)
         if op[0] == "put":
             self.waiting_puts.pop((op[1], g, op[6]), None)
-            self.history.setdefault((g, op[3]), []).append(Op(op[5], INF, True, op[4], c))
+            self.history.setdefault((g, op[3]), []).append(Op(op[5], INF, True, op[4], c, op[1]))
         else:
             self.waiting_reads.pop(op[4], None)
 
@@ -638,7 +671,7 @@ class Simulation:
             read = {o.value for o in ops if not o.is_write}
             ops = [o for o in ops if o.ret != INF or o.value in read]
             if not check_register(ops):
-                self.fail(f"group {g} key {key!r}: history is not linearizable: {ops}")
+                self.fail(f"group {g} key {key!r}: history is not linearizable; {explain(ops)}")
         missing = set(self.groups) - self.progress_after_heal
         if missing:
             self.fail(f"no progress after faults healed in groups {sorted(missing)}")
