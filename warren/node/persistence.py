@@ -5,7 +5,11 @@
 - Messages: every persistent message that enters a durable queue is written; every one that
   leaves it (ack, drop, expiry, dead-lettering, purge) is deleted. Durable queues keep a
   journal of those moves (see ``QueueState.journal``) that this module drains.
-- Publisher confirms wait for the batch holding their writes (group commit).
+- Publisher confirms wait for the batch holding their writes (group commit), or, as RabbitMQ
+  does, go out as soon as the message has left every durable queue it entered before its
+  batch reached the disk (consumed and acked, dropped, expired, purged): its rows cancel out
+  of the batch (never written) and there is nothing left to make durable. Confirms still
+  leave in publish order (the channel holds an early one behind earlier unconfirmed ones).
 
 Recovery re-declares the definitions, then re-enqueues each durable queue's messages in
 publish order, flagged redelivered: after a crash Warren cannot tell which of them reached
@@ -42,6 +46,12 @@ class Persistence:
         self._batch = WriteBatch()
         self._waiters: list[tuple[Any, int, int]] = []
         self._evictions: list[Any] = []
+        # Rows put by the current (not yet taken) batch, per message seq, and the confirms
+        # waiting on those messages: [messages with rows left, waiter]. When every message a
+        # confirm waits on has cancelled out, the confirm goes out at once.
+        self._unwritten_rows: dict[int, int] = {}
+        self._early_waiters: dict[int, list[list[Any]]] = {}
+        self._recent_puts: list[int] = []  # seqs put since the last after_commit
         self._next_seq = store.sequence_high_water() + 1
         self._next_queue_id = 1
         self._broker: Broker | None = None
@@ -114,15 +124,30 @@ class Persistence:
                     # never expected: evicted messages cannot be dead-lettered (see may_evict)
                     log.error("message %d reached queue %r without its body", message.seq, queue.name)
                     continue
-                if not message.seq:
-                    message.seq = self._next_seq
+                seq = message.seq
+                if not seq:
+                    seq = message.seq = self._next_seq
                     self._next_seq += 1
-                batch.put_message(queue_id, message.seq, encode_message(
+                batch.put_message(queue_id, seq, encode_message(
                     message.exchange, message.routing_key, self._node_properties(message), message.body))
-            elif message.seq:
-                batch.delete_message(queue_id, message.seq)
+                self._unwritten_rows[seq] = self._unwritten_rows.get(seq, 0) + 1
+                self._recent_puts.append(seq)
+            elif message.seq and batch.delete_message(queue_id, message.seq):
+                self._row_cancelled(message.seq)
         journal.clear()
         self._changed()
+
+    def _row_cancelled(self, seq: int) -> None:
+        left = self._unwritten_rows.get(seq, 0) - 1
+        if left > 0:
+            self._unwritten_rows[seq] = left
+            return
+        self._unwritten_rows.pop(seq, None)
+        for state in self._early_waiters.pop(seq, ()):
+            state[0] -= 1
+            if state[0] == 0:
+                session, channel, publish_seq = state[1]
+                session.store_committed(channel, publish_seq)  # nothing of it is left to write
 
     def _node_properties(self, message: Any) -> bytes:
         if message.properties is None:
@@ -154,7 +179,17 @@ class Persistence:
                 message.body = self.load_body(queue, message)
 
     def after_commit(self, session: Any, channel: int, seq: int) -> None:
-        self._waiters.append((session, channel, seq))
+        """Confirm publish ``seq`` once its message's rows (drained just before) are durable."""
+        waiter = (session, channel, seq)
+        self._waiters.append(waiter)
+        # Its message is among the messages put since the previous confirm (usually it is the
+        # only one); waiting for all of them to cancel out is safe in every case.
+        seqs = set(self._recent_puts)
+        self._recent_puts.clear()
+        if seqs:
+            state: list[Any] = [len(seqs), waiter]
+            for put_seq in seqs:
+                self._early_waiters.setdefault(put_seq, []).append(state)
 
     def load_body(self, queue: Any, message: Any) -> bytes:
         record = self.store.load_message(queue.store_id, message.seq)
@@ -171,6 +206,8 @@ class Persistence:
         self._batch.sequence_high_water = self._next_seq - 1
         pending = PendingBatch(self._batch, self._waiters, self._evictions)
         self._batch, self._waiters, self._evictions = WriteBatch(), [], []
+        # rows of the taken batch are on their way to the disk: they no longer cancel out
+        self._unwritten_rows, self._early_waiters, self._recent_puts = {}, {}, []
         return pending
 
     def committed(self, pending: PendingBatch) -> None:

@@ -62,13 +62,14 @@ class WriteBatch:
     def put_message(self, queue_id: int, seq: int, record: bytes) -> None:
         self.msg_ops[_MSG_KEY.pack(queue_id, seq)] = record
 
-    def delete_message(self, queue_id: int, seq: int) -> None:
-        """Delete a row; a row put by this same batch is simply never written."""
+    def delete_message(self, queue_id: int, seq: int) -> bool:
+        """Delete a row; a row put by this same batch is simply never written (returns True)."""
         key = _MSG_KEY.pack(queue_id, seq)
         if self.msg_ops.get(key) is not None:
             del self.msg_ops[key]  # consumed before it reached the disk
-        else:
-            self.msg_ops[key] = None
+            return True
+        self.msg_ops[key] = None
+        return False
 
     def drop_queue(self, queue_id: int) -> None:
         self.queues_dropped.append(queue_id)
