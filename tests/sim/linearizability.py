@@ -38,12 +38,25 @@ def check_register(ops: list[Op], initial: Any = None) -> bool:
         if (done, value) in seen:
             continue
         seen.add((done, value))
-        pending = [i for i in range(n) if not done >> i & 1]
-        earliest_ret = min(ops[i].ret for i in pending)
-        for i in pending:
+        # Candidates to go next: pending operations called before every pending one has
+        # returned. Sorted by call, and ret >= call, so the scan stops at the first pending
+        # operation called after the smallest return seen so far.
+        i = (~done & (done + 1)).bit_length() - 1  # lowest pending
+        earliest_ret = INF
+        candidates = []
+        while i < n:
+            if not done >> i & 1:
+                op = ops[i]
+                if op.call > earliest_ret:
+                    break
+                candidates.append(i)
+                if op.ret < earliest_ret:
+                    earliest_ret = op.ret
+            i += 1
+        for i in candidates:
             op = ops[i]
             if op.call > earliest_ret:
-                break  # sorted by call: nothing later may go first
+                continue
             if op.is_write:
                 stack.append((done | 1 << i, op.value))
             elif op.value == value:
