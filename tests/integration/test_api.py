@@ -56,6 +56,9 @@ def test_overview_has_rabbitmq_shape_and_counts_a_pika_queue(node: ThreadedNode,
     assert overview["object_totals"]["queues"] >= 1
     assert overview["queue_totals"]["messages_ready"] >= 3
     assert {"publish", "publish_details", "deliver_get_details", "ack_details"} <= overview["message_stats"].keys()
+    assert overview["rates_mode"] == "basic"
+    assert wait_for(lambda: api.get("/api/overview")["churn_rates"]["connection_created"] >= 1)
+    assert "channel_closed_details" in overview["churn_rates"]
     assert any(listener["protocol"] == "amqp" and listener["port"] == node.amqp_port
                for listener in overview["listeners"])
     # publish rate becomes visible once the sampler saw the publishes
@@ -186,7 +189,8 @@ def test_queue_lifecycle_publish_get_purge_delete(node: ThreadedNode, api: Manag
     peek = api.post("/api/queues/%2F/life/get", {"count": 2, "ackmode": "ack_requeue_true", "encoding": "auto"})
     assert [m["payload"] for m in peek] == ["m0", "m1"]
     assert peek[0]["properties"]["headers"] == {"k": "v"} and peek[0]["payload_encoding"] == "string"
-    assert api.get("/api/queues/%2F/life")["messages_ready"] == 3
+    life = api.get("/api/queues/%2F/life")
+    assert life["messages_ready"] == 3 and life["message_bytes"] == 6 and life["message_bytes_unacknowledged"] == 0
     taken = api.post("/api/queues/%2F/life/get", {"count": 1, "ackmode": "ack_requeue_false", "encoding": "base64"})
     assert taken[0]["payload_encoding"] == "base64" and taken[0]["payload"] == "bTA="
     assert api.get("/api/queues/%2F/life")["messages_ready"] == 2
@@ -451,6 +455,7 @@ def test_health_check_details_only_with_credentials(node: ThreadedNode) -> None:
     node_name = requests.get(f"{url}/api/nodes", auth=auth, timeout=5).json()[0]["name"]
     one = requests.get(f"{url}/api/nodes/{node_name}", auth=auth, timeout=5).json()
     assert one["running"] is True and one["mem_used"] > 0 and one["disk_free"] > 0
+    assert one["db_dir"] and {"name": "PLAIN", "enabled": True} in one["auth_mechanisms"]
     assert {"mem_alarm", "disk_free_alarm", "fd_used", "sockets_used", "uptime", "partitions"} <= one.keys()
 
 

@@ -148,6 +148,17 @@ class NodeBackend:
             "connections": len(self.node.sessions),
             "partitions": [],
             "listeners": list(self.node.listeners),
+            "proc_total": self.node.limits.max_connections,
+            "run_queue": 0,
+            "rates_mode": "basic",
+            "net_ticktime": 60,
+            "db_dir": str(self.runtime.config.data_dir),
+            "config_files": [],
+            "log_files": [],
+            "exchange_types": [{"name": t, "enabled": True} for t in ("direct", "fanout", "headers", "topic")],
+            "auth_mechanisms": [{"name": m, "enabled": True} for m in ("PLAIN", "AMQPLAIN")],
+            "applications": [{"name": "warren", "description": "Warren", "version": warren_version}],
+            "enabled_plugins": ["rabbitmq_management", "rabbitmq_prometheus"],  # what Warren provides of them
         }]
 
     def alarms(self) -> list[str]:
@@ -264,6 +275,8 @@ class NodeBackend:
                 "name": vhost.name,
                 "description": "",
                 "tags": [],
+                "metadata": {"description": "", "tags": []},
+                "default_queue_type": "classic",
                 "tracing": False,
                 "cluster_state": {self.node.name: "running"},
                 "messages": sum(q.messages for q in queues),
@@ -355,6 +368,8 @@ class NodeBackend:
         shown["state"] = "running"
         shown["exclusive_consumer_tag"] = None
         shown["owner_pid_details"] = {"name": queue.owner.name} if queue.owner is not None else None
+        shown["operator_policy"] = None
+        shown["message_bytes_unacknowledged"] = shown["message_bytes"] - shown["message_bytes_ready"]
         return shown
 
     def queues(self, vhost: str | None) -> list[dict[str, Any]]:

@@ -34,6 +34,16 @@ class RateTracker:
             return 0.0
         return round((last.get(key, 0) - first.get(key, 0)) / elapsed, 2)
 
+    def churn_rates(self) -> dict[str, object]:
+        """RabbitMQ's overview ``churn_rates`` for connections and channels (opened/closed)."""
+        latest = self._samples[-1][1] if self._samples else {}
+        churn: dict[str, object] = {}
+        for shown, counter in (("connection_created", "connections_opened"), ("connection_closed", "connections_closed"),
+                               ("channel_created", "channels_opened"), ("channel_closed", "channels_closed")):
+            churn[shown] = latest.get(counter, 0)
+            churn[f"{shown}_details"] = {"rate": self.rate(counter)}
+        return churn
+
     def message_stats(self, keys: tuple[str, ...] = RATE_KEYS) -> dict[str, object]:
         """RabbitMQ's ``message_stats``: each counter plus ``<key>_details: {"rate": r}``."""
         latest = self._samples[-1][1] if self._samples else {}

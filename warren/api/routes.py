@@ -100,6 +100,12 @@ class Endpoints:
         data["message_stats"] = self.rates.message_stats()
         data["queue_totals"] = {**data["queue_totals"], **self.rates.depths.totals_details()}
         data["statistics_db_event_queue"] = 0
+        data["rates_mode"] = "basic"
+        data["disable_stats"] = False
+        data["enable_queue_totals"] = False
+        data["sample_retention_policies"] = {"global": [600, 3600, 28800, 86400], "basic": [600, 3600],
+                                             "detailed": [600]}
+        data["churn_rates"] = self.rates.churn_rates()
         data["exchange_types"] = [{"name": t} for t in ("direct", "fanout", "headers", "topic")]
         return shown(request, data)
 
@@ -240,7 +246,7 @@ class Endpoints:
             self.b.delete_vhost(vhost)
             return web.Response(status=NO_CONTENT)
         self._require_vhost(caller, vhost)
-        return shown(request, self._one(self.b.vhosts(), name=vhost))
+        return shown(request, {**self._one(self.b.vhosts(), name=vhost), **self.rates.depths.totals_details(vhost)})
 
     async def vhost_permissions(self, request: web.Request, caller: Caller, vhost: str) -> web.Response:
         self._admin(caller)
