@@ -18,6 +18,10 @@ order Raft's safety depends on, for every ready of every group:
    durable locally and on a majority, so waiting for this fsync would only add latency);
 4. ``advance`` the node.
 
+Sending goes through :func:`coalesce_appends` (a ready's run of one-entry appends to a peer
+leaves as one append), and each group's storage hears of what a batch made durable
+(:meth:`EntryCache.persisted`) so the core reads recent entries back from memory.
+
 Ticks come from a monotonic clock at a fixed interval; the node's randomness is a seeded
 generator handed to the core by whoever builds it.
 """
@@ -278,8 +282,11 @@ class RaftHost:
                 self.batched_groups += len(writes)
             for group, ready in readies:
                 storage = self.groups[group].storage
-                if storage is not None and (ready.entries or ready.snapshot is not None):
-                    storage.persisted(ready.entries, ready.snapshot is not None)
+                snapshot = (
+                    ready.snapshot is not None or getattr(ready, "local_snapshot", None) is not None
+                )
+                if storage is not None and (ready.entries or snapshot):
+                    storage.persisted(ready.entries, snapshot)
                 self._fail_pending_on_new_term(group, ready)
                 if later[group]:
                     self._send_all(later[group])
