@@ -618,6 +618,10 @@ def test_rate_limit_answers_429_with_retry_after() -> None:
         assert [r.status_code for r in statuses[:3]] == [200, 200, 200]
         assert statuses[4].status_code == 429
         assert int(statuses[4].headers["Retry-After"]) >= 1
+        # a load balancer's health checks still pass while API clients are held back
+        for _ in range(10):
+            assert requests.get(f"{url}/api/health/checks/alarms", timeout=5).status_code == 200
+        assert requests.get(f"{url}/api/overview", auth=("guest", "guest"), timeout=5).status_code == 429
 
 
 # the passwords of the users in the RabbitMQ export (/work/shared/fixtures/README.md)

@@ -180,16 +180,17 @@ class Api:
         return Caller(user["name"], tags)
 
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
-        client = request.remote or "unknown"
-        wait = self.limiter.allow(client, self.clock())
-        if wait > 0:
-            return json_response(
-                {"error": "too_many_requests", "reason": "request rate limit exceeded, retry later"},
-                429, {"Retry-After": str(max(1, int(wait + 0.999)))},
-            )
-        segments = split_raw_path(request.raw_path)
+        matches = self.router.match(split_raw_path(request.raw_path))
+        # Health checks are cheap and never limited: behind a load balancer every API client
+        # shares the balancer's address, and a busy dashboard must not get the node marked down.
+        if not any(route.auth == "health" for route, _ in matches):
+            wait = self.limiter.allow(request.remote or "unknown", self.clock())
+            if wait > 0:
+                return json_response(
+                    {"error": "too_many_requests", "reason": "request rate limit exceeded, retry later"},
+                    429, {"Retry-After": str(max(1, int(wait + 0.999)))},
+                )
         try:
-            matches = self.router.match(segments)
             if not matches:
                 raise not_found()
             allowed = [(r, p) for r, p in matches if request.method in r.methods or
