@@ -7,6 +7,8 @@ framing as the peer transport (4-byte length + msgpack):
 - ``[id, "propose", group, data]``  -> ``[id, "ok", index]`` once committed and applied here,
   or ``[id, "err", reason, leader]`` (not the leader, leadership lost, timed out)
 - ``[id, "status"]``                -> ``[id, "ok", {group: {...}}]``
+- ``[id, "transfer", group, node]`` -> ``[id, "ok", started]`` (hand this node's leadership
+  of ``group`` to ``node``)
 - ``[id, "log", group, start, max]``-> ``[id, "ok", [[index, data], ...]]`` (applied entries)
 """
 
@@ -121,6 +123,8 @@ class ClientService:
             self.host.propose_with(group, request[3], done)
         elif op == "status":
             reply([rid, "ok", self.status()])
+        elif op == "transfer" and len(request) == 4:
+            reply([rid, "ok", self.host.transfer_leadership(request[2], request[3])])
         elif op == "log" and len(request) == 5:
             _, _, group, start, limit = request
             entries = self.machine.entries.get(group, [])
@@ -192,6 +196,9 @@ class RaftClient:
 
     async def status(self) -> dict[Any, Any]:
         return dict((await self.request("status"))[1])
+
+    async def transfer(self, group: GroupId, target: int) -> bool:
+        return bool((await self.request("transfer", group, target))[1])
 
     async def log(
         self, group: GroupId, start: int = 1, limit: int = 1_000_000
@@ -445,6 +452,28 @@ class LocalCluster:
             node.signal(signal.SIGCONT)
             await node.kill()
 
+    async def balance_leaders(self, groups: int, timeout: float = 30.0) -> None:
+        """Move leaderships so group g is led by node ``g % nodes + 1`` (as a cluster with
+        balanced leaders would place them), and wait until they are."""
+        ids = sorted(self.nodes)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            moved = 0
+            for g in range(groups):
+                want = ids[g % len(ids)]
+                have = await self.leader(g, timeout=max(0.1, deadline - loop.time()))
+                if have != want:
+                    client = self.nodes[have].client
+                    assert client is not None
+                    await client.transfer(g, want)
+                    moved += 1
+            if not moved:
+                return
+            if loop.time() > deadline:
+                raise TimeoutError(f"leaders still moving after {timeout}s")
+            await asyncio.sleep(0.2)
+
     async def leader(self, group: GroupId, timeout: float = 10.0) -> int:
         """The node that reports itself leader of ``group`` (waits for one)."""
         loop = asyncio.get_running_loop()
@@ -481,6 +510,8 @@ async def _drive(
 ) -> dict[str, Any]:
     clock = time.perf_counter  # uvloop's loop clock counts whole milliseconds
     payload = b"x" * entry_size
+    if groups > 1:
+        await cluster.balance_leaders(groups)
     leaders = {g: await cluster.leader(g) for g in range(groups)}
     led = {f"node{n}": sum(1 for x in leaders.values() if x == n) for n in cluster.nodes}
     latencies: list[float] = []

@@ -207,6 +207,15 @@ class RaftHost:
     async def propose(self, group: GroupId, payload: bytes) -> int:
         return await self.submit(group, payload)
 
+    def transfer_leadership(self, group: GroupId, target: int) -> bool:
+        """Ask this node, if it leads ``group``, to hand the leadership to ``target``."""
+        slot = self.groups.get(group)
+        if slot is None:
+            return False
+        started = bool(slot.node.transfer_leadership(target))  # type: ignore[attr-defined]
+        self._mark(group)
+        return started
+
     def _expire_proposals(self) -> None:
         now = self._clock()
         for slot in self.groups.values():
