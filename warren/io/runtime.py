@@ -6,10 +6,13 @@ import asyncio
 import ctypes
 import logging
 import os
+import queue
 import secrets
 import shutil
 import ssl
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,6 +88,55 @@ def build_ssl_context(config: NodeConfig) -> ssl.SSLContext | None:
             raise ConfigError("--tls-verify-peer needs --tls-ca (the CA that signs client certificates)")
         context.verify_mode = ssl.CERT_REQUIRED
     return context
+
+
+class DiskThread:
+    """The thread that runs store commits, one at a time, and hands each result to the loop.
+
+    Lighter than ``run_in_executor`` on the hot path (no concurrent.futures machinery, no
+    thread-pool bookkeeping): one queue put to start a commit, one ``call_soon_threadsafe``
+    to finish it.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._jobs: queue.SimpleQueue[tuple[Callable[[Any], Any], Any, asyncio.Future[Any]] | None] = (
+            queue.SimpleQueue())
+        self._thread = threading.Thread(target=self._run, name="warren-disk", daemon=True)
+        self._thread.start()
+
+    def run(self, fn: Callable[[Any], Any], arg: Any) -> asyncio.Future[Any]:
+        future = self._loop.create_future()
+        self._jobs.put((fn, arg, future))
+        return future
+
+    def stop(self) -> None:
+        self._jobs.put(None)
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            fn, arg, future = job
+            try:
+                result, error = fn(arg), None
+            except Exception as exc:  # noqa: BLE001 - handed to the awaiting coroutine
+                result, error = None, exc
+            try:
+                self._loop.call_soon_threadsafe(_settle, future, result, error)
+            except RuntimeError:  # the loop is closed: nobody waits any more
+                return
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: Exception | None) -> None:
+    if future.cancelled():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
 
 
 class NodeRuntime:
@@ -191,21 +243,25 @@ class NodeRuntime:
         """Group commit: everything written while the previous fsync ran goes in the next one."""
         assert self.node is not None and self.node.persistence is not None and self.loop is not None
         persistence = self.node.persistence
-        while True:
-            await self._commit_wakeup.wait()
-            self._commit_wakeup.clear()
-            batch = persistence.take_batch()
-            if batch is None:
-                continue
-            try:
-                await self.loop.run_in_executor(None, persistence.store.commit, batch.writes)
-            except StoreError as exc:
-                log.error("store commit failed, publishes stay unconfirmed: %s", exc)
-                persistence.commit_failed(batch)
-                self.node.set_resource_alarms(self.node.memory_alarm, True)
-                continue
-            persistence.committed(batch)
-            self.node.flush()
+        disk = DiskThread(self.loop)
+        try:
+            while True:
+                await self._commit_wakeup.wait()
+                self._commit_wakeup.clear()
+                batch = persistence.take_batch()
+                if batch is None:
+                    continue
+                try:
+                    await disk.run(persistence.store.commit, batch.writes)
+                except StoreError as exc:
+                    log.error("store commit failed, publishes stay unconfirmed: %s", exc)
+                    persistence.commit_failed(batch)
+                    self.node.set_resource_alarms(self.node.memory_alarm, True)
+                    continue
+                persistence.committed(batch)
+                self.node.flush()
+        finally:
+            disk.stop()  # after the commit in progress, if any: stop() then commits the rest
 
     async def _alarm_watcher(self) -> None:
         assert self.node is not None
