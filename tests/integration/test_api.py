@@ -149,7 +149,26 @@ def test_auth_and_tags(node: ThreadedNode, api: ManagementClient) -> None:
     api.put("/api/vhosts/private")
     assert "private" not in [v["name"] for v in requests.get(f"{url}/api/vhosts", auth=("mgr", "p2"), timeout=5).json()]
     assert requests.get(f"{url}/api/queues/private", auth=("mgr", "p2"), timeout=5).status_code == 401
-    for user in ("plain", "mgr", "mon"):
+    # policymaker: policies in the vhosts it may use, not elsewhere, and no user administration
+    api.put("/api/users/pol", {"password": "p4", "tags": "policymaker"})
+    api.put("/api/permissions/%2F/pol", {"configure": ".*", "write": ".*", "read": ".*"})
+    rule = {"pattern": "^pol", "definition": {"max-length": 3}, "apply-to": "queues"}
+    assert requests.put(f"{url}/api/policies/%2F/pol-p", json=rule, auth=("pol", "p4"), timeout=5).status_code == 201
+    assert requests.put(f"{url}/api/policies/private/pol-p", json=rule, auth=("pol", "p4"),
+                        timeout=5).status_code == 401
+    assert requests.delete(f"{url}/api/policies/%2F/pol-p", auth=("pol", "p4"), timeout=5).status_code == 204
+    assert requests.get(f"{url}/api/users", auth=("pol", "p4"), timeout=5).status_code == 401
+    # connections: monitoring sees everybody's, management only its own
+    conn = amqp(node, "mgr", "p2")
+    other = amqp(node)
+    seen_by_mon = wait_for(lambda: {c["user"] for c in requests.get(f"{url}/api/connections", auth=("mon", "p3"),
+                                                                   timeout=5).json()} >= {"mgr", "guest"})
+    assert seen_by_mon
+    seen_by_mgr = requests.get(f"{url}/api/connections", auth=("mgr", "p2"), timeout=5).json()
+    assert {c["user"] for c in seen_by_mgr} == {"mgr"}
+    conn.close()
+    other.close()
+    for user in ("plain", "mgr", "mon", "pol"):
         api.delete(f"/api/users/{user}")
     api.delete("/api/queues/%2F/mgr-q")
     api.delete("/api/vhosts/private")
