@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class PendingBatch:
     writes: WriteBatch
-    waiters: list[tuple[Any, int, int]] = field(default_factory=list)  # (session, channel, seq)
+    waiters: dict[tuple[Any, int, int], None] = field(default_factory=dict)  # (session, channel, seq), in order
     evictions: list[Any] = field(default_factory=list)  # messages whose bodies leave RAM after commit
 
 
@@ -44,7 +44,7 @@ class Persistence:
         self.store = store
         self._wakeup = wakeup
         self._batch = WriteBatch()
-        self._waiters: list[tuple[Any, int, int]] = []
+        self._waiters: dict[tuple[Any, int, int], None] = {}
         self._evictions: list[Any] = []
         # Rows put by the current (not yet taken) batch, per message seq, and the confirms
         # waiting on those messages: [messages with rows left, waiter]. When every message a
@@ -146,7 +146,9 @@ class Persistence:
         for state in self._early_waiters.pop(seq, ()):
             state[0] -= 1
             if state[0] == 0:
-                session, channel, publish_seq = state[1]
+                waiter = state[1]
+                del self._waiters[waiter]  # confirmed now, not again after the commit
+                session, channel, publish_seq = waiter
                 session.store_committed(channel, publish_seq)  # nothing of it is left to write
 
     def _node_properties(self, message: Any) -> bytes:
@@ -181,7 +183,7 @@ class Persistence:
     def after_commit(self, session: Any, channel: int, seq: int) -> None:
         """Confirm publish ``seq`` once its message's rows (drained just before) are durable."""
         waiter = (session, channel, seq)
-        self._waiters.append(waiter)
+        self._waiters[waiter] = None
         # Its message is among the messages put since the previous confirm (usually it is the
         # only one); waiting for all of them to cancel out is safe in every case.
         seqs = set(self._recent_puts)
@@ -205,7 +207,7 @@ class Persistence:
             return None
         self._batch.sequence_high_water = self._next_seq - 1
         pending = PendingBatch(self._batch, self._waiters, self._evictions)
-        self._batch, self._waiters, self._evictions = WriteBatch(), [], []
+        self._batch, self._waiters, self._evictions = WriteBatch(), {}, []
         # rows of the taken batch are on their way to the disk: they no longer cancel out
         self._unwritten_rows, self._early_waiters, self._recent_puts = {}, {}, []
         return pending
