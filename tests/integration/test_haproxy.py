@@ -5,7 +5,8 @@ a TCP frontend for AMQP, and a HTTP frontend for the management API.
 RabbitMQ answers that health check with 401 unless HAProxy sends credentials, so the line
 marks every RabbitMQ node down; Warren answers it without credentials by default. A node
 configured with ``health_checks_require_auth = true`` behaves as RabbitMQ does, and HAProxy
-must then see it down: that second server proves the check is what decides.
+must then see it down: that second server proves the check is what decides. A third node
+is in a memory alarm: its 503 takes it out of rotation.
 """
 
 from __future__ import annotations
@@ -35,11 +36,11 @@ def free_port() -> int:
 
 
 class HAProxy:
-    def __init__(self, workdir: Path, node: ServerProcess, guarded: ServerProcess) -> None:
+    def __init__(self, workdir: Path, node: ServerProcess, guarded: ServerProcess, alarmed: ServerProcess) -> None:
         self.socket_path = workdir / "haproxy.sock"
         self.amqp_port = free_port()
         self.http_port = free_port()
-        assert node.http_port is not None and guarded.http_port is not None
+        assert node.http_port is not None and guarded.http_port is not None and alarmed.http_port is not None
         config = f"""
 global
     stats socket {self.socket_path} mode 600 level admin
@@ -60,6 +61,7 @@ backend warren_amqp
     option httpchk GET /api/health/checks/alarms
     server warren1 127.0.0.1:{node.amqp_port} check port {node.http_port}
     server guarded 127.0.0.1:{guarded.amqp_port} check port {guarded.http_port}
+    server alarmed 127.0.0.1:{alarmed.amqp_port} check port {alarmed.http_port}
 
 frontend management
     mode http
@@ -119,15 +121,21 @@ def wait_until(predicate: Callable[[], object], timeout: float = 10.0) -> object
         time.sleep(0.05)
 
 
+Nodes = tuple[ServerProcess, ServerProcess, ServerProcess]
+
+
 @pytest.fixture
-def nodes(tmp_path: Path) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+def nodes(tmp_path: Path) -> Iterator[Nodes]:
     guarded_config = tmp_path / "guarded.toml"
     guarded_config.write_text("health_checks_require_auth = true\n")
+    alarmed_config = tmp_path / "alarmed.toml"  # always above a one-byte memory watermark
+    alarmed_config.write_text("[limits]\nmemory_high_watermark_bytes = 1\n")
     started: list[ServerProcess] = []
     try:
         started.append(start_server(tmp_path / "node"))
         started.append(start_server(tmp_path / "guarded", "--config", str(guarded_config)))
-        yield started[0], started[1]
+        started.append(start_server(tmp_path / "alarmed", "--config", str(alarmed_config)))
+        yield started[0], started[1], started[2]
     finally:
         for server in started:
             if server.proc.poll() is None:
@@ -136,7 +144,7 @@ def nodes(tmp_path: Path) -> Iterator[tuple[ServerProcess, ServerProcess]]:
 
 
 @pytest.fixture
-def haproxy(tmp_path: Path, nodes: tuple[ServerProcess, ServerProcess]) -> Iterator[HAProxy]:
+def haproxy(tmp_path: Path, nodes: Nodes) -> Iterator[HAProxy]:
     proxy = HAProxy(tmp_path, *nodes)
     try:
         yield proxy
@@ -145,8 +153,8 @@ def haproxy(tmp_path: Path, nodes: tuple[ServerProcess, ServerProcess]) -> Itera
 
 
 def test_haproxy_health_checks_route_amqp_and_mark_a_stopped_node_down(
-        nodes: tuple[ServerProcess, ServerProcess], haproxy: HAProxy) -> None:
-    node, _guarded = nodes
+        nodes: Nodes, haproxy: HAProxy) -> None:
+    node, _guarded, _alarmed = nodes
 
     def status(backend: str, server: str) -> str:
         return haproxy.servers()[(backend, server)]["status"]
@@ -157,9 +165,11 @@ def test_haproxy_health_checks_route_amqp_and_mark_a_stopped_node_down(
     assert wait_until(lambda: status("warren_amqp", "guarded") == "DOWN"), haproxy.servers()
     guarded_row = haproxy.servers()[("warren_amqp", "guarded")]
     assert guarded_row["check_status"] == "L7STS" and guarded_row["check_code"] == "401"
+    # a node in a resource alarm answers 503: HAProxy sends its clients elsewhere
+    assert wait_until(lambda: status("warren_amqp", "alarmed") == "DOWN"), haproxy.servers()
+    assert haproxy.servers()[("warren_amqp", "alarmed")]["check_code"] == "503"
     assert haproxy.servers()[("warren_amqp", "warren1")]["check_code"] == "200"
-    # with the guarded node down, every AMQP connection through HAProxy reaches warren1
-    haproxy.command("set server warren_amqp/guarded state maint")
+    # with the other nodes down, every AMQP connection through HAProxy reaches warren1
 
     # a client that only knows HAProxy's address publishes and consumes
     params = pika.ConnectionParameters("127.0.0.1", haproxy.amqp_port, "/", pika.PlainCredentials("guest", "guest"),
