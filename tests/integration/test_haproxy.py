@@ -132,7 +132,11 @@ def nodes(tmp_path: Path) -> Iterator[Nodes]:
     alarmed_config.write_text("[limits]\nmemory_high_watermark_bytes = 1\n")
     started: list[ServerProcess] = []
     try:
-        started.append(start_server(tmp_path / "node"))
+        # warren1 allows API clients 2 requests a second: HAProxy's checks (10 a second from one
+        # address, two backends) must not count, or they would get 429s and mark it down
+        limited_config = tmp_path / "limited.toml"
+        limited_config.write_text("[limits]\napi_requests_per_second = 2.0\napi_burst = 5\n")
+        started.append(start_server(tmp_path / "node", "--config", str(limited_config)))
         started.append(start_server(tmp_path / "guarded", "--config", str(guarded_config)))
         started.append(start_server(tmp_path / "alarmed", "--config", str(alarmed_config)))
         yield started[0], started[1], started[2]
