@@ -707,12 +707,29 @@ def test_definitions_export_import_round_trip_into_a_fresh_node() -> None:
         assert b.get("/api/queues/copy/audit.log")["policy"] == "audit-limits"
 
 
+def test_definitions_import_lists_the_runtime_parameters_it_does_not_apply(api: ManagementClient) -> None:
+    document = {
+        "vhosts": [{"name": "params-vh"}],
+        "parameters": [{"value": {"uri": "amqp://upstream"}, "vhost": "params-vh", "component": "federation-upstream",
+                        "name": "up"}],
+        "global_parameters": [{"name": "cluster_name", "value": "prod"},
+                              {"name": "internal_cluster_id", "value": "rabbitmq-cluster-id-x"}],
+    }
+    status, report = api.request("POST", "/api/definitions", document)
+    assert status == 200 and report == {"skipped_queues": [], "skipped_parameters": [
+        {"component": "federation-upstream", "vhost": "params-vh", "name": "up"},
+        {"component": "global", "vhost": "", "name": "cluster_name"}]}
+    api.get("/api/vhosts/params-vh")  # the rest was imported
+    api.delete("/api/vhosts/params-vh")
+
+
 def test_definitions_import_of_a_real_rabbitmq_export(node: ThreadedNode, api: ManagementClient) -> None:
     document = json.loads(DEFINITIONS.read_text())
     report = api.post("/api/definitions", document)
     quorum = {(q["vhost"], q["name"]) for q in document["queues"]
               if q["arguments"].get("x-queue-type") == "quorum"}
     assert {(q["vhost"], q["name"]) for q in report["skipped_queues"]} == quorum
+    assert "skipped_parameters" not in report  # its only global parameter is RabbitMQ's internal cluster id
     users = {u["name"]: u for u in api.get("/api/users")}
     for user in document["users"]:
         assert users[user["name"]]["tags"] == user["tags"]

@@ -155,6 +155,11 @@ def test_export_and_import_definitions(node: ThreadedNode, tmp_path: Path) -> No
     assert "q-classic" in {q["name"] for q in exported["queues"]}
     # importing it back skips nothing: the JSON report says so
     assert json.loads(ctl(node, "import_definitions", str(target), json_out=True)) == {"skipped_queues": []}
+    with_parameter = tmp_path / "shovel.json"
+    with_parameter.write_text(json.dumps({"parameters": [
+        {"component": "shovel", "vhost": "/", "name": "move-it", "value": {"src-uri": "amqp://"}}]}))
+    assert "skipped runtime parameter 'move-it' (shovel in vhost '/'): not supported by Warren" in \
+        ctl(node, "import_definitions", str(with_parameter)).splitlines()
 
 
 def test_node_down_is_one_line_naming_the_url() -> None:

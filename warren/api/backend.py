@@ -130,4 +130,5 @@ class ManagementBackend(Protocol):
     def export_definitions(self) -> dict[str, Any]: ...
 
     def import_definitions(self, definitions: dict[str, Any]) -> dict[str, Any]:
-        """Apply a RabbitMQ definitions document; returns {"skipped_queues": [...]}."""
+        """Apply a RabbitMQ definitions document; returns {"skipped_queues": [...]} and, when the
+        document has runtime parameters Warren does not apply, {"skipped_parameters": [...]}."""

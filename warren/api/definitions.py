@@ -108,6 +108,20 @@ def quorum_queue_names(document: dict[str, Any]) -> list[dict[str, str]]:
     ]
 
 
+INTERNAL_GLOBAL_PARAMETERS = frozenset({"internal_cluster_id"})  # RabbitMQ's own bookkeeping
+
+
+def skipped_parameters(document: dict[str, Any]) -> list[dict[str, str]]:
+    """Runtime parameters Warren does not apply (federation, shovels, vhost limits, operator
+    policies, global ones such as cluster_name): listed by the import, never silently dropped."""
+    skipped = [{"component": str(p.get("component")), "vhost": str(p.get("vhost")), "name": str(p.get("name"))}
+               for p in document.get("parameters", []) if isinstance(p, dict)]
+    skipped += [{"component": "global", "vhost": "", "name": str(p.get("name"))}
+                for p in document.get("global_parameters", [])
+                if isinstance(p, dict) and p.get("name") not in INTERNAL_GLOBAL_PARAMETERS]
+    return skipped
+
+
 def user_password_args(password_hash: str | None, hashing_algorithm: str | None) -> tuple[str, str]:
     """(hash, algorithm) for a user created from a hash; an empty hash means no password login."""
     return password_hash or "", hashing_algorithm or RABBIT_SHA256

@@ -19,6 +19,7 @@ from warren.api.backend import PublishNotStored, PublishRejected
 from warren.api.definitions import (
     export_document,
     quorum_queue_names,
+    skipped_parameters,
     user_password_args,
 )
 from warren.broker.auth import Broker
@@ -562,7 +563,11 @@ class NodeBackend:
                 continue
             self.bind(b["vhost"], b["source"], b["destination_type"], b["destination"],
                       b.get("routing_key", ""), b.get("arguments", {}))
-        return {"skipped_queues": skipped}
+        report: dict[str, Any] = {"skipped_queues": skipped}
+        parameters = skipped_parameters(definitions)
+        if parameters:
+            report["skipped_parameters"] = parameters
+        return report
 
 
 class _CommitWaiter:

@@ -355,3 +355,6 @@ def import_definitions(ctx: typer.Context, path: str) -> None:
     typer.echo(f"Imported definitions from {path}")
     for q in skipped:
         typer.echo(f"skipped quorum queue '{q['name']}' in vhost '{q['vhost']}' (replication not available yet)")
+    for p in report.get("skipped_parameters", []):
+        where = "global" if p["component"] == "global" else f"{p['component']} in vhost '{p['vhost']}'"
+        typer.echo(f"skipped runtime parameter '{p['name']}' ({where}): not supported by Warren")
