@@ -714,11 +714,14 @@ def test_definitions_import_lists_the_runtime_parameters_it_does_not_apply(api: 
                         "name": "up"}],
         "global_parameters": [{"name": "cluster_name", "value": "prod"},
                               {"name": "internal_cluster_id", "value": "rabbitmq-cluster-id-x"}],
+        "topic_permissions": [{"user": "guest", "vhost": "params-vh", "exchange": "amq.topic", "write": "^a",
+                               "read": ".*"}],
     }
     status, report = api.request("POST", "/api/definitions", document)
     assert status == 200 and report == {"skipped_queues": [], "skipped_parameters": [
         {"component": "federation-upstream", "vhost": "params-vh", "name": "up"},
-        {"component": "global", "vhost": "", "name": "cluster_name"}]}
+        {"component": "global", "vhost": "", "name": "cluster_name"}],
+        "skipped_topic_permissions": [{"user": "guest", "vhost": "params-vh", "exchange": "amq.topic"}]}
     api.get("/api/vhosts/params-vh")  # the rest was imported
     api.delete("/api/vhosts/params-vh")
 

@@ -567,6 +567,11 @@ class NodeBackend:
         parameters = skipped_parameters(definitions)
         if parameters:
             report["skipped_parameters"] = parameters
+        # topic permissions restrict users further; Warren does not enforce them: say so
+        topic = [{"user": str(t.get("user")), "vhost": str(t.get("vhost")), "exchange": str(t.get("exchange"))}
+                 for t in definitions.get("topic_permissions", []) if isinstance(t, dict)]
+        if topic:
+            report["skipped_topic_permissions"] = topic
         return report
 
 

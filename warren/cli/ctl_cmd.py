@@ -358,3 +358,6 @@ def import_definitions(ctx: typer.Context, path: str) -> None:
     for p in report.get("skipped_parameters", []):
         where = "global" if p["component"] == "global" else f"{p['component']} in vhost '{p['vhost']}'"
         typer.echo(f"skipped runtime parameter '{p['name']}' ({where}): not supported by Warren")
+    for t in report.get("skipped_topic_permissions", []):
+        typer.echo(f"skipped topic permission of user '{t['user']}' on exchange '{t['exchange']}' in vhost "
+                   f"'{t['vhost']}': not enforced by Warren")
