@@ -20,6 +20,7 @@ import itertools
 import logging
 import random
 import signal
+import sys
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -227,7 +228,16 @@ class NodeOptions:
     keep_log: bool
 
 
+# How often a thread waiting for the GIL makes the running one hand it over (Python's
+# default: 5 ms). The disk thread needs the GIL for a moment when its fsync returns, to hand
+# the batch back to the loop; with the loop thread busy that moment waited up to 5 ms per
+# batch, which a group pays in commit latency. Measured on 3 raft-node processes, 1 group:
+# 10-18% more committed entries/s and a lower p99 at 0.5 ms, same CPU per entry.
+GIL_SWITCH_INTERVAL_SECONDS = 0.0005
+
+
 async def run_node(options: NodeOptions) -> None:
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_SECONDS)
     limits = Limits()
     store = RaftStore(options.data_dir, limits.lmdb_map_size)
     machine = ReplicatedLog(keep=options.keep_log)
@@ -363,7 +373,6 @@ class NodeProcess:
 
     def start(self) -> None:
         import subprocess
-        import sys
 
         self.proc = subprocess.Popen(
             # This module directly, so a node starts even if another command fails to import.
