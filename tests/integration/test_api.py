@@ -108,6 +108,28 @@ def test_listings_take_rabbitmqs_columns_sort_and_pages(api: ManagementClient) -
         api.delete(f"/api/queues/%2F/pg-{i}")
 
 
+def test_endpoints_for_what_warren_does_not_have_answer_like_rabbitmq(node: ThreadedNode,
+                                                                       api: ManagementClient) -> None:
+    for listing in ("parameters", "parameters/federation-upstream", "parameters/shovel/%2F", "operator-policies",
+                    "vhost-limits", "topic-permissions", "user-limits", "extensions"):
+        assert api.get(f"/api/{listing}") == []
+    with pytest.raises(APIError) as one:
+        api.get("/api/parameters/shovel/%2F/move-it")
+    assert one.value.status == 404
+    with pytest.raises(APIError) as refused:
+        api.put("/api/parameters/shovel/%2F/move-it", {"value": {}})
+    assert refused.value.status == 400 and "not supported by Warren" in refused.value.reason
+    assert api.get("/api/cluster-name") == {"name": "warren@localhost"}
+    conn = amqp(node)
+    conn.channel()
+    connections = wait_for(lambda: api.get("/api/vhosts/%2F/connections"))
+    assert [c["vhost"] for c in connections] == ["/"]
+    channels = wait_for(lambda: api.get("/api/vhosts/%2F/channels"))
+    name = channels[0]["name"]
+    assert api.get(f"/api/channels/{requests.utils.quote(name, safe='')}")["number"] == 1
+    conn.close()
+
+
 def test_auth_and_tags(node: ThreadedNode, api: ManagementClient) -> None:
     url = node.http_url
     anonymous = requests.get(f"{url}/api/overview", timeout=5)

@@ -198,8 +198,12 @@ class Endpoints:
             return items
         return [i for i in items if i.get("user") == caller.name]
 
-    async def connections(self, request: web.Request, caller: Caller) -> web.Response:
-        return listed(request, self._own_or_all(caller, self.b.connections()))
+    async def connections(self, request: web.Request, caller: Caller, vhost: str | None = None) -> web.Response:
+        items = self._own_or_all(caller, self.b.connections())
+        if vhost is not None:
+            self._require_vhost(caller, vhost)
+            items = [c for c in items if c["vhost"] == vhost]
+        return listed(request, items)
 
     async def connection(self, request: web.Request, caller: Caller, name: str) -> web.Response:
         found = self._one(self._own_or_all(caller, self.b.connections()), name=name)
@@ -215,8 +219,34 @@ class Endpoints:
         self._one(self._own_or_all(caller, self.b.connections()), name=name)
         return listed(request, [c for c in self.b.channels() if c["connection_details"]["name"] == name])
 
-    async def channels(self, request: web.Request, caller: Caller) -> web.Response:
-        return listed(request, self._own_or_all(caller, self.b.channels()))
+    async def channels(self, request: web.Request, caller: Caller, vhost: str | None = None) -> web.Response:
+        items = self._own_or_all(caller, self.b.channels())
+        if vhost is not None:
+            self._require_vhost(caller, vhost)
+            items = [c for c in items if c["vhost"] == vhost]
+        return listed(request, items)
+
+    async def channel(self, request: web.Request, caller: Caller, name: str) -> web.Response:
+        return shown(request, self._one(self._own_or_all(caller, self.b.channels()), name=name))
+
+    async def cluster_name(self, request: web.Request, caller: Caller) -> web.Response:
+        if request.method == "PUT":
+            self._admin(caller)
+            raise bad_request("Warren's cluster name is the node name until clustering arrives; it cannot be set")
+        return json_response({"name": self.b.overview()["cluster_name"]})
+
+    async def none_defined(self, request: web.Request, caller: Caller, **path: str) -> web.Response:
+        """Runtime parameters, operator policies, limits, topic permissions: Warren has none, and
+        says so with RabbitMQ's empty listing; setting one is refused with a reason."""
+        if request.method != "GET":
+            self._admin(caller)
+            raise bad_request(f"{request.path} is not supported by Warren")
+        if len(path) == 3:  # one named object: there is none
+            raise not_found()
+        return listed(request, [])
+
+    async def extensions(self, request: web.Request, caller: Caller) -> web.Response:
+        return json_response([])
 
     async def consumers(self, request: web.Request, caller: Caller, vhost: str | None = None) -> web.Response:
         items = self.b.consumers()
@@ -571,6 +601,16 @@ class Endpoints:
         r.add("GET DELETE", "/api/connections/{name}", self.connection)
         r.add("GET", "/api/connections/{name}/channels", self.connection_channels)
         r.add("GET", "/api/channels", self.channels)
+        r.add("GET", "/api/channels/{name}", self.channel)
+        r.add("GET", "/api/vhosts/{vhost}/connections", self.connections)
+        r.add("GET", "/api/vhosts/{vhost}/channels", self.channels)
+        r.add("GET PUT", "/api/cluster-name", self.cluster_name)
+        r.add("GET", "/api/extensions", self.extensions)
+        for listing in ("parameters", "operator-policies", "vhost-limits", "topic-permissions", "user-limits"):
+            r.add("GET", f"/api/{listing}", self.none_defined)
+            r.add("GET", f"/api/{listing}/{{a}}", self.none_defined)
+            r.add("GET PUT DELETE", f"/api/{listing}/{{a}}/{{b}}", self.none_defined)
+            r.add("GET PUT DELETE", f"/api/{listing}/{{a}}/{{b}}/{{c}}", self.none_defined)
         r.add("GET", "/api/consumers", self.consumers)
         r.add("GET", "/api/consumers/{vhost}", self.consumers)
         r.add("GET", "/api/vhosts", self.vhosts)
