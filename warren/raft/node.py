@@ -701,9 +701,13 @@ class RaftNode:
             or self.log.pending_snapshot
             or self.read_states
             or self.local_snapshot
-            or self._hard_state() != self.persisted_hs
+            or self._hard_state_changed()
             or min(self.log.committed, self.log.persisted_index()) > self.log.applied
         )
+
+    def _hard_state_changed(self) -> bool:
+        hs = self.persisted_hs
+        return self.term != hs.term or self.vote != hs.vote or self.log.committed != hs.commit
 
     def _hard_state(self) -> HardState:
         return HardState(self.term, self.vote, self.log.committed)
