@@ -228,6 +228,9 @@ class Simulation:
         )
         self.leaders: dict[tuple[int, int], int] = {}
         self.committed: dict[int, dict[int, int]] = {g: {} for g in self.groups}
+        # The lowest term of a node seen holding each committed index: the entry was
+        # committed in that term or earlier, so every leader of a later term must hold it.
+        self.commit_term: dict[int, dict[int, int]] = {g: {} for g in self.groups}
         self.applied_at: dict[int, dict[int, bytes]] = {g: {} for g in self.groups}
         self.history: dict[tuple[int, str], list[Op]] = {}
         self.keys = KEYS[: self.p.keys]
@@ -345,8 +348,15 @@ class Simulation:
             if not getattr(raft, "_sim_checked_term", 0) == raft.term:
                 raft._sim_checked_term = raft.term  # type: ignore[attr-defined]
                 self._log(f"n{n} leads group {g} in term {raft.term}")
+                # (A leader of an older term may still win late, with votes that were
+                # delayed: it need not hold what later terms committed.)
+                seen_in = self.commit_term[g]
                 for index, term in self.committed[g].items():
-                    if index >= raft.log.first_index() and raft.log.term(index) != term:
+                    if (
+                        seen_in[index] < raft.term
+                        and index >= raft.log.first_index()
+                        and raft.log.term(index) != term
+                    ):
                         self.fail(
                             f"leader {n} of group {g} term {raft.term} lacks committed entry "
                             f"{index} (term {term}), has {raft.log.term(index)}"
@@ -358,14 +368,18 @@ class Simulation:
         log = raft.log
         rep = self.replicas[(n, g)]
         if log.committed > rep.checked_commit:
-            record = self.committed[g]
+            record, seen_in = self.committed[g], self.commit_term[g]
             for index in range(max(log.first_index(), rep.checked_commit + 1), log.committed + 1):
                 term = log.term(index)
-                if term is not None and record.setdefault(index, term) != term:
+                if term is None:
+                    continue
+                if record.setdefault(index, term) != term:
                     self.fail(
                         f"node {n} committed group {g} index {index} with term {term}, "
                         f"committed elsewhere with term {record[index]}"
                     )
+                if seen_in.get(index, raft.term) >= raft.term:
+                    seen_in[index] = raft.term
             rep.checked_commit = log.committed
 
     def _apply(
@@ -378,6 +392,8 @@ class Simulation:
         if known is not None and known != term:
             self.fail(f"node {n} applied term {term} at {g}/{index}, committed term was {known}")
         self.committed[g][index] = term
+        if self.commit_term[g].get(index, rep.raft.term) >= rep.raft.term:
+            self.commit_term[g][index] = rep.raft.term
         if kind == EntryKind.NORMAL:
             op_id, key, value = msgpack.unpackb(data)
             rep.kv[key] = value

@@ -19,6 +19,13 @@ CHUNK = 60
 CLEAN_3 = range(0, 300)  # 3 nodes, 2 groups, 600 ticks each
 CLEAN_5 = range(0, 40)  # 5 nodes (half of them start with 5 voters)
 BUG_SEEDS = range(0, 100)  # each planted bug must be caught somewhere in here
+# Seeds that once failed, each with what it found (3 nodes unless said otherwise).
+REGRESSIONS = [
+    # A candidate paused with its vote replies waiting wins term 4 after term 5 committed
+    # entries: legal Raft (it can commit nothing), the leader-completeness check had to
+    # consider only entries committed in earlier terms.
+    10819,
+]
 
 
 def run_clean(seeds: range, nodes: int) -> None:
@@ -43,6 +50,11 @@ def test_clean_core_three_nodes(start: int) -> None:
 
 def test_clean_core_five_nodes() -> None:
     run_clean(CLEAN_5, nodes=5)
+
+
+@pytest.mark.parametrize("seed", REGRESSIONS)
+def test_regression_seed(seed: int) -> None:
+    run_clean(range(seed, seed + 1), nodes=3)
 
 
 def first_violation(bug: str) -> tuple[int, str] | None:
