@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections import Counter
 
 from tests.sim.sim import PROFILES, Simulation, Violation
 
@@ -27,11 +28,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--trace", action="store_true", help="print the trace tail on violation")
     args = ap.parse_args(argv)
     started = time.perf_counter()
+    profiles: Counter[str] = Counter()
     for seed in range(args.seed_start, args.seed_start + args.seeds):
         sim = Simulation(
             seed, args.nodes, args.groups, frozenset(args.planted_bug), args.ticks,
             profile=args.profile,
         )  # fmt: skip
+        profiles[sim.p.profile] += 1
         try:
             sim.run()
         except Violation as v:
@@ -47,7 +50,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"params: {sim.p}")
             return 1
     elapsed = time.perf_counter() - started
-    print(f"{args.seeds} seeds clean in {elapsed:.1f}s ({args.seeds / elapsed:.1f} seeds/s)")
+    mix = ", ".join(f"{n} {p}" for p, n in sorted(profiles.items()))
+    print(
+        f"{args.seeds} seeds clean in {elapsed:.1f}s ({args.seeds / elapsed:.1f} seeds/s; "
+        f"{args.nodes} nodes; {mix})"
+    )
     return 0
 
 
