@@ -68,26 +68,40 @@ class FrameDecoder:
         self._buffer = bytearray()
 
     def feed(self, data: bytes) -> list[Any]:
-        self._buffer += data
+        # Frames are decoded straight out of the bytes read (no copy into the buffer, no copy
+        # of each body); only an incomplete tail waits in the buffer for the next read.
+        buffered = bool(self._buffer)
+        if buffered:
+            self._buffer += data
+        buf: bytes | bytearray = self._buffer if buffered else data
         out: list[Any] = []
-        buf = self._buffer
         pos = 0
-        while len(buf) - pos >= 4:
-            (size,) = _LENGTH.unpack_from(buf, pos)
-            if size > self.max_frame_bytes:
-                raise PeerProtocolError(
-                    f"frame of {size} bytes exceeds the limit of {self.max_frame_bytes}"
-                )
-            if len(buf) - pos - 4 < size:
-                break
-            body = bytes(buf[pos + 4 : pos + 4 + size])
-            pos += 4 + size
-            try:
-                out.append(msgpack.unpackb(body, raw=False, strict_map_key=False))
-            except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
-                raise PeerProtocolError(f"undecodable frame: {exc}") from exc
-        if pos:
-            del buf[:pos]
+        end_of_data = len(buf)
+        with memoryview(buf) as view:
+            while end_of_data - pos >= 4:
+                (size,) = _LENGTH.unpack_from(buf, pos)
+                if size > self.max_frame_bytes:
+                    raise PeerProtocolError(
+                        f"frame of {size} bytes exceeds the limit of {self.max_frame_bytes}"
+                    )
+                end = pos + 4 + size
+                if end > end_of_data:
+                    break
+                try:
+                    out.append(msgpack.unpackb(view[pos + 4 : end], raw=False, strict_map_key=False))
+                except (
+                    ValueError,
+                    msgpack.ExtraData,
+                    msgpack.FormatError,
+                    msgpack.StackError,
+                ) as exc:
+                    raise PeerProtocolError(f"undecodable frame: {exc}") from exc
+                pos = end
+        if buffered:
+            if pos:
+                del self._buffer[:pos]
+        elif pos < end_of_data:
+            self._buffer += buf[pos:]
         return out
 
 
