@@ -1,14 +1,16 @@
 """Deterministic simulator (VOPR-style) for warren.raft: real nodes, simulated everything else.
 
-ONE seed drives everything: the fault rates of this run, network delay/loss/duplication/
-reordering, symmetric and one-way partitions, disk latency, crashes and restarts, client
-operations, snapshots, membership changes and leadership transfers. A crash loses every
-write whose simulated fsync had not completed (the ready was not yet reported persisted).
+ONE seed drives everything: the nemesis profile and fault rates of this run (``Params``),
+network delay/loss/duplication/reordering, symmetric and one-way partitions (a cut link
+also loses what is on its way), disk latency, crashes and restarts (a crash loses every
+write whose simulated fsync had not completed, and maybe what the node had sent but the
+network had not delivered), whole-cluster power losses, process pauses, client operations,
+snapshots, membership changes and leadership transfers.
 
 Checkers (a violation raises ``Violation`` with a message):
 - election safety: at most one leader per (group, term);
 - log safety: committed entries never differ between nodes, and a node that becomes leader
-  holds every entry committed so far (a committed entry is never lost);
+  holds every entry committed in an earlier term (a committed entry is never lost);
 - state machine safety: every node applies the same entry at each index;
 - linearizability of a per-group KV store (puts through the log, gets through ReadIndex);
 - liveness: after faults heal, every group commits a fresh put within a bounded time.
@@ -108,7 +110,7 @@ class Params:
     isolate_rate: float  # per tick: cut the leader of some group off from everyone else
     heal_rate: float  # per tick while partitioned: heal
     kill_new_leader: float  # chance that a node is crashed within 4 ticks of winning
-    isolate_new_leader: float  # chance that a node is cut off within 3 ticks of winning
+    isolate_new_leader: float  # chance that a node is cut off within 10 ticks of winning
     pause_rate: float  # per tick: freeze the leader of some group (a GC pause, SIGSTOP)
     # Clients: how many per group, how many keys, think time and patience.
     clients: int
