@@ -97,3 +97,11 @@ def test_same_seed_same_run() -> None:
     assert fingerprint(11) == fingerprint(11)
     assert fingerprint(12) == fingerprint(12)
     assert fingerprint(11) != fingerprint(12)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+@pytest.mark.parametrize("nodes, seeds", [(3, range(10_000, 12_000)), (5, range(20_000, 20_300))])
+def test_thousands_of_clean_seeds(nodes: int, seeds: range) -> None:
+    """``pytest -m slow tests/sim`` (about 10 minutes on one core)."""
+    run_clean(seeds, nodes)
