@@ -12,7 +12,8 @@ fixtures, so the plugin defines them too (a suite's own conftest overrides them)
 
 With ``WARREN_COMPAT_AMQP_PORT`` set (and ``WARREN_COMPAT_HOST``, ``WARREN_COMPAT_AMQPS_PORT``)
 every container is that existing broker instead, e.g. RabbitMQ for the comparison column;
-restarting it is then not supported. Load with ``-p warren_docker`` and this directory on
+with ``WARREN_COMPAT_RABBITMQCTL`` (``rabbitmqctl -n NODE``) kill and stop become
+``stop_app`` and start ``start_app`` (a close with 320 rather than a dropped socket). Load with ``-p warren_docker`` and this directory on
 ``PYTHONPATH``.
 """
 
@@ -84,28 +85,47 @@ class WarrenDocker:
             raise RuntimeError(f"{container_id}: only Warren nodes this plugin started can be restarted")
         return _nodes[container_id]
 
+    @staticmethod
+    def _rabbitmqctl(container_id: str, command: str) -> bool:
+        """An external RabbitMQ: kill and stop become ``rabbitmqctl stop_app``, start ``start_app``."""
+        ctl = os.environ.get("WARREN_COMPAT_RABBITMQCTL")
+        if container_id in _nodes or not ctl:
+            return False
+        subprocess.run([*ctl.split(), command], check=True, stdout=subprocess.DEVNULL)
+        return True
+
     def start(self, container_id: str) -> None:
+        if self._rabbitmqctl(container_id, "start_app"):
+            return
         node = self._node(container_id)
         if not node.running():
             node.start()
 
     def stop(self, container_id: str, timeout: int = 10) -> None:
-        self._node(container_id).stop(timeout=timeout)
+        if not self._rabbitmqctl(container_id, "stop_app"):
+            self._node(container_id).stop(timeout=timeout)
 
     def kill(self, container_id: str) -> None:
-        self._node(container_id).kill()
+        if not self._rabbitmqctl(container_id, "stop_app"):
+            self._node(container_id).kill()
 
     def remove(self, container_id: str) -> None:
         node = _nodes.pop(container_id, None)
         if node is not None:
             node.remove()
+        elif _external() is not None:
+            self._rabbitmqctl(container_id, "start_app")  # leave the shared broker running
 
     def inspect(self, container_id: str) -> dict[str, Any]:
-        node = self._node(container_id)
-        ports = {name: [{"HostIp": "127.0.0.1", "HostPort": str(port)}]
-                 for name, port in self._ports(node).items()}
-        return {"Id": container_id, "State": {"Running": node.running()},
-                "NetworkSettings": {"Ports": ports}}
+        external = _external()
+        if container_id not in _nodes and external is not None:
+            ports = external[1]
+            running = True
+        else:
+            node = self._node(container_id)
+            ports, running = self._ports(node), node.running()
+        bindings = {name: [{"HostIp": "127.0.0.1", "HostPort": str(port)}] for name, port in ports.items()}
+        return {"Id": container_id, "State": {"Running": running}, "NetworkSettings": {"Ports": bindings}}
 
     def _parse_ports(self, info: dict[str, Any]) -> dict[str, int]:
         return {name: int(bindings[0]["HostPort"])
