@@ -243,3 +243,31 @@ def test_wire_round_trip_keeps_every_field() -> None:
     assert c.sent
     for m in c.sent:
         assert message_from_wire(m.to_wire()) == m
+
+
+def deposed_leader_reads(bugs: frozenset[str] = frozenset()) -> list[tuple[int, bool]]:
+    """A leader freezes (a long GC pause: no ticks, nothing received); the others elect a
+    new leader and commit a write; the old one wakes up still believing it leads and is
+    asked for a read before it has heard anything."""
+    c = Cluster(bugs=bugs)
+    old = c.elect()
+    c.propose(old, b"a")
+    c.down.add(old)
+    new = c.elect()
+    c.propose(new, b"b")
+    stale_commit = c.nodes[old].committed
+    assert c.nodes[new].committed > stale_commit
+    c.down.discard(old)  # same process, same memory: not a restart
+    assert c.nodes[old].role == Role.LEADER
+    c.nodes[old].read_index(b"r")
+    c.settle()
+    return [(r.index, r.ok) for r in c.reads[old]]
+
+
+def test_a_deposed_leader_does_not_answer_a_read_from_its_stale_state() -> None:
+    assert deposed_leader_reads() == [(0, False)]  # it learned the new term and refused
+
+
+def test_with_the_planted_bug_the_deposed_leader_answers_from_stale_state() -> None:
+    [(index, ok)] = deposed_leader_reads(frozenset({"read-without-quorum"}))
+    assert ok and index == 2  # its own stale commit point (no-op + "a"), missing "b"
