@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
+import decimal
 import signal
 import threading
 from pathlib import Path
@@ -189,5 +191,30 @@ def test_kill_with_many_confirms_in_flight_keeps_every_confirmed_unacked_message
         missing = confirmed - acked - set(got)
         assert not missing, f"{len(missing)} confirmed, unacknowledged messages lost, e.g. {sorted(missing)[:5]}"
         assert set(got) <= set(range(max(confirmed) + 400)), "a message nobody published appeared"
+    finally:
+        restarted.stop()
+
+
+def test_decimal_and_timestamp_arguments_survive_a_restart(tmp_path: Path) -> None:
+    # AMQP tables may carry decimals and timestamps; storing them must not break the vhost.
+    arguments = {"x-custom-decimal": decimal.Decimal("3.25"),
+                 "x-custom-time": datetime.datetime(2026, 1, 2, 3, 4, 5)}
+    data = tmp_path / "data"
+    server = start_server(data)
+    try:
+        conn = pika.BlockingConnection(pika.URLParameters(server.url))
+        ch = conn.channel()
+        ch.queue_declare("odd-args", durable=True, arguments=arguments)
+        ch.queue_declare("after-odd-args", durable=True)  # later durable changes still persist
+        conn.close()
+    finally:
+        server.stop(signal.SIGKILL)
+    restarted = start_server(data)
+    try:
+        conn = pika.BlockingConnection(pika.URLParameters(restarted.url))
+        ch = conn.channel()
+        ch.queue_declare("after-odd-args", durable=True, passive=True)
+        ch.queue_declare("odd-args", durable=True, arguments=arguments)  # equivalent: no 406
+        conn.close()
     finally:
         restarted.stop()

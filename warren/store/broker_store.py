@@ -15,6 +15,8 @@ The caller runs ``commit`` off the event loop and confirms publishes only after 
 
 from __future__ import annotations
 
+import datetime
+import decimal
 import os
 import struct
 from collections.abc import Iterator
@@ -36,6 +38,36 @@ def message_key(queue_id: int, seq: int) -> bytes:
     return _MSG_KEY.pack(queue_id, seq)
 
 
+# AMQP field tables in queue/exchange/binding arguments may hold decimals and timestamps;
+# msgpack has no such types, so they travel as extension types.
+_EXT_DECIMAL = 1
+_EXT_TIMESTAMP = 2
+
+
+def _pack_extra(value: Any) -> msgpack.ExtType:
+    if isinstance(value, decimal.Decimal):
+        return msgpack.ExtType(_EXT_DECIMAL, str(value).encode())
+    if isinstance(value, datetime.datetime):
+        return msgpack.ExtType(_EXT_TIMESTAMP, value.isoformat().encode())
+    raise TypeError(f"cannot store a {type(value).__name__} in a definition")
+
+
+def _unpack_extra(code: int, data: bytes) -> Any:
+    if code == _EXT_DECIMAL:
+        return decimal.Decimal(data.decode())
+    if code == _EXT_TIMESTAMP:
+        return datetime.datetime.fromisoformat(data.decode())
+    return msgpack.ExtType(code, data)
+
+
+def pack_definition(value: Any) -> bytes:
+    return msgpack.packb(value, use_bin_type=True, default=_pack_extra)
+
+
+def unpack_definition(data: bytes) -> Any:
+    return msgpack.unpackb(data, raw=False, ext_hook=_unpack_extra)
+
+
 @dataclass(slots=True)
 class WriteBatch:
     """Puts and deletes collected during one event-loop turn, committed together."""
@@ -52,7 +84,7 @@ class WriteBatch:
     def put_definition(self, key: str, value: Any) -> None:
         k = key.encode()
         self.defs_delete.discard(k)
-        self.defs_put[k] = msgpack.packb(value, use_bin_type=True)
+        self.defs_put[k] = pack_definition(value)
 
     def delete_definition(self, key: str) -> None:
         k = key.encode()
@@ -166,7 +198,7 @@ class BrokerStore:
     def definitions(self) -> Iterator[tuple[str, Any]]:
         with self._env.begin() as txn:
             for key, value in txn.cursor(db=self._defs):
-                yield bytes(key).decode(), msgpack.unpackb(value, raw=False)
+                yield bytes(key).decode(), unpack_definition(value)
 
     def messages(self, queue_id: int) -> Iterator[tuple[int, bytes]]:
         """(seq, record) of one queue in publish order."""
