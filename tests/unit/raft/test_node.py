@@ -271,3 +271,37 @@ def test_a_deposed_leader_does_not_answer_a_read_from_its_stale_state() -> None:
 def test_with_the_planted_bug_the_deposed_leader_answers_from_stale_state() -> None:
     [(index, ok)] = deposed_leader_reads(frozenset({"read-without-quorum"}))
     assert ok and index == 2  # its own stale commit point (no-op + "a"), missing "b"
+
+
+def stale_node_campaigns(bugs: frozenset[str] = frozenset()) -> Cluster:
+    """Node 3 misses committed entries while down; then the leader goes away and node 3
+    times out first and asks node 2 for its vote (no leader lease: node 2's clock is not
+    running, so with check-quorum it would ignore node 3 as long as it heard no news)."""
+    c = Cluster(bugs=bugs, check_quorum=False)
+    leader = 1
+    while c.leaders() != [leader]:
+        c.tick(only=(leader,))
+    c.down.add(3)
+    c.propose(leader, b"a")
+    c.propose(leader, b"b")
+    assert c.nodes[1].committed == 3 and c.nodes[3].log.last_index() == 1
+    c.down = {1}
+    c.start(3)
+    for _ in range(60):  # only node 3's clock runs: node 2 never campaigns itself
+        c.tick(only=(3,))
+    return c
+
+
+def test_a_node_missing_committed_entries_cannot_win_an_election() -> None:
+    c = stale_node_campaigns()
+    assert c.leaders() == []
+    assert c.nodes[2].log.term(3) == 1  # node 2 still holds what was committed
+
+
+def test_with_the_planted_bug_a_stale_node_wins_and_committed_entries_are_lost() -> None:
+    c = stale_node_campaigns(frozenset({"vote-without-log-check"}))
+    assert c.leaders() == [3]
+    c.tick(2, only=(3,))
+    # both consider index 2 committed, with different entries there
+    assert c.nodes[2].committed >= 2 and c.nodes[3].committed >= 2
+    assert c.nodes[2].log.term(2) == 1 != c.nodes[3].log.term(2)
