@@ -305,3 +305,15 @@ def test_with_the_planted_bug_a_stale_node_wins_and_committed_entries_are_lost()
     # both consider index 2 committed, with different entries there
     assert c.nodes[2].committed >= 2 and c.nodes[3].committed >= 2
     assert c.nodes[2].log.term(2) == 1 != c.nodes[3].log.term(2)
+
+
+def early_messages(bugs: frozenset[str] = frozenset()) -> set[MsgType]:
+    c = Cluster(bugs=bugs)
+    c.propose(c.elect(), b"a")
+    return {m.type for m in c.sent if m.may_send_before_persist}
+
+
+def test_only_a_leaders_outgoing_log_traffic_may_leave_before_the_fsync() -> None:
+    # votes and acknowledgements promise durable state: they wait for the fsync
+    assert early_messages() == {MsgType.APPEND, MsgType.HEARTBEAT}
+    assert MsgType.APPEND_RESP in early_messages(frozenset({"ack-before-fsync"}))
