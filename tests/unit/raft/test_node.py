@@ -310,6 +310,7 @@ def test_with_the_planted_bug_a_stale_node_wins_and_committed_entries_are_lost()
 def early_messages(bugs: frozenset[str] = frozenset()) -> set[MsgType]:
     c = Cluster(bugs=bugs)
     c.propose(c.elect(), b"a")
+    c.tick(2)
     return {m.type for m in c.sent if m.may_send_before_persist}
 
 
