@@ -6,7 +6,7 @@ import datetime
 import decimal
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import aiormq
@@ -18,7 +18,8 @@ import pytest
 from pamqp import commands
 from pika.exceptions import ChannelClosedByBroker, ConnectionClosedByBroker, UnroutableError
 
-from warren.embed import ThreadedNode
+from warren.embed import ThreadedNode, run_node
+from warren.limits import Limits
 
 
 def test_properties_and_headers_reach_the_consumer_unchanged(channel) -> None:
@@ -306,11 +307,10 @@ def _frames(sock: socket.socket, buffer: bytearray) -> Iterator[Any]:
         yield frame
 
 
-def test_queue_delete_ok_comes_before_the_cancel_of_its_own_consumer(node: ThreadedNode) -> None:
-    # py-amqp/kombu wait for queue.delete-ok; a basic.cancel first is "consumer cancelled"
-    sock = socket.create_connection(("127.0.0.1", node.amqp_port), timeout=5)
-    buffer = bytearray()
-    frames = _frames(sock, buffer)
+def _raw_connection(port: int) -> tuple[socket.socket, Iterator[Any], Callable[[int, Any], None]]:
+    """A handshaken AMQP connection over a bare socket: (socket, frames, send)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    frames = _frames(sock, bytearray())
 
     def send(channel: int, method: Any) -> None:
         sock.sendall(pamqp.frame.marshal(method, channel))
@@ -324,6 +324,12 @@ def test_queue_delete_ok_comes_before_the_cancel_of_its_own_consumer(node: Threa
     send(0, commands.Connection.TuneOk(tune.channel_max, tune.frame_max, 0))
     send(0, commands.Connection.Open(virtual_host="/"))
     assert isinstance(next(frames), commands.Connection.OpenOk)
+    return sock, frames, send
+
+
+def test_queue_delete_ok_comes_before_the_cancel_of_its_own_consumer(node: ThreadedNode) -> None:
+    # py-amqp/kombu wait for queue.delete-ok; a basic.cancel first is "consumer cancelled"
+    sock, frames, send = _raw_connection(node.amqp_port)
     send(1, commands.Channel.Open())
     assert isinstance(next(frames), commands.Channel.OpenOk)
     send(1, commands.Queue.Declare(queue="deleted-under-consumer"))
@@ -343,3 +349,27 @@ def test_channel_flow_off_is_not_implemented_as_in_rabbitmq(node: ThreadedNode, 
     with pytest.raises(ConnectionClosedByBroker) as info:
         channel.flow(False)
     assert (info.value.reply_code, info.value.reply_text) == (540, "NOT_IMPLEMENTED - active=false")
+
+
+def test_after_close_ok_the_client_closes_the_socket_as_in_rabbitmq() -> None:
+    # AMQP 0-9-1: close-ok tells the client to close the socket. RabbitMQ waits for it (30 s);
+    # closing first raced aio-pika's recovery (test_create_channels_during_reconnect).
+    with run_node(limits=Limits(close_ok_timeout_seconds=1.0)) as node:
+        sock, frames, send = _raw_connection(node.amqp_port)
+        send(1, commands.Channel.Open())
+        assert isinstance(next(frames), commands.Channel.OpenOk)
+        send(1, commands.Queue.Declare(queue="mine", exclusive=True))
+        assert isinstance(next(frames), commands.Queue.DeclareOk)
+        send(0, commands.Connection.Close(reply_code=200, reply_text="bye", class_id=0, method_id=0))
+        assert isinstance(next(frames), commands.Connection.CloseOk)
+        sock.settimeout(0.3)
+        with pytest.raises(TimeoutError):
+            sock.recv(1)  # still open: no EOF from the server
+        # the connection's exclusive queue is gone already: another connection may take the name
+        other = pika.BlockingConnection(pika.URLParameters(node.amqp_url))
+        other.channel().queue_declare("mine", exclusive=True)
+        other.close()
+        # a client that never closes is cut off after the close timeout
+        sock.settimeout(4)
+        assert sock.recv(1) == b""
+        sock.close()

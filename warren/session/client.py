@@ -80,6 +80,10 @@ class ClientSession(MethodHandlers):
         self.vhost: Any = None
         self.writable = True
         self.terminated = False
+        # the client sent connection.close: after our close-ok the client closes the socket
+        # (AMQP 0-9-1), as RabbitMQ waits for it; one that does not is cut off after the close timeout
+        self.closed_by_peer = False
+        self._linger_deadline: float | None = None
         self.blocked = False  # we sent connection.blocked
         self.publishing = False  # has published: subject to flow control
         self.recv_octets = 0
@@ -101,6 +105,13 @@ class ClientSession(MethodHandlers):
         """Heartbeats; True when there is something to write."""
         if self.terminated:
             return False
+        if self.closed_by_peer:
+            if self._linger_deadline is None:
+                self._linger_deadline = now + self.node.limits.close_ok_timeout_seconds
+            elif now >= self._linger_deadline:
+                self.terminated = True
+                return True
+            return False
         events = self.conn.tick(now)
         for event in events:
             self._handle_event(event)
@@ -110,10 +121,13 @@ class ClientSession(MethodHandlers):
         """The socket is gone: release everything this connection held."""
         for number in list(self.channels):
             self._release_channel(number)
+        self._release_exclusive_queues()
+        self.terminated = True
+
+    def _release_exclusive_queues(self) -> None:
         if self.vhost is not None:
             for queue in self.vhost.owner_closed(self):
                 self.queue_gone(queue)
-        self.terminated = True
 
     def data_to_send(self) -> bytes:
         data = self.conn.data_to_send()
@@ -162,7 +176,10 @@ class ClientSession(MethodHandlers):
                 log.info("closing connection %s: missed heartbeats", self.name)
             for number in list(self.channels):
                 self._release_channel(number)
-            if kind is ev.ConnectionTerminated:
+            if kind is ev.ConnectionClosedByPeer:
+                self.closed_by_peer = True
+                self._release_exclusive_queues()  # now, not when the socket goes
+            elif kind is ev.ConnectionTerminated and not self.closed_by_peer:
                 self.terminated = True
         else:
             log.debug("ignoring event %r", event)
