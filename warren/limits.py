@@ -53,6 +53,7 @@ class Limits:
     # Raft
     raft_max_append_entries: int = 512
     raft_max_append_bytes: int = 1 * MIB
+    raft_max_apply_bytes: int = 4 * MIB  # committed entries handed to the state machine per ready
     raft_max_inflight_appends: int = 64
     raft_snapshot_chunk_bytes: int = 1 * MIB
     peer_max_message_bytes: int = 64 * MIB

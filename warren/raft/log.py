@@ -11,6 +11,8 @@ from __future__ import annotations
 from warren.raft.storage import Storage
 from warren.raft.types import ConfChange, Config, Entry, EntryKind, SnapshotMeta
 
+CONFIG_SCAN_PAGE_BYTES = 1 << 20
+
 
 class RaftLog:
     def __init__(self, storage: Storage, initial_config: Config) -> None:
@@ -24,9 +26,13 @@ class RaftLog:
         self.committed = max(storage.load().commit, self.base_index)
         self.applied = self.base_index
         self.configs: list[tuple[int, Config]] = []
-        if storage.last_index() >= storage.first_index():
-            for e in storage.entries(storage.first_index(), storage.last_index() + 1):
+        # Config entries are found by a scan, a page at a time so start-up memory stays flat.
+        index, last = storage.first_index(), storage.last_index()
+        while index <= last:
+            page = storage.entries(index, last + 1, CONFIG_SCAN_PAGE_BYTES)
+            for e in page:
                 self._track_config(e)
+            index += len(page)
 
     # --- reading
     def first_index(self) -> int:

@@ -130,6 +130,7 @@ class RaftNode:
         limits = limits or Limits()
         self.max_entries = limits.raft_max_append_entries
         self.max_bytes = limits.raft_max_append_bytes
+        self.max_apply_bytes = limits.raft_max_apply_bytes
         self.max_inflight = limits.raft_max_inflight_appends
         self.chunk_bytes = limits.raft_snapshot_chunk_bytes
         self.bugs = bugs
@@ -717,7 +718,9 @@ class RaftNode:
         self.in_flight = True
         hs = self._hard_state()
         hi = min(self.log.committed, self.log.persisted_index())
-        committed = self.log.entries(self.log.applied + 1, hi + 1) if hi > self.log.applied else []
+        # bounded, so a restart with a long unapplied log does not hand it over in one piece
+        committed = (self.log.entries(self.log.applied + 1, hi + 1, self.max_apply_bytes)
+                     if hi > self.log.applied else [])
         rd = Ready(
             entries=list(self.log.unstable),
             hard_state=hs if hs != self.persisted_hs else None,
