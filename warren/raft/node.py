@@ -141,6 +141,7 @@ class RaftNode:
         self.role = Role.FOLLOWER
         self.leader = NONE
         self.msgs: list[Message] = []
+        self.append_pending = False
         self.read_states: list[ReadState] = []
         self.local_snapshot: tuple[SnapshotMeta, bytes] | None = None
         self.in_flight = False
@@ -268,7 +269,8 @@ class RaftNode:
             return None
         self._wake()
         index = self._append(EntryKind.NORMAL, data)
-        self._broadcast_append()
+        # Appends go out when the driver next asks for a ready: many proposals, one message.
+        self.append_pending = True
         return index
 
     def propose_conf_change(self, change: ConfChange) -> int | None:
@@ -698,6 +700,7 @@ class RaftNode:
             return False
         return bool(
             self.msgs
+            or self.append_pending
             or self.log.unstable
             or self.log.pending_snapshot
             or self.read_states
@@ -715,6 +718,10 @@ class RaftNode:
 
     def ready(self) -> Ready:
         assert not self.in_flight, "advance() the previous ready first"
+        if self.append_pending:
+            self.append_pending = False
+            if self.role == Role.LEADER:
+                self._broadcast_append()
         self.in_flight = True
         hs = self._hard_state()
         hi = min(self.log.committed, self.log.persisted_index())
