@@ -202,7 +202,7 @@ def run_suite(suite: Suite, broker: str, port: int | None, out_dir: Path,
     result = Result(suite.name, suite.version, broker)
     started = time.monotonic()
     if suite.kind == "go":
-        _run_go(suite, port, out_dir, result)
+        _run_go(suite, broker, port, out_dir, result)
     else:
         _run_pytest(suite, broker, port, out_dir, result, extra or [])
     result.seconds = round(time.monotonic() - started, 1)
@@ -259,9 +259,9 @@ def _run_pytest(suite: Suite, broker: str, port: int | None, out_dir: Path, resu
             result.passed += 1
 
 
-def _run_go(suite: Suite, port: int | None, out_dir: Path, result: Result) -> None:
+def _run_go(suite: Suite, broker: str, port: int | None, out_dir: Path, result: Result) -> None:
     assert port is not None
-    log = out_dir / f"{suite.name}.log"
+    log = out_dir / f"{suite.name}-{broker}.log"
     work = Path(tempfile.mkdtemp(prefix="warren-compat-go-"))
     try:
         package = work / "src" / "github.com" / "rabbitmq" / "amqp091-go"
