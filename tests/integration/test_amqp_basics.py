@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import aiormq
+import pamqp.commands
 import pamqp.exceptions
 import pamqp.frame
 import pamqp.header
@@ -373,3 +374,25 @@ def test_after_close_ok_the_client_closes_the_socket_as_in_rabbitmq() -> None:
         sock.settimeout(4)
         assert sock.recv(1) == b""
         sock.close()
+
+
+def test_an_internal_error_closes_only_that_connection_with_541(
+    node: ThreadedNode, connection: pika.BlockingConnection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No real input should reach an unexpected exception, so one is planted in a handler:
+    # the connection that hits it is closed with 541, the node and the others carry on.
+    from warren.session.methods import HANDLERS
+
+    def broken(*_: object) -> None:
+        raise RuntimeError("planted bug")
+
+    monkeypatch.setitem(HANDLERS, pamqp.commands.Queue.Purge, broken)
+    bystander = connection.channel()
+    bystander.queue_declare("bystander-q")
+    victim = pika.BlockingConnection(pika.URLParameters(node.amqp_url))
+    with pytest.raises(pika.exceptions.ConnectionClosedByBroker) as closed:
+        victim.channel().queue_purge("bystander-q")
+    assert closed.value.reply_code == 541
+    bystander.basic_publish("", "bystander-q", b"still here")
+    method, _, body = bystander.basic_get("bystander-q", auto_ack=True)
+    assert body == b"still here"

@@ -675,15 +675,8 @@ class ServerConnection:
                 10,
             )
             return
-        if channel > self.channel_max:
-            self._connection_error(
-                ReplyCode.NOT_ALLOWED,
-                f"channel number {channel} is higher than the negotiated channel_max "
-                f"({self.channel_max})",
-                20,
-                10,
-            )
-            return
+        # RabbitMQ limits how many channels are open, not their numbers (aiormq's suite opens
+        # channel 65535 under channel_max 2047), so neither do we.
         if self._decode(index, buf, start, end) is None:
             return
         self._channels[channel] = _CH_OPEN

@@ -127,7 +127,11 @@ def _decode_value(raw: bytes | bytearray | memoryview, pos: int, end: int, depth
         if pos + size > end:
             raise ValueError("field value truncated")
         return unpacker.unpack_from(raw, pos)[0], pos + size
-    # Rare types (decimal, timestamp, byte array): pamqp decodes them.
+    if kind == 0x54:  # T: timestamp
+        if pos + 8 > end:
+            raise ValueError("field value truncated")
+        return _decode_timestamp(bytes(raw[pos : pos + 8])), pos + 8
+    # Rare types (decimal, byte array): pamqp decodes them.
     try:
         consumed, value = decode.embedded_value(bytes(raw[pos - 1 : end]))
     except (TypeError, IndexError, KeyError, struct.error) as error:
@@ -209,7 +213,7 @@ def _decode_properties(raw: bytes | bytearray | memoryview) -> dict[str, Any]:
         else:  # timestamp
             if pos + 8 > size:
                 raise ValueError("timestamp truncated")
-            _, result[name] = decode.timestamp(bytes(raw[pos : pos + 8]))
+            result[name] = _decode_timestamp(bytes(raw[pos : pos + 8]))
             pos += 8
     return result
 
@@ -247,6 +251,14 @@ def check_properties(raw: bytes) -> None:
             if pos > size:
                 raise ValueError("properties truncated")
         bit >>= 1
+
+
+def _decode_timestamp(raw: bytes) -> datetime.datetime | int:
+    """A datetime, or the raw seconds when Python cannot represent the moment (year > 9999)."""
+    try:
+        return decode.timestamp(raw)[1]
+    except (ValueError, OverflowError, OSError):
+        return int(_TS.unpack(raw)[0])
 
 
 def _encode_timestamp(value: Any) -> bytes:

@@ -98,8 +98,14 @@ class ClientSession(MethodHandlers):
         self.recv_octets += len(data)
         if self.terminated:
             return
-        for event in self.conn.receive_data(data, now):
-            self._handle_event(event)
+        try:
+            for event in self.conn.receive_data(data, now):
+                self._handle_event(event)
+        except Exception:  # a bug of ours must cost this connection only, never the node
+            log.exception("internal error on connection %s; closing it with 541", self.id)
+            self.conn.close(ReplyCode.INTERNAL_ERROR, "INTERNAL_ERROR")
+            for number in list(self.channels):
+                self._release_channel(number)
 
     def tick(self, now: float) -> bool:
         """Heartbeats; True when there is something to write."""

@@ -93,3 +93,12 @@ def test_decimal_and_timestamp_values_decode_via_pamqp() -> None:
     table = {"d": decimal.Decimal("1.25"), "t": datetime.datetime(2020, 1, 2, tzinfo=datetime.UTC)}
     raw = encode.field_table(table)
     assert decode_table(raw, 4, len(raw)) == table
+
+
+def test_timestamps_beyond_year_9999_decode_to_their_seconds() -> None:
+    # amqp091-go's quick-check publishes such timestamps; RabbitMQ passes them through
+    huge = 2**62
+    table = b"\x01tT" + struct.pack(">Q", huge)
+    assert decode_table(table, 0, len(table)) == {"t": huge}
+    properties = struct.pack(">H", 1 << 6) + struct.pack(">Q", huge)
+    assert decode_properties(properties) == {"timestamp": huge}
