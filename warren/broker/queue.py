@@ -255,7 +255,7 @@ class QueueState:
     def enqueue(self, message: Message, now_ms: int) -> EnqueueOutcome:
         args = self.args
         overflow_rejects = args.overflow != "drop-head"
-        if overflow_rejects and self._over_limit(reject_check=True):
+        if overflow_rejects and self._would_overflow(message.size):
             if args.overflow == "reject-publish-dlx":
                 self._dead_letter(message, "maxlen", now_ms)
             return EnqueueOutcome(False)
@@ -304,20 +304,22 @@ class QueueState:
         self._ready_bytes += message.size
         return entry.msg_id
 
-    def _over_limit(self, reject_check: bool) -> bool:
+    def _would_overflow(self, message_size: int) -> bool:
+        """RabbitMQ's will_overflow: would the queue exceed a limit with this message in it?"""
         args = self.args
-        count, size = self._ready.count, self._ready_bytes
-        if reject_check:  # RabbitMQ refuses when the queue is already at its limit
-            return (args.max_length is not None and count >= args.max_length) or (
-                args.max_length_bytes is not None and size >= args.max_length_bytes
-            )
-        return (args.max_length is not None and count > args.max_length) or (
-            args.max_length_bytes is not None and size > args.max_length_bytes
+        return (args.max_length is not None and self._ready.count + 1 > args.max_length) or (
+            args.max_length_bytes is not None and self._ready_bytes + message_size > args.max_length_bytes
+        )
+
+    def _over_limit(self) -> bool:
+        args = self.args
+        return (args.max_length is not None and self._ready.count > args.max_length) or (
+            args.max_length_bytes is not None and self._ready_bytes > args.max_length_bytes
         )
 
     def _drop_head_over_limit(self, now_ms: int) -> int:
         dropped = 0
-        while self._ready.count and self._over_limit(reject_check=False):
+        while self._ready.count and self._over_limit():
             level = self._ready.oldest_level()
             assert level is not None
             self._remove_ready(level.popleft(), "maxlen", now_ms)

@@ -215,6 +215,16 @@ def test_reject_publish_refuses_when_full(dlx_vhost: VirtualHost) -> None:
     assert ready_bodies(queue) == [b"a"] and vhost.queues["dead"].messages == 0
 
 
+def test_reject_publish_counts_the_new_message_against_max_length_bytes(dlx_vhost: VirtualHost) -> None:
+    # RabbitMQ's will_overflow: 10 bytes queued + 5 would exceed 12, so the 5 are refused; 2 fit
+    vhost = dlx_vhost
+    queue, _ = vhost.declare_queue("q", arguments={"x-max-length-bytes": 12, "x-overflow": "reject-publish"})
+    assert vhost.publish(msg(b"0123456789", routing_key="q"), 0).routed_queues == [queue]
+    assert vhost.publish(msg(b"abcde", routing_key="q"), 0).rejected_queues == [queue]
+    assert vhost.publish(msg(b"xy", routing_key="q"), 0).routed_queues == [queue]
+    assert queue.message_bytes == 12
+
+
 def test_reject_publish_dlx_dead_letters_the_refused_message(dlx_vhost: VirtualHost) -> None:
     vhost = dlx_vhost
     vhost.declare_queue("q", arguments={"x-max-length": 0, "x-overflow": "reject-publish-dlx",
