@@ -285,17 +285,20 @@ class QueueState:
         body: bytes | None,
         seq: int,
         props: dict[str, Any] | None = None,
+        size: int | None = None,
     ) -> int:
         """Re-enqueue a message read back from the store after a restart (flagged redelivered).
 
         ``props`` (decoded properties) restores the message's priority; without it the
-        message gets priority 0. Restored messages carry no TTL deadline.
+        message gets priority 0. Restored messages carry no TTL deadline. ``body`` may be None
+        (left in the store) when ``size`` gives its length.
         """
         props = props or {}
         priority = props.get("priority")
         message = Message(
             exchange, routing_key, body, properties, props, True,
-            priority if isinstance(priority, int) else None, None, len(body or b""), seq,
+            priority if isinstance(priority, int) else None, None,
+            size if size is not None else len(body or b""), seq,
         )
         entry = _Entry(self._next_msg_id, message, None)
         entry.redelivered = True

@@ -238,27 +238,28 @@ class Persistence:
         # One object per distinct name and property block, shared by the restored messages
         # (as on the publish path), not one per message.
         names: dict[str, str] = {}
-        blocks: dict[bytes, bytes] = {}
+        blocks: dict[bytes, tuple[bytes, dict[str, Any]]] = {}
         for name, definition in vhost_defs.items():
             vhost = broker.restore_vhost(name, definition)
             for queue in vhost.queues.values():
                 if not queue.durable or not queue.store_id:
                     continue
                 self._next_queue_id = max(self._next_queue_id, queue.store_id + 1)
+                # bodies that may live only in the store are never held, even during recovery
+                evict = self.may_evict([queue])
                 for seq, record in self.store.messages(queue.store_id):
                     exchange, routing_key, properties, body = decode_message(record)
                     exchange = names.setdefault(exchange, exchange)
                     routing_key = names.setdefault(routing_key, routing_key)
-                    properties = blocks.setdefault(properties, properties)
-                    queue.restore_message(exchange, routing_key, properties, body, seq,
-                                          decode_properties(properties))
+                    shared = blocks.get(properties)
+                    if shared is None:
+                        shared = blocks[properties] = (properties, decode_properties(properties))
+                    queue.restore_message(exchange, routing_key, shared[0], None if evict else body, seq,
+                                          shared[1], len(body))
                     restored += 1
                     if len(names) > 65536 or len(blocks) > 65536:
                         names.clear()
                         blocks.clear()
                 queue.journal = []
-                if self.may_evict([queue]):
-                    for _msg_id, message, _redelivered in queue.ready_messages():
-                        message.body = None
         if restored:
             log.info("recovered %d persistent messages", restored)
