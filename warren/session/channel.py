@@ -83,7 +83,8 @@ class ChannelState:
         """
         pending = self.unconfirmed
         run_end = 0
-        for seq in list(pending):
+        while pending:  # from the front only: no copy of a long tail still waiting for the disk
+            seq = next(iter(pending))
             outcome = pending[seq]
             if outcome is None:
                 break
