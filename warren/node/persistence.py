@@ -245,6 +245,7 @@ class Persistence:
                 if not queue.durable or not queue.store_id:
                     continue
                 self._next_queue_id = max(self._next_queue_id, queue.store_id + 1)
+                queue.journal = []  # durable from here on (may_evict looks for the journal)
                 # bodies that may live only in the store are never held, even during recovery
                 evict = self.may_evict([queue])
                 for seq, record in self.store.messages(queue.store_id):
@@ -260,6 +261,5 @@ class Persistence:
                     if len(names) > 65536 or len(blocks) > 65536:
                         names.clear()
                         blocks.clear()
-                queue.journal = []
         if restored:
             log.info("recovered %d persistent messages", restored)
