@@ -305,14 +305,7 @@ class Simulation:
         assert rd is not None
         rep.writing = None
         disk = rep.disk
-        if rd.snapshot is not None:
-            disk.save_snapshot(*rd.snapshot)
-        if rd.local_snapshot is not None:
-            disk.save_snapshot(*rd.local_snapshot)
-        if rd.entries:
-            disk.append(rd.entries)
-        if rd.hard_state is not None:
-            disk.save(rd.hard_state)
+        rd.persist_to(disk)
         for m in rd.messages:
             if not m.may_send_before_persist:
                 self._send(m)

@@ -90,6 +90,17 @@ class Ready:
     leader: int = NONE
     term: int = 0
 
+    def persist_to(self, storage: Storage) -> None:
+        """Write what must be durable before the messages that need it go out (one order)."""
+        if self.snapshot is not None:
+            storage.save_snapshot(*self.snapshot)
+        if self.local_snapshot is not None:
+            storage.save_snapshot(*self.local_snapshot)
+        if self.entries:
+            storage.append(self.entries)
+        if self.hard_state is not None:
+            storage.save(self.hard_state)
+
 
 @dataclass(slots=True)
 class _PendingRead:

@@ -60,14 +60,7 @@ class Cluster:
                     continue
                 rd = node.ready()
                 disk = self.disks[n]
-                if rd.snapshot is not None:
-                    disk.save_snapshot(*rd.snapshot)
-                if rd.local_snapshot is not None:
-                    disk.save_snapshot(*rd.local_snapshot)
-                if rd.entries:
-                    disk.append(rd.entries)
-                if rd.hard_state is not None:
-                    disk.save(rd.hard_state)
+                rd.persist_to(disk)
                 for e in rd.committed_entries:
                     if e.kind == EntryKind.NORMAL:
                         self.applied[n].append(e.data)
