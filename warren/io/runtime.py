@@ -323,7 +323,7 @@ class NodeRuntime:
 def ensure_data_dir(path: str) -> Path:
     target = Path(path)
     try:
-        target.mkdir(parents=True, exist_ok=True)
+        target.mkdir(parents=True, exist_ok=True, mode=0o700)  # the store tightens it further
     except OSError as exc:
         raise ConfigError(f"cannot create data directory {path}: {exc}; pass --data-dir DIR") from exc
     return target

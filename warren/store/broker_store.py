@@ -28,6 +28,7 @@ import lmdb
 import msgpack
 
 from warren.errors import StoreError
+from warren.store.files import FILE_MODE, private_directory
 
 FORMAT_VERSION = 1
 _QUEUE_KEY = struct.Struct(">I")
@@ -121,7 +122,8 @@ class BrokerStore:
 
     def __init__(self, data_dir: str | os.PathLike[str], map_size: int) -> None:
         path = Path(data_dir)
-        path.mkdir(parents=True, exist_ok=True)
+        private_directory(path)
+        private_directory(path / "broker.lmdb")  # before LMDB makes it with the file mode
         self._map_size = map_size
         self._open(path)
         self.path = path
@@ -132,6 +134,7 @@ class BrokerStore:
             # sync=True: every write transaction commit is fsynced (durability before confirms).
             self._env = lmdb.open(
                 str(path / "broker.lmdb"),
+                mode=FILE_MODE,
                 map_size=map_size,
                 max_dbs=4,
                 sync=True,

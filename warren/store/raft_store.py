@@ -36,6 +36,7 @@ import lmdb
 import msgpack
 
 from warren.errors import StoreError
+from warren.store.files import FILE_MODE, private_directory
 
 GroupId = int | str
 LogRecord = tuple[int, int, int, bytes]
@@ -102,10 +103,12 @@ class RaftStore:
 
     def __init__(self, data_dir: str | os.PathLike[str], map_size: int, sync: bool = True) -> None:
         path = Path(data_dir)
-        path.mkdir(parents=True, exist_ok=True)
+        private_directory(path)
+        private_directory(path / "raft.lmdb")  # before LMDB makes it with the file mode
         try:
             self._env = lmdb.open(
                 str(path / "raft.lmdb"),
+                mode=FILE_MODE,
                 map_size=map_size,
                 max_dbs=8,
                 sync=sync,
