@@ -31,6 +31,7 @@ log = logging.getLogger("warren")
 
 TICK_SECONDS = 0.1
 ALARM_CHECK_SECONDS = 1.0
+STORE_RETRY_SECONDS = 1.0  # a failed store commit is tried again this often
 
 
 @dataclass
@@ -240,13 +241,24 @@ class NodeRuntime:
             self.node.tick()
 
     async def _committer(self) -> None:
-        """Group commit: everything written while the previous fsync ran goes in the next one."""
+        """Group commit: everything written while the previous fsync ran goes in the next one.
+
+        A failed commit nacks the publishes it covered and sets the store error (a disk
+        alarm); its writes are retried, with whatever came since, every
+        STORE_RETRY_SECONDS until one succeeds, which clears the alarm.
+        """
         assert self.node is not None and self.node.persistence is not None and self.loop is not None
         persistence = self.node.persistence
         disk = DiskThread(self.loop)
         try:
             while True:
-                await self._commit_wakeup.wait()
+                if persistence.retry_pending:
+                    try:
+                        await asyncio.wait_for(self._commit_wakeup.wait(), STORE_RETRY_SECONDS)
+                    except TimeoutError:
+                        pass
+                else:
+                    await self._commit_wakeup.wait()
                 self._commit_wakeup.clear()
                 batch = persistence.take_batch()
                 if batch is None:
@@ -254,11 +266,12 @@ class NodeRuntime:
                 try:
                     await disk.run(persistence.store.commit, batch.writes)
                 except StoreError as exc:
-                    log.error("store commit failed, publishes stay unconfirmed: %s", exc)
                     persistence.commit_failed(batch)
-                    self.node.set_resource_alarms(self.node.memory_alarm, True)
+                    self.node.set_store_error(str(exc))
+                    self.node.flush()
                     continue
                 persistence.committed(batch)
+                self.node.set_store_error(None)
                 self.node.flush()
         finally:
             disk.stop()  # after the commit in progress, if any: stop() then commits the rest

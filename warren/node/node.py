@@ -77,7 +77,8 @@ class Node(SessionHost):
         self._dirty_sessions: set[ClientSession] = set()
         self._dirty_queues: set[Any] = set()
         self.memory_alarm = False
-        self.disk_alarm = False
+        self.disk_low = False  # free space under disk_free_limit_bytes
+        self.store_error: str | None = None  # the last store write failed; cleared by one that succeeds
         self.started_at_ms = wall_ms()
         self.listeners: list[dict[str, Any]] = []
 
@@ -138,13 +139,36 @@ class Node(SessionHost):
         self.flush()
 
     def set_resource_alarms(self, memory: bool, disk: bool) -> None:
-        if memory == self.memory_alarm and disk == self.disk_alarm:
+        if memory == self.memory_alarm and disk == self.disk_low:
             return
         if memory != self.memory_alarm:
             log.warning("memory alarm %s", "set" if memory else "cleared")
-        if disk != self.disk_alarm:
+        if disk != self.disk_low:
             log.warning("disk alarm %s", "set" if disk else "cleared")
-        self.memory_alarm, self.disk_alarm = memory, disk
+        self.memory_alarm, self.disk_low = memory, disk
+        self._alarms_changed()
+
+    def set_store_error(self, error: str | None) -> None:
+        """A store write failed (``error``) or, with None, one succeeded again.
+
+        A failing store is a disk alarm, whatever the free space says: publishers are blocked
+        and the alarms health check fails until a write succeeds.
+        """
+        if (error is None) == (self.store_error is None):
+            self.store_error = error
+            return
+        if error is None:
+            log.warning("store writes succeed again: disk alarm cleared")
+        else:
+            log.error("store write failed, disk alarm set: %s", error)
+        self.store_error = error
+        self._alarms_changed()
+
+    @property
+    def disk_alarm(self) -> bool:
+        return self.disk_low or self.store_error is not None
+
+    def _alarms_changed(self) -> None:
         for session in self.sessions.values():
             session.alarms_changed()
             self._dirty_sessions.add(session)
@@ -154,7 +178,9 @@ class Node(SessionHost):
     def blocked_reason(self) -> str | None:
         if self.memory_alarm:
             return "low on memory"
-        if self.disk_alarm:
+        if self.store_error is not None:
+            return "disk writes failing"
+        if self.disk_low:
             return "low on disk"
         return None
 

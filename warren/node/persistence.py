@@ -56,6 +56,8 @@ class Persistence:
         self._next_queue_id = 1
         self._broker: Broker | None = None
         self._node: Any = None
+        # writes of a batch whose commit failed: they go again, ahead of the next batch
+        self._failed: PendingBatch | None = None
 
     def attach(self, node: Any) -> None:
         self._node = node
@@ -202,11 +204,19 @@ class Persistence:
 
     # ---- batches ---------------------------------------------------------------------
 
+    @property
+    def retry_pending(self) -> bool:
+        return self._failed is not None
+
     def take_batch(self) -> PendingBatch | None:
-        if not len(self._batch) and not self._waiters:
+        if not len(self._batch) and not self._waiters and self._failed is None:
             return None
         self._batch.sequence_high_water = self._next_seq - 1
         pending = PendingBatch(self._batch, self._waiters, self._evictions)
+        if self._failed is not None:
+            failed, self._failed = self._failed, None
+            pending = PendingBatch(failed.writes.then(pending.writes), pending.waiters,
+                                   failed.evictions + pending.evictions)
         self._batch, self._waiters, self._evictions = WriteBatch(), {}, []
         # rows of the taken batch are on their way to the disk: they no longer cancel out
         self._unwritten_rows, self._early_waiters, self._recent_puts = {}, {}, []
@@ -219,7 +229,15 @@ class Persistence:
             session.store_committed(channel, seq)
 
     def commit_failed(self, pending: PendingBatch) -> None:
-        for session, channel, seq in pending.waiters:
+        """Nack exactly the publishes the batch covered; keep its writes for the next commit.
+
+        The messages stay in their queues (a nack means "may or may not be stored"); their
+        rows are retried ahead of later writes, so memory and disk agree again once the disk
+        accepts writes, and bodies leave RAM only after the commit that stores them.
+        """
+        waiters, pending.waiters = pending.waiters, {}
+        self._failed = pending
+        for session, channel, seq in waiters:
             session.store_failed(channel, seq)
 
     # ---- recovery --------------------------------------------------------------------

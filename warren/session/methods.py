@@ -145,6 +145,15 @@ class MethodHandlers:
         self.send_confirms(channel)
         self.node.session_changed(self)
 
+    def store_failed(self: ClientSession, number: int, seq: int) -> None:
+        """The batch holding this publish's writes did not reach the disk: nack it."""
+        channel = self.channels.get(number)
+        if channel is None or seq not in channel.unconfirmed:
+            return
+        channel.unconfirmed[seq] = False
+        self.send_confirms(channel)
+        self.node.session_changed(self)
+
     # message bodies and properties ----------------------------------------------------
     def encoded_properties(self: ClientSession, message: Message) -> bytes:
         if message.properties is None:

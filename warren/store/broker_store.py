@@ -107,6 +107,21 @@ class WriteBatch:
     def drop_queue(self, queue_id: int) -> None:
         self.queues_dropped.append(queue_id)
 
+    def then(self, newer: WriteBatch) -> WriteBatch:
+        """This batch followed by ``newer``, as one batch (a failed batch is retried this way).
+
+        Later operations win: a row this batch puts and ``newer`` deletes ends deleted.
+        """
+        for key in newer.defs_delete:
+            self.delete_definition(key.decode())
+        for key, value in newer.defs_put.items():
+            self.defs_delete.discard(key)
+            self.defs_put[key] = value
+        self.msg_ops.update(newer.msg_ops)
+        self.queues_dropped.extend(newer.queues_dropped)
+        self.sequence_high_water = max(self.sequence_high_water, newer.sequence_high_water)
+        return self
+
 
 def encode_message(exchange: str, routing_key: str, properties: bytes, body: bytes) -> bytes:
     return msgpack.packb((exchange, routing_key, properties, body), use_bin_type=True)
