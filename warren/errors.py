@@ -108,6 +108,10 @@ class StoreError(WarrenError):
     """The durable store failed (full disk, corrupt file)."""
 
 
+class UnstorableValue(WarrenError):
+    """A definition holds a value the store cannot encode (e.g. a lone UTF-16 surrogate)."""
+
+
 class PeerProtocolError(WarrenError):
     """A cluster peer sent something malformed or unauthenticated."""
 

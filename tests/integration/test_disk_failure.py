@@ -124,3 +124,68 @@ def test_failed_commit_nacks_then_node_confirms_again_once_space_is_freed(small_
     finally:
         server.proc.kill()
         server.proc.wait()
+
+
+@pytest.mark.timeout(90)
+def test_a_declare_whose_write_fails_is_not_applied_in_memory(small_disk: Path) -> None:
+    server = start_server(small_disk / "data", "--disk-free-limit", "0")
+    auth = {"Authorization": "Basic Z3Vlc3Q6Z3Vlc3Q=", "Content-Type": "application/json"}
+
+    def put_queue(name: str) -> int:
+        request = urllib.request.Request(f"http://127.0.0.1:{server.http_port}/api/queues/%2F/{name}",
+                                         data=b'{"durable": true}', method="PUT", headers=auth)
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - loopback test node
+                return response.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    try:
+        conn = pika.BlockingConnection(pika.URLParameters(server.url))
+        conn.channel().queue_declare("kept", durable=True)
+        filler = small_disk / "filler"
+        _fill(filler)
+        ch = conn.channel()
+        with pytest.raises(pika.exceptions.ConnectionClosedByBroker) as closed:
+            for i in range(200):  # LMDB reuses freed pages at first; it runs out within a few
+                ch.queue_declare(f"lost-{i}" + "x" * 200, durable=True)
+        assert closed.value.reply_code == 541
+        assert "not stored" in closed.value.reply_text
+        assert put_queue("lost-http") == 503
+        assert _alarms_status(server) == 503
+
+        conn = pika.BlockingConnection(pika.URLParameters(server.url))
+        failed_name = None
+        for i in range(200):
+            try:
+                conn.channel().queue_declare(f"lost-{i}" + "x" * 200, passive=True)
+            except pika.exceptions.ChannelClosedByBroker as exc:
+                assert exc.reply_code == 404  # the declare that was not stored left nothing
+                failed_name = f"lost-{i}"
+                break
+        assert failed_name is not None
+        with pytest.raises(pika.exceptions.ChannelClosedByBroker):
+            conn.channel().queue_declare("lost-http", passive=True)
+
+        filler.unlink()
+        assert _wait(lambda: _alarms_status(server) == 200, 15)
+        assert put_queue("after") == 201
+        conn.channel().queue_declare("after-amqp", durable=True)
+        expected = {q["name"] for q in json.loads(urllib.request.urlopen(  # noqa: S310
+            urllib.request.Request(f"http://127.0.0.1:{server.http_port}/api/queues/%2F", headers=auth),
+            timeout=5).read())}
+        conn.close()
+    finally:
+        server.proc.kill()
+        server.proc.wait()
+
+    assert {"kept", "after", "after-amqp"} <= expected and "lost-http" not in expected
+    server = start_server(small_disk / "data", "--disk-free-limit", "0")
+    try:
+        listed = json.loads(urllib.request.urlopen(  # noqa: S310
+            urllib.request.Request(f"http://127.0.0.1:{server.http_port}/api/queues/%2F", headers=auth),
+            timeout=5).read())
+        assert {q["name"] for q in listed} == expected  # memory and disk agree
+    finally:
+        server.proc.kill()
+        server.proc.wait()

@@ -62,6 +62,8 @@ def problem_from_amqp(error: AMQPError) -> HTTPProblem:
         return not_found(error.text)
     if error.code == ReplyCode.ACCESS_REFUSED:
         return forbidden(error.text)
+    if error.code == ReplyCode.INTERNAL_ERROR:  # the store failed to write: retry later
+        return HTTPProblem(503, "service_unavailable", error.text)
     return bad_request(error.text)
 
 

@@ -55,14 +55,6 @@ class NodeBackend:
         broker: Broker = self.runtime.node.broker
         return broker
 
-    def _persist_vhost(self, vhost: VirtualHost) -> None:
-        if self.node.persistence is not None:
-            self.node.persistence.definitions_changed(vhost)
-
-    def _persist_users(self) -> None:
-        if self.node.persistence is not None:
-            self.node.persistence.users_changed()
-
     def _vhosts(self, name: str | None) -> list[VirtualHost]:
         if name is None:
             return list(self.broker.vhosts.values())
@@ -288,22 +280,19 @@ class NodeBackend:
 
     def put_vhost(self, name: str) -> bool:
         created = name not in self.broker.vhosts
-        vhost = self.broker.add_vhost(name)
-        if created:
-            self._persist_vhost(vhost)
-            self._persist_users()  # the users document lists the vhosts
+        with self.node.changing_definitions():
+            self.broker.add_vhost(name)
         return created
 
     def delete_vhost(self, name: str) -> None:
-        vhost = self.broker.delete_vhost(name)
+        with self.node.changing_definitions():
+            vhost = self.broker.delete_vhost(name)
         for queue in list(vhost.queues.values()):
             self.node.queue_deleted(vhost, queue)
         for session in list(self.node.sessions.values()):
             if session.vhost is vhost:
                 session.conn.close(ReplyCode.CONNECTION_FORCED, "CONNECTION_FORCED - vhost deleted")
                 self.node.session_changed(session)
-        self._persist_vhost(vhost)
-        self._persist_users()
         self.node.flush()
 
     def users(self) -> list[dict[str, Any]]:
@@ -312,16 +301,16 @@ class NodeBackend:
     def put_user(self, name: str, password: str | None, password_hash: str | None,
                  hashing_algorithm: str | None, tags: list[str]) -> bool:
         created = name not in self.broker.users
-        if password is not None:
-            self.broker.add_user(name, password, tags)
-        else:
-            self.broker.add_user_with_hash(name, *user_password_args(password_hash, hashing_algorithm), tags=tags)
-        self._persist_users()
+        with self.node.changing_definitions():
+            if password is not None:
+                self.broker.add_user(name, password, tags)
+            else:
+                self.broker.add_user_with_hash(name, *user_password_args(password_hash, hashing_algorithm), tags=tags)
         return created
 
     def delete_user(self, name: str) -> None:
-        self.broker.delete_user(name)
-        self._persist_users()
+        with self.node.changing_definitions():
+            self.broker.delete_user(name)
 
     def permissions(self) -> list[dict[str, Any]]:
         return [
@@ -330,14 +319,14 @@ class NodeBackend:
         ]
 
     def put_permission(self, vhost: str, user: str, configure: str, write: str, read: str) -> None:
-        self.broker.set_permissions(user, vhost, configure, write, read)
-        self._persist_users()
+        with self.node.changing_definitions():
+            self.broker.set_permissions(user, vhost, configure, write, read)
 
     def delete_permission(self, vhost: str, user: str) -> None:
         if (user, vhost) not in self.broker.permissions:
             raise not_found(f"no permissions for user '{user}' in vhost '{vhost}'")
-        self.broker.clear_permissions(user, vhost)
-        self._persist_users()
+        with self.node.changing_definitions():
+            self.broker.clear_permissions(user, vhost)
 
     # ---- topology --------------------------------------------------------------------
     def exchanges(self, vhost: str | None) -> list[dict[str, Any]]:
@@ -349,17 +338,16 @@ class NodeBackend:
     def declare_exchange(self, vhost: str, name: str, type: str, durable: bool, auto_delete: bool,
                          internal: bool, arguments: dict[str, Any]) -> None:
         v = _get_vhost(self.broker, vhost)
-        _exchange, created = v.declare_exchange(name, type, durable=durable, auto_delete=auto_delete,
-                                                internal=internal, arguments=arguments)
-        if created and durable:
-            self._persist_vhost(v)
+        with self.node.changing_definitions(v):
+            v.declare_exchange(name, type, durable=durable, auto_delete=auto_delete, internal=internal,
+                               arguments=arguments)
 
     def delete_exchange(self, vhost: str, name: str, if_unused: bool) -> None:
         v = _get_vhost(self.broker, vhost)
         if name not in v.exchanges:
             raise not_found(f"no exchange '{name}' in vhost '{vhost}'")
-        v.delete_exchange(name, if_unused=if_unused)
-        self._persist_vhost(v)
+        with self.node.changing_definitions(v):
+            v.delete_exchange(name, if_unused=if_unused)
 
     def _queue_dict(self, vhost: VirtualHost, queue: Any) -> dict[str, Any]:
         shown = queue.as_dict()
@@ -383,17 +371,17 @@ class NodeBackend:
     def declare_queue(self, vhost: str, name: str, durable: bool, auto_delete: bool,
                       arguments: dict[str, Any]) -> None:
         v = _get_vhost(self.broker, vhost)
-        queue, created = v.declare_queue(name, durable=durable, auto_delete=auto_delete,
-                                         arguments=arguments, now_ms=self.node.wall_ms())
-        if created and self.node.persistence is not None:
-            self.node.persistence.queue_saved(v, queue)
+        with self.node.changing_definitions(v):
+            v.declare_queue(name, durable=durable, auto_delete=auto_delete, arguments=arguments,
+                            now_ms=self.node.wall_ms())
 
     def delete_queue(self, vhost: str, name: str, if_unused: bool, if_empty: bool) -> None:
         v = _get_vhost(self.broker, vhost)
         queue = v.queues.get(name)
         if queue is None:
             raise not_found(f"no queue '{name}' in vhost '{vhost}'")
-        v.delete_queue(name, if_unused=if_unused, if_empty=if_empty)
+        with self.node.changing_definitions(v):
+            v.delete_queue(name, if_unused=if_unused, if_empty=if_empty)
         self.node.queue_deleted(v, queue)
         self.node.flush()
 
@@ -417,20 +405,20 @@ class NodeBackend:
     def bind(self, vhost: str, source: str, destination_type: str, destination: str,
              routing_key: str, arguments: dict[str, Any]) -> None:
         v = _get_vhost(self.broker, vhost)
-        if destination_type == "queue":
-            v.bind_queue(destination, source, routing_key, arguments)
-        else:
-            v.bind_exchange(destination, source, routing_key, arguments)
-        self._persist_vhost(v)
+        with self.node.changing_definitions(v):
+            if destination_type == "queue":
+                v.bind_queue(destination, source, routing_key, arguments)
+            else:
+                v.bind_exchange(destination, source, routing_key, arguments)
 
     def unbind(self, vhost: str, source: str, destination_type: str, destination: str,
                routing_key: str, arguments: dict[str, Any]) -> None:
         v = _get_vhost(self.broker, vhost)
-        if destination_type == "queue":
-            v.unbind_queue(destination, source, routing_key, arguments)
-        else:
-            v.unbind_exchange(destination, source, routing_key, arguments)
-        self._persist_vhost(v)
+        with self.node.changing_definitions(v):
+            if destination_type == "queue":
+                v.unbind_queue(destination, source, routing_key, arguments)
+            else:
+                v.unbind_exchange(destination, source, routing_key, arguments)
 
     def policies(self, vhost: str | None) -> list[dict[str, Any]]:
         return [p for v in self._vhosts(vhost) for p in v.list_policies()]
@@ -438,16 +426,16 @@ class NodeBackend:
     def put_policy(self, vhost: str, name: str, pattern: str, apply_to: str, priority: int,
                    definition: dict[str, Any]) -> None:
         v = _get_vhost(self.broker, vhost)
-        v.set_policy(Policy(name, pattern, apply_to, priority, definition), self.node.wall_ms())
-        self._persist_vhost(v)
+        with self.node.changing_definitions(v):
+            v.set_policy(Policy(name, pattern, apply_to, priority, definition), self.node.wall_ms())
         for queue in v.queues.values():
             self.node.policy_applied(queue)
         self.node.flush()
 
     def delete_policy(self, vhost: str, name: str) -> None:
         v = _get_vhost(self.broker, vhost)
-        v.clear_policy(name, self.node.wall_ms())
-        self._persist_vhost(v)
+        with self.node.changing_definitions(v):
+            v.clear_policy(name, self.node.wall_ms())
         self.node.flush()
 
     # ---- messages --------------------------------------------------------------------

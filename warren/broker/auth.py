@@ -28,7 +28,7 @@ import base64
 import hashlib
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from warren.broker.vhost import VirtualHost
@@ -115,6 +115,13 @@ def _parse_tags(tags: Iterable[str] | str) -> list[str]:
     if isinstance(tags, str):
         return [t.strip() for t in tags.split(",") if t.strip()]
     return list(tags)
+
+
+@dataclass(slots=True)
+class BrokerCheckpoint:
+    users: dict[str, User]
+    permissions: dict[tuple[str, str], Permission]
+    vhosts: dict[str, VirtualHost]
 
 
 class Broker:
@@ -256,6 +263,29 @@ class Broker:
             raise access_refused(
                 f"{permission} access to {kind} '{resource}' in vhost '{vhost}' refused for user '{username}'"
             )
+
+    # ---- undoing a change -------------------------------------------------------------
+
+    def checkpoint(self) -> BrokerCheckpoint:
+        """Users, permissions and vhosts now, for ``rollback`` when a change cannot be stored."""
+        return BrokerCheckpoint(
+            {name: replace(user, tags=list(user.tags)) for name, user in self.users.items()},
+            dict(self.permissions),
+            dict(self.vhosts),
+        )
+
+    def rollback(self, checkpoint: BrokerCheckpoint) -> None:
+        for name, vhost in self.vhosts.items():
+            if name not in checkpoint.vhosts:
+                for queue in vhost.queues.values():
+                    queue.deleted = True
+        for name, vhost in checkpoint.vhosts.items():
+            if name not in self.vhosts:  # deleted since: its queues come back with it
+                for queue in vhost.queues.values():
+                    queue.deleted = False
+        self.users = dict(checkpoint.users)
+        self.permissions = dict(checkpoint.permissions)
+        self.vhosts = dict(checkpoint.vhosts)
 
     # ---- export ----------------------------------------------------------------------
 

@@ -60,6 +60,16 @@ DEFAULT_EXCHANGES = (
 
 
 @dataclass(slots=True)
+class Checkpoint:
+    """The definitions of a vhost at one moment, to undo a change whose write failed."""
+
+    exchanges: dict[str, Exchange]
+    bindings: dict[str, dict[tuple[str, str, str, Hashable], Binding]]
+    queues: dict[str, QueueState]
+    policies: dict[str, Policy]
+
+
+@dataclass(slots=True)
 class PublishOutcome:
     routed_queues: list[QueueState]  # accepted the message
     rejected_queues: list[QueueState]  # refused it (x-overflow reject-publish): nack when confirming
@@ -500,6 +510,48 @@ class VirtualHost:
             queue.policy = policy.name if policy else None
             queue.apply_args(effective_queue_args(queue.declared_args, policy), now_ms)
         self._route_dead_letters(list(self.queues.values()), now_ms)
+
+    # ---- undoing a change ---------------------------------------------------------------
+
+    def checkpoint(self) -> Checkpoint:
+        """What ``rollback`` returns to: O(exchanges + bindings + queues), like an export."""
+        return Checkpoint(
+            dict(self.exchanges),
+            {name: dict(x.bindings) for name, x in self.exchanges.items() if x.bindings},
+            dict(self.queues),
+            dict(self.policies),
+        )
+
+    def rollback(self, checkpoint: Checkpoint, now_ms: int = 0) -> None:
+        """Return exchanges, bindings, queues and policies to ``checkpoint``.
+
+        Objects removed since come back as they were (a deleted queue with its messages);
+        objects created since are dropped. Messages a policy change already expired or
+        dead-lettered stay gone.
+        """
+        for queue in self.queues.values():
+            if queue.name not in checkpoint.queues:
+                queue.deleted = True
+        for queue in checkpoint.queues.values():
+            queue.deleted = False
+        self.exchanges = dict(checkpoint.exchanges)
+        self.queues = dict(checkpoint.queues)
+        for exchange in self.exchanges.values():
+            wanted = checkpoint.bindings.get(exchange.name, {})
+            for ident, binding in list(exchange.bindings.items()):
+                if ident not in wanted:
+                    exchange.remove_binding(binding)
+            for ident, binding in wanted.items():
+                if ident not in exchange.bindings:
+                    exchange.add_binding(binding)
+        self._sources_of = {}
+        for exchange in self.exchanges.values():
+            for binding in exchange.bindings.values():
+                dest = (binding.destination_kind, binding.destination)
+                self._sources_of.setdefault(dest, {})[binding.source] = None
+        if self.policies != checkpoint.policies:
+            self.policies = dict(checkpoint.policies)
+            self._apply_policies(now_ms)
 
     # ---- listing and export -------------------------------------------------------------
 

@@ -252,7 +252,8 @@ class NodeRuntime:
         disk = DiskThread(self.loop)
         try:
             while True:
-                if persistence.retry_pending:
+                failing = persistence.retry_pending or self.node.store_error is not None
+                if failing:
                     try:
                         await asyncio.wait_for(self._commit_wakeup.wait(), STORE_RETRY_SECONDS)
                     except TimeoutError:
@@ -260,7 +261,7 @@ class NodeRuntime:
                 else:
                     await self._commit_wakeup.wait()
                 self._commit_wakeup.clear()
-                batch = persistence.take_batch()
+                batch = persistence.take_batch(probe=failing)
                 if batch is None:
                     continue
                 try:

@@ -9,11 +9,14 @@ in the I/O layer's disk executor, and publisher confirms wait for it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from warren.broker.auth import Broker
+from warren.broker.vhost import VirtualHost
+from warren.errors import AMQPError, ReplyCode, StoreError, UnstorableValue, precondition_failed
 from warren.limits import Limits
 from warren.node.persistence import Persistence
 from warren.session.client import ClientSession, SessionHost
@@ -162,6 +165,8 @@ class Node(SessionHost):
         else:
             log.error("store write failed, disk alarm set: %s", error)
         self.store_error = error
+        if error is not None and self.persistence is not None:
+            self.persistence.request_commit()  # the committer probes until a write succeeds
         self._alarms_changed()
 
     @property
@@ -195,13 +200,56 @@ class Node(SessionHost):
             self.persistence.ensure_bodies(queue)
         self.queue_changed(queue)
 
+    @contextmanager
+    def changing_definitions(self, *vhosts: VirtualHost) -> Iterator[None]:
+        """Run a change of definitions that stays in memory only if its write succeeds.
+
+        The body changes the broker model (declare, bind, delete, users, policies...) in
+        these vhosts, or adds and deletes vhosts; on leaving, what changed is written and
+        fsynced. When the write
+        fails, or the body raises, the model returns to what it was on entry, so nothing
+        is ever applied in memory that a restart would not bring back. A value the store
+        cannot encode is the caller's error (406, HTTP 400); a failing disk is a 541 and a
+        disk alarm until a write succeeds.
+        """
+        broker_checkpoint = self.broker.checkpoint()
+        checkpoints = [(vhost, vhost.checkpoint()) for vhost in vhosts]
+        try:
+            yield
+            if self.persistence is not None:
+                before, after = broker_checkpoint.vhosts, self.broker.vhosts
+                added_or_removed = [after[n] for n in after.keys() - before.keys()]
+                added_or_removed += [before[n] for n in before.keys() - after.keys()]
+                self.persistence.write_definitions([*vhosts, *added_or_removed])
+        except BaseException as exc:
+            self.broker.rollback(broker_checkpoint)
+            now_ms = self.wall_ms()
+            for vhost, checkpoint in checkpoints:
+                vhost.rollback(checkpoint, now_ms)
+            if isinstance(exc, UnstorableValue):
+                raise precondition_failed(str(exc)) from exc
+            if isinstance(exc, StoreError):
+                self.set_store_error(str(exc))
+                raise AMQPError(ReplyCode.INTERNAL_ERROR, f"the change was not stored: {exc}") from exc
+            raise
+
     def queue_deleted(self, vhost: Any, queue: Any) -> None:
-        """A queue is gone: server-cancel its consumers, forget its stored messages."""
+        """A queue is gone: server-cancel its consumers, forget its stored messages.
+
+        Deletions the node makes on its own (x-expires, auto-delete, exclusive owner gone)
+        write the definition here; a client's delete has written it already (see
+        ``changing_definitions``) and this finds nothing left to write.
+        """
         for consumer in queue.consumers:
             session, number = consumer.owner
             session.consumer_cancelled_by_server(number, consumer.tag)
-        if self.persistence is not None:
-            self.persistence.queue_deleted(vhost, queue)
+        if self.persistence is None:
+            return
+        self.persistence.queue_deleted(vhost, queue)
+        try:
+            self.persistence.write_definitions([vhost])
+        except StoreError as exc:  # memory leads here: the queue would come back after a restart
+            self.set_store_error(str(exc))
 
     def session_changed(self, session: ClientSession) -> None:
         self._dirty_sessions.add(session)

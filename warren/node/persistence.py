@@ -19,12 +19,18 @@ a consumer, and the flag is the AMQP hint "this may have been seen before".
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from warren.amqp.connection import decode_properties, encode_properties
-from warren.store.broker_store import BrokerStore, WriteBatch, decode_message, encode_message
+from warren.store.broker_store import (
+    BrokerStore,
+    WriteBatch,
+    decode_message,
+    encode_message,
+    pack_definition,
+)
 
 if TYPE_CHECKING:
     from warren.broker.auth import Broker
@@ -58,6 +64,8 @@ class Persistence:
         self._node: Any = None
         # writes of a batch whose commit failed: they go again, ahead of the next batch
         self._failed: PendingBatch | None = None
+        self._written: dict[str, bytes] = {}  # definition key -> encoding last committed
+        self._written_queue_id = 0
 
     def attach(self, node: Any) -> None:
         self._node = node
@@ -67,49 +75,69 @@ class Persistence:
     def _changed(self) -> None:
         self._wakeup()
 
-    def definitions_changed(self, vhost: Any, next_queue_id: int | None = None) -> None:
-        """Write a vhost's durable definitions now, before the client hears declare-ok.
+    def request_commit(self) -> None:
+        """Wake the committer (after a failed write, so that it starts probing the disk)."""
+        self._wakeup()
 
-        Definitions are committed synchronously (one small fsync) and never ride in the
-        asynchronous message batches, so the two kinds of writes cannot reorder.
+    def write_definitions(self, vhosts: Iterable[Any]) -> None:
+        """Write what changed in these vhosts' durable definitions and in the users, now.
+
+        Called before the client hears declare-ok (or the HTTP answer goes out). Only keys
+        whose encoding differs from what was last written go to the disk, so a transient
+        declare costs no fsync. Definitions are committed synchronously (one small fsync)
+        and never ride in the asynchronous message batches, so the two cannot reorder.
+        Raises UnstorableValue or StoreError with nothing written: the caller undoes the
+        change in memory (see ``Node.changing_definitions``).
         """
         batch = WriteBatch()
-        if vhost.name in self._broker_vhosts():
-            batch.put_definition(f"vhost/{vhost.name}", vhost.export_durable())
-        else:
-            batch.delete_definition(f"vhost/{vhost.name}")
-        if next_queue_id is not None:
-            batch.put_definition("next_queue_id", next_queue_id)
+        written: dict[str, bytes | None] = {}
+        present = self._broker_vhosts()
+        for vhost in vhosts:
+            key = f"vhost/{vhost.name}"
+            packed = self._pack_vhost(vhost) if present.get(vhost.name) is vhost else None
+            if packed == self._written.get(key):
+                continue
+            written[key] = packed
+            if packed is None:
+                batch.delete_definition(key)
+            else:
+                batch.put_packed_definition(key, packed)
+        if self._broker is not None:
+            users = pack_definition(self._broker.export_users())
+            if users != self._written.get("users"):
+                written["users"] = users
+                batch.put_packed_definition("users", users)
+        if self._next_queue_id != self._written_queue_id:
+            batch.put_definition("next_queue_id", self._next_queue_id)
+        if not len(batch):
+            return
         self.store.commit(batch)
+        self._written_queue_id = self._next_queue_id
+        for key, packed in written.items():
+            if packed is None:
+                self._written.pop(key, None)
+            else:
+                self._written[key] = packed
 
-    def users_changed(self) -> None:
-        assert self._broker is not None
-        batch = WriteBatch()
-        batch.put_definition("users", self._broker.export_users())
-        self.store.commit(batch)
+    def _pack_vhost(self, vhost: Any) -> bytes:
+        for queue in vhost.queues.values():
+            if queue.durable and not queue.store_id:
+                # ids are never reused: rows of a deleted queue may still be in flight
+                queue.store_id = self._next_queue_id
+                self._next_queue_id += 1
+                queue.journal = []
+        return pack_definition(vhost.export_durable())
 
     def _broker_vhosts(self) -> dict[str, Any]:
         return self._broker.vhosts if self._broker is not None else {}
 
-    def exchange_saved(self, vhost: Any, exchange: Any) -> None:
-        self.definitions_changed(vhost)
-
-    def queue_saved(self, vhost: Any, queue: Any) -> None:
-        if not queue.durable:
-            return
-        if not queue.store_id:
-            # ids are never reused: rows of a deleted queue may still be in flight
-            queue.store_id = self._next_queue_id
-            self._next_queue_id += 1
-        queue.journal = []
-        self.definitions_changed(vhost, next_queue_id=self._next_queue_id)
-
     def queue_deleted(self, vhost: Any, queue: Any) -> None:
+        """Forget a deleted queue's rows (in the next batch) once its definition is gone."""
         store_id = queue.store_id
         if store_id:
             self._batch.drop_queue(store_id)
             queue.journal = None
-        self.definitions_changed(vhost)
+            self._changed()
 
     def drain(self, queue: Any) -> None:
         """Move a durable queue's journaled message moves into the current batch."""
@@ -208,9 +236,13 @@ class Persistence:
     def retry_pending(self) -> bool:
         return self._failed is not None
 
-    def take_batch(self) -> PendingBatch | None:
+    def take_batch(self, probe: bool = False) -> PendingBatch | None:
+        """The writes to commit next; with ``probe``, a small real write even when idle (to
+        find out whether a failing disk accepts writes again)."""
         if not len(self._batch) and not self._waiters and self._failed is None:
-            return None
+            if not probe:
+                return None
+            self._batch.put_definition("next_queue_id", self._next_queue_id)
         self._batch.sequence_high_water = self._next_seq - 1
         pending = PendingBatch(self._batch, self._waiters, self._evictions)
         if self._failed is not None:
@@ -245,9 +277,11 @@ class Persistence:
     def recover(self, broker: Broker) -> None:
         self._broker = broker
         vhost_defs: dict[str, Any] = {}
+        has_users = False
         for key, value in self.store.definitions():
             if key == "users":
                 broker.import_users(value)
+                has_users = True
             elif key == "next_queue_id":
                 self._next_queue_id = max(self._next_queue_id, int(value))
             elif key.startswith("vhost/"):
@@ -281,3 +315,9 @@ class Persistence:
                         blocks.clear()
         if restored:
             log.info("recovered %d persistent messages", restored)
+        # what is on disk now, so the next change writes only the keys it alters
+        for name in vhost_defs:
+            self._written[f"vhost/{name}"] = pack_definition(broker.vhosts[name].export_durable())
+        if has_users:
+            self._written["users"] = pack_definition(broker.export_users())
+        self._written_queue_id = self._next_queue_id

@@ -210,12 +210,14 @@ class MethodHandlers:
 def exchange_declare(s: ClientSession, ch: ChannelState, m: spec.Exchange.Declare) -> None:
     if not m.passive:
         s.check("configure", "exchange", m.exchange)
-    exchange, created = s.vhost.declare_exchange(
-        m.exchange, m.exchange_type, passive=m.passive, durable=m.durable,
-        auto_delete=m.auto_delete, internal=m.internal, arguments=m.arguments or {},
-    )
-    if created and exchange.durable and s.node.persistence is not None:
-        s.node.persistence.exchange_saved(s.vhost, exchange)
+    if m.passive:
+        s.vhost.declare_exchange(m.exchange, m.exchange_type, passive=True)
+    else:
+        with s.node.changing_definitions(s.vhost):
+            s.vhost.declare_exchange(
+                m.exchange, m.exchange_type, durable=m.durable, auto_delete=m.auto_delete,
+                internal=m.internal, arguments=m.arguments or {},
+            )
     if not m.nowait:
         s.reply(ch, spec.Exchange.DeclareOk())
 
@@ -223,9 +225,8 @@ def exchange_declare(s: ClientSession, ch: ChannelState, m: spec.Exchange.Declar
 @handles(spec.Exchange.Delete)
 def exchange_delete(s: ClientSession, ch: ChannelState, m: spec.Exchange.Delete) -> None:
     s.check("configure", "exchange", m.exchange)
-    s.vhost.delete_exchange(m.exchange, if_unused=m.if_unused)
-    if s.node.persistence is not None:
-        s.node.persistence.definitions_changed(s.vhost)
+    with s.node.changing_definitions(s.vhost):
+        s.vhost.delete_exchange(m.exchange, if_unused=m.if_unused)
     if not m.nowait:
         s.reply(ch, spec.Exchange.DeleteOk())
 
@@ -234,9 +235,8 @@ def exchange_delete(s: ClientSession, ch: ChannelState, m: spec.Exchange.Delete)
 def exchange_bind(s: ClientSession, ch: ChannelState, m: spec.Exchange.Bind) -> None:
     s.check("write", "exchange", m.destination)
     s.check("read", "exchange", m.source)
-    s.vhost.bind_exchange(m.destination, m.source, m.routing_key, m.arguments or {})
-    if s.node.persistence is not None:
-        s.node.persistence.definitions_changed(s.vhost)
+    with s.node.changing_definitions(s.vhost):
+        s.vhost.bind_exchange(m.destination, m.source, m.routing_key, m.arguments or {})
     if not m.nowait:
         s.reply(ch, spec.Exchange.BindOk())
 
@@ -245,9 +245,8 @@ def exchange_bind(s: ClientSession, ch: ChannelState, m: spec.Exchange.Bind) -> 
 def exchange_unbind(s: ClientSession, ch: ChannelState, m: spec.Exchange.Unbind) -> None:
     s.check("write", "exchange", m.destination)
     s.check("read", "exchange", m.source)
-    s.vhost.unbind_exchange(m.destination, m.source, m.routing_key, m.arguments or {})
-    if s.node.persistence is not None:
-        s.node.persistence.definitions_changed(s.vhost)
+    with s.node.changing_definitions(s.vhost):
+        s.vhost.unbind_exchange(m.destination, m.source, m.routing_key, m.arguments or {})
     if not m.nowait:
         s.reply(ch, spec.Exchange.UnbindOk())
 
@@ -261,13 +260,14 @@ def queue_declare(s: ClientSession, ch: ChannelState, m: spec.Queue.Declare) -> 
     name = s.node.unique_name("amq.gen-") if server_named else m.queue
     if not m.passive:
         s.check("configure", "queue", name)
-    queue, created = s.vhost.declare_queue(
-        name, passive=m.passive, durable=m.durable, exclusive=m.exclusive,
-        auto_delete=m.auto_delete, arguments=m.arguments or {}, owner=s,
-        server_named=server_named, now_ms=s.node.wall_ms(),
-    )
-    if created and s.node.persistence is not None:
-        s.node.persistence.queue_saved(s.vhost, queue)
+    if m.passive:
+        queue, _ = s.vhost.declare_queue(name, passive=True, owner=s)
+    else:
+        with s.node.changing_definitions(s.vhost):
+            queue, _ = s.vhost.declare_queue(
+                name, durable=m.durable, exclusive=m.exclusive, auto_delete=m.auto_delete,
+                arguments=m.arguments or {}, owner=s, server_named=server_named, now_ms=s.node.wall_ms(),
+            )
     if not m.nowait:
         s.reply(ch, spec.Queue.DeclareOk(queue=queue.name, message_count=queue.messages_ready,
                                          consumer_count=queue.consumer_count))
@@ -277,9 +277,8 @@ def queue_declare(s: ClientSession, ch: ChannelState, m: spec.Queue.Declare) -> 
 def queue_bind(s: ClientSession, ch: ChannelState, m: spec.Queue.Bind) -> None:
     s.check("write", "queue", m.queue)
     s.check("read", "exchange", m.exchange)
-    s.vhost.bind_queue(m.queue, m.exchange, m.routing_key, m.arguments or {}, owner=s)
-    if s.node.persistence is not None:
-        s.node.persistence.definitions_changed(s.vhost)
+    with s.node.changing_definitions(s.vhost):
+        s.vhost.bind_queue(m.queue, m.exchange, m.routing_key, m.arguments or {}, owner=s)
     if not m.nowait:
         s.reply(ch, spec.Queue.BindOk())
 
@@ -288,9 +287,8 @@ def queue_bind(s: ClientSession, ch: ChannelState, m: spec.Queue.Bind) -> None:
 def queue_unbind(s: ClientSession, ch: ChannelState, m: spec.Queue.Unbind) -> None:
     s.check("write", "queue", m.queue)
     s.check("read", "exchange", m.exchange)
-    s.vhost.unbind_queue(m.queue, m.exchange, m.routing_key, m.arguments or {}, owner=s)
-    if s.node.persistence is not None:
-        s.node.persistence.definitions_changed(s.vhost)
+    with s.node.changing_definitions(s.vhost):
+        s.vhost.unbind_queue(m.queue, m.exchange, m.routing_key, m.arguments or {}, owner=s)
     s.reply(ch, spec.Queue.UnbindOk())
 
 
@@ -307,7 +305,8 @@ def queue_purge(s: ClientSession, ch: ChannelState, m: spec.Queue.Purge) -> None
 def queue_delete(s: ClientSession, ch: ChannelState, m: spec.Queue.Delete) -> None:
     s.check("configure", "queue", m.queue)
     queue = s.vhost.queues.get(m.queue)
-    count = s.vhost.delete_queue(m.queue, if_unused=m.if_unused, if_empty=m.if_empty, owner=s)
+    with s.node.changing_definitions(s.vhost):
+        count = s.vhost.delete_queue(m.queue, if_unused=m.if_unused, if_empty=m.if_empty, owner=s)
     # delete-ok first, then the basic.cancel of the queue's consumers, as RabbitMQ orders them:
     # py-amqp and kombu treat a cancel that arrives while they wait for delete-ok as an error
     if not m.nowait:

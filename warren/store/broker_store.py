@@ -27,7 +27,7 @@ from typing import Any
 import lmdb
 import msgpack
 
-from warren.errors import StoreError
+from warren.errors import StoreError, UnstorableValue
 from warren.store.files import FILE_MODE, private_directory
 
 FORMAT_VERSION = 1
@@ -62,11 +62,22 @@ def _unpack_extra(code: int, data: bytes) -> Any:
 
 
 def pack_definition(value: Any) -> bytes:
-    return msgpack.packb(value, use_bin_type=True, default=_pack_extra)
+    """msgpack of a definition; UnstorableValue when it holds what the store cannot encode."""
+    try:
+        return msgpack.packb(value, use_bin_type=True, default=_pack_extra)
+    except (UnicodeEncodeError, TypeError, ValueError, OverflowError) as exc:
+        raise UnstorableValue(f"cannot store the definition: {exc}") from exc
 
 
 def unpack_definition(data: bytes) -> Any:
     return msgpack.unpackb(data, raw=False, ext_hook=_unpack_extra)
+
+
+def _definition_key(key: str) -> bytes:
+    try:
+        return key.encode()
+    except UnicodeEncodeError as exc:
+        raise UnstorableValue(f"cannot store the name {key!r}: {exc.reason}") from exc
 
 
 @dataclass(slots=True)
@@ -83,12 +94,15 @@ class WriteBatch:
         return len(self.defs_put) + len(self.defs_delete) + len(self.msg_ops) + len(self.queues_dropped)
 
     def put_definition(self, key: str, value: Any) -> None:
-        k = key.encode()
+        self.put_packed_definition(key, pack_definition(value))
+
+    def put_packed_definition(self, key: str, packed: bytes) -> None:
+        k = _definition_key(key)
         self.defs_delete.discard(k)
-        self.defs_put[k] = pack_definition(value)
+        self.defs_put[k] = packed
 
     def delete_definition(self, key: str) -> None:
-        k = key.encode()
+        k = _definition_key(key)
         self.defs_put.pop(k, None)
         self.defs_delete.add(k)
 
