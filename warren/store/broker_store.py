@@ -151,7 +151,7 @@ class BrokerStore:
 
     def __init__(self, data_dir: str | os.PathLike[str], map_size: int) -> None:
         path = Path(data_dir)
-        private_directory(path)
+        private_directory(path, git_ignored=True)
         private_directory(path / "broker.lmdb")  # before LMDB makes it with the file mode
         self._map_size = map_size
         self._open(path)

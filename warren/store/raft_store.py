@@ -103,7 +103,7 @@ class RaftStore:
 
     def __init__(self, data_dir: str | os.PathLike[str], map_size: int, sync: bool = True) -> None:
         path = Path(data_dir)
-        private_directory(path)
+        private_directory(path, git_ignored=True)
         private_directory(path / "raft.lmdb")  # before LMDB makes it with the file mode
         try:
             self._env = lmdb.open(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
 from pathlib import Path
 
 from warren.store.broker_store import BrokerStore, WriteBatch
@@ -46,3 +47,11 @@ def test_data_directory_of_an_older_node_is_tightened_on_start(tmp_path: Path) -
     assert stat.S_IMODE(data.stat().st_mode) == 0o700
     assert stat.S_IMODE((data / "broker.lmdb").stat().st_mode) == 0o700
     assert stat.S_IMODE((data / "broker.lmdb" / "data.mdb").stat().st_mode) == 0o600
+
+
+def test_data_directory_stays_out_of_git_status(tmp_path: Path) -> None:
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    BrokerStore(tmp_path / "warren-data", 1 << 20).close()
+    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=tmp_path,
+                            capture_output=True, text=True, check=True).stdout
+    assert status == ""
