@@ -51,8 +51,11 @@ class CoreNode(Protocol):
 
     def tick(self) -> None: ...
     def step(self, message: Any) -> None: ...
+    @property
+    def term(self) -> int: ...
     def propose(self, data: bytes) -> int | None:
-        """The new entry's index, or None when this node cannot take proposals."""
+        """The new entry's index (appended in ``term``), or None when this node cannot take
+        proposals."""
         ...
     def has_ready(self) -> bool: ...
     def ready(self) -> Any: ...
@@ -69,11 +72,14 @@ class ProposalFailed(WarrenError):
 
 Done = Callable[[int | None, ProposalFailed | None], None]
 
-# Every proposal's entry: (proposing node id, its sequence number there) + the payload, so
-# the proposer recognises its own entries when they commit.
+# Every proposal's entry: (proposing node id, its sequence number there) + the payload. The
+# envelope is part of the log format (kept for it); proposals are matched by the term and
+# index of the entry this node appended, which no other entry can have (Raft's log
+# matching), not by the envelope: sequence numbers start again at 1 after a restart.
 _ENVELOPE = struct.Struct(">IQ")
 ENVELOPE_BYTES = _ENVELOPE.size
 unpack_envelope = _ENVELOPE.unpack_from
+envelope = _ENVELOPE.pack
 
 
 class EntryCache(Protocol):
@@ -86,8 +92,8 @@ class EntryCache(Protocol):
 class GroupSlot:
     node: CoreNode
     storage: EntryCache | None = None
-    pending: dict[int, tuple[Done, float]] = field(default_factory=dict)  # seq -> (done, deadline)
-    term: int = 0
+    # index of the entry appended for a proposal -> (done, deadline, term it was appended in)
+    pending: dict[int, tuple[Done, float, int]] = field(default_factory=dict)
 
 
 def ready_to_write(group: GroupId, ready: Any) -> GroupWrite | None:
@@ -185,7 +191,7 @@ class RaftHost:
         if index is None:  # the core refuses: not the leader, or transferring leadership
             done(None, ProposalFailed(reason))
             return
-        slot.pending[seq] = (done, self._clock() + self.proposal_timeout)
+        slot.pending[index] = (done, self._clock() + self.proposal_timeout, slot.node.term)
         self._mark(group)
 
     def submit(self, group: GroupId, payload: bytes) -> asyncio.Future[int]:
@@ -222,12 +228,12 @@ class RaftHost:
             # Oldest first (dicts keep insertion order, deadlines only grow): stop at the
             # first one still in time.
             expired = []
-            for seq, (_, deadline) in slot.pending.items():
+            for index, (_, deadline, _) in slot.pending.items():
                 if deadline >= now:
                     break
-                expired.append(seq)
-            for seq in expired:
-                done, _ = slot.pending.pop(seq)
+                expired.append(index)
+            for index in expired:
+                done = slot.pending.pop(index)[0]
                 done(None, ProposalFailed("not committed in time"))
 
     def _mark(self, group: GroupId) -> None:
@@ -296,7 +302,6 @@ class RaftHost:
                 )
                 if storage is not None and (ready.entries or snapshot):
                     storage.persisted(ready.entries, snapshot)
-                self._fail_pending_on_new_term(group, ready)
                 if later[group]:
                     self._send_all(later[group])
                 if group not in applied_early:
@@ -320,35 +325,29 @@ class RaftHost:
             return False
         return bool(last <= self.store.last_index(group))
 
-    def _fail_pending_on_new_term(self, group: GroupId, ready: Any) -> None:
-        # A new term means this node's proposals may have been overwritten: tell their
-        # callers now rather than at their timeout (some may still commit, unacknowledged).
-        slot = self.groups[group]
-        hs = ready.hard_state
-        if hs is None or hs.term == slot.term:
-            return
-        if slot.term:
-            pending, slot.pending = slot.pending, {}
-            for done, _ in pending.values():
-                done(None, ProposalFailed("leadership changed"))
-        slot.term = hs.term
-
     def _apply(self, group: GroupId, ready: Any) -> None:
+        """Apply committed entries; each resolves the proposal waiting at its index by what the
+        log says: committed if the entry is the one this node appended (same term), else
+        overwritten by another leader's entry. A term change alone decides nothing: an entry
+        of an old term may still commit."""
         slot = self.groups[group]
+        pending = slot.pending
         if ready.snapshot is not None:  # the leader's snapshot replaces the state first
             restore = getattr(self.state_machine, "restore", None)
             assert restore is not None, "this state machine cannot install a leader's snapshot"
-            restore(group, ready.snapshot[0].index, ready.snapshot[1])
+            covered = ready.snapshot[0].index
+            restore(group, covered, ready.snapshot[1])
+            for index in [i for i in pending if i <= covered]:  # entries this node will never see
+                pending.pop(index)[0](None, ProposalFailed("outcome unknown: replaced by a snapshot"))
         for entry in ready.committed_entries:
-            if int(entry.kind) != NORMAL_KIND or not entry.data:
-                continue
-            data = entry.data
-            origin, seq = unpack_envelope(data, 0)
-            self.state_machine.apply(group, entry.index, data[ENVELOPE_BYTES:])
-            if origin == self.node_id:
-                waiting = slot.pending.pop(seq, None)
-                if waiting is not None:
+            waiting = pending.pop(entry.index, None) if pending else None
+            if int(entry.kind) == NORMAL_KIND and entry.data:
+                self.state_machine.apply(group, entry.index, entry.data[ENVELOPE_BYTES:])
+            if waiting is not None:
+                if entry.term == waiting[2]:
                     waiting[0](entry.index, None)
+                else:
+                    waiting[0](None, ProposalFailed("overwritten by another leader's entry"))
 
 
 NORMAL_KIND = 0
