@@ -73,6 +73,10 @@ class ManagementBackend(Protocol):
 
     def permissions(self) -> list[dict[str, Any]]: ...
 
+    def check_permission(self, user: str, vhost: str, permission: str, kind: str, name: str) -> None:
+        """Raise ``AMQPError`` ACCESS_REFUSED unless ``user`` has ``permission`` (configure, write,
+        read) on the ``kind`` ("queue", "exchange") called ``name``: the AMQP side's check."""
+
     def put_permission(self, vhost: str, user: str, configure: str, write: str, read: str) -> None: ...
 
     def delete_permission(self, vhost: str, user: str) -> None: ...

@@ -329,6 +329,9 @@ class NodeBackend:
             for (user, vhost), p in self.broker.permissions.items()
         ]
 
+    def check_permission(self, user: str, vhost: str, permission: str, kind: str, name: str) -> None:
+        self.broker.check_permission(user, vhost, permission, kind, name)
+
     def put_permission(self, vhost: str, user: str, configure: str, write: str, read: str) -> None:
         self.broker.set_permissions(user, vhost, configure, write, read)
         self._persist_users()
