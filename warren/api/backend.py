@@ -25,6 +25,9 @@ class ManagementBackend(Protocol):
     def authenticate(self, username: str, password: str) -> dict[str, Any] | None:
         """``{"name": ..., "tags": [...]}`` when the credentials are valid, else None."""
 
+    def may_log_in_from(self, username: str, peer_host: str) -> bool:
+        """False for a loopback-only user (``Broker.loopback_users``) calling from elsewhere."""
+
     def node_name(self) -> str: ...
 
     def overview(self) -> dict[str, Any]:

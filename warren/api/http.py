@@ -159,10 +159,11 @@ class Api:
     """Dispatches /api/... requests through auth, rate limiting and error mapping."""
 
     def __init__(self, router: Router, authenticate: Callable[[str, str], dict[str, Any] | None],
-                 limiter: RequestLimiter, health_requires_auth: bool,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 may_log_in_from: Callable[[str, str], bool], limiter: RequestLimiter,
+                 health_requires_auth: bool, clock: Callable[[], float] = time.monotonic) -> None:
         self.router = router
         self.authenticate = authenticate
+        self.may_log_in_from = may_log_in_from
         self.limiter = limiter
         self.health_requires_auth = health_requires_auth
         self.clock = clock
@@ -174,6 +175,10 @@ class Api:
         user = self.authenticate(*credentials)
         if user is None:
             raise unauthorised("Login failed")
+        # the peer of this socket: Warren trusts no forwarded-for header, so a proxy on this
+        # host makes every client look local (as with RabbitMQ)
+        if not self.may_log_in_from(user["name"], request.remote or ""):
+            raise forbidden("User can only log in via localhost")  # RabbitMQ's words and status
         tags = frozenset(user["tags"])
         if not tags & MANAGEMENT_TAGS:
             raise forbidden("Not management user")

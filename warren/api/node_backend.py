@@ -75,6 +75,9 @@ class NodeBackend:
             return None
         return {"name": user.name, "tags": list(user.tags)}
 
+    def may_log_in_from(self, username: str, peer_host: str) -> bool:
+        return self.broker.may_log_in_from(username, peer_host)
+
     def node_name(self) -> str:
         return str(self.node.name)
 

@@ -42,7 +42,8 @@ def build_app(backend: ManagementBackend, requests_per_second: float, burst: int
     rates = RateTracker()
     router = Router()
     Endpoints(backend, rates).register(router)
-    api = Api(router, backend.authenticate, RequestLimiter(requests_per_second, burst), health_requires_auth)
+    api = Api(router, backend.authenticate, backend.may_log_in_from, RequestLimiter(requests_per_second, burst),
+              health_requires_auth)
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app.router.add_route("*", "/api/{tail:.*}", api.dispatch)
     app.router.add_route("*", "/api", api.dispatch)
