@@ -23,6 +23,7 @@ from warren.api.http import (
     body_string,
     flag,
     forbidden,
+    header_text,
     json_response,
     not_found,
     read_json,
@@ -227,7 +228,7 @@ class Endpoints:
         if request.method == "DELETE":
             if not caller.is_admin and found.get("user") != caller.name:
                 raise forbidden("Not administrator user")
-            reason = request.headers.get("X-Reason", "Closed via management plugin")
+            reason = header_text(request, "X-Reason", "Closed via management plugin")
             self.b.close_connection(name, reason)
             return web.Response(status=NO_CONTENT)
         return shown(request, found)
