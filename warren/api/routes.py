@@ -122,6 +122,10 @@ class Endpoints:
                                              "detailed": [600]}
         data["churn_rates"] = self.rates.churn_rates()
         data["exchange_types"] = [{"name": t} for t in ("direct", "fanout", "headers", "topic")]
+        if caller.is_monitoring:  # as RabbitMQ: where the node listens is for monitors and administrators
+            data["contexts"] = web_contexts(self.b.node_name(), self.b.listeners())
+        else:
+            data.pop("listeners", None)
         return shown(request, data)
 
     async def whoami(self, request: web.Request, caller: Caller) -> web.Response:
@@ -682,6 +686,25 @@ class Endpoints:
 
 
 VHOST_SECTIONS = ("policies", "queues", "exchanges", "bindings")
+# RabbitMQ's web contexts, one per HTTP listener of a plugin (rabbit_web_dispatch registry)
+WEB_CONTEXTS = {"http": "RabbitMQ Management", "http/prometheus": "RabbitMQ Prometheus"}
+
+
+def web_contexts(node: str, listeners: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The overview's ``contexts``, shaped as RabbitMQ 3.10 formats them (rabbit_mgmt_format:
+    web_context): options it prints with ``~w`` are strings, the port among them; RabbitMQ
+    lists a plugin's own protocol (Prometheus's) and sorts by description, port, node."""
+    contexts = []
+    for listener in listeners:
+        description = WEB_CONTEXTS.get(str(listener["protocol"]))
+        if description is None:
+            continue
+        context: dict[str, Any] = {"ssl_opts": [], "node": node, "description": description, "path": "/",
+                                   "cowboy_opts": "[{sendfile,false}]", "port": str(listener["port"])}
+        if listener["protocol"] != "http":
+            context["protocol"] = listener["protocol"]
+        contexts.append(context)
+    return sorted(contexts, key=lambda c: (c["description"], c["port"], c["node"]))
 
 
 def _import_answer(report: dict[str, Any]) -> web.Response:

@@ -1,0 +1,66 @@
+"""Management API endpoints and fields a real client suite uses (amqpstorm 3.1.4's functional
+tests, which pass against RabbitMQ 3.10.8): the old node health check, the overview's web
+contexts, users/bulk-delete, user_provided_name on connections, and the Prometheus listener."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.integration.conftest import start_server
+from warren.embed import ThreadedNode, run_node
+
+GUEST = ("guest", "guest")
+
+
+@pytest.fixture(scope="module")
+def node() -> Iterator[ThreadedNode]:
+    with run_node(http_port=0) as running:
+        yield running
+
+
+def test_overview_contexts_and_listeners_only_for_monitors(node: ThreadedNode) -> None:
+    url = f"{node.http_url}/api"
+    port = int(str(node.http_url).rsplit(":", 1)[1])
+    overview = requests.get(f"{url}/overview", auth=GUEST, timeout=5).json()
+    assert overview["contexts"] == [{"ssl_opts": [], "node": "warren@localhost", "description": "RabbitMQ Management",
+                                     "path": "/", "cowboy_opts": "[{sendfile,false}]", "port": str(port)}]
+    requests.put(f"{url}/users/ctx-mgr", json={"password": "pw", "tags": "management"}, auth=GUEST, timeout=5)
+    try:
+        as_manager = requests.get(f"{url}/overview", auth=("ctx-mgr", "pw"), timeout=5).json()
+        assert "contexts" not in as_manager and "listeners" not in as_manager  # as RabbitMQ
+        assert as_manager["object_totals"]["queues"] >= 0
+    finally:
+        requests.delete(f"{url}/users/ctx-mgr", auth=GUEST, timeout=5)
+
+
+
+def test_the_prometheus_listener_is_listed_where_rabbitmqs_is(tmp_path: Path) -> None:
+    server = start_server(tmp_path / "data", "--prometheus-port", "0")
+    try:
+        match = re.search(r"Prometheus on [^:]+:(\d+)", "".join(server.output))
+        assert match, server.output
+        prometheus = int(match.group(1))
+        assert b"rabbitmq_" in requests.get(f"http://127.0.0.1:{prometheus}/metrics", timeout=5).content
+        url = f"http://127.0.0.1:{server.http_port}"
+        overview = requests.get(f"{url}/api/overview", auth=GUEST, timeout=5).json()
+        assert {"node": "warren@localhost", "protocol": "http/prometheus", "port": prometheus,
+                "ip_address": "127.0.0.1"} in overview["listeners"]
+        assert {"ssl_opts": [], "node": "warren@localhost", "description": "RabbitMQ Prometheus", "path": "/",
+                "cowboy_opts": "[{sendfile,false}]", "port": str(prometheus),
+                "protocol": "http/prometheus"} in overview["contexts"]
+        assert [c["description"] for c in overview["contexts"]] == ["RabbitMQ Management", "RabbitMQ Prometheus"]
+        assert requests.get(f"{url}/api/health/checks/port-listener/{prometheus}", timeout=5).status_code == 200
+        status = subprocess.run([sys.executable, "-m", "warren.cli", "ctl", "--node", url, "status"],
+                                capture_output=True, text=True, timeout=60)
+        assert status.returncode == 0, status.stderr
+        assert f"http/prometheus:{prometheus}" in status.stdout and f"http:{server.http_port}" in status.stdout
+    finally:
+        server.stop()
+
