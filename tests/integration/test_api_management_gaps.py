@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import requests
 
 from tests.integration.conftest import start_server
 from warren.embed import ThreadedNode, run_node
+from warren.limits import Limits
 
 GUEST = ("guest", "guest")
 
@@ -23,6 +25,31 @@ GUEST = ("guest", "guest")
 def node() -> Iterator[ThreadedNode]:
     with run_node(http_port=0) as running:
         yield running
+
+
+def test_the_old_node_health_check(node: ThreadedNode) -> None:
+    url = f"{node.http_url}/api"
+    assert requests.get(f"{url}/healthchecks/node", auth=GUEST, timeout=5).json() == {"status": "ok"}
+    # amqpstorm takes the node name from the overview's contexts
+    node_name = requests.get(f"{url}/overview", auth=GUEST, timeout=5).json()["contexts"][0]["node"]
+    named = requests.get(f"{url}/healthchecks/node/{node_name}", auth=GUEST, timeout=5)
+    assert named.status_code == 200 and named.json() == {"status": "ok"}
+    assert requests.get(f"{url}/healthchecks/node/nobody@nowhere", auth=GUEST, timeout=5).status_code == 404
+    assert requests.get(f"{url}/healthchecks/node", timeout=5).status_code == 401  # as RabbitMQ: a user call
+
+
+
+def test_the_old_node_health_check_fails_during_an_alarm() -> None:
+    with run_node(http_port=0, limits=Limits(memory_high_watermark_bytes=1)) as alarmed:
+        url = f"{alarmed.http_url}/api"
+        deadline = time.monotonic() + 10
+        while not requests.get(f"{url}/nodes", auth=GUEST, timeout=5).json()[0]["mem_alarm"]:
+            assert time.monotonic() < deadline, "the memory alarm never came on"
+            time.sleep(0.1)
+        failed = requests.get(f"{url}/healthchecks/node", auth=GUEST, timeout=5)
+        assert failed.status_code == 503
+        assert failed.json() == {"status": "failed", "reason": "resource alarm(s) in effect: memory"}
+
 
 
 def test_overview_contexts_and_listeners_only_for_monitors(node: ThreadedNode) -> None:

@@ -148,6 +148,17 @@ class Endpoints:
             body["alarms"] = [{"node": self.b.node_name(), "resource": a} for a in alarms]
         return json_response(body, 503)
 
+    async def node_health(self, request: web.Request, caller: Caller, node: str | None = None) -> web.Response:
+        """RabbitMQ's deprecated /api/healthchecks/node[/{node}] (``rabbit_health_check:local``):
+        of its checks (channels, queues, alarms, partitions) only an alarm can fail on Warren."""
+        if node is not None and node != self.b.node_name():
+            raise not_found()
+        alarms = self.b.alarms()
+        if alarms:
+            return json_response({"status": "failed", "reason": f"resource alarm(s) in effect: {', '.join(alarms)}"},
+                                 503)
+        return json_response({"status": "ok"})
+
     async def health_ok(self, request: web.Request, caller: Caller | None) -> web.Response:
         return json_response({"status": "ok"})
 
@@ -638,6 +649,8 @@ class Endpoints:
               auth="health")
         r.add("GET", "/api/health/checks/node-is-quorum-critical", self.health_quorum_critical, auth="health")
         r.add("GET", "/api/health/checks/node-is-mirror-sync-critical", self.health_ok, auth="health")
+        r.add("GET", "/api/healthchecks/node", self.node_health)
+        r.add("GET", "/api/healthchecks/node/{node}", self.node_health)
         r.add("GET", "/api/aliveness-test/{vhost}", self.aliveness)
         r.add("GET", "/api/connections", self.connections)
         r.add("GET DELETE", "/api/connections/{name}", self.connection)
