@@ -4,6 +4,7 @@ contexts, users/bulk-delete, user_provided_name on connections, and the Promethe
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -49,6 +50,34 @@ def test_the_old_node_health_check_fails_during_an_alarm() -> None:
         failed = requests.get(f"{url}/healthchecks/node", auth=GUEST, timeout=5)
         assert failed.status_code == 503
         assert failed.json() == {"status": "failed", "reason": "resource alarm(s) in effect: memory"}
+
+
+
+def test_bulk_delete_of_users(node: ThreadedNode) -> None:
+    url = f"{node.http_url}/api"
+    names = [f"bulk-{i}" for i in range(5)]
+    for name in names:
+        assert requests.put(f"{url}/users/{name}", json={"password": "pw", "tags": ""}, auth=GUEST,
+                            timeout=5).status_code == 201
+    requests.put(f"{url}/users/bulk-mgr", json={"password": "pw", "tags": "management"}, auth=GUEST, timeout=5)
+    # administrators only
+    refused = requests.post(f"{url}/users/bulk-delete", json={"users": names}, auth=("bulk-mgr", "pw"), timeout=5)
+    assert refused.status_code == 401 and refused.json()["reason"] == "Not administrator user"
+    # bad bodies, and a name that does not exist: 400, nobody deleted
+    for body in ({}, {"users": "bulk-0"}, {"users": [1]}, {"users": [*names, "bulk-nobody"]}):
+        answer = requests.post(f"{url}/users/bulk-delete", json=body, auth=GUEST, timeout=5)
+        assert answer.status_code == 400 and answer.json()["error"] == "bad_request", (body, answer.text)
+    assert "bulk-nobody" in answer.json()["reason"]
+    for name in names:
+        assert requests.get(f"{url}/users/{name}", auth=GUEST, timeout=5).status_code == 200
+    deleted = requests.post(f"{url}/users/bulk-delete", json={"users": names[:3]}, auth=GUEST, timeout=5)
+    assert deleted.status_code == 204
+    assert [requests.get(f"{url}/users/{n}", auth=GUEST, timeout=5).status_code for n in names] == \
+        [404, 404, 404, 200, 200]
+    # what amqpstorm's ManagementApi.user.delete(list) sends
+    assert requests.post(f"{url}/users/bulk-delete", data=json.dumps({"users": names[3:]}), auth=GUEST,
+                         headers={"Content-Type": "application/json"}, timeout=5).status_code == 204
+    requests.delete(f"{url}/users/bulk-mgr", auth=GUEST, timeout=5)
 
 
 

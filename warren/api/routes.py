@@ -349,6 +349,21 @@ class Endpoints:
             return web.Response(status=NO_CONTENT)
         return shown(request, self._user_shape(self._one(self.b.users(), name=user)))
 
+    async def users_bulk_delete(self, request: web.Request, caller: Caller) -> web.Response:
+        """``{"users": [...]}``. Every name is checked first: one that does not exist is a 400
+        and nothing is deleted (RabbitMQ deletes the names before it, then answers 400)."""
+        self._admin(caller)
+        names = (await read_json(request)).get("users")
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise bad_request("the body needs 'users': a list of user names")
+        existing = {u["name"] for u in self.b.users()}
+        missing = [n for n in names if n not in existing]
+        if missing:
+            raise bad_request(f"no such user(s): {', '.join(missing)}; nothing was deleted")
+        for name in dict.fromkeys(names):
+            self.b.delete_user(name)
+        return web.Response(status=NO_CONTENT)
+
     async def user_permissions(self, request: web.Request, caller: Caller, user: str) -> web.Response:
         self._admin(caller)
         self._one(self.b.users(), name=user)
@@ -672,6 +687,7 @@ class Endpoints:
         r.add("GET PUT DELETE", "/api/vhosts/{vhost}", self.vhost)
         r.add("GET", "/api/vhosts/{vhost}/permissions", self.vhost_permissions)
         r.add("GET", "/api/users", self.users)
+        r.add("POST", "/api/users/bulk-delete", self.users_bulk_delete)
         r.add("GET PUT DELETE", "/api/users/{user}", self.user)
         r.add("GET", "/api/users/{user}/permissions", self.user_permissions)
         r.add("GET", "/api/permissions", self.permissions)
