@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import pika
 import pytest
 import requests
 
@@ -39,7 +40,6 @@ def test_the_old_node_health_check(node: ThreadedNode) -> None:
     assert requests.get(f"{url}/healthchecks/node", timeout=5).status_code == 401  # as RabbitMQ: a user call
 
 
-
 def test_the_old_node_health_check_fails_during_an_alarm() -> None:
     with run_node(http_port=0, limits=Limits(memory_high_watermark_bytes=1)) as alarmed:
         url = f"{alarmed.http_url}/api"
@@ -50,7 +50,6 @@ def test_the_old_node_health_check_fails_during_an_alarm() -> None:
         failed = requests.get(f"{url}/healthchecks/node", auth=GUEST, timeout=5)
         assert failed.status_code == 503
         assert failed.json() == {"status": "failed", "reason": "resource alarm(s) in effect: memory"}
-
 
 
 def test_bulk_delete_of_users(node: ThreadedNode) -> None:
@@ -80,6 +79,26 @@ def test_bulk_delete_of_users(node: ThreadedNode) -> None:
     requests.delete(f"{url}/users/bulk-mgr", auth=GUEST, timeout=5)
 
 
+def test_connections_show_the_clients_connection_name(node: ThreadedNode) -> None:
+    url = f"{node.http_url}/api"
+    named = pika.BlockingConnection(pika.ConnectionParameters(
+        "127.0.0.1", node.amqp_port, client_properties={"connection_name": "orders-worker"}))
+    plain = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", node.amqp_port))
+    try:
+        deadline = time.monotonic() + 10
+        while len(listed := requests.get(f"{url}/connections", auth=GUEST, timeout=5).json()) < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        by_name = {c.get("user_provided_name"): c for c in listed}
+        assert set(by_name) == {"orders-worker", None}  # the key only when the client gave one
+        assert "user_provided_name" not in by_name[None]
+        one = requests.get(f"{url}/connections/{requests.utils.quote(by_name['orders-worker']['name'], safe='')}",
+                           auth=GUEST, timeout=5).json()
+        assert one["user_provided_name"] == "orders-worker"
+    finally:
+        named.close()
+        plain.close()
+
 
 def test_overview_contexts_and_listeners_only_for_monitors(node: ThreadedNode) -> None:
     url = f"{node.http_url}/api"
@@ -94,7 +113,6 @@ def test_overview_contexts_and_listeners_only_for_monitors(node: ThreadedNode) -
         assert as_manager["object_totals"]["queues"] >= 0
     finally:
         requests.delete(f"{url}/users/ctx-mgr", auth=GUEST, timeout=5)
-
 
 
 def test_the_prometheus_listener_is_listed_where_rabbitmqs_is(tmp_path: Path) -> None:
@@ -119,4 +137,3 @@ def test_the_prometheus_listener_is_listed_where_rabbitmqs_is(tmp_path: Path) ->
         assert f"http/prometheus:{prometheus}" in status.stdout and f"http:{server.http_port}" in status.stdout
     finally:
         server.stop()
-

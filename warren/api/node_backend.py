@@ -208,6 +208,7 @@ class NodeBackend:
                 "recv_oct": s.recv_octets,
                 "send_oct": s.send_octets,
                 "client_properties": s.conn.client_properties,
+                **_user_provided_name(s.conn.client_properties),
             })
         return listed
 
@@ -594,6 +595,15 @@ class _CommitWaiter:
     def store_failed(self, channel: int, seq: int) -> None:
         if not self.done.done():
             self.done.set_exception(PublishNotStored("the store failed to write it"))
+
+
+def _user_provided_name(client_properties: dict[str, Any] | None) -> dict[str, str]:
+    """RabbitMQ shows a client's ``connection_name`` property as ``user_provided_name``, and only
+    when the client gave one."""
+    name = (client_properties or {}).get("connection_name")
+    if isinstance(name, bytes):
+        name = name.decode("utf-8", "replace")
+    return {"user_provided_name": name} if isinstance(name, str) else {}
 
 
 def _fd_limit() -> int:
