@@ -711,6 +711,9 @@ def test_definitions_export_import_round_trip_into_a_fresh_node() -> None:
         audit = b.get("/api/queues/hyperion/audit.log")
         assert audit["policy"] == "audit-limits"
         assert audit["effective_policy_definition"] == {"max-length": 500000, "overflow": "drop-head"}
+        # the document grants guest nothing on hyperion; as on RabbitMQ, an administrator needs
+        # write permission to publish there through the API
+        b.put("/api/permissions/hyperion/guest", {"configure": "", "write": ".*", "read": ""})
         assert b.post("/api/exchanges/hyperion/events/publish", {
             "routing_key": "order.1.created", "payload": "o", "payload_encoding": "string",
             "properties": {}}) == {"routed": True}

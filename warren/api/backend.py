@@ -25,6 +25,9 @@ class ManagementBackend(Protocol):
     def authenticate(self, username: str, password: str) -> dict[str, Any] | None:
         """``{"name": ..., "tags": [...]}`` when the credentials are valid, else None."""
 
+    def may_log_in_from(self, username: str, peer_host: str) -> bool:
+        """False for a loopback-only user (``Broker.loopback_users``) calling from elsewhere."""
+
     def node_name(self) -> str: ...
 
     def overview(self) -> dict[str, Any]:
@@ -72,6 +75,10 @@ class ManagementBackend(Protocol):
     def delete_user(self, name: str) -> None: ...
 
     def permissions(self) -> list[dict[str, Any]]: ...
+
+    def check_permission(self, user: str, vhost: str, permission: str, kind: str, name: str) -> None:
+        """Raise ``AMQPError`` ACCESS_REFUSED unless ``user`` has ``permission`` (configure, write,
+        read) on the ``kind`` ("queue", "exchange") called ``name``: the AMQP side's check."""
 
     def put_permission(self, vhost: str, user: str, configure: str, write: str, read: str) -> None: ...
 

@@ -157,14 +157,25 @@ def split_raw_path(raw_path: str) -> list[str]:
     return [unquote(p) for p in path.strip("/").split("/") if p != ""] if path.strip("/") else []
 
 
+def check_path_segments(segments: list[str]) -> None:
+    """400 for a segment that is not Unicode. ``unquote`` turns a %-escape that is not UTF-8
+    into U+FFFD, a valid name; but aiohttp's pure-Python parser hands raw bytes that are not
+    UTF-8 through as lone surrogates ("\\xff" -> "\\udcff"), which no store or AMQP frame
+    can carry."""
+    for segment in segments:
+        if not _is_unicode(segment):
+            raise bad_request(f"path segment {ascii(segment)} is not valid UTF-8")
+
+
 class Api:
     """Dispatches /api/... requests through auth, rate limiting and error mapping."""
 
     def __init__(self, router: Router, authenticate: Callable[[str, str], dict[str, Any] | None],
-                 limiter: RequestLimiter, health_requires_auth: bool,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 may_log_in_from: Callable[[str, str], bool], limiter: RequestLimiter,
+                 health_requires_auth: bool, clock: Callable[[], float] = time.monotonic) -> None:
         self.router = router
         self.authenticate = authenticate
+        self.may_log_in_from = may_log_in_from
         self.limiter = limiter
         self.health_requires_auth = health_requires_auth
         self.clock = clock
@@ -176,13 +187,18 @@ class Api:
         user = self.authenticate(*credentials)
         if user is None:
             raise unauthorised("Login failed")
+        # the peer of this socket: Warren trusts no forwarded-for header, so a proxy on this
+        # host makes every client look local (as with RabbitMQ)
+        if not self.may_log_in_from(user["name"], request.remote or ""):
+            raise forbidden("User can only log in via localhost")  # RabbitMQ's words and status
         tags = frozenset(user["tags"])
         if not tags & MANAGEMENT_TAGS:
             raise forbidden("Not management user")
         return Caller(user["name"], tags)
 
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
-        matches = self.router.match(split_raw_path(request.raw_path))
+        segments = split_raw_path(request.raw_path)
+        matches = self.router.match(segments)
         # Health checks are cheap and never limited: behind a load balancer every API client
         # shares the balancer's address, and a busy dashboard must not get the node marked down.
         if not any(route.auth == "health" for route, _ in matches):
@@ -193,6 +209,7 @@ class Api:
                     429, {"Retry-After": str(max(1, int(wait + 0.999)))},
                 )
         try:
+            check_path_segments(segments)
             if not matches:
                 raise not_found()
             allowed = [(r, p) for r, p in matches if request.method in r.methods or
@@ -222,9 +239,22 @@ class Api:
 
 
 async def read_json(request: web.Request) -> dict[str, Any]:
+    """The request body as a JSON object, or a 4xx: 413 over the size limit, 400 for bytes
+    that are not UTF-8 (JSON's only encoding, whatever the Content-Type says), for JSON that
+    is not an object, and for strings that are not Unicode or integers beyond 64 bits
+    anywhere in it, so nothing unstorable reaches the broker model."""
     if not request.can_read_body:
         return {}
-    text = await request.text()
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise HTTPProblem(413, "payload_too_large",
+                          f"Exceeded HTTP request body size limit of {request.client_max_size} bytes") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise bad_request(f"request body is not valid UTF-8: byte 0x{raw[exc.start]:02x} at position "
+                          f"{exc.start}") from None
     if not text.strip():
         return {}
     try:
@@ -235,7 +265,7 @@ async def read_json(request: web.Request) -> dict[str, Any]:
         raise bad_request("invalid JSON body: nested too deeply") from None
     if not isinstance(data, dict):
         raise bad_request("JSON body must be an object")
-    _check_integers(data)
+    _check_values(data)
     return data
 
 
@@ -246,16 +276,32 @@ def _no_constant(name: str) -> Any:
     raise bad_request(f"invalid JSON body: {name} is not a number RabbitMQ accepts")
 
 
-def _check_integers(data: Any) -> None:
-    """Integers beyond 64 bits cannot be stored or sent over AMQP: refuse them here, before
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate
+        return False
+    return True
+
+
+def _check_values(data: Any) -> None:
+    """Integers beyond 64 bits and strings with a lone surrogate ("\\ud800" is valid JSON but
+    not Unicode) cannot be stored or sent over AMQP: refuse them here, keys included, before
     they reach the broker model (an unstorable value there would fail every later write)."""
     pending = [data]
     while pending:
         value = pending.pop()
         if isinstance(value, dict):
-            pending.extend(value.values())
+            for key, item in value.items():
+                if not _is_unicode(key):
+                    raise bad_request(f"invalid JSON body: key {ascii(key)} has a lone surrogate (not Unicode)")
+                pending.append(item)
         elif isinstance(value, list):
             pending.extend(value)
+        elif isinstance(value, str):
+            if not _is_unicode(value):
+                raise bad_request(f"invalid JSON body: string {ascii(value[:64])} has a lone surrogate "
+                                  "(not Unicode)")
         elif isinstance(value, int) and not INT64[0] <= value <= INT64[1]:
             raise bad_request(f"number {value} is out of range (signed 64-bit integers only)")
 
@@ -287,6 +333,15 @@ def body_int(body: dict[str, Any], key: str, default: int) -> int:
         return int(value)
     except ValueError:
         raise bad_request(f"'{key}' must be an integer, got {json.dumps(value)}") from None
+
+
+def header_text(request: web.Request, name: str, default: str) -> str:
+    """A header's value as text; 400 when its bytes were not UTF-8 (aiohttp hands them over
+    as lone surrogates, which an AMQP reply text cannot carry)."""
+    value = request.headers.get(name, default)
+    if not _is_unicode(value):
+        raise bad_request(f"header {name} is not valid UTF-8")
+    return value
 
 
 def flag(request: web.Request, name: str) -> bool:

@@ -67,6 +67,9 @@ class NodeBackend:
             return None
         return {"name": user.name, "tags": list(user.tags)}
 
+    def may_log_in_from(self, username: str, peer_host: str) -> bool:
+        return self.broker.may_log_in_from(username, peer_host)
+
     def node_name(self) -> str:
         return str(self.node.name)
 
@@ -197,6 +200,7 @@ class NodeBackend:
                 "recv_oct": s.recv_octets,
                 "send_oct": s.send_octets,
                 "client_properties": s.conn.client_properties,
+                **_user_provided_name(s.conn.client_properties),
             })
         return listed
 
@@ -317,6 +321,9 @@ class NodeBackend:
             {"user": user, "vhost": vhost, "configure": p.configure, "write": p.write, "read": p.read}
             for (user, vhost), p in self.broker.permissions.items()
         ]
+
+    def check_permission(self, user: str, vhost: str, permission: str, kind: str, name: str) -> None:
+        self.broker.check_permission(user, vhost, permission, kind, name)
 
     def put_permission(self, vhost: str, user: str, configure: str, write: str, read: str) -> None:
         with self.node.changing_definitions():
@@ -576,6 +583,15 @@ class _CommitWaiter:
     def store_failed(self, channel: int, seq: int) -> None:
         if not self.done.done():
             self.done.set_exception(PublishNotStored("the store failed to write it"))
+
+
+def _user_provided_name(client_properties: dict[str, Any] | None) -> dict[str, str]:
+    """RabbitMQ shows a client's ``connection_name`` property as ``user_provided_name``, and only
+    when the client gave one."""
+    name = (client_properties or {}).get("connection_name")
+    if isinstance(name, bytes):
+        name = name.decode("utf-8", "replace")
+    return {"user_provided_name": name} if isinstance(name, str) else {}
 
 
 def _fd_limit() -> int:

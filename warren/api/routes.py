@@ -23,6 +23,7 @@ from warren.api.http import (
     body_string,
     flag,
     forbidden,
+    header_text,
     json_response,
     not_found,
     read_json,
@@ -71,6 +72,20 @@ class Endpoints:
         if vhost not in {p["vhost"] for p in self.b.permissions() if p["user"] == caller.name}:
             raise forbidden(f"access to vhost '{vhost}' refused for user '{caller.name}'")
 
+    def _require_permission(self, caller: Caller, vhost: str, *needs: tuple[str, str, str]) -> None:
+        """Each (permission, kind, name) in ``needs``, checked by the function AMQP methods use.
+
+        RabbitMQ's API runs every resource operation as the AMQP method on behalf of the caller
+        (``rabbit_mgmt_util:direct_request`` / ``with_channel``), so the method's permission
+        checks apply to administrators too: the tag opens the vhost gate, not its resources.
+        A refusal is 401 ``not_authorised`` as in RabbitMQ 3.10+. Its reason is the AMQP
+        refusal's text ("read access to queue 'q' in vhost 'v' refused for user 'u'"), which
+        RabbitMQ gives for get and publish; for declare, delete and bind it says only "Access
+        refused.", and naming the missing permission is more use to the caller.
+        """
+        for permission, kind, name in needs:
+            self.b.check_permission(caller.name, vhost, permission, kind, name)
+
     @staticmethod
     def _admin(caller: Caller) -> None:
         if not caller.is_admin:
@@ -107,6 +122,10 @@ class Endpoints:
                                              "detailed": [600]}
         data["churn_rates"] = self.rates.churn_rates()
         data["exchange_types"] = [{"name": t} for t in ("direct", "fanout", "headers", "topic")]
+        if caller.is_monitoring:  # as RabbitMQ: where the node listens is for monitors and administrators
+            data["contexts"] = web_contexts(self.b.node_name(), self.b.listeners())
+        else:
+            data.pop("listeners", None)
         return shown(request, data)
 
     async def whoami(self, request: web.Request, caller: Caller) -> web.Response:
@@ -128,6 +147,17 @@ class Endpoints:
         if caller is not None:
             body["alarms"] = [{"node": self.b.node_name(), "resource": a} for a in alarms]
         return json_response(body, 503)
+
+    async def node_health(self, request: web.Request, caller: Caller, node: str | None = None) -> web.Response:
+        """RabbitMQ's deprecated /api/healthchecks/node[/{node}] (``rabbit_health_check:local``):
+        of its checks (channels, queues, alarms, partitions) only an alarm can fail on Warren."""
+        if node is not None and node != self.b.node_name():
+            raise not_found()
+        alarms = self.b.alarms()
+        if alarms:
+            return json_response({"status": "failed", "reason": f"resource alarm(s) in effect: {', '.join(alarms)}"},
+                                 503)
+        return json_response({"status": "ok"})
 
     async def health_ok(self, request: web.Request, caller: Caller | None) -> web.Response:
         return json_response({"status": "ok"})
@@ -185,6 +215,9 @@ class Endpoints:
 
     async def aliveness(self, request: web.Request, caller: Caller, vhost: str) -> web.Response:
         self._require_vhost_write(caller, vhost)
+        # RabbitMQ declares, publishes and gets over a channel of the caller's
+        self._require_permission(caller, vhost, ("configure", "queue", "aliveness-test"),
+                                 ("write", "exchange", ""), ("read", "queue", "aliveness-test"))
         self.b.declare_queue(vhost, "aliveness-test", False, False, {})
         self.b.publish(vhost, "", "aliveness-test", b"test_message", {})
         got = self.b.get_messages(vhost, "aliveness-test", 1, False)
@@ -210,7 +243,7 @@ class Endpoints:
         if request.method == "DELETE":
             if not caller.is_admin and found.get("user") != caller.name:
                 raise forbidden("Not administrator user")
-            reason = request.headers.get("X-Reason", "Closed via management plugin")
+            reason = header_text(request, "X-Reason", "Closed via management plugin")
             self.b.close_connection(name, reason)
             return web.Response(status=NO_CONTENT)
         return shown(request, found)
@@ -316,6 +349,21 @@ class Endpoints:
             return web.Response(status=NO_CONTENT)
         return shown(request, self._user_shape(self._one(self.b.users(), name=user)))
 
+    async def users_bulk_delete(self, request: web.Request, caller: Caller) -> web.Response:
+        """``{"users": [...]}``. Every name is checked first: one that does not exist is a 400
+        and nothing is deleted (RabbitMQ deletes the names before it, then answers 400)."""
+        self._admin(caller)
+        names = (await read_json(request)).get("users")
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise bad_request("the body needs 'users': a list of user names")
+        existing = {u["name"] for u in self.b.users()}
+        missing = [n for n in names if n not in existing]
+        if missing:
+            raise bad_request(f"no such user(s): {', '.join(missing)}; nothing was deleted")
+        for name in dict.fromkeys(names):
+            self.b.delete_user(name)
+        return web.Response(status=NO_CONTENT)
+
     async def user_permissions(self, request: web.Request, caller: Caller, user: str) -> web.Response:
         self._admin(caller)
         self._one(self.b.users(), name=user)
@@ -354,6 +402,9 @@ class Endpoints:
             found = self._one(self.b.exchanges(vhost), name=name)
             return shown(request, found)
         self._require_vhost_write(caller, vhost)
+        if request.method == "DELETE":  # a missing exchange is 404 whatever the permissions, as RabbitMQ
+            self._one(self.b.exchanges(vhost), name=name)
+        self._require_permission(caller, vhost, ("configure", "exchange", name))
         if request.method == "PUT":
             body = await read_json(request)
             existed = any(x["name"] == name for x in self.b.exchanges(vhost))
@@ -368,6 +419,7 @@ class Endpoints:
     async def exchange_publish(self, request: web.Request, caller: Caller, vhost: str, name: str) -> web.Response:
         name = _exchange_name(name)
         self._require_vhost_write(caller, vhost)
+        self._require_permission(caller, vhost, ("write", "exchange", name))
         body = await read_json(request)
         for key in ("routing_key", "payload", "payload_encoding", "properties"):
             if key not in body:
@@ -429,6 +481,9 @@ class Endpoints:
                                          if c["queue"] == {"name": name, "vhost": vhost}]
             return shown(request, self._with_rates(found))
         self._require_vhost_write(caller, vhost)
+        if request.method == "DELETE":  # a missing queue is 404 whatever the permissions, as RabbitMQ
+            self._one(self.b.queues(vhost), name=name)
+        self._require_permission(caller, vhost, ("configure", "queue", name))
         if request.method == "PUT":
             body = await read_json(request)
             arguments = body_object(body, "arguments")
@@ -441,11 +496,14 @@ class Endpoints:
 
     async def queue_contents(self, request: web.Request, caller: Caller, vhost: str, name: str) -> web.Response:
         self._require_vhost_write(caller, vhost)
+        self._one(self.b.queues(vhost), name=name)  # 404 first, as RabbitMQ's DELETE
+        self._require_permission(caller, vhost, ("read", "queue", name))
         self.b.purge_queue(vhost, name)
         return web.Response(status=NO_CONTENT)
 
     async def queue_get(self, request: web.Request, caller: Caller, vhost: str, name: str) -> web.Response:
         self._require_vhost_write(caller, vhost)
+        self._require_permission(caller, vhost, ("read", "queue", name))
         body = await read_json(request)
         ackmode = body.get("ackmode")
         if not isinstance(ackmode, str) or ackmode not in GET_ACKMODES:
@@ -485,6 +543,12 @@ class Endpoints:
             self._require_vhost(caller, vhost)
         return listed(request, self._filter(caller, self.b.bindings(vhost)))
 
+    def _require_bind_permission(self, caller: Caller, vhost: str, source: str, kind: str,
+                                 destination: str) -> None:
+        """queue.bind / exchange.bind (and unbind): write on the destination, read on the source."""
+        self._require_permission(caller, vhost, ("write", "queue" if kind == "q" else "exchange", destination),
+                                 ("read", "exchange", source))
+
     def _pair(self, vhost: str, source: str, kind: str, destination: str) -> str:
         source = _exchange_name(source)
         if kind not in ("q", "e"):
@@ -503,6 +567,9 @@ class Endpoints:
             self._require_vhost(caller, vhost)
         else:
             self._require_vhost_write(caller, vhost)
+        if request.method == "POST" and kind in ("q", "e"):
+            # a POST is the AMQP bind: permissions first, then the lookups (RabbitMQ's order)
+            self._require_bind_permission(caller, vhost, source, kind, destination)
         dtype = self._pair(vhost, source, kind, destination)
         if request.method == "POST":
             body = await read_json(request)
@@ -525,7 +592,8 @@ class Endpoints:
         dtype = self._pair(vhost, source, kind, destination)
         found = self._one(self.b.bindings(vhost), source=source, destination_type=dtype,
                           destination=destination, properties_key=props)
-        if request.method == "DELETE":
+        if request.method == "DELETE":  # found: a missing binding was 404 whatever the permissions
+            self._require_bind_permission(caller, vhost, source, kind, destination)
             self.b.unbind(vhost, source, dtype, destination, found["routing_key"], found["arguments"])
             return web.Response(status=NO_CONTENT)
         return shown(request, found)
@@ -596,6 +664,8 @@ class Endpoints:
               auth="health")
         r.add("GET", "/api/health/checks/node-is-quorum-critical", self.health_quorum_critical, auth="health")
         r.add("GET", "/api/health/checks/node-is-mirror-sync-critical", self.health_ok, auth="health")
+        r.add("GET", "/api/healthchecks/node", self.node_health)
+        r.add("GET", "/api/healthchecks/node/{node}", self.node_health)
         r.add("GET", "/api/aliveness-test/{vhost}", self.aliveness)
         r.add("GET", "/api/connections", self.connections)
         r.add("GET DELETE", "/api/connections/{name}", self.connection)
@@ -617,6 +687,7 @@ class Endpoints:
         r.add("GET PUT DELETE", "/api/vhosts/{vhost}", self.vhost)
         r.add("GET", "/api/vhosts/{vhost}/permissions", self.vhost_permissions)
         r.add("GET", "/api/users", self.users)
+        r.add("POST", "/api/users/bulk-delete", self.users_bulk_delete)
         r.add("GET PUT DELETE", "/api/users/{user}", self.user)
         r.add("GET", "/api/users/{user}/permissions", self.user_permissions)
         r.add("GET", "/api/permissions", self.permissions)
@@ -644,6 +715,25 @@ class Endpoints:
 
 
 VHOST_SECTIONS = ("policies", "queues", "exchanges", "bindings")
+# RabbitMQ's web contexts, one per HTTP listener of a plugin (rabbit_web_dispatch registry)
+WEB_CONTEXTS = {"http": "RabbitMQ Management", "http/prometheus": "RabbitMQ Prometheus"}
+
+
+def web_contexts(node: str, listeners: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The overview's ``contexts``, shaped as RabbitMQ 3.10 formats them (rabbit_mgmt_format:
+    web_context): options it prints with ``~w`` are strings, the port among them; RabbitMQ
+    lists a plugin's own protocol (Prometheus's) and sorts by description, port, node."""
+    contexts = []
+    for listener in listeners:
+        description = WEB_CONTEXTS.get(str(listener["protocol"]))
+        if description is None:
+            continue
+        context: dict[str, Any] = {"ssl_opts": [], "node": node, "description": description, "path": "/",
+                                   "cowboy_opts": "[{sendfile,false}]", "port": str(listener["port"])}
+        if listener["protocol"] != "http":
+            context["protocol"] = listener["protocol"]
+        contexts.append(context)
+    return sorted(contexts, key=lambda c: (c["description"], c["port"], c["node"]))
 
 
 def _import_answer(report: dict[str, Any]) -> web.Response:

@@ -22,6 +22,9 @@ from warren.api.routes import Endpoints
 
 STATIC = Path(__file__).parent / "static"
 RATE_SAMPLE_SECONDS = 1.0
+# a request body larger than this is answered 413 (RabbitMQ's max_http_body_size is 20 MB);
+# above the largest definitions exports seen, and a publish body beyond it belongs on AMQP
+MAX_REQUEST_BODY_BYTES = 64 * 1024 * 1024
 
 
 def metrics_handler(registry: CollectorRegistry) -> Any:
@@ -42,8 +45,9 @@ def build_app(backend: ManagementBackend, requests_per_second: float, burst: int
     rates = RateTracker()
     router = Router()
     Endpoints(backend, rates).register(router)
-    api = Api(router, backend.authenticate, RequestLimiter(requests_per_second, burst), health_requires_auth)
-    app = web.Application(client_max_size=64 * 1024 * 1024)
+    api = Api(router, backend.authenticate, backend.may_log_in_from, RequestLimiter(requests_per_second, burst),
+              health_requires_auth)
+    app = web.Application(client_max_size=MAX_REQUEST_BODY_BYTES)
     app.router.add_route("*", "/api/{tail:.*}", api.dispatch)
     app.router.add_route("*", "/api", api.dispatch)
     add_metrics_routes(app, backend)

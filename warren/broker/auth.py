@@ -14,6 +14,7 @@ default exchange is checked under the name ``amq.default``.
 
     Broker(salt_source=None, limits=DEFAULT_LIMITS);  Broker.with_defaults(user, password, vhost, salt_source)
     authenticate(username, password) -> User | None;  loopback_users_only(username) -> bool
+    may_log_in_from(username, peer_host) -> bool   # loopback_users, for AMQP and HTTP alike
     add_vhost(name) -> VirtualHost;  delete_vhost(name);  restore_vhost(name, definition)
     add_user(name, password, tags=()) / add_user_with_hash(...) / change_password / set_user_tags / delete_user
     set_permissions(user, vhost, configure, write, read) / clear_permissions(user, vhost)
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
@@ -109,6 +111,19 @@ def _compiled(pattern: str) -> re.Pattern[str]:
             _PATTERN_CACHE.clear()
         compiled = _PATTERN_CACHE[pattern] = re.compile(pattern)
     return compiled
+
+
+def is_loopback_address(host: str) -> bool:
+    """127.0.0.0/8, ::1 and IPv4-mapped ::ffff:127.x.y.z, decided on the address as RabbitMQ's
+    ``rabbit_net:is_loopback`` does. A name ("localhost") or an unknown peer ("?") is not an
+    address, so it is not loopback: a loopback-only user is refused rather than let in."""
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])  # without an IPv6 zone ("fe80::1%eth0")
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
 
 
 def _parse_tags(tags: Iterable[str] | str) -> list[str]:
@@ -233,6 +248,11 @@ class Broker:
     def loopback_users_only(self, username: str) -> bool:
         """RabbitMQ's loopback_users: these users may connect only from localhost."""
         return username in self.loopback_users
+
+    def may_log_in_from(self, username: str, peer_host: str) -> bool:
+        """False for a loopback-only user whose peer is not a loopback address; the one answer
+        AMQP and the management API both use (RabbitMQ's ``check_user_loopback``)."""
+        return not self.loopback_users_only(username) or is_loopback_address(peer_host)
 
     # ---- permissions -----------------------------------------------------------------
 

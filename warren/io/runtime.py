@@ -222,6 +222,9 @@ class NodeRuntime:
         self.http_port = result.http_port
         self.prometheus_port = result.prometheus_port
         self.node.listeners.append({"protocol": "http", "port": self.http_port, "ip_address": self.config.bind})
+        if self.prometheus_port is not None:  # as RabbitMQ lists its Prometheus plugin's listener
+            self.node.listeners.append({"protocol": "http/prometheus", "port": self.prometheus_port,
+                                        "ip_address": self.config.bind})
 
     def startup_line(self) -> str:
         parts = [f"Warren node {self.config.node_name} ready: AMQP on {self.config.bind}:{self.amqp_port}"]

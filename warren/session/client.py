@@ -26,8 +26,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost", "::ffff:127.0.0.1"})
-
 
 class SessionHost(Protocol):
     """What a session needs from its node."""
@@ -200,10 +198,9 @@ class ClientSession(MethodHandlers):
             )
             log.warning("login refused for user %r from %s", username, self.peer_host)
             return
-        if username == "guest" and self.peer_host not in LOOPBACK_HOSTS and broker.loopback_users_only(username):
-            self.conn.refuse_login(
-                "ACCESS_REFUSED - user 'guest' can only connect via localhost"
-            )
+        if not broker.may_log_in_from(username, self.peer_host):
+            self.conn.refuse_login(f"ACCESS_REFUSED - user '{username}' can only connect via localhost")
+            log.warning("login refused for loopback-only user %r from %s", username, self.peer_host)
             return
         self.user = user
         self.conn.accept_login()

@@ -163,14 +163,16 @@ const views = {
   async connections() {
     const rows = await api("GET", "api/connections");
     return el("div", {}, el("h2", {}, "Connections"), table("connections-table", rows, [
-      { key: "name", title: "Name" }, { key: "user", title: "User" }, { key: "vhost", title: "Vhost" },
+      { key: "name", title: "Name" },
+      { key: "user_provided_name", title: "Client name", get: (c) => c.user_provided_name || "" },
+      { key: "user", title: "User" }, { key: "vhost", title: "Vhost" },
       { key: "state", title: "State" }, { key: "channels", title: "Channels", num: true },
       { key: "protocol", title: "Protocol" },
       { key: "client", title: "Client", get: (c) => (c.client_properties || {}).product || "" },
       { key: "close", title: "", render: (c) => el("button", { class: "close-connection",
         onclick: async () => { if (!confirm("Close connection " + c.name + "?")) return;
           await act(() => api("DELETE", "api/connections/" + enc(c.name), undefined, { "X-Reason": "Closed from the web UI" })); } }, "Close") },
-    ], ["name", "user"]));
+    ], ["name", "user_provided_name", "user"]));
   },
 
   async channels() {
