@@ -50,6 +50,9 @@ class Limits:
     # Management API
     api_requests_per_second: float = 200.0
     api_burst: int = 400
+    # a larger request body is answered 413 (RabbitMQ's max_http_body_size is 20 MB); above the
+    # largest definitions exports seen, and a publish body beyond it belongs on AMQP
+    api_max_body_bytes: int = 64 * MIB
     # Raft
     raft_max_append_entries: int = 512
     raft_max_append_bytes: int = 1 * MIB

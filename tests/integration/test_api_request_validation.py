@@ -15,9 +15,8 @@ import pytest
 import requests
 
 from tests.integration.conftest import ServerProcess, start_server
-from warren.api.server import MAX_REQUEST_BODY_BYTES
 from warren.embed import ThreadedNode, run_node
-from warren.limits import Limits
+from warren.limits import DEFAULT_LIMITS, Limits
 
 LONE = "\\ud800"  # as it appears in the JSON text: a high surrogate with no low one
 
@@ -102,13 +101,13 @@ def test_a_body_that_is_not_utf8_is_400(node: ThreadedNode, http: requests.Sessi
 
 def test_a_body_over_the_limit_is_413(node: ThreadedNode, http: requests.Session) -> None:
     before = everything(node, http)
-    filler = b"x" * (MAX_REQUEST_BODY_BYTES + 1)
+    filler = b"x" * (DEFAULT_LIMITS.api_max_body_bytes + 1)
     body = b'{"routing_key": "val.q", "payload_encoding": "string", "properties": {}, "payload": "' + filler + b'"}'
     answer = http.post(f"{node.http_url}/api/exchanges/%2F/amq.default/publish", data=body,
                        headers={"Content-Type": "application/json"}, timeout=60)
     assert answer.status_code == 413, answer.text[:200]
     assert answer.json()["error"] == "payload_too_large"
-    assert str(MAX_REQUEST_BODY_BYTES) in answer.json()["reason"]
+    assert str(DEFAULT_LIMITS.api_max_body_bytes) in answer.json()["reason"]
     assert everything(node, http) == before
     # the node keeps serving on a new connection
     assert http.get(f"{node.http_url}/api/queues/%2F/val.q", timeout=5).status_code == 200

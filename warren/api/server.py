@@ -19,12 +19,10 @@ from warren.api.metrics import make_registry
 from warren.api.node_backend import NodeBackend
 from warren.api.rates import RateTracker, RequestLimiter
 from warren.api.routes import Endpoints
+from warren.limits import DEFAULT_LIMITS
 
 STATIC = Path(__file__).parent / "static"
 RATE_SAMPLE_SECONDS = 1.0
-# a request body larger than this is answered 413 (RabbitMQ's max_http_body_size is 20 MB);
-# above the largest definitions exports seen, and a publish body beyond it belongs on AMQP
-MAX_REQUEST_BODY_BYTES = 64 * 1024 * 1024
 
 
 def metrics_handler(registry: CollectorRegistry) -> Any:
@@ -40,14 +38,15 @@ def add_metrics_routes(app: web.Application, backend: ManagementBackend) -> None
 
 
 def build_app(backend: ManagementBackend, requests_per_second: float, burst: int,
-              health_requires_auth: bool = False) -> tuple[web.Application, RateTracker]:
+              health_requires_auth: bool = False,
+              max_body_bytes: int = DEFAULT_LIMITS.api_max_body_bytes) -> tuple[web.Application, RateTracker]:
     """The aiohttp application for the HTTP port (no listening, no background tasks)."""
     rates = RateTracker()
     router = Router()
     Endpoints(backend, rates).register(router)
     api = Api(router, backend.authenticate, backend.may_log_in_from, RequestLimiter(requests_per_second, burst),
               health_requires_auth)
-    app = web.Application(client_max_size=MAX_REQUEST_BODY_BYTES)
+    app = web.Application(client_max_size=max_body_bytes)
     app.router.add_route("*", "/api/{tail:.*}", api.dispatch)
     app.router.add_route("*", "/api", api.dispatch)
     add_metrics_routes(app, backend)
@@ -98,7 +97,8 @@ async def start_http(runtime: Any, host: str, port: int, prometheus_port: int | 
     backend = NodeBackend(runtime)
     limits = runtime.node.limits
     health_auth = bool(getattr(runtime.config, "health_checks_require_auth", False))
-    app, rates = build_app(backend, limits.api_requests_per_second, limits.api_burst, health_auth)
+    app, rates = build_app(backend, limits.api_requests_per_second, limits.api_burst, health_auth,
+                            limits.api_max_body_bytes)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
