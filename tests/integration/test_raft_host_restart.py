@@ -4,13 +4,16 @@ its own entry, never by an older one that the restarted host replays."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import random
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from warren.io.raft_host import RaftHost, envelope
+from warren.io.raft_host import ProposalFailed, RaftHost, envelope
 from warren.limits import Limits
 from warren.raft.node import RaftNode
 from warren.raft.types import message_from_wire
@@ -72,3 +75,52 @@ async def test_a_proposal_after_a_restart_is_confirmed_with_its_own_entry(tmp_pa
     assert min(indexes) > len(before)
     assert [applied[i] for i in range(1, len(before) + 1)] == before
 
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+async def test_a_full_disk_refuses_proposals_and_the_host_recovers_when_space_returns(tmp_path: Path) -> None:
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(disk)], check=True)
+    try:
+        store = RaftStore(disk / "data", 64 * 1024 * 1024)
+        machine = AppliedLog()
+        host = RaftHost(1, store, lambda peer, wire: None, message_from_wire, machine, tick_seconds=0.005,
+                        limits=Limits(), proposal_timeout=2.0)
+        storage = GroupStorage(store, 0)
+        node = RaftNode(1, 0, storage, random.Random(1), voters=(1,), election_ticks=4, heartbeat_ticks=1)
+        host.add_group(0, node, storage)
+        await host.start()
+        for _ in range(400):
+            if node.role.name == "LEADER":
+                break
+            await asyncio.sleep(0.005)
+        confirmed = {await host.propose(0, b"before")}
+        filler = disk / "filler"
+        with open(filler, "wb") as out, contextlib.suppress(OSError):
+            while True:
+                out.write(b"\0" * 65536)
+                out.flush()
+        with pytest.raises(ProposalFailed):
+            for _ in range(50):  # the store's free pages run out within a few
+                confirmed.add(await host.propose(0, os.urandom(256 * 1024)))
+        assert host.store_error is not None
+        with pytest.raises(ProposalFailed, match="store is failing"):
+            await host.propose(0, b"refused")
+        filler.unlink()
+        for _ in range(100):  # the host retries every STORE_RETRY_SECONDS
+            if host.store_error is None:
+                break
+            await asyncio.sleep(0.1)
+        assert host.store_error is None
+        after = await host.propose(0, b"after")
+        assert machine.entries[after] == b"after"
+        confirmed.add(after)
+        await host.stop()
+        store.close()
+        reopened = RaftStore(disk / "data", 64 * 1024 * 1024)
+        held = {index for index, _, _, _ in reopened.entries(0, 1, reopened.last_index(0) + 1)}
+        reopened.close()
+        assert confirmed <= held  # every proposal answered as committed is on disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)

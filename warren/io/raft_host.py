@@ -38,12 +38,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from warren.errors import PeerProtocolError, WarrenError
+from warren.errors import StoreError, WarrenError
 from warren.limits import Limits
 from warren.raft.types import MsgType
 from warren.store.raft_store import GroupId, GroupWrite, LogRecord, RaftStore
 
 log = logging.getLogger("warren.raft")
+
+STORE_RETRY_SECONDS = 1.0  # a failed persist is tried again this often
 
 
 class CoreNode(Protocol):
@@ -60,6 +62,7 @@ class CoreNode(Protocol):
     def has_ready(self) -> bool: ...
     def ready(self) -> Any: ...
     def advance(self, ready: Any) -> None: ...
+    def persist_failed(self, ready: Any, applied: bool) -> None: ...
 
 
 class StateMachine(Protocol):
@@ -154,21 +157,47 @@ class RaftHost:
         self._tasks: list[asyncio.Task[None]] = []
         self.batches = 0
         self.batched_groups = 0
+        self.unknown_group_messages = 0
+        self.store_error: str | None = None  # the last persist failed; proposals are refused
 
     def add_group(self, group: GroupId, node: CoreNode, storage: EntryCache | None = None) -> None:
         """Host ``node``; ``storage`` (the node's own) hears of every batch made durable."""
         self.groups[group] = GroupSlot(node, storage)
         self._mark(group)
 
+    async def delete_group(self, group: GroupId) -> None:
+        """Stop hosting ``group`` and remove its log, state and snapshot from the store.
+
+        Its waiting proposals fail; messages for it that still arrive are dropped (see
+        ``on_peer_message``). Returns once the removal is fsynced.
+        """
+        slot = self.groups.pop(group, None)
+        self._dirty.discard(group)
+        if slot is not None:
+            pending, slot.pending = slot.pending, {}
+            for done, _, _ in pending.values():
+                done(None, ProposalFailed(f"group {group!r} was deleted"))
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._disk, self.store.persist_batch, [GroupWrite(group, delete=True)])
+
     # --- inputs ------------------------------------------------------------------------
 
     def on_peer_message(self, peer_id: int, obj: Any) -> None:
-        """Transport callback. A message that does not decode costs the peer its connection."""
+        """Transport callback. A message that does not decode costs the peer its connection.
+
+        A well-formed message for a group this node does not host (not created here yet, or
+        deleted already: queue declares and deletes race with replication) is counted and
+        dropped; it must not cut the link every other group between the two nodes uses.
+        """
         message = self._decode(obj)  # raises PeerProtocolError on garbage
         group = message.group
         slot = self.groups.get(group)
         if slot is None:
-            raise PeerProtocolError(f"node {peer_id} sent a message for unknown group {group!r}")
+            self.unknown_group_messages += 1
+            if self.unknown_group_messages & (self.unknown_group_messages - 1) == 0:  # 1, 2, 4, 8...
+                log.warning("dropped %d message(s) for groups not hosted here (latest: group %r from node %d)",
+                            self.unknown_group_messages, group, peer_id)
+            return
         slot.node.step(message)
         self._mark(group)
 
@@ -180,6 +209,9 @@ class RaftHost:
         slot = self.groups.get(group)
         if slot is None:
             done(None, ProposalFailed(f"no group {group!r} on this node"))
+            return
+        if self.store_error is not None:
+            done(None, ProposalFailed(f"the raft store is failing: {self.store_error}"))
             return
         seq = next(self._seq)
         try:
@@ -275,7 +307,10 @@ class RaftHost:
             dirty, self._dirty = self._dirty, set()
             readies = []
             for group in dirty:
-                node = self.groups[group].node
+                slot = self.groups.get(group)
+                if slot is None:
+                    continue
+                node = slot.node
                 if node.has_ready():
                     readies.append((group, node.ready()))
             if not readies:
@@ -292,10 +327,19 @@ class RaftHost:
                     applied_early.add(group)
             writes = [w for w in (ready_to_write(g, r) for g, r in readies) if w is not None]
             if writes:
-                await loop.run_in_executor(self._disk, self.store.persist_batch, writes)
+                try:
+                    await loop.run_in_executor(self._disk, self.store.persist_batch, writes)
+                except StoreError as exc:
+                    await self._persist_failed(readies, applied_early, exc)
+                    continue
                 self.batches += 1
                 self.batched_groups += len(writes)
+                if self.store_error is not None:
+                    log.warning("raft store writes succeed again: serving proposals")
+                    self.store_error = None
             for group, ready in readies:
+                if group not in self.groups:
+                    continue  # deleted while its write was on the disk
                 storage = self.groups[group].storage
                 snapshot = (
                     ready.snapshot is not None or getattr(ready, "local_snapshot", None) is not None
@@ -309,6 +353,25 @@ class RaftHost:
                 self.groups[group].node.advance(ready)
                 self._dirty.add(group)  # advance may leave more work (e.g. the next batch)
             self._wake.set()
+
+    async def _persist_failed(self, readies: list[tuple[GroupId, Any]], applied_early: set[GroupId],
+                              exc: StoreError) -> None:
+        """A batch did not reach the disk: nothing in it may be vouched for or applied.
+
+        The groups keep their unpersisted work and try again after STORE_RETRY_SECONDS;
+        meanwhile new proposals are refused (``store_error``), so a failing disk costs
+        availability, never a confirm for what is not durable.
+        """
+        if self.store_error is None:
+            log.error("raft store write failed, proposals refused until it recovers: %s", exc)
+        self.store_error = str(exc)
+        for group, ready in readies:
+            slot = self.groups.get(group)
+            if slot is not None:
+                slot.node.persist_failed(ready, applied=group in applied_early)
+                self._dirty.add(group)
+        await asyncio.sleep(STORE_RETRY_SECONDS)
+        self._wake.set()
 
     def _send_all(self, messages: Iterable[Any]) -> None:
         for to, wire in coalesce_appends(messages, self.max_append_entries, self.max_append_bytes):

@@ -772,6 +772,19 @@ class RaftNode:
         if self.role == Role.LEADER:
             self._maybe_commit()
 
+    def persist_failed(self, rd: Ready, applied: bool) -> None:
+        """The driver could not persist ``rd`` (a store error): nothing of it is durable.
+
+        Its entries, hard state and snapshots stay pending and come again in a later ready;
+        its messages that had not left are dropped (Raft tolerates lost messages). With
+        ``applied``, the driver already applied its committed entries (they were durable
+        from earlier readies): they are not handed out again.
+        """
+        assert self.in_flight, "persist_failed() of a ready that was not handed out"
+        self.in_flight = False
+        if applied and rd.committed_entries:
+            self.log.applied = max(self.log.applied, rd.committed_entries[-1].index)
+
     # ------------------------------------------------------------------ introspection
     @property
     def committed(self) -> int:

@@ -79,6 +79,7 @@ class GroupWrite:
     hard_state: tuple[int, int, int] | None = None  # (term, vote, commit)
     snapshot: tuple[int, int, Any, bytes] | None = None  # (index, term, config, data)
     compact_upto: int | None = None
+    delete: bool = False  # the group is gone (its queue deleted): remove everything it had
 
 
 @dataclass(slots=True)
@@ -166,6 +167,12 @@ class RaftStore:
         self, txn: lmdb.Transaction, prefix: bytes, bounds: _Bounds, write: GroupWrite
     ) -> int:
         size = 0
+        if write.delete:
+            self._delete_range(txn, prefix, bounds.base_index + 1, bounds.last_index + 1)
+            for db in (self._state, self._snap, self._base):
+                txn.delete(prefix, db=db)
+            bounds.base_index = bounds.base_term = bounds.last_index = bounds.last_term = 0
+            return 0
         if write.snapshot is not None and write.snapshot[0] > bounds.base_index:
             index, term, config, data = write.snapshot
             txn.put(prefix, _pack([index, term, config, data]), db=self._snap)
