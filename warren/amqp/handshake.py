@@ -8,10 +8,8 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from pamqp import decode
-
 from warren import __version__
-from warren.amqp.codec import U32
+from warren.amqp.properties import decode_table
 from warren.errors import AMQPError, ReplyCode
 
 MECHANISMS = "PLAIN AMQPLAIN"
@@ -60,9 +58,9 @@ def credentials(mechanism: str, response: str | bytes | None) -> tuple[str, str]
             raise AMQPError(ReplyCode.SYNTAX_ERROR, "PLAIN response invalid", *_START_OK)
         username, password = parts[1], parts[2]
     elif mechanism == "AMQPLAIN":  # a field table without its length prefix
-        try:
-            _, table = decode.field_table(U32.pack(len(raw)) + raw)
-        except Exception:  # noqa: BLE001 - pamqp raises assorted errors on garbage
+        try:  # strictly: pamqp's decoder reads a value past the table's end
+            table = decode_table(raw, 0, len(raw))
+        except ValueError:
             table = {}
         username = table.get("LOGIN")
         password = table.get("PASSWORD")

@@ -359,3 +359,12 @@ def test_confirms_are_encoded_like_pamqp() -> None:
               commands.Basic.Nack(delivery_tag=9)):
         conn.send_method(1, m)
         assert conn.data_to_send() == frame.marshal(m, 1)
+
+
+def test_amqplain_login_longer_than_the_response_is_a_syntax_error() -> None:
+    # LOGIN claims 10 bytes and the response ends after 5: pamqp read "guest" and logged in
+    conn = ServerConnection(Limits())
+    raw = b"\x08PASSWORDS\x00\x00\x00\x05guest" + b"\x05LOGINS\x00\x00\x00\x0aguest"
+    events = conn.receive_data(PROTOCOL_HEADER + start_ok("AMQPLAIN", raw.decode()), 0.0)
+    assert [type(e) for e in events] == [ev.ConnectionProtocolError]
+    assert close_of(conn.data_to_send()).reply_code == 502
