@@ -79,3 +79,17 @@ def test_unstorable_definitions_answer_400_and_later_changes_survive_a_restart(s
     finally:
         restarted.proc.kill()
         restarted.proc.wait()
+
+
+def test_names_and_keys_longer_than_an_amqp_short_string_answer_400(server: ServerProcess) -> None:
+    too_long = "%C3%A9" * 128  # 256 bytes of UTF-8 in the path
+    assert _call(server, "PUT", f"/api/queues/%2F/{too_long}", {"durable": True})[0] == 400
+    assert _call(server, "PUT", f"/api/exchanges/%2F/{too_long}", {"type": "fanout"})[0] == 400
+    status, _ = _call(server, "PUT", "/api/queues/%2F/dl", {"arguments": {
+        "x-dead-letter-exchange": "amq.fanout", "x-dead-letter-routing-key": "k" * 300}})
+    assert status == 400
+    assert _call(server, "PUT", "/api/queues/%2F/target", {})[0] == 201
+    status, answer = _call(server, "POST", "/api/exchanges/%2F/amq.default/publish", {
+        "routing_key": "t" * 256, "payload": "x", "payload_encoding": "string", "properties": {}})
+    assert status == 400, answer
+    assert [q["name"] for q in _call(server, "GET", "/api/queues/%2F")[1]] == ["target"]

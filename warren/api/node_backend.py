@@ -25,6 +25,7 @@ from warren.api.definitions import (
 from warren.broker.auth import Broker
 from warren.broker.message import Message
 from warren.broker.policy import Policy
+from warren.broker.queue_args import check_short_string
 from warren.broker.vhost import VirtualHost
 from warren.errors import ReplyCode, not_found
 
@@ -451,6 +452,7 @@ class NodeBackend:
         v = _get_vhost(self.broker, vhost)
         if exchange not in v.exchanges:
             raise not_found(f"no exchange '{exchange}' in vhost '{vhost}'")
+        check_short_string("routing key", routing_key, vhost)  # it travels in basic.deliver
         message = Message.from_publish(exchange, routing_key, body, None, properties)
         node = self.node
         node.counters.messages_received += 1

@@ -80,6 +80,8 @@ def validate_definition(definition: dict[str, Any]) -> None:
             raise precondition_failed(f"policy key '{key}' must be a non-negative integer, got {value!r}")
         if key in _STR_KEYS and not isinstance(value, str):
             raise precondition_failed(f"policy key '{key}' must be a string, got {value!r}")
+        if key in _STR_KEYS and len(value.encode("utf-8", "surrogatepass")) > 255:
+            raise precondition_failed(f"policy key '{key}' is longer than 255 bytes (an AMQP short string)")
         if key == "overflow" and value not in OVERFLOW_MODES:
             raise precondition_failed(f"policy key 'overflow' must be one of {', '.join(OVERFLOW_MODES)}, got {value!r}")
         if key == "expires" and value == 0:

@@ -119,6 +119,25 @@ def _string(value: Any) -> str:
     return _text(value)
 
 
+SHORT_STRING_MAX_BYTES = 255  # AMQP's shortstr: names and routing keys
+
+
+def _short_string(value: Any) -> str:
+    """An exchange name or routing key: it will travel in a deliver, so at most 255 bytes."""
+    text = _string(value)
+    if len(text.encode("utf-8", "surrogatepass")) > SHORT_STRING_MAX_BYTES:
+        raise _Invalid("{too_long,255}")
+    return text
+
+
+def check_short_string(kind: str, value: str, vhost: str) -> None:
+    """Names that AMQP carries as short strings may not exceed 255 bytes (the HTTP API and
+    policies can pass longer ones; a delivery could then not be encoded)."""
+    if len(value.encode("utf-8", "surrogatepass")) > SHORT_STRING_MAX_BYTES:
+        raise precondition_failed(
+            f"{kind} '{value[:40]}...' in vhost '{vhost}' is longer than {SHORT_STRING_MAX_BYTES} bytes")
+
+
 def _overflow(value: Any) -> str:
     text = _string(value)
     if text not in OVERFLOW_MODES:
@@ -152,8 +171,8 @@ _PARSERS = {
     "x-max-length": ("max_length", _non_negative),
     "x-max-length-bytes": ("max_length_bytes", _non_negative),
     "x-overflow": ("overflow", _overflow),
-    "x-dead-letter-exchange": ("dead_letter_exchange", _string),
-    "x-dead-letter-routing-key": ("dead_letter_routing_key", _string),
+    "x-dead-letter-exchange": ("dead_letter_exchange", _short_string),
+    "x-dead-letter-routing-key": ("dead_letter_routing_key", _short_string),
     "x-max-priority": ("max_priority", _max_priority),
     "x-single-active-consumer": ("single_active_consumer", _bool),
     "x-queue-type": ("queue_type", _queue_type),

@@ -37,6 +37,7 @@ from warren.broker.policy import Policy, effective_queue_args, matching_policy
 from warren.broker.queue import QueueState
 from warren.broker.queue_args import (
     check_equivalent_arguments,
+    check_short_string,
     describe_value,
     parse_queue_arguments,
     resource_name,
@@ -177,6 +178,7 @@ class VirtualHost:
             return existing, False
         if name.startswith("amq."):
             raise access_refused(f"exchange name '{name}' contains reserved prefix 'amq.*'")
+        check_short_string("exchange", name, self.name)
         if len(self.exchanges) >= self.limits.max_exchanges:
             raise precondition_failed(
                 f"cannot declare {self._rs('exchange', name)}: exchange limit ({self.limits.max_exchanges}) is reached"
@@ -324,6 +326,7 @@ class VirtualHost:
             raise access_refused(f"queue name '{name}' contains reserved prefix 'amq.*'")
         if not name:
             raise precondition_failed("queue name must not be empty (the caller names server-named queues)")
+        check_short_string("queue", name, self.name)
         if len(self.queues) >= self.limits.max_queues:
             raise precondition_failed(
                 f"cannot declare {self._rs('queue', name)}: queue limit in vhost '{self.name}' "
