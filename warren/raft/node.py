@@ -392,7 +392,13 @@ class RaftNode:
         pre = m.type == MsgType.PRE_VOTE_RESP
         if self.role != (Role.PRE_CANDIDATE if pre else Role.CANDIDATE):
             return
-        if m.term != (self.term + 1 if pre else self.term):
+        # A pre-vote is granted at the term it asks for, refused at the voter's own term (a
+        # pre-candidate keeps its term), so a refusal at our term counts too.
+        if pre:
+            current = m.term == self.term + 1 or (m.reject and m.term == self.term)
+        else:
+            current = m.term == self.term
+        if not current:
             return
         self.votes[m.frm] = not m.reject
         self._count_votes()
@@ -444,8 +450,22 @@ class RaftNode:
                 send_early="ack-before-fsync" in self.bugs,
             )  # fmt: skip
         else:
-            hint = min(m.index, self.log.last_index())
-            self._send(MsgType.APPEND_RESP, m.frm, index=m.index, reject=True, hint=hint)
+            # The hint skips every entry of a term the leader cannot share at these indexes:
+            # the last index at or before the probe whose term is at most the leader's there.
+            hint, hint_term = self._last_with_term_at_most(min(m.index, self.log.last_index()), m.log_term)
+            self._send(MsgType.APPEND_RESP, m.frm, index=m.index, reject=True, hint=hint, log_term=hint_term)
+
+    def _last_with_term_at_most(self, index: int, term: int) -> tuple[int, int]:
+        """(i, term at i) for the largest i <= index whose term is at most ``term`` (etcd's
+        findConflictByTerm); the log's base when none is held. A walk over this node's own
+        log, which is cheap next to a round trip per entry."""
+        base = self.log.base_index
+        while index > base:
+            held = self.log.term(index)
+            if held is None or held <= term:
+                return index, held or 0
+            index -= 1
+        return base, self.log.term(base) or 0
 
     def _follow(self, m: Message) -> None:
         if self.role != Role.FOLLOWER:
@@ -518,7 +538,10 @@ class RaftNode:
             elif pr.state == ProgressState.PROBE:
                 if m.index != pr.next - 1:
                     return  # stale
-                pr.next = max(min(m.index, m.hint + 1), pr.match + 1, 1)
+                probe = m.hint
+                if m.log_term:  # the follower's term at its hint: skip our entries of later terms
+                    probe = self._last_with_term_at_most(m.hint, m.log_term)[0]
+                pr.next = max(min(m.index, probe + 1), pr.match + 1, 1)
                 pr.probe_sent = False
             else:
                 return

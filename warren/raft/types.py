@@ -154,7 +154,8 @@ class Message:
     - *_RESP of votes: ``reject``.
     - APPEND: ``log_term``/``index`` = previous entry, ``entries``, ``commit``.
     - APPEND_RESP: ``index`` = last matching index on success; on ``reject`` ``hint`` = the
-      follower's last index (the leader backs off to it).
+      follower's last index at or before the probe whose term is at most the leader's there,
+      ``log_term`` = its term (the leader backs off past its own entries of later terms).
     - HEARTBEAT: ``commit`` (capped at the follower's match), ``hint`` = read-index round.
     - HEARTBEAT_RESP: ``hint`` echoes the round.
     - SNAPSHOT: ``snapshot`` meta, ``offset``, ``data`` (one chunk), ``done``.
