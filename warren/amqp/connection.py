@@ -26,7 +26,9 @@ Sending: ``send_method(channel, pamqp_method)``, ``send_deliver(...)``, ``send_g
 publisher's content header), ``close_channel(channel, code, text, class_id, method_id)``,
 ``close(code, text, class_id, method_id)`` (texts verbatim, e.g. ``"NOT_FOUND - no queue 'q'"``),
 ``block(reason)`` / ``unblock()`` (sent only if the client announced the
-``connection.blocked`` capability). Sends to a channel that is not open, or after the
+``connection.blocked`` capability), ``set_receiving(enabled)`` (the driver stopped or resumed
+reading the socket, as flow control does: silence while it is not read is not the client's,
+so the heartbeat timeout waits, as RabbitMQ pauses its heartbeat monitor). Sends to a channel that is not open, or after the
 connection started closing, are dropped: the client could not take them.
 
 Events beyond the answers above: ChannelOpened, ChannelClosedByPeer (close-ok already
@@ -152,6 +154,7 @@ class ServerConnection:
         self._content: dict[int, _Content] = {}
         self._events: list[Event] = []
         self._blocked = False
+        self._receiving = True  # False while the driver does not read the socket
         self._checked_properties = b"\x00\x00"  # the last property block known well-formed
         # Before tune-ok, accept frames up to the server's own frame-max.
         self._max_payload = self._payload_limit(limits.frame_max)
@@ -223,7 +226,7 @@ class ServerConnection:
             self._terminate("handshake timeout")
             return events
         if self.heartbeat and state >= _AWAIT_OPEN:
-            if now - self._last_received >= 2 * self.heartbeat:
+            if self._receiving and now - self._last_received >= 2 * self.heartbeat:
                 events.append(ev.HeartbeatTimeout())
                 self._channels.clear()
                 self._content.clear()
@@ -376,6 +379,11 @@ class ServerConnection:
             return
         self._blocked = False  # after a close, _send0 drops it
         self._send0(commands.Connection.Unblocked())
+
+    def set_receiving(self, enabled: bool) -> None:
+        if enabled and not self._receiving:
+            self._last_received = self._now  # the client's silence starts counting now
+        self._receiving = enabled
 
     # ---- output helpers ----------------------------------------------------------------
 

@@ -145,10 +145,12 @@ class ClientSession(MethodHandlers):
         if reason is not None and self.publishing and not self.blocked:
             self.blocked = True
             self.conn.block(reason)
+            self.conn.set_receiving(False)
             self.node.set_reading(self, False)
         elif reason is None and self.blocked:
             self.blocked = False
             self.conn.unblock()
+            self.conn.set_receiving(True)
             self.node.set_reading(self, True)
 
     # ---- events ----------------------------------------------------------------------
