@@ -41,7 +41,10 @@ is passed up as a MethodReceived; the upper layer replies flow-ok.
 
 State: ``is_open`` (after open-ok), ``closed`` (terminated; nothing more is read),
 ``username``, ``vhost``, ``mechanism``, ``client_properties``, ``capabilities``,
-``heartbeat``, ``frame_max``, ``channel_max``, ``open_channels``, ``state_name``.
+``heartbeat``, ``frame_max``, ``channel_max``, ``open_channels``, ``state_name``,
+``has_published`` (a basic.publish method frame arrived: the client is a publisher from its
+first method frame on, before any body) and ``buffered_bytes`` (client bytes held here:
+partial bodies being assembled plus an incomplete frame; flow control counts them).
 
 Errors follow RabbitMQ 3.x: reply codes and texts such as
 ``CHANNEL_ERROR - expected 'channel.open'``. Framing errors (bad frame end, frame larger
@@ -154,6 +157,7 @@ class ServerConnection:
         self._content: dict[int, _Content] = {}
         self._events: list[Event] = []
         self._blocked = False
+        self.has_published = False
         self._receiving = True  # False while the driver does not read the socket
         self._checked_properties = b"\x00\x00"  # the last property block known well-formed
         # Before tune-ok, accept frames up to the server's own frame-max.
@@ -206,6 +210,14 @@ class ServerConnection:
 
     def pending_bytes(self) -> int:
         return self._out_size
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Client bytes held until they complete: partial bodies and an incomplete frame."""
+        held = len(self._in)
+        for content in self._content.values():
+            held += content.received
+        return held
 
     def tick(self, now: float) -> list[Event]:
         """Advance the clock: heartbeats, heartbeat timeout, handshake and close timeouts."""
@@ -548,6 +560,7 @@ class ServerConnection:
                     ):
                         index = unpack_index(buf, start)[0]
                         if index == _BASIC_PUBLISH:
+                            self.has_published = True
                             try:
                                 contents[channel] = _Content(codec.parse_publish(buf, start + 4, end))
                             except (ValueError, IndexError):

@@ -205,8 +205,11 @@ class NodeRuntime:
             self.node.listeners.append({"protocol": "amqp/ssl", "port": self.tls_port, "ip_address": config.bind})
         total = psutil.virtual_memory().total
         self.memory_limit = limits.memory_high_watermark_bytes or int(total * limits.memory_high_watermark_ratio)
+        self.node.memory_monitor = self.memory_monitor
         if config.http_enabled:
             await self._start_http()
+        # a first reading, with everything loaded: the fast path adds to it from the first client on
+        self.node.set_resource_alarms(self.memory_monitor.reading(psutil.Process().memory_info().rss), self.node.disk_alarm)
         self._tasks.append(self.loop.create_task(self._ticker()))
         self._tasks.append(self.loop.create_task(self._committer()))
         self._tasks.append(self.loop.create_task(self._alarm_watcher()))

@@ -1,4 +1,4 @@
-"""The memory alarm's decisions: hysteresis on readings."""
+"""The memory alarm's decisions: hysteresis on readings, and the fast path between them."""
 
 from __future__ import annotations
 
@@ -24,3 +24,17 @@ def test_trims_only_when_the_reading_is_high_enough_to_matter() -> None:
     assert monitor.should_trim(95 * MIB)  # on: whenever a trim could clear it
     assert not monitor.should_trim(80 * MIB)
 
+
+def test_buffered_bytes_raise_the_alarm_between_readings() -> None:
+    monitor = MemoryMonitor(100 * MIB, 0.9)
+    monitor.buffered_changed(5 * MIB)  # before the reading: part of it
+    monitor.reading(60 * MIB)
+    assert monitor.buffered_changed(30 * MIB) is False  # 90 MiB
+    assert monitor.buffered_changed(-10 * MIB) is False  # a body completed: 80 MiB
+    assert monitor.buffered_changed(20 * MIB) is False  # 100 MiB: not above
+    assert monitor.buffered_changed(1) is True and monitor.on
+    assert monitor.buffered_changed(MIB) is False  # already on: raised once
+    # the next reading sees those bytes in RSS and decides with hysteresis
+    assert monitor.reading(95 * MIB) is True
+    monitor.buffered_changed(-40 * MIB)  # the publishers went away
+    assert monitor.reading(55 * MIB) is False
