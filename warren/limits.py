@@ -42,6 +42,9 @@ class Limits:
     # Resource alarms
     memory_high_watermark_bytes: int = 0  # 0: derived as 40% of RAM (RabbitMQ's 0.4 ratio)
     memory_high_watermark_ratio: float = 0.4
+    # The alarm clears only below this fraction of the watermark (hysteresis: a node hovering
+    # at the watermark does not block and unblock its publishers every reading).
+    memory_alarm_clear_ratio: float = 0.9
     disk_free_limit_bytes: int = 50 * MIB  # RabbitMQ default
     # Store
     group_commit_max_entries: int = 4096
@@ -80,6 +83,8 @@ class Limits:
             )
         if not 0.0 < self.memory_high_watermark_ratio <= 1.0:
             raise ValueError("memory_high_watermark_ratio must be in (0, 1]")
+        if not 0.0 < self.memory_alarm_clear_ratio <= 1.0:
+            raise ValueError(f"memory_alarm_clear_ratio must be in (0, 1], got {self.memory_alarm_clear_ratio}")
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, int | float) and value < 0:

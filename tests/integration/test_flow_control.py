@@ -28,7 +28,7 @@ def test_memory_alarm_blocks_and_unblocks_publishers() -> None:
             conn.process_data_events(time_limit=0.1)
         assert events == ["blocked"]
         # Raise the watermark: the alarm watcher clears the alarm on its next reading.
-        node.call(setattr, node.runtime, "_memory_limit", 1 << 50)
+        node.call(setattr, node.runtime, "memory_limit", 1 << 50)
         while "unblocked" not in events and time.monotonic() < deadline:
             conn.process_data_events(time_limit=0.1)
         assert events == ["blocked", "unblocked"]

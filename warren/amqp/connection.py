@@ -26,7 +26,9 @@ Sending: ``send_method(channel, pamqp_method)``, ``send_deliver(...)``, ``send_g
 publisher's content header), ``close_channel(channel, code, text, class_id, method_id)``,
 ``close(code, text, class_id, method_id)`` (texts verbatim, e.g. ``"NOT_FOUND - no queue 'q'"``),
 ``block(reason)`` / ``unblock()`` (sent only if the client announced the
-``connection.blocked`` capability). Sends to a channel that is not open, or after the
+``connection.blocked`` capability), ``set_receiving(enabled)`` (the driver stopped or resumed
+reading the socket, as flow control does: silence while it is not read is not the client's,
+so the heartbeat timeout waits, as RabbitMQ pauses its heartbeat monitor). Sends to a channel that is not open, or after the
 connection started closing, are dropped: the client could not take them.
 
 Events beyond the answers above: ChannelOpened, ChannelClosedByPeer (close-ok already
@@ -39,7 +41,10 @@ is passed up as a MethodReceived; the upper layer replies flow-ok.
 
 State: ``is_open`` (after open-ok), ``closed`` (terminated; nothing more is read),
 ``username``, ``vhost``, ``mechanism``, ``client_properties``, ``capabilities``,
-``heartbeat``, ``frame_max``, ``channel_max``, ``open_channels``, ``state_name``.
+``heartbeat``, ``frame_max``, ``channel_max``, ``open_channels``, ``state_name``,
+``has_published`` (a basic.publish method frame arrived: the client is a publisher from its
+first method frame on, before any body) and ``buffered_bytes`` (client bytes held here:
+partial bodies being assembled plus an incomplete frame; flow control counts them).
 
 Errors follow RabbitMQ 3.x: reply codes and texts such as
 ``CHANNEL_ERROR - expected 'channel.open'``. Framing errors (bad frame end, frame larger
@@ -152,6 +157,8 @@ class ServerConnection:
         self._content: dict[int, _Content] = {}
         self._events: list[Event] = []
         self._blocked = False
+        self.has_published = False
+        self._receiving = True  # False while the driver does not read the socket
         self._checked_properties = b"\x00\x00"  # the last property block known well-formed
         # Before tune-ok, accept frames up to the server's own frame-max.
         self._max_payload = self._payload_limit(limits.frame_max)
@@ -204,6 +211,14 @@ class ServerConnection:
     def pending_bytes(self) -> int:
         return self._out_size
 
+    @property
+    def buffered_bytes(self) -> int:
+        """Client bytes held until they complete: partial bodies and an incomplete frame."""
+        held = len(self._in)
+        for content in self._content.values():
+            held += content.received
+        return held
+
     def tick(self, now: float) -> list[Event]:
         """Advance the clock: heartbeats, heartbeat timeout, handshake and close timeouts."""
         self._now = now
@@ -223,7 +238,7 @@ class ServerConnection:
             self._terminate("handshake timeout")
             return events
         if self.heartbeat and state >= _AWAIT_OPEN:
-            if now - self._last_received >= 2 * self.heartbeat:
+            if self._receiving and now - self._last_received >= 2 * self.heartbeat:
                 events.append(ev.HeartbeatTimeout())
                 self._channels.clear()
                 self._content.clear()
@@ -376,6 +391,11 @@ class ServerConnection:
             return
         self._blocked = False  # after a close, _send0 drops it
         self._send0(commands.Connection.Unblocked())
+
+    def set_receiving(self, enabled: bool) -> None:
+        if enabled and not self._receiving:
+            self._last_received = self._now  # the client's silence starts counting now
+        self._receiving = enabled
 
     # ---- output helpers ----------------------------------------------------------------
 
@@ -540,6 +560,7 @@ class ServerConnection:
                     ):
                         index = unpack_index(buf, start)[0]
                         if index == _BASIC_PUBLISH:
+                            self.has_published = True
                             try:
                                 contents[channel] = _Content(codec.parse_publish(buf, start + 4, end))
                             except (ValueError, IndexError):

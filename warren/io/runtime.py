@@ -23,6 +23,7 @@ from warren.broker.auth import Broker
 from warren.errors import ConfigError, ReplyCode, StoreError
 from warren.io.amqp_listener import Flusher, start_amqp_listener
 from warren.limits import Limits
+from warren.node.memory import MemoryMonitor
 from warren.node.node import Node
 from warren.node.persistence import Persistence
 from warren.store.broker_store import BrokerStore
@@ -158,7 +159,7 @@ class NodeRuntime:
         self._http_runner: Any = None
         self._commit_wakeup = asyncio.Event()
         self._stopping = False
-        self._memory_limit = 0
+        self.memory_monitor = MemoryMonitor(0, config.limits.memory_alarm_clear_ratio)
 
     @property
     def amqp_url(self) -> str:
@@ -204,9 +205,12 @@ class NodeRuntime:
             self.tls_port = tls_server.sockets[0].getsockname()[1]
             self.node.listeners.append({"protocol": "amqp/ssl", "port": self.tls_port, "ip_address": config.bind})
         total = psutil.virtual_memory().total
-        self._memory_limit = limits.memory_high_watermark_bytes or int(total * limits.memory_high_watermark_ratio)
+        self.memory_limit = limits.memory_high_watermark_bytes or int(total * limits.memory_high_watermark_ratio)
+        self.node.memory_monitor = self.memory_monitor
         if config.http_enabled:
             await self._start_http()
+        # a first reading, with everything loaded: the fast path adds to it from the first client on
+        self.node.set_resource_alarms(self.memory_monitor.reading(psutil.Process().memory_info().rss), self.node.disk_low)
         self._tasks.append(self.loop.create_task(self._ticker()))
         self._tasks.append(self.loop.create_task(self._committer()))
         self._tasks.append(self.loop.create_task(self._alarm_watcher()))
@@ -281,21 +285,33 @@ class NodeRuntime:
             disk.stop()  # after the commit in progress, if any: stop() then commits the rest
 
     async def _alarm_watcher(self) -> None:
+        """Read memory and disk once a second into the node's alarms (see warren.node.memory)."""
         assert self.node is not None
         process = psutil.Process()
         limits = self.config.limits
+        monitor = self.memory_monitor
         while True:
             await asyncio.sleep(ALARM_CHECK_SECONDS)
             try:
                 rss = process.memory_info().rss
+                if monitor.should_trim(rss):
+                    # freed memory that glibc keeps mapped is not in use: give it back first;
+                    # in a thread, as a trim of a large heap takes milliseconds
+                    await asyncio.to_thread(_release_free_heap)
+                    rss = process.memory_info().rss
                 free = shutil.disk_usage(self.config.data_dir).free
             except OSError:
                 continue
-            self.node.set_resource_alarms(rss > self._memory_limit, free < limits.disk_free_limit_bytes)
+            self.node.set_resource_alarms(monitor.reading(rss), free < limits.disk_free_limit_bytes)
 
     @property
     def memory_limit(self) -> int:
-        return self._memory_limit
+        """The memory high watermark in bytes."""
+        return self.memory_monitor.limit
+
+    @memory_limit.setter
+    def memory_limit(self, limit: int) -> None:
+        self.memory_monitor.limit = limit
 
     async def stop(self) -> None:
         """Clean shutdown: refuse new connections, close clients with 320, flush the store."""

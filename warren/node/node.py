@@ -18,6 +18,7 @@ from warren.broker.auth import Broker
 from warren.broker.vhost import VirtualHost
 from warren.errors import AMQPError, ReplyCode, StoreError, UnstorableValue, precondition_failed
 from warren.limits import Limits
+from warren.node.memory import MemoryMonitor
 from warren.node.persistence import Persistence
 from warren.session.client import ClientSession, SessionHost
 
@@ -82,6 +83,8 @@ class Node(SessionHost):
         self.memory_alarm = False
         self.disk_low = False  # free space under disk_free_limit_bytes
         self.store_error: str | None = None  # the last store write failed; cleared by one that succeeds
+        # set by the I/O layer, which reads RSS into it; raises the alarm between readings
+        self.memory_monitor: MemoryMonitor | None = None
         self.started_at_ms = wall_ms()
         self.listeners: list[dict[str, Any]] = []
 
@@ -258,6 +261,13 @@ class Node(SessionHost):
         transport = self._transports.get(session.id)
         if transport is not None:
             transport.set_reading(enabled)
+
+    def buffered_changed(self, delta: int) -> None:
+        """A session's partial bodies grew or shrank: raise the memory alarm now if that
+        crosses the watermark, rather than at the next reading (up to a second of reads)."""
+        monitor = self.memory_monitor
+        if monitor is not None and monitor.buffered_changed(delta):
+            self.set_resource_alarms(True, self.disk_low)
 
     # ---- output ------------------------------------------------------------------------
 

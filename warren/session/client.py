@@ -46,6 +46,8 @@ class SessionHost(Protocol):
 
     def set_reading(self, session: ClientSession, enabled: bool) -> None: ...
 
+    def buffered_changed(self, delta: int) -> None: ...
+
     @property
     def blocked_reason(self) -> str | None: ...
 
@@ -83,7 +85,8 @@ class ClientSession(MethodHandlers):
         self.closed_by_peer = False
         self._linger_deadline: float | None = None
         self.blocked = False  # we sent connection.blocked
-        self.publishing = False  # has published: subject to flow control
+        self.publishing = False  # has sent a basic.publish: subject to flow control
+        self.buffered = 0  # the connection's buffered_bytes, as last reported to the node
         self.recv_octets = 0
         self.send_octets = 0
 
@@ -104,6 +107,16 @@ class ClientSession(MethodHandlers):
             self.conn.close(ReplyCode.INTERNAL_ERROR, "INTERNAL_ERROR")
             for number in list(self.channels):
                 self._release_channel(number)
+        conn = self.conn
+        if not self.publishing and conn.has_published:
+            # A publisher from its first method frame on: one that sends a large body slowly
+            # must be blocked (and stop being read) before the body is complete.
+            self.publishing = True
+            self.alarms_changed()
+        buffered = conn.buffered_bytes
+        if buffered != self.buffered:
+            delta, self.buffered = buffered - self.buffered, buffered
+            self.node.buffered_changed(delta)
 
     def tick(self, now: float) -> bool:
         """Heartbeats; True when there is something to write."""
@@ -123,6 +136,9 @@ class ClientSession(MethodHandlers):
 
     def lost(self) -> None:
         """The socket is gone: release everything this connection held."""
+        if self.buffered:
+            self.node.buffered_changed(-self.buffered)
+            self.buffered = 0
         for number in list(self.channels):
             self._release_channel(number)
         self._release_exclusive_queues()
@@ -143,10 +159,12 @@ class ClientSession(MethodHandlers):
         if reason is not None and self.publishing and not self.blocked:
             self.blocked = True
             self.conn.block(reason)
+            self.conn.set_receiving(False)
             self.node.set_reading(self, False)
         elif reason is None and self.blocked:
             self.blocked = False
             self.conn.unblock()
+            self.conn.set_receiving(True)
             self.node.set_reading(self, True)
 
     # ---- events ----------------------------------------------------------------------

@@ -53,3 +53,16 @@ def test_no_heartbeats_when_negotiated_off() -> None:
     assert conn.tick(10_000.0) == []
     assert conn.data_to_send() == b""
     assert conn.is_open
+
+
+def test_a_connection_not_read_by_flow_control_is_not_timed_out() -> None:
+    # A blocked publisher's socket is not read: its heartbeats wait in the kernel, unseen.
+    conn = open_connection(heartbeat=10, now=0.0)
+    conn.set_receiving(False)
+    assert conn.tick(1000.0) == [] and conn.is_open
+    conn.data_to_send()
+    conn.tick(1005.0)
+    assert conn.data_to_send() == HEARTBEAT_FRAME  # ours still go out: a dead peer shows on write
+    conn.set_receiving(True)  # the client's silence counts from the resume on
+    assert conn.tick(1024.9) == []
+    assert [type(e) for e in conn.tick(1025.0)] == [ev.HeartbeatTimeout, ev.ConnectionTerminated]
