@@ -97,7 +97,7 @@ async def test_a_full_disk_refuses_proposals_and_the_host_recovers_when_space_re
             await asyncio.sleep(0.005)
         confirmed = {await host.propose(0, b"before")}
         filler = disk / "filler"
-        with open(filler, "wb") as out, contextlib.suppress(OSError):
+        with contextlib.suppress(OSError), open(filler, "wb", buffering=0) as out:
             while True:
                 out.write(b"\0" * 65536)
                 out.flush()
