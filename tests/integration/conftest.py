@@ -33,6 +33,12 @@ class ServerProcess:
     def url(self) -> str:
         return f"amqp://guest:guest@127.0.0.1:{self.amqp_port}/%2F"
 
+    def kill(self) -> None:
+        """kill -9, if it still runs, and reap it."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
@@ -67,9 +73,7 @@ def server_process(tmp_path: Path) -> Iterator[ServerProcess]:
     try:
         yield server
     finally:
-        if server.proc.poll() is None:
-            server.proc.kill()
-            server.proc.wait()
+        server.kill()
 
 
 @pytest.fixture

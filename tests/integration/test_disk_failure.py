@@ -101,8 +101,7 @@ def test_failed_commit_nacks_then_node_confirms_again_once_space_is_freed(small_
             ch.basic_publish("", "q", f"after-{i}".encode(), persistent)  # acked again: no NackError
         conn.close()
     finally:
-        server.proc.kill()
-        server.proc.wait()
+        server.kill()
 
     # every confirmed message survived kill -9; the nacked one was retried and may be there too
     server = start_server(small_disk / "data", "--disk-free-limit", "0")
@@ -119,8 +118,7 @@ def test_failed_commit_nacks_then_node_confirms_again_once_space_is_freed(small_
         small = [b for b in bodies if len(b) < 100]
         assert small == [b"before-0", b"before-1", b"before-2", b"after-0", b"after-1", b"after-2"]
     finally:
-        server.proc.kill()
-        server.proc.wait()
+        server.kill()
 
 
 @pytest.mark.timeout(90)
@@ -173,8 +171,7 @@ def test_a_declare_whose_write_fails_is_not_applied_in_memory(small_disk: Path) 
             timeout=5).read())}
         conn.close()
     finally:
-        server.proc.kill()
-        server.proc.wait()
+        server.kill()
 
     assert {"kept", "after", "after-amqp"} <= expected and "lost-http" not in expected
     server = start_server(small_disk / "data", "--disk-free-limit", "0")
@@ -184,5 +181,4 @@ def test_a_declare_whose_write_fails_is_not_applied_in_memory(small_disk: Path) 
             timeout=5).read())
         assert {q["name"] for q in listed} == expected  # memory and disk agree
     finally:
-        server.proc.kill()
-        server.proc.wait()
+        server.kill()

@@ -38,9 +38,7 @@ def low_watermark_server(tmp_path: Path, request: pytest.FixtureRequest) -> Iter
     try:
         yield server
     finally:
-        if server.proc.poll() is None:
-            server.proc.kill()
-            server.proc.wait()
+        server.kill()
 
 
 @pytest.mark.parametrize("low_watermark_server", [120 * MIB], indirect=True)

@@ -48,9 +48,7 @@ UNSTORABLE = [
 def server(tmp_path: Path) -> Any:
     running = start_server(tmp_path / "data")
     yield running
-    if running.proc.poll() is None:
-        running.proc.kill()
-        running.proc.wait()
+    running.kill()
 
 
 def test_unstorable_definitions_answer_400_and_later_changes_survive_a_restart(server: ServerProcess,
@@ -70,15 +68,13 @@ def test_unstorable_definitions_answer_400_and_later_changes_survive_a_restart(s
 
     # the vhost keeps persisting: a later durable declare survives kill -9
     assert _call(server, "PUT", "/api/queues/%2F/later", {"durable": True})[0] == 201
-    server.proc.kill()
-    server.proc.wait()
+    server.kill()
     restarted = start_server(tmp_path / "data")
     try:
         names = {q["name"] for q in _call(restarted, "GET", "/api/queues/%2F")[1]}
         assert names == {"base", "later"}
     finally:
-        restarted.proc.kill()
-        restarted.proc.wait()
+        restarted.kill()
 
 
 def test_names_and_keys_longer_than_an_amqp_short_string_answer_400(server: ServerProcess) -> None:
