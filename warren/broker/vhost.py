@@ -97,6 +97,9 @@ class VirtualHost:
         self.policies: dict[str, Policy] = {}
         self._sources_of: dict[tuple[str, str], dict[str, None]] = {}  # destination -> source exchanges
         self._deleted: list[QueueState] = []
+        self.durable_version = 0  # bumped by every change to what export_durable() returns
+        self._changing = False
+        self._change_checkpoint: Checkpoint | None = None
 
     # ---- helpers ---------------------------------------------------------------------
 
@@ -185,6 +188,8 @@ class VirtualHost:
             )
         exchange = Exchange(name, type, durable, auto_delete, internal, arguments)
         self._apply_exchange_policy(exchange)
+        if durable:
+            self._durable_change()
         self.exchanges[name] = exchange
         return exchange, True
 
@@ -201,6 +206,8 @@ class VirtualHost:
         self._remove_exchange(exchange)
 
     def _remove_exchange(self, exchange: Exchange) -> None:
+        if exchange.durable:
+            self._durable_change()
         del self.exchanges[exchange.name]
         for binding in list(exchange.bindings.values()):
             self._forget_source(binding)
@@ -236,11 +243,15 @@ class VirtualHost:
 
     def _add_binding(self, binding: Binding) -> None:
         source = self.exchanges[binding.source]
+        if self._is_durable_binding(binding) and binding.identity not in source.bindings:
+            self._durable_change()
         if source.add_binding(binding):
             self._sources_of.setdefault((binding.destination_kind, binding.destination), {})[binding.source] = None
 
     def _remove_binding(self, binding: Binding) -> None:
         source = self.exchanges[binding.source]
+        if self._is_durable_binding(binding) and binding.identity in source.bindings:
+            self._durable_change()
         if source.remove_binding(binding):
             self._forget_source(binding)
             self._maybe_auto_delete(source)
@@ -345,6 +356,8 @@ class VirtualHost:
         )
         queue.policy = policy.name if policy else None
         queue.touch(now_ms)
+        if durable:
+            self._durable_change()
         self.queues[name] = queue
         return queue, True
 
@@ -364,6 +377,8 @@ class VirtualHost:
         return count
 
     def _remove_queue(self, queue: QueueState) -> None:
+        if queue.durable:
+            self._durable_change()
         del self.queues[queue.name]
         queue.deleted = True
         self._unbind_destination("queue", queue.name)
@@ -490,12 +505,15 @@ class VirtualHost:
     # ---- policies --------------------------------------------------------------------
 
     def set_policy(self, policy: Policy, now_ms: int = 0) -> None:
+        self._durable_change()
         self.policies[policy.name] = policy
         self._apply_policies(now_ms)
 
     def clear_policy(self, name: str, now_ms: int = 0) -> None:
-        if self.policies.pop(name, None) is None:
+        if name not in self.policies:
             raise not_found(f"no policy '{name}' in vhost '{self.name}'")
+        self._durable_change()
+        del self.policies[name]
         self._apply_policies(now_ms)
 
     def _apply_exchange_policy(self, exchange: Exchange) -> None:
@@ -515,6 +533,33 @@ class VirtualHost:
         self._route_dead_letters(list(self.queues.values()), now_ms)
 
     # ---- undoing a change ---------------------------------------------------------------
+    # A change of definitions runs between begin_change() and end_change(). The first
+    # mutation of durable state in it takes a checkpoint first (so transient declares cost
+    # neither a checkpoint nor a write) and every one bumps durable_version.
+
+    def begin_change(self) -> None:
+        self._changing = True
+        self._change_checkpoint = None
+
+    def end_change(self) -> Checkpoint | None:
+        """Close the change; its checkpoint, if it changed durable state."""
+        checkpoint, self._change_checkpoint, self._changing = self._change_checkpoint, None, False
+        return checkpoint
+
+    def _durable_change(self) -> None:
+        if self._changing and self._change_checkpoint is None:
+            self._change_checkpoint = self.checkpoint()
+        self.durable_version += 1
+
+    def _is_durable_binding(self, binding: Binding) -> bool:
+        source = self.exchanges.get(binding.source)
+        if source is None or not source.durable:
+            return False
+        if binding.destination_kind == "queue":
+            queue = self.queues.get(binding.destination)
+            return queue is not None and queue.durable
+        destination = self.exchanges.get(binding.destination)
+        return destination is not None and destination.durable
 
     def checkpoint(self) -> Checkpoint:
         """What ``rollback`` returns to: O(exchanges + bindings + queues), like an export."""

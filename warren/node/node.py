@@ -209,32 +209,41 @@ class Node(SessionHost):
 
         The body changes the broker model (declare, bind, delete, users, policies...) in
         these vhosts, or adds and deletes vhosts; on leaving, what changed is written and
-        fsynced. When the write
-        fails, or the body raises, the model returns to what it was on entry, so nothing
-        is ever applied in memory that a restart would not bring back. A value the store
-        cannot encode is the caller's error (406, HTTP 400); a failing disk is a 541 and a
-        disk alarm until a write succeeds.
+        fsynced. When the write fails, or the body raises, the model returns to what it was
+        on entry, so nothing is ever applied in memory that a restart would not bring back.
+        A value the store cannot encode is the caller's error (406, HTTP 400); a failing
+        disk is a 541 (HTTP 503) and a disk alarm until a write succeeds.
         """
-        broker_checkpoint = self.broker.checkpoint()
-        checkpoints = [(vhost, vhost.checkpoint()) for vhost in vhosts]
+        # With vhosts named, the change is inside them; without, it is of users, permissions
+        # or the vhosts themselves (only then are those checkpointed and written).
+        broker_checkpoint = None if vhosts else self.broker.checkpoint()
+        for vhost in vhosts:
+            vhost.begin_change()
         try:
             yield
             if self.persistence is not None:
-                before, after = broker_checkpoint.vhosts, self.broker.vhosts
-                added_or_removed = [after[n] for n in after.keys() - before.keys()]
-                added_or_removed += [before[n] for n in before.keys() - after.keys()]
-                self.persistence.write_definitions([*vhosts, *added_or_removed])
+                touched = list(vhosts)
+                if broker_checkpoint is not None:
+                    before, after = broker_checkpoint.vhosts, self.broker.vhosts
+                    touched += [after[n] for n in after.keys() - before.keys()]
+                    touched += [before[n] for n in before.keys() - after.keys()]
+                self.persistence.write_definitions(touched, users=broker_checkpoint is not None)
         except BaseException as exc:
-            self.broker.rollback(broker_checkpoint)
+            if broker_checkpoint is not None:
+                self.broker.rollback(broker_checkpoint)
             now_ms = self.wall_ms()
-            for vhost, checkpoint in checkpoints:
-                vhost.rollback(checkpoint, now_ms)
+            for vhost in vhosts:
+                checkpoint = vhost.end_change()
+                if checkpoint is not None:
+                    vhost.rollback(checkpoint, now_ms)
             if isinstance(exc, UnstorableValue):
                 raise precondition_failed(str(exc)) from exc
             if isinstance(exc, StoreError):
                 self.set_store_error(str(exc))
                 raise AMQPError(ReplyCode.INTERNAL_ERROR, f"the change was not stored: {exc}") from exc
             raise
+        for vhost in vhosts:
+            vhost.end_change()
 
     def queue_deleted(self, vhost: Any, queue: Any) -> None:
         """A queue is gone: server-cancel its consumers, forget its stored messages.

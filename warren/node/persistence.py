@@ -65,6 +65,7 @@ class Persistence:
         # writes of a batch whose commit failed: they go again, ahead of the next batch
         self._failed: PendingBatch | None = None
         self._written: dict[str, bytes] = {}  # definition key -> encoding last committed
+        self._written_versions: dict[str, int] = {}  # vhost key -> its durable_version then
         self._written_queue_id = 0
 
     def attach(self, node: Any) -> None:
@@ -79,7 +80,7 @@ class Persistence:
         """Wake the committer (after a failed write, so that it starts probing the disk)."""
         self._wakeup()
 
-    def write_definitions(self, vhosts: Iterable[Any]) -> None:
+    def write_definitions(self, vhosts: Iterable[Any], users: bool = False) -> None:
         """Write what changed in these vhosts' durable definitions and in the users, now.
 
         Called before the client hears declare-ok (or the HTTP answer goes out). Only keys
@@ -92,27 +93,36 @@ class Persistence:
         batch = WriteBatch()
         written: dict[str, bytes | None] = {}
         present = self._broker_vhosts()
+        versions: dict[str, int] = {}
         for vhost in vhosts:
             key = f"vhost/{vhost.name}"
-            packed = self._pack_vhost(vhost) if present.get(vhost.name) is vhost else None
+            live = present.get(vhost.name) is vhost
+            if live and self._written_versions.get(key) == vhost.durable_version:
+                continue  # nothing durable changed since the last write (a transient declare)
+            packed = self._pack_vhost(vhost) if live else None
+            if live:
+                versions[key] = vhost.durable_version
             if packed == self._written.get(key):
+                if live:
+                    self._written_versions[key] = versions.pop(key)  # on disk as it is
                 continue
             written[key] = packed
             if packed is None:
                 batch.delete_definition(key)
             else:
                 batch.put_packed_definition(key, packed)
-        if self._broker is not None:
-            users = pack_definition(self._broker.export_users())
-            if users != self._written.get("users"):
-                written["users"] = users
-                batch.put_packed_definition("users", users)
+        if users and self._broker is not None:
+            packed_users = pack_definition(self._broker.export_users())
+            if packed_users != self._written.get("users"):
+                written["users"] = packed_users
+                batch.put_packed_definition("users", packed_users)
         if self._next_queue_id != self._written_queue_id:
             batch.put_definition("next_queue_id", self._next_queue_id)
         if not len(batch):
             return
         self.store.commit(batch)
         self._written_queue_id = self._next_queue_id
+        self._written_versions.update(versions)
         for key, packed in written.items():
             if packed is None:
                 self._written.pop(key, None)

@@ -47,8 +47,13 @@ UNSTORABLE: dict[str, Callable[[Node], None]] = {
     "exchange argument": lambda n: _with(n, lambda v: v.declare_exchange("sx", "direct", arguments={"a": LONE_SURROGATE})),
     "binding key": lambda n: _with(n, lambda v: v.bind_queue("base", "amq.direct", "k" + LONE_SURROGATE)),
     "policy definition": lambda n: _with(n, lambda v: v.set_policy(Policy("p", ".*", "queues", 0, {"x": LONE_SURROGATE}))),
-    "user tags": lambda n: _with(n, lambda v: n.broker.set_user_tags("guest", ["administrator", LONE_SURROGATE])),
+    "user tags": lambda n: _users(n, lambda: n.broker.set_user_tags("guest", ["administrator", LONE_SURROGATE])),
 }
+
+
+def _users(node: Node, change: Callable[[], Any]) -> None:
+    with node.changing_definitions():
+        change()
 
 
 def _with(node: Node, change: Callable[[Any], Any]) -> None:
@@ -112,3 +117,20 @@ def test_transient_declares_write_nothing(tmp_path: Path) -> None:
     assert commits == []
     _declare(node, name="durable2", durable=True)
     assert len(commits) == 1
+
+
+def test_a_transient_declare_costs_no_export_in_a_vhost_of_many_durable_queues(tmp_path: Path) -> None:
+    node, _store = _start(tmp_path)
+    vhost = node.broker.vhosts["/"]
+    with node.changing_definitions(vhost):
+        for i in range(200):
+            vhost.declare_queue(f"d{i}", durable=True)
+    exports: list[int] = []
+    export = vhost.export_durable
+    vhost.export_durable = lambda: (exports.append(1), export())[1]  # type: ignore[method-assign]
+    _declare(node, name="reply-to", durable=False, exclusive=True)
+    with node.changing_definitions(vhost):
+        vhost.bind_queue("reply-to", "amq.direct", "rpc")
+    assert exports == []
+    _declare(node, name="d-new", durable=True)
+    assert exports == [1]
