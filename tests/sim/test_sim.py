@@ -105,3 +105,22 @@ def test_same_seed_same_run() -> None:
 def test_thousands_of_clean_seeds(nodes: int, seeds: range) -> None:
     """``pytest -m slow tests/sim`` (about 10 minutes on one core)."""
     run_clean(seeds, nodes)
+
+
+def test_a_livelock_is_a_violation_with_the_seed_not_a_hang() -> None:
+    with pytest.raises(Violation, match=r"seed 7: livelock: 500 events spent"):
+        Simulation(7, 3, 2, step_budget=500).run()
+
+
+def test_an_assertion_inside_the_core_is_reported_with_its_seed() -> None:
+    sim = Simulation(8, 3, 2, duration_ticks=300)
+    raft = sim.replicas[(1, 0)].raft
+    original = raft.step
+
+    def broken_step(message: object) -> None:
+        assert sim.now < 500, "planted: the core's own assertion fails"
+        original(message)  # type: ignore[arg-type]
+
+    raft.step = broken_step  # type: ignore[method-assign]
+    with pytest.raises(Violation, match=r"seed 8: AssertionError at t=\d+: planted"):
+        sim.run()
