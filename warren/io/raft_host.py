@@ -81,7 +81,6 @@ Done = Callable[[int | None, ProposalFailed | None], None]
 # matching), not by the envelope: sequence numbers start again at 1 after a restart.
 _ENVELOPE = struct.Struct(">IQ")
 ENVELOPE_BYTES = _ENVELOPE.size
-unpack_envelope = _ENVELOPE.unpack_from
 envelope = _ENVELOPE.pack
 
 

@@ -138,19 +138,17 @@ class MethodHandlers:
                 self.conn.send_method(channel.number, spec.Basic.Nack(delivery_tag=tag, multiple=False, requeue=False))
 
     def store_committed(self: ClientSession, number: int, seq: int) -> None:
-        channel = self.channels.get(number)
-        if channel is None or seq not in channel.unconfirmed:
-            return
-        channel.unconfirmed[seq] = True
-        self.send_confirms(channel)
-        self.node.session_changed(self)
+        self._store_outcome(number, seq, True)
 
     def store_failed(self: ClientSession, number: int, seq: int) -> None:
         """The batch holding this publish's writes did not reach the disk: nack it."""
+        self._store_outcome(number, seq, False)
+
+    def _store_outcome(self: ClientSession, number: int, seq: int, ack: bool) -> None:
         channel = self.channels.get(number)
         if channel is None or seq not in channel.unconfirmed:
             return
-        channel.unconfirmed[seq] = False
+        channel.unconfirmed[seq] = ack
         self.send_confirms(channel)
         self.node.session_changed(self)
 
