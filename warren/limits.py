@@ -68,6 +68,12 @@ class Limits:
     peer_max_write_buffer_bytes: int = 64 * MIB  # socket backlog above which new sends drop
     peer_reconnect_min_seconds: float = 0.05
     peer_reconnect_max_seconds: float = 2.0
+    # Node-level liveness between Raft hosts, in host ticks (10 ms by default): one heartbeat
+    # per node pair stands in for the per-group heartbeats that quiesced groups stop sending,
+    # and a peer silent for the timeout (the election timeout's low end) counts as down.
+    raft_node_heartbeat_ticks: int = 5
+    raft_node_timeout_ticks: int = 30
+    raft_quiesce_after_ticks: int = 100  # an idle group goes quiet after this many ticks
 
     def validate(self) -> None:
         """Raise ValueError naming the setting when a limit is out of range."""
@@ -85,6 +91,8 @@ class Limits:
             raise ValueError("memory_high_watermark_ratio must be in (0, 1]")
         if not 0.0 < self.memory_alarm_clear_ratio <= 1.0:
             raise ValueError(f"memory_alarm_clear_ratio must be in (0, 1], got {self.memory_alarm_clear_ratio}")
+        if not 0 < self.raft_node_heartbeat_ticks < self.raft_node_timeout_ticks:
+            raise ValueError("raft_node_heartbeat_ticks must be positive and below raft_node_timeout_ticks")
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, int | float) and value < 0:

@@ -53,6 +53,7 @@ class Ready:
     snapshot: None
     messages: list[Message]
     committed_entries: list[Entry]
+    read_states: list[Any] = field(default_factory=list)
 
 
 @dataclass
@@ -68,6 +69,13 @@ class ScriptedNode:
     ticks: int = 0
     stepped: list[Any] = field(default_factory=list)
     refuse: bool = False  # as a follower's core does
+    needs_ticks: bool = True
+
+    def peer_unreachable(self, node_id: int) -> None:
+        pass
+
+    def peer_reachable(self, node_id: int) -> None:
+        pass
 
     def tick(self) -> None:
         self.ticks += 1

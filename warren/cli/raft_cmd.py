@@ -226,6 +226,7 @@ class NodeOptions:
     tick_ms: float
     seed: int
     keep_log: bool
+    quiesce_after_ticks: int
 
 
 # How often a thread waiting for the GIL makes the running one hand it over (Python's
@@ -256,6 +257,7 @@ async def run_node(options: NodeOptions) -> None:
         machine,
         options.tick_ms / 1000,
         limits=limits,
+        peers=options.peers,
     )
     voters = tuple(sorted(options.peers))
     build = partial(
@@ -265,6 +267,7 @@ async def run_node(options: NodeOptions) -> None:
         voters=voters,
         election_ticks=ELECTION_TICKS,
         heartbeat_ticks=HEARTBEAT_TICKS,
+        quiesce_after_ticks=options.quiesce_after_ticks,
         limits=limits,
     )
     for group in range(options.groups):
@@ -317,6 +320,9 @@ def raft_node(
     tick_ms: float = typer.Option(10.0, help="Raft tick interval."),
     seed: int = typer.Option(1, help="Seed of the election-timeout randomness."),
     keep_log: bool = typer.Option(True, help="Keep applied payloads in memory (for GET log)."),
+    quiesce_after_ticks: int = typer.Option(
+        Limits().raft_quiesce_after_ticks, help="Idle ticks before a group goes quiet (0: never)."
+    ),
 ) -> None:
     """Run one node of a test Raft cluster hosting K replicated-log groups."""
     peer_map = parse_peers(peers)
@@ -333,6 +339,7 @@ def raft_node(
         tick_ms,
         seed,
         keep_log,
+        quiesce_after_ticks,
     )
     _run(run_node(options))
 
@@ -416,6 +423,7 @@ class LocalCluster:
         nodes: int = 3,
         groups: int = 1,
         keep_log: bool = True,
+        quiesce_after_ticks: int | None = None,
         tick_ms: float = 10.0,
         secret: str = "bench-secret",
     ) -> None:
@@ -443,6 +451,8 @@ class LocalCluster:
                 "--seed",
                 str(node_id),
                 "--keep-log" if keep_log else "--no-keep-log",
+                *(() if quiesce_after_ticks is None
+                  else ("--quiesce-after-ticks", str(quiesce_after_ticks))),
             ]
             self.nodes[node_id] = NodeProcess(node_id, args, ports[nodes + i])
 
@@ -638,6 +648,42 @@ async def run_bench(
             await cluster.stop()
 
 
+async def run_idle_bench(groups: int, seconds: float, quiesce_after_ticks: int | None) -> dict[str, Any]:
+    """CPU that 3 nodes hosting ``groups`` idle groups spend per second of wall time."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="warren-bench-raft-idle-") as base:
+        cluster = LocalCluster(base, nodes=3, groups=groups, keep_log=False,
+                               quiesce_after_ticks=quiesce_after_ticks)
+        await cluster.start()
+        try:
+            for g in range(groups):
+                await cluster.leader(g, timeout=60.0)
+            # One proposal per group, so each went through a term's traffic, then let it settle.
+            client = cluster.nodes[1].client
+            assert client is not None
+            for g in range(groups):
+                leader = cluster.nodes[await cluster.leader(g, timeout=30.0)].client
+                assert leader is not None
+                await leader.propose(g, b"x")
+            await asyncio.sleep(3.0)
+            before, started = _cpu_seconds(cluster), time.perf_counter()
+            await asyncio.sleep(seconds)
+            after, elapsed = _cpu_seconds(cluster), time.perf_counter() - started
+            status = await client.status()
+            return {
+                "groups": groups,
+                "seconds": round(elapsed, 2),
+                "quiesced_groups_on_node1": sum(1 for s in status.values() if s.get("quiesced")),
+                "cpu_percent_of_a_core": {
+                    name: round(100 * (after[name] - before[name]) / elapsed, 2)
+                    for name in before if name != "driver"
+                },
+            }
+        finally:
+            await cluster.stop()
+
+
 def register_bench() -> None:
     from warren.cli.bench_cmd import bench_app
 
@@ -662,6 +708,26 @@ def register_bench() -> None:
             return
         for key, value in result.items():
             typer.echo(f"{key:>22}: {value}")
+
+
+    @bench_app.command("raft-idle")
+    def bench_raft_idle(
+        groups: int = typer.Option(1000, help="Idle Raft groups on 3 real raft-node processes."),
+        seconds: float = typer.Option(10.0, help="How long to measure."),
+        quiesce_after_ticks: int = typer.Option(
+            Limits().raft_quiesce_after_ticks, help="Idle ticks before a group goes quiet (0: never)."
+        ),
+        json_output: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    ) -> None:
+        """CPU per node of idle groups: what quiescence and node-level heartbeats save."""
+        import json
+
+        result = _run(run_idle_bench(groups, seconds, quiesce_after_ticks))
+        if json_output:
+            typer.echo(json.dumps(result))
+            return
+        for key, value in result.items():
+            typer.echo(f"{key:>26}: {value}")
 
 
 register_bench()

@@ -23,7 +23,15 @@ leaves as one append), and each group's storage hears of what a batch made durab
 (:meth:`EntryCache.persisted`) so the core reads recent entries back from memory.
 
 Ticks come from a monotonic clock at a fixed interval; the node's randomness is a seeded
-generator handed to the core by whoever builds it.
+generator handed to the core by whoever builds it. Only groups that need ticks get them
+(``needs_ticks``: a quiesced group only waits), so a thousand idle groups cost the ticker
+nothing.
+
+Node-level liveness makes quiescence safe: every ``raft_node_heartbeat_ticks`` the host
+sends each peer one tiny :data:`NODE_HEARTBEAT` (one per node pair, whatever the number of
+groups), and any message from a peer counts as a sign of life. A peer silent for
+``raft_node_timeout_ticks`` is down: every group hears ``peer_unreachable`` (a quiesced
+follower of a leader there campaigns), and ``peer_reachable`` when it speaks again.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
 import struct
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -38,9 +47,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from warren.errors import StoreError, WarrenError
+from warren.errors import PeerProtocolError, StoreError, WarrenError
 from warren.limits import Limits
-from warren.raft.types import MsgType
+from warren.raft.types import ConfChange, ConfChangeKind, MsgType
 from warren.store.raft_store import GroupId, GroupWrite, LogRecord, RaftStore
 
 log = logging.getLogger("warren.raft")
@@ -59,6 +68,10 @@ class CoreNode(Protocol):
         """The new entry's index (appended in ``term``), or None when this node cannot take
         proposals."""
         ...
+    @property
+    def needs_ticks(self) -> bool: ...
+    def peer_unreachable(self, node_id: int) -> None: ...
+    def peer_reachable(self, node_id: int) -> None: ...
     def has_ready(self) -> bool: ...
     def ready(self) -> Any: ...
     def advance(self, ready: Any) -> None: ...
@@ -82,6 +95,11 @@ Done = Callable[[int | None, ProposalFailed | None], None]
 _ENVELOPE = struct.Struct(">IQ")
 ENVELOPE_BYTES = _ENVELOPE.size
 envelope = _ENVELOPE.pack
+
+
+NODE_HEARTBEAT: list[int] = [0]
+"""The one non-Raft message between hosts: "this node is alive" (a Raft message is a list
+of ``WIRE_FIELDS`` fields, so the two never look alike)."""
 
 
 class EntryCache(Protocol):
@@ -136,7 +154,10 @@ class RaftHost:
         clock: Callable[[], float] = time.monotonic,
         proposal_timeout: float = 5.0,
         limits: Limits | None = None,
+        peers: Iterable[int] = (),
     ) -> None:
+        """``peers``: the other nodes' ids, for node-level liveness (required for groups
+        that quiesce: without it nothing would wake their followers when a leader dies)."""
         limits = limits or Limits()
         self.max_append_entries = limits.raft_max_append_entries
         self.max_append_bytes = limits.raft_max_append_bytes
@@ -150,6 +171,19 @@ class RaftHost:
         self.proposal_timeout = proposal_timeout
         self.groups: dict[GroupId, GroupSlot] = {}
         self._dirty: set[GroupId] = set()
+        self._awake: set[GroupId] = set()  # groups whose nodes need ticks
+        self._waiting: set[GroupId] = set()  # groups with proposals that may time out
+        self.peers = set(peers) - {node_id}
+        self.ticks = 0
+        self.node_heartbeat_ticks = limits.raft_node_heartbeat_ticks
+        self.node_timeout_ticks = limits.raft_node_timeout_ticks
+        self._heard: dict[int, int] = dict.fromkeys(self.peers, 0)  # peer -> tick last heard
+        self.down: set[int] = set()  # peers node-level liveness considers down
+        # ReadIndex requests by context (unique per boot: a reply meant for an earlier run
+        # of this node must not answer a new request), then read points waiting for apply
+        self._read_prefix = os.urandom(8)
+        self._reads: dict[bytes, tuple[GroupId, asyncio.Future[int]]] = {}
+        self._read_waits: dict[GroupId, list[tuple[int, asyncio.Future[int]]]] = {}
         self._wake = asyncio.Event()
         self._seq = itertools.count(1)
         self._disk = ThreadPoolExecutor(1, thread_name_prefix="raft-disk")
@@ -162,6 +196,9 @@ class RaftHost:
     def add_group(self, group: GroupId, node: CoreNode, storage: EntryCache | None = None) -> None:
         """Host ``node``; ``storage`` (the node's own) hears of every batch made durable."""
         self.groups[group] = GroupSlot(node, storage)
+        for peer in self.down:
+            node.peer_unreachable(peer)
+        self._awake.add(group)
         self._mark(group)
 
     async def delete_group(self, group: GroupId) -> None:
@@ -172,6 +209,8 @@ class RaftHost:
         """
         slot = self.groups.pop(group, None)
         self._dirty.discard(group)
+        self._awake.discard(group)
+        self._waiting.discard(group)
         if slot is not None:
             pending, slot.pending = slot.pending, {}
             for done, _, _ in pending.values():
@@ -188,6 +227,15 @@ class RaftHost:
         deleted already: queue declares and deletes race with replication) is counted and
         dropped; it must not cut the link every other group between the two nodes uses.
         """
+        heard = self._heard.get(peer_id)
+        if heard is not None:
+            self._heard[peer_id] = self.ticks
+            if peer_id in self.down:
+                self._peer_up(peer_id)
+        if type(obj) is list and len(obj) == 1:
+            if obj != NODE_HEARTBEAT:
+                raise PeerProtocolError("malformed node heartbeat")
+            return
         message = self._decode(obj)  # raises PeerProtocolError on garbage
         group = message.group
         slot = self.groups.get(group)
@@ -223,21 +271,13 @@ class RaftHost:
             done(None, ProposalFailed(reason))
             return
         slot.pending[index] = (done, self._clock() + self.proposal_timeout, slot.node.term)
+        self._waiting.add(group)
         self._mark(group)
 
     def submit(self, group: GroupId, payload: bytes) -> asyncio.Future[int]:
         """Propose ``payload``; the future gets its log index once committed and applied
         here, or :class:`ProposalFailed` (not leader, leadership lost, ``proposal_timeout``)."""
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-
-        def done(index: int | None, error: ProposalFailed | None) -> None:
-            if future.done():
-                return
-            if error is not None:
-                future.set_exception(error)
-            else:
-                future.set_result(index)  # type: ignore[arg-type]
-
+        future, done = _future_and_done()
         self.propose_with(group, payload, done)
         return future
 
@@ -253,9 +293,113 @@ class RaftHost:
         self._mark(group)
         return started
 
+    # --- membership, reads and status: what the cluster and its queues build on --------
+
+    async def change_membership(self, group: GroupId, change: ConfChange) -> int:
+        """Propose one configuration change on the leader; its index once committed and
+        applied here. Fails (:class:`ProposalFailed`) when this node does not lead, or a
+        change is still uncommitted (one at a time), or nothing would change."""
+        future, done = _future_and_done()
+        slot = self.groups.get(group)
+        if slot is None or self.store_error is not None:
+            reason = "the raft store is failing" if slot else f"no group {group!r} on this node"
+            raise ProposalFailed(reason)
+        index = slot.node.propose_conf_change(change)  # type: ignore[attr-defined]
+        if index is None:
+            raise ProposalFailed(
+                f"cannot change group {group!r}: not its leader, a change is in progress, "
+                "or the membership already is so"
+            )
+        slot.pending[index] = (done, self._clock() + self.proposal_timeout, slot.node.term)
+        self._waiting.add(group)
+        self._mark(group)
+        return await future
+
+    async def add_member(self, group: GroupId, node_id: int, timeout: float = 30.0) -> None:
+        """Add ``node_id`` as a voter the safe way: as a learner first (it votes and counts
+        for commits only once it holds the log, so a new empty member never stalls
+        commits), promoted once it lags by at most one append's worth of entries."""
+        node = self._node(group)
+        if node_id not in node.config().members:  # type: ignore[attr-defined]
+            await self.change_membership(group, ConfChange(ConfChangeKind.ADD_LEARNER, node_id))
+        deadline = self._clock() + timeout
+        while True:
+            lag = node.lag(node_id)  # type: ignore[attr-defined]
+            if lag is None:
+                raise ProposalFailed(f"lost the leadership of group {group!r} while adding {node_id}")
+            if lag <= self.max_append_entries:
+                break
+            if self._clock() > deadline:
+                raise ProposalFailed(f"node {node_id} did not catch up on group {group!r} in {timeout}s")
+            await asyncio.sleep(self.tick_seconds)
+        await self.change_membership(group, ConfChange(ConfChangeKind.ADD_VOTER, node_id))
+
+    async def remove_member(self, group: GroupId, node_id: int) -> int:
+        """Remove a voter or learner (a leader removing itself steps down once committed)."""
+        return await self.change_membership(group, ConfChange(ConfChangeKind.REMOVE, node_id))
+
+    async def read_index(self, group: GroupId) -> int:
+        """A linearizable read point (Raft's ReadIndex): returns once this node has applied
+        everything committed before the call, after the leader confirmed with a quorum that
+        it still leads. Works on followers too (they ask the leader)."""
+        node = self._node(group)
+        context = self._read_prefix + next(self._seq).to_bytes(8, "big")
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._reads[context] = (group, future)
+        node.read_index(context)  # type: ignore[attr-defined]
+        self._mark(group)
+        try:
+            return await asyncio.wait_for(future, self.proposal_timeout)
+        except TimeoutError:
+            raise ProposalFailed(f"no read point for group {group!r} in time") from None
+        finally:
+            self._reads.pop(context, None)
+
+    def _resolve_reads(self, group: GroupId, read_states: Sequence[Any]) -> None:
+        waiting = self._read_waits.get(group)
+        for rs in read_states:
+            entry = self._reads.pop(rs.context, None)
+            if entry is None or entry[1].done():
+                continue
+            if not rs.ok:
+                entry[1].set_exception(ProposalFailed(f"group {group!r} has no leader to read from"))
+                continue
+            if waiting is None:
+                waiting = self._read_waits[group] = []
+            waiting.append((rs.index, entry[1]))
+        if waiting:
+            applied = self.groups[group].node.applied  # type: ignore[attr-defined]
+            still = [(i, f) for i, f in waiting if i > applied and not f.done()]
+            for i, f in waiting:
+                if i <= applied and not f.done():
+                    f.set_result(i)
+            if still:
+                self._read_waits[group] = still
+            else:
+                del self._read_waits[group]
+
+    def status(self, group: GroupId) -> dict[str, Any] | None:
+        """Role, term, leader, commit, applied, members and (on a leader) each member's lag."""
+        slot = self.groups.get(group)
+        if slot is None:
+            return None
+        status: dict[str, Any] = slot.node.status()  # type: ignore[attr-defined]
+        status["pending_proposals"] = len(slot.pending)
+        return status
+
+    def _node(self, group: GroupId) -> CoreNode:
+        slot = self.groups.get(group)
+        if slot is None:
+            raise ProposalFailed(f"no group {group!r} on this node")
+        return slot.node
+
     def _expire_proposals(self) -> None:
         now = self._clock()
-        for slot in self.groups.values():
+        for group in list(self._waiting):
+            slot = self.groups[group]
+            if not slot.pending:
+                self._waiting.discard(group)
+                continue
             # Oldest first (dicts keep insertion order, deadlines only grow): stop at the
             # first one still in time.
             expired = []
@@ -276,6 +420,8 @@ class RaftHost:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._ticker()), loop.create_task(self._pump())]
+        for task in self._tasks:
+            task.add_done_callback(_report_death)
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -292,11 +438,45 @@ class RaftHost:
                 await asyncio.sleep(delay)
             else:
                 next_tick = self._clock()  # fell behind (paused, overloaded): do not burst
-            for group, slot in self.groups.items():
-                slot.node.tick()
+            self.ticks += 1
+            for group in list(self._awake):
+                node = self.groups[group].node
+                node.tick()
                 self._dirty.add(group)
+                if not node.needs_ticks:
+                    self._awake.discard(group)
             self._wake.set()
-            self._expire_proposals()
+            if self._waiting:
+                self._expire_proposals()
+            self._check_peers()
+
+    def _check_peers(self) -> None:
+        """Node-level liveness: heartbeat every peer, notice the ones that went silent."""
+        if self.ticks % self.node_heartbeat_ticks == 0:
+            for peer in self.peers:
+                self._send(peer, NODE_HEARTBEAT)
+        for peer, heard in self._heard.items():
+            if peer not in self.down and self.ticks - heard > self.node_timeout_ticks:
+                self._peer_down(peer)
+
+    def _peer_down(self, peer: int) -> None:
+        log.info("node %d is unreachable (silent for %d ticks)", peer, self.node_timeout_ticks)
+        self.down.add(peer)
+        for group, slot in self.groups.items():
+            slot.node.peer_unreachable(peer)
+            self._mark_awake(group)
+
+    def _peer_up(self, peer: int) -> None:
+        log.info("node %d is reachable again", peer)
+        self.down.discard(peer)
+        for group, slot in self.groups.items():
+            slot.node.peer_reachable(peer)
+            self._mark_awake(group)
+
+    def _mark_awake(self, group: GroupId) -> None:
+        if self.groups[group].node.needs_ticks:
+            self._awake.add(group)
+            self._mark(group)
 
     async def _pump(self) -> None:
         loop = asyncio.get_running_loop()
@@ -310,6 +490,8 @@ class RaftHost:
                 if slot is None:
                     continue
                 node = slot.node
+                if node.needs_ticks:  # stepped or proposed to: woken, if it was quiesced
+                    self._awake.add(group)
                 if node.has_ready():
                     readies.append((group, node.ready()))
             if not readies:
@@ -350,6 +532,8 @@ class RaftHost:
                 if group not in applied_early:
                     self._apply(group, ready)
                 self.groups[group].node.advance(ready)
+                if ready.read_states or group in self._read_waits:
+                    self._resolve_reads(group, ready.read_states)
                 self._dirty.add(group)  # advance may leave more work (e.g. the next batch)
             self._wake.set()
 
@@ -410,6 +594,28 @@ class RaftHost:
                     waiting[0](entry.index, None)
                 else:
                     waiting[0](None, ProposalFailed("overwritten by another leader's entry"))
+
+
+def _report_death(task: asyncio.Task[None]) -> None:
+    """The ticker and the pump never end but by ``stop()``: anything else is a bug that
+    must not pass silently (the node would stay connected and never persist again)."""
+    if not task.cancelled() and task.exception() is not None:
+        log.critical("raft host task %s died", task.get_name(), exc_info=task.exception())
+
+
+def _future_and_done() -> tuple[asyncio.Future[int], Done]:
+    """A future and the ``Done`` callback that settles it (once)."""
+    future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    def done(index: int | None, error: ProposalFailed | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(index)  # type: ignore[arg-type]
+
+    return future, done
 
 
 NORMAL_KIND = 0

@@ -14,14 +14,22 @@ membership changes (a leader changes membership only after committing an entry o
 own term, and one change at a time), learners, leadership transfer (timeout-now) and
 linearizable reads via ReadIndex.
 
-Idle groups: QUIESCENCE (not heartbeat coalescing). With ``quiesce_after_ticks`` > 0, a
-leader whose group had no traffic for that many ticks, with every member caught up and
-everything committed, sends one last heartbeat marked quiesce and stops heartbeating.
-Followers that got it stop their election timers. Any proposal, read or membership change
-wakes the leader; a follower wakes (and may start elections again) when any message
-arrives or when the driver reports the leader's node unreachable through
-``peer_unreachable(node_id)``: the driver's node-level liveness (one per node pair, not per
-group) replaces per-group heartbeats. Thousands of idle queues then cost no traffic.
+Idle groups: QUIESCENCE. With ``quiesce_after_ticks`` > 0, a leader whose group had no
+traffic for that many ticks, with everything committed and every member it can reach caught
+up (a quorum of voters among them), sends one last heartbeat marked quiesce and stops
+heartbeating; followers that get it stop their election timers, so an idle group costs no
+messages and no ticks (the driver stops ticking quiesced nodes). What keeps that safe is the
+driver's node-level liveness (one heartbeat per node pair, not per group), reported here:
+
+- ``peer_unreachable(n)``: a quiesced follower whose leader is on ``n`` wakes with its lease
+  over and campaigns within one election timeout; a quiesced leader wakes too (it must prove
+  it still has a quorum or step down) and stops waiting for ``n`` before it quiesces again;
+- ``peer_reachable(n)``: a leader wakes to catch ``n`` up.
+
+Any proposal, read or membership change wakes the leader, and any message except a quiesce
+heartbeat wakes a follower. A quiesced leader answers a pre-vote from a member (one that
+restarted, or missed the quiesce heartbeat) with a quiesce heartbeat, so the member learns
+the leader and goes quiet instead of campaigning against a lease that never ends.
 """
 
 from __future__ import annotations
@@ -254,25 +262,57 @@ class RaftNode:
             self._broadcast_heartbeat()
 
     def _caught_up(self) -> bool:
+        """Nothing left to do: everything committed, every reachable member holds all of it
+        (a quorum of voters among them), no read or transfer waiting."""
         last = self.log.last_index()
-        return (
-            self.log.committed == last
-            and not self.pending_reads
-            and not self.reads_before_commit
-            and self.transfer_target == NONE
-            and all(pr.match == last for pr in self.progress.values())
-        )
+        if (
+            self.log.committed != last
+            or self.pending_reads
+            or self.reads_before_commit
+            or self.transfer_target != NONE
+        ):
+            return False
+        caught_up_voters = 1
+        for peer, pr in self.progress.items():
+            if pr.unreachable:
+                continue
+            if pr.match != last:
+                return False
+            if peer in self.log.config().voters:
+                caught_up_voters += 1
+        return caught_up_voters >= self.log.config().quorum()
 
     def _wake(self) -> None:
         self.idle_ticks = 0
         if self.quiesced:
             self.quiesced = False
             self.election_elapsed = 0
+            for pr in self.progress.values():
+                pr.recent_active = False  # check-quorum counts only answers since waking
+
+    @property
+    def needs_ticks(self) -> bool:
+        """Whether ticking this node can change anything (a quiesced one only waits)."""
+        return not self.quiesced
 
     def peer_unreachable(self, node_id: int) -> None:
-        """Node-level liveness says ``node_id`` is down: a quiesced follower of it wakes."""
-        if self.quiesced and self.role != Role.LEADER and self.leader == node_id:
+        """Node-level liveness says ``node_id`` is down (see the module docstring)."""
+        if self.role == Role.LEADER:
+            pr = self.progress.get(node_id)
+            if pr is not None and not pr.unreachable:
+                pr.unreachable = True
+                self._wake()
+        elif self.quiesced and self.leader == node_id:
             self.quiesced = False
+            self.election_elapsed = self.election_ticks  # the leader's lease is over
+
+    def peer_reachable(self, node_id: int) -> None:
+        """Node-level liveness says ``node_id`` is back: a leader catches it up."""
+        if self.role == Role.LEADER:
+            pr = self.progress.get(node_id)
+            if pr is not None and pr.unreachable:
+                pr.unreachable = False
+                self._wake()
 
     def propose(self, data: bytes) -> int | None:
         """Append ``data`` if this node leads; its index, or None (not leader / transferring)."""
@@ -350,6 +390,8 @@ class RaftNode:
                     and (self.quiesced or self.election_elapsed < self.election_ticks)
                 )
                 if in_lease and m.context != TRANSFER:
+                    if self.quiesced and self.role == Role.LEADER and m.frm in self.progress:
+                        self._send_heartbeat(m.frm, QUIESCE)  # "I lead, and all is quiet"
                     return
             if m.type == MsgType.PRE_VOTE or (m.type == MsgType.PRE_VOTE_RESP and not m.reject):
                 pass  # pre-votes never change terms
@@ -530,6 +572,7 @@ class RaftNode:
             return
         pr = self.progress[m.frm]
         pr.recent_active = True
+        pr.unreachable = False
         if m.reject:
             if pr.state == ProgressState.REPLICATE:
                 if m.index <= pr.match:
@@ -566,6 +609,7 @@ class RaftNode:
             return
         pr = self.progress[m.frm]
         pr.recent_active = True
+        pr.unreachable = False
         pr.probe_sent = False
         if pr.state == ProgressState.REPLICATE and len(pr.inflight) >= self.max_inflight:
             pr.inflight.popleft()
@@ -584,6 +628,7 @@ class RaftNode:
             return
         pr = self.progress[m.frm]
         pr.recent_active = True
+        pr.unreachable = False
         if pr.state != ProgressState.SNAPSHOT or m.index != pr.snapshot_index:
             return
         if m.reject:
@@ -669,11 +714,14 @@ class RaftNode:
 
     def _broadcast_heartbeat(self, context: bytes = b"") -> None:
         for peer in sorted(self.progress):
-            pr = self.progress[peer]
-            self._send(
-                MsgType.HEARTBEAT, peer, commit=min(pr.match, self.log.committed),
-                hint=self.read_round, context=context,
-            )  # fmt: skip
+            self._send_heartbeat(peer, context)
+
+    def _send_heartbeat(self, peer: int, context: bytes = b"") -> None:
+        pr = self.progress[peer]
+        self._send(
+            MsgType.HEARTBEAT, peer, commit=min(pr.match, self.log.committed),
+            hint=self.read_round, context=context,
+        )  # fmt: skip
 
     def _send_append(self, to: int, allow_empty: bool = True) -> bool:
         pr = self.progress[to]
@@ -830,7 +878,18 @@ class RaftNode:
             "quiesced": self.quiesced,
             "voters": sorted(self.log.config().voters),
             "learners": sorted(self.log.config().learners),
+            # on a leader: how many entries each member lacks (its replication lag)
+            "lag": {peer: self.log.last_index() - pr.match for peer, pr in sorted(self.progress.items())},
         }
+
+    def lag(self, node_id: int) -> int | None:
+        """On a leader: entries ``node_id`` lacks; None elsewhere or for a non-member."""
+        pr = self.progress.get(node_id) if self.role == Role.LEADER else None
+        return None if pr is None else self.log.last_index() - pr.match
+
+    def config(self) -> Config:
+        """The membership in effect (the latest configuration entry in the log)."""
+        return self.log.config()
 
 
 _HANDLERS = {

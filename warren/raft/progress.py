@@ -29,6 +29,7 @@ class Progress:
     snapshot_index: int = 0
     snapshot_offset: int = 0
     snapshot_stalled_ticks: int = 0
+    unreachable: bool = False  # node-level liveness says the follower's node is down
 
     def become_probe(self) -> None:
         self.state = ProgressState.PROBE

@@ -167,6 +167,52 @@ def test_a_quiesced_follower_campaigns_once_told_the_leader_is_unreachable() -> 
     assert new != leader and c.nodes[new].term > term
 
 
+def test_a_restarted_follower_of_a_quiesced_group_learns_the_leader_and_goes_quiet() -> None:
+    c = Cluster(quiesce_after_ticks=5)
+    leader = c.elect()
+    c.propose(leader, b"a")
+    c.tick(10)
+    follower = next(n for n in c.nodes if n != leader)
+    c.start(follower)  # restarted from its disk, quicker than node-level liveness noticed
+    assert not c.nodes[follower].quiesced
+    c.tick(60)  # its pre-vote meets the leader's lease; the leader answers "quiet"
+    assert c.nodes[follower].quiesced and c.nodes[follower].leader == leader
+    assert c.leaders() == [leader] and c.nodes[leader].quiesced
+    sent = len(c.sent)
+    c.tick(100)
+    assert len(c.sent) == sent  # nobody campaigns again
+
+
+def test_a_quiesced_leader_that_hears_a_peer_is_down_proves_its_quorum_or_steps_down() -> None:
+    c = Cluster(quiesce_after_ticks=5)
+    leader = c.elect()
+    c.tick(10)
+    assert c.nodes[leader].quiesced
+    c.isolate(leader)
+    for n in c.nodes:
+        if n != leader:
+            c.nodes[leader].peer_unreachable(n)
+    assert not c.nodes[leader].quiesced
+    c.tick(2 * 10, only=(leader,))  # one election timeout (10 ticks) and a margin
+    assert c.nodes[leader].role != Role.LEADER  # check-quorum: no stale leader lingers
+
+
+def test_a_leader_quiesces_without_waiting_for_an_unreachable_follower() -> None:
+    c = Cluster(quiesce_after_ticks=5)
+    leader = c.elect()
+    down = next(n for n in c.nodes if n != leader)
+    c.down.add(down)
+    c.nodes[leader].peer_unreachable(down)
+    c.propose(leader, b"a")  # committed by the other two; the down node lags
+    c.tick(10)
+    assert c.nodes[leader].quiesced
+    c.down.discard(down)
+    c.nodes[leader].peer_reachable(down)  # back: the leader wakes and catches it up
+    assert not c.nodes[leader].quiesced
+    c.tick(10)
+    assert c.applied[down] == [b"a"] and c.nodes[leader].quiesced
+
+
 def figure8(bugs: frozenset[str] = frozenset()) -> Cluster:
     """The Raft paper's Figure 8 (3 nodes). Index 1 is committed everywhere. Node 1 holds
     index 2 from term 2, node 3 holds index 2 from term 3, node 2 lacks index 2. Node 1
