@@ -43,7 +43,7 @@ import os
 import struct
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -155,9 +155,12 @@ class RaftHost:
         proposal_timeout: float = 5.0,
         limits: Limits | None = None,
         peers: Iterable[int] = (),
+        disk: Executor | None = None,
     ) -> None:
         """``peers``: the other nodes' ids, for node-level liveness (required for groups
-        that quiesce: without it nothing would wake their followers when a leader dies)."""
+        that quiesce: without it nothing would wake their followers when a leader dies).
+        ``disk``: where store writes run (default: one thread of its own; the simulator
+        passes a deterministic, fault-injecting one)."""
         limits = limits or Limits()
         self.max_append_entries = limits.raft_max_append_entries
         self.max_append_bytes = limits.raft_max_append_bytes
@@ -186,7 +189,7 @@ class RaftHost:
         self._read_waits: dict[GroupId, list[tuple[int, asyncio.Future[int]]]] = {}
         self._wake = asyncio.Event()
         self._seq = itertools.count(1)
-        self._disk = ThreadPoolExecutor(1, thread_name_prefix="raft-disk")
+        self._disk = disk or ThreadPoolExecutor(1, thread_name_prefix="raft-disk")
         self._tasks: list[asyncio.Task[None]] = []
         self.batches = 0
         self.batched_groups = 0
@@ -424,9 +427,22 @@ class RaftHost:
             task.add_done_callback(_report_death)
 
     async def stop(self) -> None:
+        """Stop ticking and persisting; whoever waits for a proposal or a read hears it failed
+        (outcome unknown: an entry may still commit under another leader)."""
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        for slot in self.groups.values():
+            pending, slot.pending = slot.pending, {}
+            for done, _, _ in pending.values():
+                done(None, ProposalFailed("the raft host stopped"))
+        for _, future in self._reads.values():
+            if not future.done():
+                future.set_exception(ProposalFailed("the raft host stopped"))
+        for waits in self._read_waits.values():
+            for _, future in waits:
+                if not future.done():
+                    future.set_exception(ProposalFailed("the raft host stopped"))
         self._disk.shutdown(wait=True)
 
     async def _ticker(self) -> None:
@@ -537,6 +553,12 @@ class RaftHost:
                 self._dirty.add(group)  # advance may leave more work (e.g. the next batch)
             self._wake.set()
 
+    def _is_own_entry(self, entry: Any, proposed_in_term: int) -> bool:
+        """Whether the committed ``entry`` at a proposal's index is the one this node
+        appended for it: the same term (Raft's log matching: index and term identify an
+        entry). Another term there means another leader's entry replaced ours."""
+        return bool(entry.term == proposed_in_term)
+
     async def _persist_failed(self, readies: list[tuple[GroupId, Any]], applied_early: set[GroupId],
                               exc: StoreError) -> None:
         """A batch did not reach the disk: nothing in it may be vouched for or applied.
@@ -590,7 +612,7 @@ class RaftHost:
             if int(entry.kind) == NORMAL_KIND and entry.data:
                 self.state_machine.apply(group, entry.index, entry.data[ENVELOPE_BYTES:])
             if waiting is not None:
-                if entry.term == waiting[2]:
+                if self._is_own_entry(entry, waiting[2]):
                     waiting[0](entry.index, None)
                 else:
                     waiting[0](None, ProposalFailed("overwritten by another leader's entry"))
