@@ -17,6 +17,11 @@ role label in each MAC stops a reflection of one side's proof as the other's. Un
 handshake completes a peer may send only small frames, so an unauthenticated connection
 cannot make the node allocate ``peer_max_message_bytes``.
 
+Optional TLS (:class:`PeerTLS`, from :func:`peer_tls`): mutual -- each side presents a
+certificate signed by the cluster's CA and verifies the other's, the dialer also checks that
+the listener's certificate names the host it dialed -- with the shared-secret handshake still
+run inside it (a stolen certificate alone does not make a member, nor the secret alone).
+
 Outgoing messages are queued per peer and written once per event-loop iteration (all
 messages queued during one iteration leave in one ``write``). While a peer is unreachable
 its queue is bounded and the oldest messages are dropped: Raft retransmits what matters.
@@ -30,6 +35,7 @@ import hmac
 import logging
 import random
 import secrets
+import ssl
 import struct
 from collections import deque
 from collections.abc import Callable
@@ -38,7 +44,7 @@ from typing import Any
 
 import msgpack
 
-from warren.errors import PeerProtocolError
+from warren.errors import ConfigError, PeerProtocolError
 from warren.limits import Limits
 
 log = logging.getLogger("warren.peer")
@@ -50,6 +56,29 @@ NONCE_BYTES = 32
 MessageHandler = Callable[[int, Any], None]
 """Called with (peer id, decoded msgpack object) for every message a peer sends. Raising
 :class:`PeerProtocolError` from it drops that peer's connection (its message was invalid)."""
+
+
+@dataclass(frozen=True)
+class PeerTLS:
+    server: ssl.SSLContext  # for accepted connections: requires a client certificate
+    client: ssl.SSLContext  # for dialed ones: verifies the listener and its host name
+
+
+def peer_tls(certfile: str, keyfile: str, cafile: str) -> PeerTLS:
+    """Contexts for the cluster port from PEM files; ``ConfigError`` names what is wrong."""
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    try:
+        for context in (server, client):
+            context.load_cert_chain(certfile, keyfile)
+            context.load_verify_locations(cafile)
+            context.minimum_version = ssl.TLSVersion.TLSv1_2
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"cannot load the cluster TLS files: {exc}; check the certificate, key and CA paths"
+        ) from exc
+    server.verify_mode = ssl.CERT_REQUIRED
+    return PeerTLS(server, client)
 
 
 # --- sans-I/O pieces -------------------------------------------------------------------
@@ -188,6 +217,7 @@ class _Outbound:
             transport.rng,
         )
         self.task: asyncio.Task[None] | None = None
+        self.last_warning = ""
 
     def enqueue(self, frame: bytes) -> None:
         if len(self.queue) >= self.transport.limits.peer_max_queued_messages:
@@ -224,12 +254,21 @@ class _Outbound:
             except asyncio.CancelledError:
                 raise
             except PeerProtocolError as exc:
-                log.warning("peer %s at %s:%s refused: %s", self.peer_id, *self.address, exc)
+                self._warn_once(f"peer {self.peer_id} at {self.address[0]}:{self.address[1]} refused: {exc}")
+            except ssl.SSLError as exc:
+                self._warn_once(f"TLS with peer {self.peer_id} at {self.address[0]}:{self.address[1]} "
+                                f"failed: {exc.reason or exc}")
             except (OSError, ConnectionError, asyncio.IncompleteReadError, TimeoutError) as exc:
                 log.debug("peer %s unreachable: %r", self.peer_id, exc)
             finally:
                 self._drop_writer()
             await asyncio.sleep(self.backoff.next_delay())
+
+    def _warn_once(self, text: str) -> None:
+        """A failure repeated on every reconnect is logged when it starts or changes."""
+        if text != self.last_warning:
+            self.last_warning = text
+            log.warning("%s", text)
 
     def _drop_writer(self) -> None:
         if self.writer is not None:
@@ -240,15 +279,27 @@ class _Outbound:
     async def _connect_and_serve(self) -> None:
         t = self.transport
         async with asyncio.timeout(t.limits.peer_handshake_timeout_seconds):
-            reader, writer = await asyncio.open_connection(*self.address)
+            tls = t.tls.client if t.tls is not None else None
+            reader, writer = await asyncio.open_connection(*self.address, ssl=tls)
         try:
             async with asyncio.timeout(t.limits.peer_handshake_timeout_seconds):
                 await self._handshake(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError) as exc:
+            writer.close()
+            if t.tls is None:
+                raise
+            # With TLS 1.3 the listener checks our certificate after our side of the TLS
+            # handshake is done: its refusal arrives as a closed connection.
+            raise PeerProtocolError(
+                "closed the connection during the handshake; does it trust this node's "
+                "certificate (signed by the cluster CA)?"
+            ) from exc
         except BaseException:
             writer.close()
             raise
         self.writer = writer
         self.backoff.reset()
+        self.last_warning = ""
         log.info("connected to peer %s at %s:%s", self.peer_id, *self.address)
         t._changed()
         self.flush()
@@ -288,8 +339,10 @@ class PeerTransport:
         on_message: MessageHandler,
         limits: Limits,
         rng: random.Random,
+        tls: PeerTLS | None = None,
     ) -> None:
         assert secret, "the cluster secret must not be empty"
+        self.tls = tls
         self.node_id = node_id
         self.listen = listen
         self.secret = secret
@@ -306,6 +359,7 @@ class PeerTransport:
         self._stopping = False
         self._change = asyncio.Event()
         self.refused_connections = 0
+        self._tls_refusals: dict[str, str] = {}  # remote host -> the last TLS refusal logged
         self.oversize_dropped = 0
         self._packer = msgpack.Packer(use_bin_type=True)
 
@@ -320,6 +374,8 @@ class PeerTransport:
         self.start_dialing()
 
     async def start_listening(self) -> None:
+        # TLS starts inside _accept, not here: asyncio drops a failed server-side handshake
+        # without a word, and a peer refused for its certificate deserves a log line.
         self._server = await asyncio.start_server(self._accept, *self.listen)
 
     def start_dialing(self) -> None:
@@ -396,8 +452,10 @@ class PeerTransport:
         peer_id: int | None = None
         remote = writer.get_extra_info("peername")
         try:
-            stream = _FrameStream(reader, HANDSHAKE_MAX_FRAME_BYTES)
             async with asyncio.timeout(self.limits.peer_handshake_timeout_seconds):
+                if self.tls is not None:
+                    await writer.start_tls(self.tls.server)
+                stream = _FrameStream(reader, HANDSHAKE_MAX_FRAME_BYTES)
                 peer_id = await self._accept_handshake(stream, writer)
             old = self._inbound.pop(peer_id, None)
             if old is not None:
@@ -414,6 +472,13 @@ class PeerTransport:
         except TimeoutError:
             self.refused_connections += 1
             log.warning("dropping peer connection from %s: handshake timed out", remote)
+        except ssl.SSLError as exc:
+            self.refused_connections += 1
+            # once per cause and address: a refused peer retries every few seconds
+            text = f"refused a peer connection from {remote[0]}: TLS failed: {exc.reason or exc}"
+            if self._tls_refusals.get(remote[0]) != text:
+                self._tls_refusals[remote[0]] = text
+                log.warning("%s", text)
         except (OSError, ConnectionError, asyncio.IncompleteReadError):
             pass
         except asyncio.CancelledError:
