@@ -41,9 +41,10 @@ class Message:
     group: Any
     to: int
     index: int
+    frm: int = 2
 
     def to_wire(self) -> list[Any]:
-        return [self.group, self.index]
+        return [self.group, self.index, "scripted"]
 
 
 @dataclass
@@ -115,7 +116,7 @@ class Recorder:
         self.applied: list[tuple[Any, int, bytes]] = []
 
     def send(self, peer: int, wire: Any) -> None:
-        group, _ = wire
+        group, _, _ = wire
         self.sent.append((peer, wire, self.store.last_index(group)))
 
     def apply(self, group: Any, index: int, data: bytes) -> None:
@@ -125,7 +126,7 @@ class Recorder:
 
 
 def decode(obj: Any) -> Any:
-    if not (isinstance(obj, list) and len(obj) == 2):
+    if not (isinstance(obj, list) and len(obj) == 3):
         raise PeerProtocolError("not a message")
     return Message(obj[0], 1, obj[1])
 
@@ -150,7 +151,7 @@ async def test_proposals_are_persisted_before_acks_and_applied_after(host: Any) 
     rec = host.recorder
     assert [data for _, _, data in rec.applied] == [f"p{i}".encode() for i in range(20)]
     assert len(rec.sent) == 20
-    for _peer, (_group, index), durable in rec.sent:
+    for _peer, (_group, index, _), durable in rec.sent:
         assert durable >= index, f"ack for {index} sent before it was durable ({durable})"
     assert host.store.entries("g", 1, 21)[0][0] == 1
 
@@ -177,13 +178,13 @@ async def test_ticks_reach_every_group(host: Any) -> None:
 async def test_peer_messages_are_stepped_and_garbage_is_refused(host: Any) -> None:
     node = ScriptedNode("g")
     host.add_group("g", node)
-    host.on_peer_message(2, ["g", 7])
+    host.on_peer_message(2, ["g", 7, "scripted"])
     assert node.stepped == [Message("g", 1, 7)]
     with pytest.raises(PeerProtocolError):
         host.on_peer_message(2, "garbage")
-    host.on_peer_message(2, ["nope", 1])  # a group not (or no longer) hosted: counted, dropped
+    host.on_peer_message(2, ["nope", 1, "scripted"])  # a group not (or no longer) hosted: counted, dropped
     assert host.unknown_group_messages == 1
-    host.on_peer_message(2, ["g", 8])  # the link and the other groups carry on
+    host.on_peer_message(2, ["g", 8, "scripted"])  # the link and the other groups carry on
     assert node.stepped[-1] == Message("g", 1, 8)
 
 

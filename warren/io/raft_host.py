@@ -49,7 +49,14 @@ from typing import Any, Protocol
 
 from warren.errors import PeerProtocolError, StoreError, WarrenError
 from warren.limits import Limits
-from warren.raft.types import ConfChange, ConfChangeKind, MsgType
+from warren.raft.types import (
+    HEARTBEAT_TYPES,
+    ConfChange,
+    ConfChangeKind,
+    MsgType,
+    heartbeat_to_wire,
+    heartbeats_from_wire,
+)
 from warren.store.raft_store import GroupId, GroupWrite, LogRecord, RaftStore
 
 log = logging.getLogger("warren.raft")
@@ -98,8 +105,10 @@ envelope = _ENVELOPE.pack
 
 
 NODE_HEARTBEAT: list[int] = [0]
-"""The one non-Raft message between hosts: "this node is alive" (a Raft message is a list
-of ``WIRE_FIELDS`` fields, so the two never look alike)."""
+"""Between hosts, beside Raft messages (lists of ``WIRE_FIELDS`` fields, so they never look
+alike): "this node is alive", and ``[HEARTBEATS, items]``, the heartbeats of many groups in
+one message (``warren.raft.types.heartbeats_from_wire``)."""
+HEARTBEATS = 1
 
 
 class EntryCache(Protocol):
@@ -235,18 +244,24 @@ class RaftHost:
             self._heard[peer_id] = self.ticks
             if peer_id in self.down:
                 self._peer_up(peer_id)
-        if type(obj) is list and len(obj) == 1:
-            if obj != NODE_HEARTBEAT:
-                raise PeerProtocolError("malformed node heartbeat")
+        if type(obj) is list and len(obj) <= 2:
+            if obj == NODE_HEARTBEAT:
+                return
+            if len(obj) != 2 or obj[0] != HEARTBEATS:
+                raise PeerProtocolError("malformed node message")
+            for message in heartbeats_from_wire(peer_id, self.node_id, obj[1]):
+                self._step(message)
             return
-        message = self._decode(obj)  # raises PeerProtocolError on garbage
+        self._step(self._decode(obj))  # raises PeerProtocolError on garbage
+
+    def _step(self, message: Any) -> None:
         group = message.group
         slot = self.groups.get(group)
         if slot is None:
             self.unknown_group_messages += 1
             if self.unknown_group_messages & (self.unknown_group_messages - 1) == 0:  # 1, 2, 4, 8...
                 log.warning("dropped %d message(s) for groups not hosted here (latest: group %r from node %d)",
-                            self.unknown_group_messages, group, peer_id)
+                            self.unknown_group_messages, group, message.frm)
             return
         slot.node.step(message)
         self._mark(group)
@@ -513,10 +528,12 @@ class RaftHost:
             if not readies:
                 continue
             later: dict[GroupId, list[Any]] = {}
+            early_all: list[Any] = []
             for group, ready in readies:
                 early, later[group] = _split_early(ready.messages)
-                if early:
-                    self._send_all(early)
+                early_all += early
+            if early_all:
+                self._send_all(early_all)
             applied_early = set()
             for group, ready in readies:
                 if self._already_durable(group, ready):
@@ -534,6 +551,7 @@ class RaftHost:
                 if self.store_error is not None:
                     log.warning("raft store writes succeed again: serving proposals")
                     self.store_error = None
+            later_all: list[Any] = []
             for group, ready in readies:
                 if group not in self.groups:
                     continue  # deleted while its write was on the disk
@@ -543,14 +561,15 @@ class RaftHost:
                 )
                 if storage is not None and (ready.entries or snapshot):
                     storage.persisted(ready.entries, snapshot)
-                if later[group]:
-                    self._send_all(later[group])
+                later_all += later[group]
                 if group not in applied_early:
                     self._apply(group, ready)
                 self.groups[group].node.advance(ready)
                 if ready.read_states or group in self._read_waits:
                     self._resolve_reads(group, ready.read_states)
                 self._dirty.add(group)  # advance may leave more work (e.g. the next batch)
+            if later_all:
+                self._send_all(later_all)
             self._wake.set()
 
     def _is_own_entry(self, entry: Any, proposed_in_term: int) -> bool:
@@ -579,8 +598,19 @@ class RaftHost:
         self._wake.set()
 
     def _send_all(self, messages: Iterable[Any]) -> None:
-        for to, wire in coalesce_appends(messages, self.max_append_entries, self.max_append_bytes):
+        """Send one pump pass's messages of every group: appends merged per peer, and every
+        heartbeat (and answer) to a peer in one message, however many groups it speaks for."""
+        heartbeats: dict[int, list[Any]] = {}
+        others = []
+        for m in messages:
+            if getattr(m, "type", None) in HEARTBEAT_TYPES:
+                heartbeats.setdefault(m.to, []).append(heartbeat_to_wire(m))
+            else:
+                others.append(m)
+        for to, wire in coalesce_appends(others, self.max_append_entries, self.max_append_bytes):
             self._send(to, wire)
+        for to, items in heartbeats.items():
+            self._send(to, [HEARTBEATS, items])
 
     def _already_durable(self, group: GroupId, ready: Any) -> bool:
         """Whether the ready's committed entries were all persisted by earlier batches, so
@@ -654,7 +684,7 @@ def _split_early(messages: list[Any]) -> tuple[list[Any], list[Any]]:
 
 
 # Positions in warren.raft.types.Message.to_wire()'s list.
-_W_TERM, _W_INDEX, _W_COMMIT, _W_ENTRIES = 4, 6, 7, 11
+_W_GROUP, _W_TERM, _W_INDEX, _W_COMMIT, _W_ENTRIES = 1, 4, 6, 7, 11
 
 
 def coalesce_appends(
@@ -688,7 +718,8 @@ def coalesce_appends(
             wire, wire_size = current
             entries = wire[_W_ENTRIES]
             if (
-                wire[_W_TERM] == m.term
+                wire[_W_GROUP] == m.group
+                and wire[_W_TERM] == m.term
                 and m.index == wire[_W_INDEX] + len(entries)
                 and len(entries) + len(m.entries) <= max_entries
                 and wire_size + size <= max_bytes

@@ -271,3 +271,33 @@ def message_from_wire(obj: Any) -> Message:
         _MSG_TYPES[kind], group, frm, to, term, log_term, index, commit, reject, hint, context,
         decoded, meta, offset, data, done,
     )  # fmt: skip
+
+
+# Heartbeats of many groups between the same two nodes travel together, as one message of
+# compact items (see warren.io.raft_host): [type, group, term, commit, hint, context].
+HEARTBEAT_TYPES = frozenset({MsgType.HEARTBEAT, MsgType.HEARTBEAT_RESP})
+
+
+def heartbeat_to_wire(m: Message) -> list[Any]:
+    return [int(m.type), m.group, m.term, m.commit, m.hint, m.context]
+
+
+def heartbeats_from_wire(frm: int, to: int, items: Any) -> list[Message]:
+    """Decode a batch of heartbeats from ``frm``; ``PeerProtocolError`` on anything malformed."""
+    if not isinstance(items, list | tuple):
+        raise PeerProtocolError("heartbeat batch must be a list")
+    out = []
+    for item in items:
+        if not (isinstance(item, list | tuple) and len(item) == 6):
+            raise PeerProtocolError("malformed heartbeat")
+        kind, group, term, commit, hint, context = item
+        if kind not in (MsgType.HEARTBEAT, MsgType.HEARTBEAT_RESP) or type(kind) is not int:
+            raise PeerProtocolError(f"not a heartbeat type: {kind!r}")
+        if not (isinstance(group, str) or type(group) is int):
+            raise PeerProtocolError("raft group id must be str or int")
+        if not (_is_nat(term) and _is_nat(commit) and _is_nat(hint)):
+            raise PeerProtocolError("heartbeat numbers must be non-negative integers")
+        if not isinstance(context, bytes):
+            raise PeerProtocolError("heartbeat context must be bytes")
+        out.append(Message(_MSG_TYPES[kind], group, frm, to, term, commit=commit, hint=hint, context=context))
+    return out
