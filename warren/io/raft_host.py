@@ -113,7 +113,9 @@ def ready_to_write(group: GroupId, ready: Any) -> GroupWrite | None:
         snapshot = (meta.index, meta.term, meta_config_wire(meta), data)
     if not entries and hard_state is None and snapshot is None:
         return None
-    return GroupWrite(group, entries, hard_state, snapshot)
+    # Snapshots this leader is still sending survive the save of a newer one.
+    keep = getattr(ready, "sending_snapshots", ())
+    return GroupWrite(group, entries, hard_state, snapshot, keep_snapshots=keep)
 
 
 def meta_config_wire(meta: Any) -> Any:

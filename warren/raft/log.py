@@ -17,7 +17,7 @@ CONFIG_SCAN_PAGE_BYTES = 1 << 20
 class RaftLog:
     def __init__(self, storage: Storage, initial_config: Config) -> None:
         self.storage = storage
-        saved = storage.load_snapshot()
+        saved = storage.snapshot_meta()
         self.base_config = saved[0].config if saved is not None else initial_config
         self.base_index = storage.first_index() - 1
         self.unstable: list[Entry] = []

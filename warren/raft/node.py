@@ -86,6 +86,8 @@ class Ready:
     committed_entries: list[Entry]
     read_states: list[ReadState] = field(default_factory=list)
     local_snapshot: tuple[SnapshotMeta, bytes] | None = None  # persist only (compaction)
+    # Indexes of snapshots this leader is sending: saving a newer one must keep them.
+    sending_snapshots: frozenset[int] = frozenset()
     role: Role = Role.FOLLOWER
     leader: int = NONE
     term: int = 0
@@ -93,9 +95,9 @@ class Ready:
     def persist_to(self, storage: Storage) -> None:
         """Write what must be durable before the messages that need it go out (one order)."""
         if self.snapshot is not None:
-            storage.save_snapshot(*self.snapshot)
+            storage.save_snapshot(*self.snapshot, keep=self.sending_snapshots)
         if self.local_snapshot is not None:
-            storage.save_snapshot(*self.local_snapshot)
+            storage.save_snapshot(*self.local_snapshot, keep=self.sending_snapshots)
         if self.entries:
             storage.append(self.entries)
         if self.hard_state is not None:
@@ -702,25 +704,34 @@ class RaftNode:
         return True
 
     def _start_snapshot(self, to: int, pr: Progress) -> bool:
-        saved = self.log.storage.load_snapshot()
-        if saved is None:
+        held = self.log.storage.snapshot_meta()
+        if held is None:
             return False
-        pr.become_snapshot(saved[0].index)
+        pr.become_snapshot(held[0].index, *held)
         self._send_snapshot_chunk(to, pr)
         return False
 
     def _send_snapshot_chunk(self, to: int, pr: Progress) -> None:
-        saved = self.log.storage.load_snapshot()
-        assert saved is not None
-        meta, data = saved
-        if meta.index != pr.snapshot_index:
-            pr.become_snapshot(meta.index)
+        """The next chunk of the snapshot this transfer started with (pinned by index: a
+        newer snapshot taken meanwhile waits for the next transfer, so frequent snapshots
+        cannot keep a slow follower from ever finishing). One chunk is read from storage."""
+        meta, size = pr.snapshot_meta, pr.snapshot_size
+        assert meta is not None
         pr.snapshot_stalled_ticks = 0
         off = pr.snapshot_offset
-        chunk = data[off : off + self.chunk_bytes]
+        chunk = self.log.storage.snapshot_chunk(meta.index, off, self.chunk_bytes)
+        if chunk is None:
+            # Dropped before the store heard it was being sent (a newer one was saved by a
+            # ready cut before this transfer began): start over with the latest.
+            held = self.log.storage.snapshot_meta()
+            if held is None or held[0].index == meta.index:
+                return
+            pr.become_snapshot(held[0].index, *held)
+            self._send_snapshot_chunk(to, pr)
+            return
         self._send(
             MsgType.SNAPSHOT, to, snapshot=meta, offset=off, data=chunk,
-            done=off + len(chunk) >= len(data),
+            done=off + len(chunk) >= size,
         )  # fmt: skip
 
     def _send(self, kind: MsgType, to: int, term: int | None = None, **fields: object) -> None:
@@ -770,6 +781,10 @@ class RaftNode:
             committed_entries=committed,
             read_states=self.read_states,
             local_snapshot=self.local_snapshot,
+            sending_snapshots=frozenset(
+                pr.snapshot_index for pr in self.progress.values()
+                if pr.state == ProgressState.SNAPSHOT
+            ),
             role=self.role,
             leader=self.leader,
             term=self.term,

@@ -9,8 +9,9 @@ The driver loop, per node, across ALL its groups (group commit):
 2. Send every message in ``rd.messages`` whose ``may_send_before_persist`` is true (the
    leader's appends, heartbeats and snapshot chunks) -- optional, it only saves latency.
 3. Persist the whole batch in ONE write transaction and ONE fsync, per group in this order:
-   ``rd.snapshot`` (``save_snapshot``: it also discards log entries up to the snapshot
-   index, the whole log if the log does not hold that index with that term), then
+   ``rd.snapshot`` and ``rd.local_snapshot`` (``save_snapshot`` with
+   ``keep=rd.sending_snapshots``: it also discards log entries up to the snapshot index,
+   the whole log if the log does not hold that index with that term), then
    ``rd.entries`` (``append``: it truncates any conflicting suffix first), then
    ``rd.hard_state`` (``save``).
 4. Only after the fsync: send the remaining messages (votes, vote grants, append/snapshot
@@ -25,7 +26,7 @@ the three storages.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Protocol
 
 from warren.raft.types import Config, Entry, HardState, SnapshotMeta
@@ -58,11 +59,26 @@ class StableStorage(Protocol):
 
 
 class SnapshotStorage(Protocol):
-    def load_snapshot(self) -> tuple[SnapshotMeta, bytes] | None: ...
+    """Snapshots are read a chunk at a time: a leader sends one to a follower chunk by chunk
+    and must not load (or hold) the whole of it per chunk. It keeps sending the snapshot it
+    started with, by index, even when a newer one is taken meanwhile (so a slow follower
+    finishes): the storage keeps an older snapshot while the ready that saves a newer one
+    names it in ``keep`` (``Ready.sending_snapshots``)."""
 
-    def save_snapshot(self, meta: SnapshotMeta, data: bytes) -> None:
+    def snapshot_meta(self) -> tuple[SnapshotMeta, int] | None:
+        """The latest snapshot's metadata and data size, without reading the data."""
+
+    def snapshot_chunk(self, index: int, offset: int, max_bytes: int) -> bytes | None:
+        """Up to ``max_bytes`` of the data of the held snapshot at ``index`` from ``offset``
+        (b"" at its end); None when that snapshot is no longer held."""
+
+    def load_snapshot(self) -> tuple[SnapshotMeta, bytes] | None:
+        """The latest snapshot whole (a state machine's restore at start-up)."""
+
+    def save_snapshot(self, meta: SnapshotMeta, data: bytes, keep: Collection[int] = ()) -> None:
         """Keep this snapshot as the latest and drop log entries it covers (the whole log if
-        the log does not hold ``meta.index`` with ``meta.term``)."""
+        the log does not hold ``meta.index`` with ``meta.term``); drop older snapshots except
+        those whose index is in ``keep``."""
 
 
 class Storage(LogStorage, StableStorage, SnapshotStorage, Protocol):
@@ -75,6 +91,7 @@ class MemoryStorage:
     def __init__(self, config: Config | None = None) -> None:
         self.hard_state = HardState()
         self.snapshot: tuple[SnapshotMeta, bytes] | None = None
+        self.kept: dict[int, tuple[SnapshotMeta, bytes]] = {}  # older ones still being sent
         self.snap_index = 0
         self.snap_term = 0
         self.log: list[Entry] = []  # log[i] has index snap_index + 1 + i
@@ -135,12 +152,23 @@ class MemoryStorage:
     def save(self, state: HardState) -> None:
         self.hard_state = HardState(state.term, state.vote, state.commit)
 
+    def snapshot_meta(self) -> tuple[SnapshotMeta, int] | None:
+        return None if self.snapshot is None else (self.snapshot[0], len(self.snapshot[1]))
+
+    def snapshot_chunk(self, index: int, offset: int, max_bytes: int) -> bytes | None:
+        held = self.snapshot if self.snapshot is not None and self.snapshot[0].index == index else None
+        held = held or self.kept.get(index)
+        return None if held is None else held[1][offset : offset + max_bytes]
+
     def load_snapshot(self) -> tuple[SnapshotMeta, bytes] | None:
         return self.snapshot
 
-    def save_snapshot(self, meta: SnapshotMeta, data: bytes) -> None:
+    def save_snapshot(self, meta: SnapshotMeta, data: bytes, keep: Collection[int] = ()) -> None:
         if meta.index <= self.snap_index:
             return
+        if self.snapshot is not None:
+            self.kept[self.snapshot[0].index] = self.snapshot
+        self.kept = {i: s for i, s in self.kept.items() if i in keep}
         if self.term(meta.index) == meta.term:
             self.compact(meta.index)
         else:

@@ -9,7 +9,7 @@ Protocols' sake (tests, tools) and each costs its own fsync.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from warren.raft.types import Config, Entry, EntryKind, HardState, SnapshotMeta
@@ -146,6 +146,16 @@ class GroupStorage:
         )
 
     # SnapshotStorage
+    def snapshot_meta(self) -> tuple[SnapshotMeta, int] | None:
+        saved = self.store.snapshot_meta(self.group)
+        if saved is None:
+            return None
+        index, term, config, size = saved
+        return snapshot_meta(index, term, config), size
+
+    def snapshot_chunk(self, index: int, offset: int, max_bytes: int) -> bytes | None:
+        return self.store.snapshot_chunk(self.group, index, offset, max_bytes)
+
     def load_snapshot(self) -> tuple[SnapshotMeta, bytes] | None:
         saved = self.store.snapshot(self.group)
         if saved is None:
@@ -153,11 +163,11 @@ class GroupStorage:
         index, term, config, data = saved
         return snapshot_meta(index, term, config), data
 
-    def save_snapshot(self, meta: SnapshotMeta, data: bytes) -> None:
+    def save_snapshot(self, meta: SnapshotMeta, data: bytes, keep: Collection[int] = ()) -> None:
         config = meta.config.to_wire() if hasattr(meta.config, "to_wire") else meta.config
-        self.store.persist_batch(
-            [GroupWrite(self.group, snapshot=(meta.index, meta.term, config, data))]
-        )
+        self.store.persist_batch([GroupWrite(
+            self.group, snapshot=(meta.index, meta.term, config, data), keep_snapshots=keep,
+        )])  # fmt: skip
         self.persisted((), snapshot=True)
 
 

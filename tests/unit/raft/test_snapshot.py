@@ -1,0 +1,98 @@
+"""Snapshots in the core: chunked transfer read from storage, pinned to the snapshot it began
+with, and the storage twin's chunk reads."""
+
+from __future__ import annotations
+
+from tests.unit.raft.harness import Cluster
+from warren.limits import Limits
+from warren.raft.storage import MemoryStorage
+from warren.raft.types import Config, Message, MsgType, SnapshotMeta
+
+CHUNK = 64
+
+
+def _compacted_cluster(state: bytes) -> tuple[Cluster, int]:
+    """Three nodes, node 3 cut off while the leader commits and snapshots past it."""
+    c = Cluster(limits=Limits(raft_snapshot_chunk_bytes=CHUNK))
+    leader = c.elect()
+    lagging = next(n for n in c.nodes if n != leader)
+    c.isolate(lagging)
+    for i in range(20):
+        c.propose(leader, b"e%d" % i)
+    node = c.nodes[leader]
+    node.take_snapshot(node.applied, state)
+    c.settle()
+    assert c.disks[leader].first_index() > c.disks[lagging].last_index() + 1  # it needs one
+    return c, lagging
+
+
+def test_a_transfer_keeps_its_snapshot_when_a_newer_one_is_taken_meanwhile() -> None:
+    first_state = bytes(range(256)) * 4  # 16 chunks
+    c, lagging = _compacted_cluster(first_state)
+    leader = c.leaders()[0]
+    node = c.nodes[leader]
+    first_index = c.disks[leader].snapshot_meta()[0].index  # type: ignore[index]
+    for i in range(5):
+        c.propose(leader, b"late%d" % i)
+    chunks: list[Message] = []
+    newer: list[int] = []
+
+    def watch(m: Message) -> bool:
+        if m.type == MsgType.SNAPSHOT and m.to == lagging:
+            chunks.append(m)
+            if m.offset == 3 * CHUNK and not newer:  # mid-transfer: a newer snapshot lands
+                newer.append(node.applied)
+                node.take_snapshot(node.applied, b"newer state")
+        return False
+
+    c.drop = watch
+    c.heal()
+    c.tick(10)
+    assert newer and c.disks[leader].snapshot_meta()[0].index == newer[0]  # type: ignore[index]
+    # The first snapshot went out whole, in order, no chunk twice (no restart from 0); the
+    # newer one compacted the entries after it, so a second, short transfer follows.
+    first = [m for m in chunks if m.snapshot.index == first_index]  # type: ignore[union-attr]
+    assert chunks[: len(first)] == first and first[-1].done
+    assert [m.offset for m in first] == list(range(0, len(first_state), CHUNK))
+    assert b"".join(m.data for m in first) == first_state
+    assert {m.snapshot.index for m in chunks[len(first) :]} <= {newer[0]}  # type: ignore[union-attr]
+    assert c.nodes[lagging].committed == node.committed
+    assert c.disks[lagging].load_snapshot() == c.disks[leader].load_snapshot()
+
+
+def test_a_transfer_whose_snapshot_was_dropped_starts_over_with_the_latest() -> None:
+    c, lagging = _compacted_cluster(b"s" * 300)
+    leader = c.leaders()[0]
+    disk = c.disks[leader]
+    stale = disk.snapshot_meta()[0]  # type: ignore[index]
+    for i in range(3):
+        c.propose(leader, b"late%d" % i)
+    node = c.nodes[leader]
+    node.take_snapshot(node.applied, b"t" * 100)
+    c.settle()
+    latest = disk.snapshot_meta()[0]  # type: ignore[index]
+    assert disk.snapshot_chunk(stale.index, 0, CHUNK) is None  # not kept: nobody was sending it
+    # A progress pinned to the dropped one (it began before the newer save reached the disk).
+    pr = node.progress[lagging]
+    pr.become_snapshot(stale.index, stale, 300)
+    node._send_snapshot_chunk(lagging, pr)
+    sent = [m for m in node.msgs if m.type == MsgType.SNAPSHOT]
+    assert len(sent) == 1 and sent[0].snapshot == latest and sent[0].offset == 0
+    assert pr.snapshot_index == latest.index
+    c.heal()
+    c.tick(5)
+    assert c.nodes[lagging].committed == node.committed
+
+
+def test_memory_storage_reads_chunks_and_keeps_only_snapshots_named_in_keep() -> None:
+    disk = MemoryStorage()
+    config = Config(frozenset({1}))
+    a, b, c = (SnapshotMeta(i, 1, config) for i in (5, 9, 12))
+    disk.save_snapshot(a, b"abcdefgh")
+    assert disk.snapshot_meta() == (a, 8)
+    assert disk.snapshot_chunk(5, 3, 4) == b"defg" and disk.snapshot_chunk(5, 8, 4) == b""
+    disk.save_snapshot(b, b"B", keep={5})
+    assert disk.snapshot_meta() == (b, 1) and disk.snapshot_chunk(5, 0, 3) == b"abc"
+    disk.save_snapshot(c, b"C")
+    assert disk.snapshot_chunk(5, 0, 3) is None and disk.snapshot_chunk(9, 0, 3) is None
+    assert disk.snapshot_chunk(12, 0, 3) == b"C"
