@@ -88,6 +88,7 @@ class Ready:
     local_snapshot: tuple[SnapshotMeta, bytes] | None = None  # persist only (compaction)
     # Indexes of snapshots this leader is sending: saving a newer one must keep them.
     sending_snapshots: frozenset[int] = frozenset()
+    local_keep_from: int | None = None  # with local_snapshot: keep entries from here on
     role: Role = Role.FOLLOWER
     leader: int = NONE
     term: int = 0
@@ -157,6 +158,7 @@ class RaftNode:
         self.append_pending = False
         self.read_states: list[ReadState] = []
         self.local_snapshot: tuple[SnapshotMeta, bytes] | None = None
+        self.local_keep_from: int | None = None
         self.in_flight = False
         self.snapshot_in: tuple[SnapshotMeta, bytearray] | None = None
         self._reset(self.term)
@@ -331,14 +333,20 @@ class RaftNode:
         else:
             self.read_states.append(ReadState(0, context, ok=False))
 
-    def take_snapshot(self, index: int, data: bytes) -> None:
-        """The state machine's state up to ``index`` (applied); the log before it may go."""
+    def take_snapshot(self, index: int, data: bytes, keep_from: int | None = None) -> bool:
+        """The state machine's state up to ``index`` (applied); the log before it may go.
+
+        ``keep_from``: the storage keeps entries from this index on although the snapshot
+        covers them (the state machine reads them back; the core does not). False when
+        refused: not newer than the log's base, or a snapshot is being written already."""
         assert index <= self.log.applied, "snapshot of unapplied state"
         if index <= self.log.base_index or self.log.pending_snapshot or self.local_snapshot:
-            return
+            return False
         term = self.log.term(index)
         assert term is not None
         self.local_snapshot = (SnapshotMeta(index, term, self.log.config_at(index)), data)
+        self.local_keep_from = keep_from
+        return True
 
     # ------------------------------------------------------------------ step
     def step(self, m: Message) -> None:
@@ -781,6 +789,7 @@ class RaftNode:
             committed_entries=committed,
             read_states=self.read_states,
             local_snapshot=self.local_snapshot,
+            local_keep_from=self.local_keep_from,
             sending_snapshots=frozenset(
                 pr.snapshot_index for pr in self.progress.values()
                 if pr.state == ProgressState.SNAPSHOT

@@ -279,7 +279,7 @@ class RaftStore:
 
     def _held_snapshots(self, txn: lmdb.Transaction, prefix: bytes) -> list[int]:
         """Indexes of the chunked snapshots held for the group, ascending."""
-        out = []
+        out: list[int] = []
         cursor = txn.cursor(db=self._snap)
         if not cursor.set_range(prefix + bytes(8)):
             return out
@@ -424,6 +424,7 @@ class RaftStore:
             held = self._held_snapshots(txn, prefix)
             if held:
                 raw = txn.get(prefix + _INDEX.pack(held[-1]), db=self._snap)
+                assert raw is not None
                 index, term, config, size, _ = _unpack(bytes(raw))
                 return (index, term, config, size)
             legacy = txn.get(prefix, db=self._snap)
