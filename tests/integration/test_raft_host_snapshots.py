@@ -107,3 +107,27 @@ async def test_snapshots_compact_the_log_and_keep_from_retains_entries(tmp_path:
     assert store.retained_from("q") == applied - 10
     await host.stop()
     store.close()
+
+
+async def test_a_restart_restores_the_snapshot_and_applies_only_the_entries_after_it(tmp_path: Path) -> None:
+    limits = Limits(raft_snapshot_every_entries=200)
+    first = Counter()
+    host, node, store = await _host(tmp_path, first, limits)
+    await _propose(host, 1000)
+    await _settled(node, host)
+    total, applied = first.total["q"], node.applied
+    snap_index = store.snapshot("q")[0]  # type: ignore[index]
+    await host.stop()
+    store.close()
+
+    second = Counter()
+    host, node, store = await _host(tmp_path, second, limits)
+    for _ in range(200):
+        if node.applied >= applied + 1:  # its own no-op of the new term
+            break
+        await asyncio.sleep(0.005)
+    assert second.restored == [("q", snap_index)]
+    assert second.total["q"] == total
+    assert second.applied_entries == applied - snap_index  # replayed only the tail
+    await host.stop()
+    store.close()

@@ -192,7 +192,17 @@ class RaftHost:
     def add_group(self, group: GroupId, node: CoreNode, storage: EntryCache | None = None) -> None:
         """Host ``node``; ``storage`` (the node's own) hears of every batch made durable."""
         self.groups[group] = GroupSlot(node, storage)
+        self._recover(group)
         self._mark(group)
+
+    def _recover(self, group: GroupId) -> None:
+        """Restore the state machine from the group's latest snapshot: the node applies only
+        the entries after it (restart costs the snapshot plus the log since, not the log)."""
+        restore = getattr(self.state_machine, "restore", None)
+        saved = self.store.snapshot(group) if restore is not None else None
+        if saved is not None:
+            index, _, _, data = saved
+            restore(group, index, data)  # type: ignore[misc]
 
     async def delete_group(self, group: GroupId) -> None:
         """Stop hosting ``group`` and remove its log, state and snapshot from the store.
