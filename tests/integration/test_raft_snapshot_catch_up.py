@@ -19,7 +19,7 @@ from typing import Any
 import msgpack
 import pytest
 
-from warren.io.raft_host import RaftHost
+from warren.io.raft_host import ENVELOPE_BYTES, RaftHost
 from warren.limits import Limits
 from warren.raft.node import RaftNode, Role
 from warren.raft.types import message_from_wire
@@ -57,6 +57,43 @@ class Queue:
         return self.count, self.total, self.live
 
 
+class MessageStore(Queue):
+    """A queue that keeps its live bodies in the Raft log, as a quorum queue will: its
+    snapshot is small (counts and the live indexes) and retains the entries from the oldest
+    live message on (``keep_from``); after installing one, the bodies are read from the
+    store, where the leader's snapshot brought them."""
+
+    def __init__(self, store: RaftStore) -> None:
+        super().__init__()
+        self.store = store
+        self.live_index: list[int] = []
+
+    def apply(self, group: Any, index: int, data: bytes) -> None:
+        super().apply(group, index, b"")
+        self.live = []
+        self.live_index.append(index)
+        if len(self.live_index) > LIVE:
+            del self.live_index[: len(self.live_index) - LIVE]
+
+    def keep_from(self, group: Any) -> int | None:
+        return self.live_index[0] if self.live_index else None
+
+    def snapshot(self, group: Any) -> bytes:
+        return msgpack.packb([self.count, self.total, self.live_index])
+
+    def restore(self, group: Any, index: int, data: bytes) -> None:
+        self.count, self.total, self.live_index = msgpack.unpackb(data)
+        self.restored.append(index)
+
+    def state(self) -> tuple[int, int, list[bytes]]:
+        return self.count, self.total, self.live_index  # type: ignore[return-value]
+
+    def bodies(self, group: Any) -> list[bytes]:
+        held = {r[0]: r[3][ENVELOPE_BYTES:] for r in
+                self.store.entries(group, self.live_index[0], self.live_index[-1] + 1)}
+        return [held[i] for i in self.live_index]
+
+
 class Net:
     """In-process links between hosts; a stopped host's messages are dropped."""
 
@@ -77,10 +114,10 @@ class Net:
 
 
 class Member:
-    def __init__(self, node_id: int, path: Path, net: Net, limits: Limits) -> None:
+    def __init__(self, node_id: int, path: Path, net: Net, limits: Limits, retain: bool) -> None:
         self.id = node_id
         self.store = RaftStore(path, 1 << 30, sync=False, snapshot_chunk_bytes=limits.raft_snapshot_chunk_bytes)
-        self.machine = Queue()
+        self.machine = MessageStore(self.store) if retain else Queue()
         self.host = RaftHost(node_id, self.store, net.sender(node_id), message_from_wire,
                              self.machine, tick_seconds=0.01, limits=limits)
         storage = GroupStorage(self.store, GROUP)
@@ -114,10 +151,10 @@ async def _commit(leader: Member, count: int, batch: int = 2000) -> None:
         await asyncio.gather(*(leader.host.propose(GROUP, b"m%d" % (lo + i)) for i in range(n)))
 
 
-async def _catch_up(tmp_path: Path, behind: int, every: int) -> tuple[float, float]:
+async def _catch_up(tmp_path: Path, behind: int, every: int, retain: bool = False) -> tuple[float, float]:
     limits = Limits(raft_snapshot_every_entries=every, raft_snapshot_chunk_bytes=4096)
     net = Net()
-    members = {n: Member(n, tmp_path / f"n{n}", net, limits) for n in (1, 2, 3)}
+    members = {n: Member(n, tmp_path / f"n{n}", net, limits, retain) for n in (1, 2, 3)}
     for m in members.values():
         await m.start(net)
     try:
@@ -132,7 +169,7 @@ async def _catch_up(tmp_path: Path, behind: int, every: int) -> tuple[float, flo
         assert leader.store.first_index(GROUP) > lagging.node.applied + 1  # compacted past it
         # Back, from its own store, while proposals go on (newer snapshots mid-transfer).
         started = time.monotonic()
-        back = members[lagging.id] = Member(lagging.id, tmp_path / f"n{lagging.id}", net, limits)
+        back = members[lagging.id] = Member(lagging.id, tmp_path / f"n{lagging.id}", net, limits, retain)
         await back.start(net)
         installed: list[float] = []
 
@@ -152,6 +189,10 @@ async def _catch_up(tmp_path: Path, behind: int, every: int) -> tuple[float, flo
         assert back.host.snapshots.installed >= 1
         assert back.machine.restored and max(back.machine.restored) > 100 + behind // 2
         assert back.machine.count == leader.machine.count == 100 + behind + 5 * every
+        if retain:  # the live bodies came with the snapshot: the follower reads them locally
+            bodies = back.machine.bodies(GROUP)  # type: ignore[attr-defined]
+            assert bodies == leader.machine.bodies(GROUP) and len(bodies) == LIVE  # type: ignore[attr-defined]
+            assert back.store.retained_from(GROUP) <= back.machine.live_index[0]  # type: ignore[attr-defined]
         return installed[0], took
     finally:
         for m in members.values():
@@ -164,3 +205,10 @@ async def test_a_follower_100000_entries_behind_catches_up_by_snapshot(tmp_path:
     installed_after, equal_after = await _catch_up(tmp_path, 100_000, 10_000)
     print(f"100,000 behind: snapshot installed after {installed_after:.2f} s, "
           f"same state and commit after {equal_after:.2f} s (50,000 more committed meanwhile)")
+
+
+@pytest.mark.timeout(60)
+async def test_a_message_store_follower_gets_the_live_bodies_with_the_snapshot(tmp_path: Path) -> None:
+    installed_after, equal_after = await _catch_up(tmp_path, 30_000, 5_000, retain=True)
+    print(f"30,000 behind, 20,000 live bodies retained: snapshot installed after "
+          f"{installed_after:.2f} s, same state after {equal_after:.2f} s")

@@ -138,11 +138,17 @@ def ready_to_write(group: GroupId, ready: Any) -> GroupWrite | None:
         snapshot = (meta.index, meta.term, meta_config_wire(meta), data)
     if not entries and hard_state is None and snapshot is None:
         return None
-    # Snapshots this leader is still sending survive the save of a newer one; a local
-    # snapshot may keep entries it covers for the state machine (keep_from).
+    # Snapshots this leader is still sending survive the save of a newer one; a snapshot
+    # may keep entries it covers for the state machine (retained_from), a leader's comes
+    # with them.
     keep = getattr(ready, "sending_snapshots", ())
-    keep_from = getattr(ready, "local_keep_from", None) if ready.snapshot is None else None
-    return GroupWrite(group, entries, hard_state, snapshot, keep_snapshots=keep, keep_from=keep_from)
+    keep_from = getattr(taken[0], "retained_from", 0) or None if taken is not None else None
+    retained: Sequence[LogRecord] = ()
+    if ready.snapshot is not None:
+        retained = [(e.index, e.term, int(e.kind), e.data)
+                    for e in getattr(ready, "snapshot_entries", ())]
+    return GroupWrite(group, entries, hard_state, snapshot, keep_snapshots=keep,
+                      keep_from=keep_from, retained_entries=retained)
 
 
 def meta_config_wire(meta: Any) -> Any:

@@ -12,15 +12,19 @@ is the state as of ``node.applied``. A snapshot is taken
 
 The core then compacts its log: its model stays "snapshot at S, log from S+1". A state
 machine that keeps data in the log (a quorum queue keeps its message bodies there) says
-from which index it still needs entries: ``keep_from`` given to ``compact``, or its
+from which index L it still needs entries: ``keep_from`` given to ``compact``, or its
 optional ``keep_from(group)`` method for automatic snapshots. The store then keeps the
 entries L..S physically (``RaftStore.entries(group, L, S + 1)`` keeps working; see
-``RaftStore.retained_from``) although the core no longer sees them.
+``RaftStore.retained_from``) although the core no longer sees them, and the snapshot's
+metadata says so (``SnapshotMeta.retained_from``).
 
-Snapshots sent to a follower are SELF-CONTAINED today: a follower installs the state
-machine's snapshot bytes, not the leader's retained entries L..S, so a state machine that
-retains entries must put what a follower needs into its snapshot (or wait for the
-retained-entries transfer, not built yet).
+A snapshot sent to a follower carries the small state and then those retained entries,
+streamed from the leader's store chunk by chunk (never one blob on the leader); the
+follower persists them with the snapshot, so its state machine's ``restore`` can read
+the bodies from its own store. L cannot go below what the store still holds (the core
+clamps it), and entries a snapshot still being sent retains stay until it is done.
+The follower holds one incoming snapshot (data + retained entries) in memory until its
+last chunk: streaming it to disk as it arrives is not built yet.
 """
 
 from __future__ import annotations

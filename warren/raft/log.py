@@ -23,6 +23,7 @@ class RaftLog:
         self.unstable: list[Entry] = []
         self.offset = storage.last_index() + 1
         self.pending_snapshot: tuple[SnapshotMeta, bytes] | None = None
+        self.pending_retained: list[Entry] = []  # entries the pending snapshot retains
         self.committed = max(storage.load().commit, self.base_index)
         self.applied = self.base_index
         self.configs: list[tuple[int, Config]] = []
@@ -134,8 +135,9 @@ class RaftLog:
             del self.unstable[: index + 1 - self.offset]
             self.offset = index + 1
 
-    def restore(self, meta: SnapshotMeta, data: bytes) -> None:
+    def restore(self, meta: SnapshotMeta, data: bytes, retained: list[Entry] | None = None) -> None:
         self.pending_snapshot = (meta, data)
+        self.pending_retained = retained or []
         self.unstable = []
         self.offset = meta.index + 1
         self.committed = meta.index
@@ -144,6 +146,7 @@ class RaftLog:
     def snapshot_persisted(self, meta: SnapshotMeta) -> None:
         if self.pending_snapshot is not None and self.pending_snapshot[0] == meta:
             self.pending_snapshot = None
+            self.pending_retained = []
             self.applied = max(self.applied, meta.index)
 
     def compacted(self, index: int) -> None:

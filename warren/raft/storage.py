@@ -75,10 +75,19 @@ class SnapshotStorage(Protocol):
     def load_snapshot(self) -> tuple[SnapshotMeta, bytes] | None:
         """The latest snapshot whole (a state machine's restore at start-up)."""
 
-    def save_snapshot(self, meta: SnapshotMeta, data: bytes, keep: Collection[int] = ()) -> None:
+    def retained_entries(self, lo: int, hi: int, max_bytes: int) -> list[Entry] | None:
+        """Entries ``lo <= index < hi`` although a snapshot covers them (those a snapshot's
+        ``retained_from`` kept), as ``entries`` counts bytes; None when not all are held."""
+
+    def save_snapshot(
+        self, meta: SnapshotMeta, data: bytes, keep: Collection[int] = (),
+        retained: Sequence[Entry] = (),
+    ) -> None:  # fmt: skip
         """Keep this snapshot as the latest and drop log entries it covers (the whole log if
-        the log does not hold ``meta.index`` with ``meta.term``); drop older snapshots except
-        those whose index is in ``keep``."""
+        the log does not hold ``meta.index`` with ``meta.term``) except, with
+        ``meta.retained_from``, those from there on (and those a kept snapshot retains);
+        ``retained``: those entries, from the leader. Drop older snapshots except those
+        whose index is in ``keep``."""
 
 
 class Storage(LogStorage, StableStorage, SnapshotStorage, Protocol):
@@ -92,6 +101,7 @@ class MemoryStorage:
         self.hard_state = HardState()
         self.snapshot: tuple[SnapshotMeta, bytes] | None = None
         self.kept: dict[int, tuple[SnapshotMeta, bytes]] = {}  # older ones still being sent
+        self.retained: list[Entry] = []  # entries a snapshot covers but retains, to snap_index
         self.snap_index = 0
         self.snap_term = 0
         self.log: list[Entry] = []  # log[i] has index snap_index + 1 + i
@@ -144,6 +154,7 @@ class MemoryStorage:
         assert term is not None
         del self.log[: upto_index - self.snap_index]
         self.snap_index, self.snap_term = upto_index, term
+        self.retained = []
 
     def load(self) -> HardState:
         hs = self.hard_state
@@ -163,15 +174,41 @@ class MemoryStorage:
     def load_snapshot(self) -> tuple[SnapshotMeta, bytes] | None:
         return self.snapshot
 
-    def save_snapshot(self, meta: SnapshotMeta, data: bytes, keep: Collection[int] = ()) -> None:
+    def retained_entries(self, lo: int, hi: int, max_bytes: int) -> list[Entry] | None:
+        held = self.retained + self.log
+        first = held[0].index if held else self.snap_index + 1
+        if lo < first or hi > self.last_index() + 1:
+            return None
+        out: list[Entry] = []
+        size = 0
+        for e in held[lo - first : hi - first]:
+            size += len(e.data) + 16
+            if out and size > max_bytes:
+                break
+            out.append(e)
+        return out
+
+    def save_snapshot(
+        self, meta: SnapshotMeta, data: bytes, keep: Collection[int] = (),
+        retained: Sequence[Entry] = (),
+    ) -> None:  # fmt: skip
         if meta.index <= self.snap_index:
             return
         if self.snapshot is not None:
             self.kept[self.snapshot[0].index] = self.snapshot
         self.kept = {i: s for i, s in self.kept.items() if i in keep}
+        # Retained entries stay from the lowest start this snapshot or a kept one names.
+        metas = [meta, *(held[0] for held in self.kept.values())]
+        starts = [m.retained_from for m in metas if m.retained_from]
         if self.term(meta.index) == meta.term:
+            covered = self.retained + self.log[: meta.index - self.snap_index]
             self.compact(meta.index)
+            lo = min(starts) if starts else meta.index + 1
+            self.retained = [e for e in covered if e.index >= lo]
         else:
             self.log.clear()
             self.snap_index, self.snap_term = meta.index, meta.term
+            self.retained = []
+        if retained:
+            self.retained = list(retained)
         self.snapshot = (meta, data)

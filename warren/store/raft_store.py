@@ -6,7 +6,8 @@ Layout: four sub-databases, every key starting with the group's prefix
 - ``log``:   prefix + index (u64 big-endian, so a cursor walks a group's log in order)
              -> msgpack ``[term, kind, data]``
 - ``state``: prefix -> msgpack ``[term, vote, commit]`` (the hard state)
-- ``snap``:  prefix + index (u64) -> msgpack ``[index, term, config, size, chunk_bytes]``,
+- ``snap``:  prefix + index (u64) -> msgpack ``[index, term, config, size, chunk_bytes,
+             retained_from]`` (retained_from 0: the snapshot retains no entries),
              one per snapshot held: the latest, and older ones the leader is still sending
              to a follower (``GroupWrite.keep_snapshots``). Stores written before chunking
              hold instead prefix -> ``[index, term, config, data]``; it is still read, and
@@ -87,9 +88,11 @@ class GroupWrite:
     semantics of ``warren.raft.storage``'s Protocols and its ``MemoryStorage`` twin.
 
     ``keep_snapshots``: indexes of older snapshots to keep when ``snapshot`` replaces them
-    (a leader is still sending them); every other older one is dropped. ``keep_from``:
-    with a snapshot or compaction that keeps the log's tail, entries from this index on stay
-    readable by :meth:`RaftStore.entries` although the core no longer sees them.
+    (a leader is still sending them, with the entries they retain); every other older one is
+    dropped. ``keep_from``: with a snapshot or compaction, entries from this index on stay
+    readable by :meth:`RaftStore.entries` although the core no longer sees them (recorded
+    as the snapshot's ``retained_from``); ``retained_entries`` are those entries when the
+    snapshot came from the leader (written after it replaced the log).
     """
 
     group: GroupId
@@ -100,6 +103,7 @@ class GroupWrite:
     delete: bool = False  # the group is gone (its queue deleted): remove everything it had
     keep_snapshots: Collection[int] = ()
     keep_from: int | None = None
+    retained_entries: Sequence[LogRecord] = ()  # with a leader's snapshot: keep_from..index
 
 
 @dataclass(slots=True)
@@ -209,16 +213,27 @@ class RaftStore:
             return 0
         if write.snapshot is not None and write.snapshot[0] > bounds.base_index:
             index, term, config, data = write.snapshot
-            self._put_snapshot(txn, prefix, index, term, config, data, write.keep_snapshots)
+            kept_from = self._put_snapshot(
+                txn, prefix, index, term, config, data, write.keep_snapshots, write.keep_from or 0
+            )  # fmt: skip
             size += len(data)
             kept_term = self._term_in(txn, prefix, bounds, index)
             if kept_term == term and index <= bounds.last_index:
-                self._move_base(txn, prefix, bounds, index, term, write.keep_from)
+                starts = [i for i in (write.keep_from, kept_from) if i]
+                self._move_base(txn, prefix, bounds, index, term, min(starts) if starts else None)
             else:  # the snapshot replaces the whole log
                 self._delete_range(txn, prefix, 0, bounds.last_index + 1)
                 bounds.last_index, bounds.last_term = index, term
                 bounds.retained_from = index + 1
                 self._move_base(txn, prefix, bounds, index, term, None)
+            if write.retained_entries:
+                records = write.retained_entries
+                assert records[-1][0] == index, "retained entries end at the snapshot"
+                for at, entry_term, kind, entry_data in records:
+                    txn.put(prefix + _INDEX.pack(at), _pack([entry_term, kind, entry_data]), db=self._log)
+                    size += len(entry_data)
+                bounds.retained_from = min(bounds.retained_from, records[0][0])
+                txn.put(prefix, _pack([index, term, bounds.retained_from]), db=self._base)
         entries = write.entries
         if entries and entries[0][0] <= bounds.base_index:  # already covered by the snapshot
             entries = [e for e in entries if e[0] > bounds.base_index]
@@ -263,19 +278,30 @@ class RaftStore:
         txn.put(prefix, _pack([index, term, cut]), db=self._base)
 
     def _put_snapshot(self, txn: lmdb.Transaction, prefix: bytes, index: int, term: int,
-                      config: Any, data: bytes, keep: Collection[int]) -> None:
-        """Write a snapshot as metadata + chunks; drop older ones not in ``keep``."""
+                      config: Any, data: bytes, keep: Collection[int], retained_from: int) -> int:
+        """Write a snapshot as metadata + chunks; drop older ones not in ``keep``. Returns
+        the lowest ``retained_from`` of the kept ones (0: none), whose entries must stay."""
         txn.delete(prefix, db=self._snap)  # a pre-chunking record, if any
+        kept_from = 0
         for held in self._held_snapshots(txn, prefix):
-            if held not in keep:
-                txn.delete(prefix + _INDEX.pack(held), db=self._snap)
-                self._delete_prefixed(txn, self._snapc, prefix + _INDEX.pack(held))
+            key = prefix + _INDEX.pack(held)
+            if held in keep:
+                raw = txn.get(key, db=self._snap)
+                assert raw is not None
+                record = _unpack(bytes(raw))
+                start = record[5] if len(record) > 5 else 0
+                if start:
+                    kept_from = min(kept_from or start, start)
+                continue
+            txn.delete(key, db=self._snap)
+            self._delete_prefixed(txn, self._snapc, key)
         step = self.snapshot_chunk_bytes
         view = memoryview(data)
         for n, offset in enumerate(range(0, len(data), step)):
             txn.put(prefix + _CHUNK.pack(index, n), view[offset : offset + step], db=self._snapc)
-        meta = [index, term, config, len(data), step]
+        meta = [index, term, config, len(data), step, retained_from]
         txn.put(prefix + _INDEX.pack(index), _pack(meta), db=self._snap)
+        return kept_from
 
     def _held_snapshots(self, txn: lmdb.Transaction, prefix: bytes) -> list[int]:
         """Indexes of the chunked snapshots held for the group, ascending."""
@@ -417,21 +443,23 @@ class RaftStore:
         term, vote, commit = _unpack(bytes(raw))
         return (term, vote, commit)
 
-    def snapshot_meta(self, group: GroupId) -> tuple[int, int, Any, int] | None:
-        """(index, term, config, data size) of the latest saved snapshot, data unread."""
+    def snapshot_meta(self, group: GroupId) -> tuple[int, int, Any, int, int] | None:
+        """(index, term, config, data size, retained_from) of the latest saved snapshot,
+        data unread; retained_from 0: it retains no entries."""
         prefix = self._prefix(group)
         with self._env.begin() as txn:
             held = self._held_snapshots(txn, prefix)
             if held:
                 raw = txn.get(prefix + _INDEX.pack(held[-1]), db=self._snap)
                 assert raw is not None
-                index, term, config, size, _ = _unpack(bytes(raw))
-                return (index, term, config, size)
+                record = _unpack(bytes(raw))
+                index, term, config, size = record[:4]
+                return (index, term, config, size, record[5] if len(record) > 5 else 0)
             legacy = txn.get(prefix, db=self._snap)
             if legacy is None:
                 return None
             index, term, config, data = _unpack(bytes(legacy))
-            return (index, term, config, len(data))
+            return (index, term, config, len(data), 0)
 
     def snapshot_chunk(self, group: GroupId, index: int, offset: int, max_bytes: int) -> bytes | None:
         """Up to ``max_bytes`` of the data of the held snapshot at ``index``, from ``offset``
@@ -447,7 +475,7 @@ class RaftStore:
                     return None
                 at, _, _, data = _unpack(bytes(legacy))
                 return data[offset : offset + max_bytes] if at == index else None
-            _, _, _, size, step = _unpack(bytes(raw))
+            _, _, _, size, step = _unpack(bytes(raw))[:5]
             end = min(size, offset + max_bytes)
             parts = []
             while offset < end:
@@ -465,7 +493,7 @@ class RaftStore:
         meta = self.snapshot_meta(group)
         if meta is None:
             return None
-        index, term, config, size = meta
+        index, term, config, size, _ = meta
         data = self.snapshot_chunk(group, index, 0, size)
         assert data is not None
         return (index, term, config, data)

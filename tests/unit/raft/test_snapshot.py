@@ -96,3 +96,53 @@ def test_memory_storage_reads_chunks_and_keeps_only_snapshots_named_in_keep() ->
     disk.save_snapshot(c, b"C")
     assert disk.snapshot_chunk(5, 0, 3) is None and disk.snapshot_chunk(9, 0, 3) is None
     assert disk.snapshot_chunk(12, 0, 3) == b"C"
+
+
+def test_a_snapshot_sends_the_entries_it_retains_after_its_data() -> None:
+    c = Cluster(limits=Limits(raft_snapshot_chunk_bytes=CHUNK))
+    leader = c.elect()
+    lagging = next(n for n in c.nodes if n != leader)
+    c.isolate(lagging)
+    for i in range(30):
+        c.propose(leader, b"body-%02d" % i)
+    node = c.nodes[leader]
+    applied = node.applied
+    assert node.take_snapshot(applied, b"x" * 100, keep_from=10)
+    c.settle()
+    disk = c.disks[leader]
+    meta = disk.snapshot_meta()[0]  # type: ignore[index]
+    assert meta.retained_from == 10 and disk.first_index() == applied + 1
+    kept = disk.retained_entries(10, applied + 1, 1 << 20)
+    assert kept is not None and [e.index for e in kept] == list(range(10, applied + 1))
+    chunks: list[Message] = []
+    c.drop = lambda m: m.type == MsgType.SNAPSHOT and bool(chunks.append(m))
+    c.heal()
+    c.tick(5)
+    # Two data chunks (100 bytes), then the entries, a few per chunk, offsets counting them.
+    assert [m.offset for m in chunks[:2]] == [0, CHUNK] and not any(m.entries for m in chunks[:2])
+    sent = [e for m in chunks[2:] for e in m.entries]
+    assert sent == kept and len(chunks) > 3 and chunks[-1].done
+    assert [m.offset for m in chunks[2:]] == [100 + m.entries[0].index - 10 for m in chunks[2:]]
+    follower = c.disks[lagging]
+    assert follower.load_snapshot() == (meta, b"x" * 100)
+    assert follower.retained_entries(10, applied + 1, 1 << 20) == kept
+    assert c.nodes[lagging].committed == node.committed
+
+
+def test_keep_from_cannot_reach_below_what_storage_still_holds() -> None:
+    c = Cluster()
+    leader = c.elect()
+    node = c.nodes[leader]
+    for i in range(20):
+        c.propose(leader, b"e%d" % i)
+    assert node.take_snapshot(10, b"s", keep_from=5)
+    c.settle()
+    for i in range(5):
+        c.propose(leader, b"f%d" % i)
+    assert node.take_snapshot(15, b"t", keep_from=2)  # 2..4 are gone: from 5 on
+    c.settle()
+    assert c.disks[leader].snapshot_meta()[0].retained_from == 5  # type: ignore[index]
+    assert node.take_snapshot(node.applied, b"u", keep_from=node.applied + 1)  # retains none
+    c.settle()
+    assert c.disks[leader].snapshot_meta()[0].retained_from == 0  # type: ignore[index]
+    assert c.disks[leader].retained_entries(5, 6, 100) is None

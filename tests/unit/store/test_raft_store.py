@@ -117,7 +117,7 @@ def test_a_snapshot_is_stored_in_chunks_and_read_at_any_offset(tmp_path: Path) -
     store = RaftStore(tmp_path, MAP, sync=False, snapshot_chunk_bytes=10)
     data = bytes(range(95))
     store.persist_batch([GroupWrite(1, entries(1, 6, 1)), GroupWrite(1, snapshot=(4, 1, None, data))])
-    assert store.snapshot_meta(1) == (4, 1, None, 95)
+    assert store.snapshot_meta(1) == (4, 1, None, 95, 0)
     with store._env.begin() as txn:  # ten chunk keys, none larger than a chunk
         chunks = [bytes(v) for k, v in txn.cursor(db=store._snapc)]
     assert [len(c) for c in chunks] == [10] * 9 + [5]
@@ -134,7 +134,7 @@ def test_saving_a_snapshot_keeps_only_the_older_ones_being_sent(store: RaftStore
     for index in (5, 10, 15):
         store.persist_batch([GroupWrite(1, snapshot=(index, 1, None, b"s%d" % index), keep_snapshots={5})])
     assert store.held_snapshots(1) == [5, 15]  # 10 was not being sent
-    assert store.snapshot_chunk(1, 5, 0, 100) == b"s5" and store.snapshot_meta(1) == (15, 1, None, 3)
+    assert store.snapshot_chunk(1, 5, 0, 100) == b"s5" and store.snapshot_meta(1) == (15, 1, None, 3, 0)
     store.persist_batch([GroupWrite(1, snapshot=(18, 1, None, b"s18"))])
     assert store.held_snapshots(1) == [18]
     store.persist_batch([GroupWrite(1, delete=True)])
@@ -161,7 +161,7 @@ def test_a_store_written_before_chunking_still_opens(tmp_path: Path) -> None:
     env.close()
     store = RaftStore(tmp_path, MAP, sync=False)
     assert (store.first_index("q"), store.last_index("q"), store.retained_from("q")) == (9, 12, 9)
-    assert store.snapshot_meta("q") == (8, 2, [[1], []], 9)
+    assert store.snapshot_meta("q") == (8, 2, [[1], []], 9, 0)
     assert store.snapshot_chunk("q", 8, 4, 100) == b"state"
     store.persist_batch([GroupWrite("q", snapshot=(10, 2, [[1], []], b"new"))])
     assert store.snapshot("q") == (10, 2, [[1], []], b"new") and store.held_snapshots("q") == [10]
@@ -185,3 +185,29 @@ def test_keep_from_retains_entries_a_snapshot_covers_for_the_state_machine(store
     # A leader's snapshot past the log replaces everything, retained entries too.
     store.persist_batch([GroupWrite(1, snapshot=(40, 2, None, b"t"), keep_from=27)])
     assert (store.first_index(1), store.retained_from(1), store.last_index(1)) == (41, 41, 40)
+
+
+def test_a_kept_snapshot_keeps_the_entries_it_retains(store: RaftStore) -> None:
+    store.persist_batch([GroupWrite(1, entries(1, 40, 1))])
+    store.persist_batch([GroupWrite(1, snapshot=(20, 1, None, b"a"), keep_from=8)])
+    assert store.snapshot_meta(1) == (20, 1, None, 1, 8)
+    # A newer snapshot retaining from 25 while the one at 20 is still being sent: 8.. stay.
+    store.persist_batch([GroupWrite(1, snapshot=(30, 1, None, b"b"), keep_from=25, keep_snapshots={20})])
+    assert store.retained_from(1) == 8 and store.entries(1, 8, 21) == entries(8, 21, 1)
+    store.persist_batch([GroupWrite(1, snapshot=(35, 1, None, b"c"), keep_from=25)])
+    assert store.retained_from(1) == 25 and store.held_snapshots(1) == [35]
+
+
+def test_a_leaders_snapshot_brings_the_entries_it_retains(tmp_path: Path) -> None:
+    store = RaftStore(tmp_path, MAP)
+    store.persist_batch([GroupWrite(1, entries(1, 5, 1))])
+    retained = entries(50, 61, 3, "r")
+    store.persist_batch([GroupWrite(1, snapshot=(60, 3, None, b"s"), keep_from=50, retained_entries=retained)])
+    assert (store.first_index(1), store.retained_from(1), store.last_index(1)) == (61, 50, 60)
+    assert store.entries(1, 50, 61) == retained and store.term(1, 55) is None
+    store.persist_batch([GroupWrite(1, entries(61, 63, 3))])
+    assert store.entries(1, 58, 63) == retained[-3:] + entries(61, 63, 3)
+    store.close()
+    reopened = RaftStore(tmp_path, MAP)
+    assert reopened.retained_from(1) == 50 and reopened.snapshot_meta(1) == (60, 3, None, 1, 50)
+    reopened.close()
