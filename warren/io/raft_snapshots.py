@@ -51,6 +51,9 @@ class SnapshotPolicy:
 
     def __init__(self, state_machine: Any, limits: Limits) -> None:
         self.state_machine = state_machine
+        # Looked up once: the host asks on every pass over every dirty group.
+        self._snapshot = getattr(state_machine, "snapshot", None)
+        self._keep_from = getattr(state_machine, "keep_from", None)
         self.every_entries = limits.raft_snapshot_every_entries
         self.every_bytes = limits.raft_snapshot_every_bytes
         self._since: dict[GroupId, _Since] = {}
@@ -76,9 +79,11 @@ class SnapshotPolicy:
 
     def maybe_snapshot(self, group: GroupId, node: Any) -> bool:
         """Take a snapshot of ``group`` if one is due; True if the core accepted it."""
-        snapshot = getattr(self.state_machine, "snapshot", None)
+        snapshot = self._snapshot
+        if snapshot is None:
+            return False
         take = getattr(node, "take_snapshot", None)
-        if snapshot is None or take is None:
+        if take is None:
             return False
         since = self._since.get(group)
         applied = node.applied
@@ -95,9 +100,8 @@ class SnapshotPolicy:
         if node.local_snapshot is not None or node.log.pending_snapshot is not None:
             return False  # one is being written already: the next pass tries again
         keep_from = since.keep_from if since is not None and since.requested else None
-        if keep_from is None:
-            wanted = getattr(self.state_machine, "keep_from", None)
-            keep_from = wanted(group) if wanted is not None else None
+        if keep_from is None and self._keep_from is not None:
+            keep_from = self._keep_from(group)
         if not take(applied, snapshot(group), keep_from=keep_from):
             return False
         self._since[group] = _Since()

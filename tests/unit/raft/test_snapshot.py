@@ -146,3 +146,18 @@ def test_keep_from_cannot_reach_below_what_storage_still_holds() -> None:
     c.settle()
     assert c.disks[leader].snapshot_meta()[0].retained_from == 0  # type: ignore[index]
     assert c.disks[leader].retained_entries(5, 6, 100) is None
+
+
+def test_snapshot_meta_on_the_wire_names_retained_entries_only_when_there_are_some() -> None:
+    import pytest
+
+    from warren.errors import PeerProtocolError
+
+    config = Config(frozenset({1, 2}))
+    plain, retaining = SnapshotMeta(9, 2, config), SnapshotMeta(9, 2, config, 4)
+    assert plain.to_wire() == [9, 2, [[1, 2], []]]  # as before retained entries existed
+    assert SnapshotMeta.from_wire(plain.to_wire()) == plain
+    assert SnapshotMeta.from_wire(retaining.to_wire()) == retaining
+    for bad in ([9, 2, [[1], []], 10], [9, 2, [[1], []], -1], [9, 2, [[1], []], 1, 2]):
+        with pytest.raises(PeerProtocolError):
+            SnapshotMeta.from_wire(bad)
