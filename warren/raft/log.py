@@ -27,7 +27,13 @@ class RaftLog:
         self.committed = max(storage.load().commit, self.base_index)
         self.applied = self.base_index
         self.configs: list[tuple[int, Config]] = []
-        # Config entries are found by a scan, a page at a time so start-up memory stays flat.
+        known = storage.config_entries()
+        if known is not None:  # the storage keeps them aside: no pass over the log
+            for e in known:
+                self._track_config(e)
+            return
+        # Else a scan (only the log after the snapshot), a page at a time so start-up
+        # memory stays flat.
         index, last = storage.first_index(), storage.last_index()
         while index <= last:
             page = storage.entries(index, last + 1, CONFIG_SCAN_PAGE_BYTES)

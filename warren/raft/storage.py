@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Protocol
 
-from warren.raft.types import Config, Entry, HardState, SnapshotMeta
+from warren.raft.types import Config, Entry, EntryKind, HardState, SnapshotMeta
 
 
 class LogStorage(Protocol):
@@ -50,6 +50,10 @@ class LogStorage(Protocol):
 
     def compact(self, upto_index: int) -> None:
         """Forget entries up to ``upto_index`` (they are covered by a snapshot)."""
+
+    def config_entries(self) -> list[Entry] | None:
+        """The membership-change entries held, in order, without reading the whole log
+        (the node's start-up); None when the storage does not know them (then it scans)."""
 
 
 class StableStorage(Protocol):
@@ -155,6 +159,9 @@ class MemoryStorage:
         del self.log[: upto_index - self.snap_index]
         self.snap_index, self.snap_term = upto_index, term
         self.retained = []
+
+    def config_entries(self) -> list[Entry] | None:
+        return [e for e in self.log if e.kind == EntryKind.CONF_CHANGE]
 
     def load(self) -> HardState:
         hs = self.hard_state

@@ -132,6 +132,12 @@ class GroupStorage:
             self.store.persist_batch([GroupWrite(self.group, records)])
             self.persisted(entries)
 
+    def config_entries(self) -> list[Entry] | None:
+        known = self.store.config_entries(self.group)
+        if known is None:
+            return None
+        return [Entry(term, index, EntryKind.CONF_CHANGE, data) for index, term, data in known]
+
     def compact(self, upto_index: int) -> None:
         self.store.persist_batch([GroupWrite(self.group, compact_upto=upto_index)])
 

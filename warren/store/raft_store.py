@@ -15,6 +15,11 @@ Layout: four sub-databases, every key starting with the group's prefix
 - ``snapc``: prefix + index (u64) + chunk number (u32) -> that chunk of the snapshot's data
              (``chunk_bytes`` each, the last one shorter): reading chunk k of a snapshot is
              one get, and writing a large one needs no giant value
+- ``conf``:  prefix -> msgpack ``[[index, term, data], ...]``: the membership-change entries
+             of the log after its base (rare, so small), kept with every write, so a
+             restart finds the configs without scanning the log. Absent for a group whose
+             log an older version wrote and that was never emptied since: then unknown,
+             and the core scans
 - ``base``:  prefix -> msgpack ``[index, term, retained_from]`` of the entry just before the
              first one the core sees (after compaction or a snapshot: the log's "dummy"
              entry); ``retained_from`` (absent in older stores: index + 1) is the first entry
@@ -49,6 +54,7 @@ import msgpack
 
 from warren.errors import StoreError
 from warren.limits import DEFAULT_LIMITS
+from warren.raft.types import EntryKind
 from warren.store.files import FILE_MODE, private_directory
 
 GroupId = int | str
@@ -58,6 +64,9 @@ LogRecord = tuple[int, int, int, bytes]
 _INDEX = struct.Struct(">Q")
 _CHUNK = struct.Struct(">QI")  # snapshot index, chunk number
 _LEN = struct.Struct(">H")
+_CONF = int(EntryKind.CONF_CHANGE)
+ConfRecord = tuple[int, int, bytes]
+"""(index, term, data) of a membership-change entry."""
 
 
 def group_prefix(group: GroupId) -> bytes:
@@ -113,6 +122,8 @@ class _Bounds:
     last_index: int = 0
     last_term: int = 0  # the core asks for the last entry's term all the time
     retained_from: int = 1  # first entry physically held (<= base_index + 1)
+    confs: list[ConfRecord] | None = None  # conf-change entries after the base; None: unknown
+    conf_saved: bool = False  # the conf record holds ``confs``
 
 
 @dataclass(slots=True)
@@ -156,6 +167,7 @@ class RaftStore:
         self._state = self._env.open_db(b"state")
         self._snap = self._env.open_db(b"snap")
         self._snapc = self._env.open_db(b"snapc")
+        self._conf = self._env.open_db(b"conf")
         self._base = self._env.open_db(b"base")
         self._bounds: dict[bytes, _Bounds] = {}
         self._prefixes: dict[GroupId, bytes] = {}
@@ -201,11 +213,24 @@ class RaftStore:
     def _apply(
         self, txn: lmdb.Transaction, prefix: bytes, bounds: _Bounds, write: GroupWrite
     ) -> int:
+        before = None if bounds.confs is None else list(bounds.confs)
+        size = self._apply_write(txn, prefix, bounds, write)
+        if write.delete:
+            bounds.conf_saved = False
+        elif bounds.confs is not None and (bounds.confs != before or not bounds.conf_saved):
+            txn.put(prefix, _pack([list(c) for c in bounds.confs]), db=self._conf)
+            bounds.conf_saved = True
+        return size
+
+    def _apply_write(
+        self, txn: lmdb.Transaction, prefix: bytes, bounds: _Bounds, write: GroupWrite
+    ) -> int:
         size = 0
         if write.delete:
             self._delete_range(txn, prefix, 0, bounds.last_index + 1)
-            for db in (self._state, self._base):
+            for db in (self._state, self._base, self._conf):
                 txn.delete(prefix, db=db)
+            bounds.confs = []
             self._delete_prefixed(txn, self._snap, prefix)
             self._delete_prefixed(txn, self._snapc, prefix)
             bounds.base_index = bounds.base_term = bounds.last_index = bounds.last_term = 0
@@ -225,6 +250,7 @@ class RaftStore:
                 self._delete_range(txn, prefix, 0, bounds.last_index + 1)
                 bounds.last_index, bounds.last_term = index, term
                 bounds.retained_from = index + 1
+                bounds.confs = []
                 self._move_base(txn, prefix, bounds, index, term, None)
             if write.retained_entries:
                 records = write.retained_entries
@@ -244,12 +270,19 @@ class RaftStore:
             )
             if first <= bounds.last_index:  # a conflicting suffix: the new entries replace it
                 self._delete_range(txn, prefix, first, bounds.last_index + 1)
+            confs = bounds.confs
+            if first == bounds.base_index + 1:
+                confs = bounds.confs = []  # the whole log is replaced: its configs are known
+            elif confs and confs[-1][0] >= first:
+                confs = bounds.confs = [c for c in confs if c[0] < first]
             put = txn.put
             db = self._log
             expected = first
             for index, term, kind, data in entries:
                 assert index == expected, "appended entries must be contiguous"
                 expected += 1
+                if kind == _CONF and confs is not None:
+                    confs.append((index, term, data))
                 key, value = prefix + _INDEX.pack(index), _pack([term, kind, data])
                 # MDB_APPEND fills pages instead of splitting them half-empty (a third less
                 # written per entry); it only applies when the key sorts last in the file.
@@ -275,6 +308,10 @@ class RaftStore:
         cut = max(cut, bounds.retained_from)  # what is gone cannot be kept
         self._delete_range(txn, prefix, 0, cut)
         bounds.base_index, bounds.base_term, bounds.retained_from = index, term, cut
+        if bounds.confs is not None:  # configs up to the base are the snapshot's business
+            bounds.confs = [c for c in bounds.confs if c[0] > index]
+        elif index >= bounds.last_index:
+            bounds.confs = []
         txn.put(prefix, _pack([index, term, cut]), db=self._base)
 
     def _put_snapshot(self, txn: lmdb.Transaction, prefix: bytes, index: int, term: int,
@@ -340,7 +377,9 @@ class RaftStore:
 
     def _copy_bounds(self, prefix: bytes, txn: lmdb.Transaction) -> _Bounds:
         b = self._load_bounds(prefix, txn)
-        return _Bounds(b.base_index, b.base_term, b.last_index, b.last_term, b.retained_from)
+        confs = None if b.confs is None else list(b.confs)
+        return _Bounds(b.base_index, b.base_term, b.last_index, b.last_term, b.retained_from, confs,
+                       b.conf_saved)
 
     def _load_bounds(self, prefix: bytes, txn: lmdb.Transaction | None = None) -> _Bounds:
         cached = self._bounds.get(prefix)
@@ -368,6 +407,12 @@ class RaftStore:
         if found and key.startswith(prefix) and len(key) == len(prefix) + 8:
             bounds.last_index = _INDEX.unpack(key[len(prefix) :])[0]
             bounds.last_term = int(_unpack(bytes(cursor.value()))[0])
+        confs = txn.get(prefix, db=self._conf)
+        if confs is not None:
+            bounds.confs = [(i, t, d) for i, t, d in _unpack(bytes(confs))]
+            bounds.conf_saved = True
+        elif bounds.last_index == bounds.base_index:
+            bounds.confs = []  # an empty log has none
         self._bounds[prefix] = bounds
         return bounds
 
@@ -388,6 +433,13 @@ class RaftStore:
 
     def last_index(self, group: GroupId) -> int:
         return self._load_bounds(self._prefix(group)).last_index
+
+    def config_entries(self, group: GroupId) -> list[ConfRecord] | None:
+        """(index, term, data) of every membership-change entry after the log's base, in
+        order, without reading the log; None when not known (a log an older version
+        wrote): then scan it."""
+        confs = self._load_bounds(self._prefix(group)).confs
+        return None if confs is None else list(confs)
 
     def retained_from(self, group: GroupId) -> int:
         """First entry held: ``first_index``, or lower when a snapshot kept older ones."""

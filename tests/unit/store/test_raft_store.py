@@ -161,6 +161,7 @@ def test_a_store_written_before_chunking_still_opens(tmp_path: Path) -> None:
     env.close()
     store = RaftStore(tmp_path, MAP, sync=False)
     assert (store.first_index("q"), store.last_index("q"), store.retained_from("q")) == (9, 12, 9)
+    assert store.config_entries("q") is None  # not known: the core scans this log once
     assert store.snapshot_meta("q") == (8, 2, [[1], []], 9, 0)
     assert store.snapshot_chunk("q", 8, 4, 100) == b"state"
     store.persist_batch([GroupWrite("q", snapshot=(10, 2, [[1], []], b"new"))])
@@ -211,3 +212,30 @@ def test_a_leaders_snapshot_brings_the_entries_it_retains(tmp_path: Path) -> Non
     reopened = RaftStore(tmp_path, MAP)
     assert reopened.retained_from(1) == 50 and reopened.snapshot_meta(1) == (60, 3, None, 1, 50)
     reopened.close()
+
+
+def test_config_entries_are_kept_aside_through_truncation_compaction_and_reopening(tmp_path: Path) -> None:
+    store = RaftStore(tmp_path, MAP, sync=False)
+    log = [(i, 1, 2 if i in (3, 7, 12) else 0, b"c%d" % i) for i in range(1, 15)]
+    store.persist_batch([GroupWrite(1, log)])
+    assert store.config_entries(1) == [(3, 1, b"c3"), (7, 1, b"c7"), (12, 1, b"c12")]
+    store.persist_batch([GroupWrite(1, [(10, 2, 0, b"x"), (11, 2, 2, b"y")])])  # replaces 10..
+    assert store.config_entries(1) == [(3, 1, b"c3"), (7, 1, b"c7"), (11, 2, b"y")]
+    store.persist_batch([GroupWrite(1, compact_upto=5)])
+    assert store.config_entries(1) == [(7, 1, b"c7"), (11, 2, b"y")]
+    store.close()
+    store = RaftStore(tmp_path, MAP, sync=False)
+    assert store.config_entries(1) == [(7, 1, b"c7"), (11, 2, b"y")]
+    store.persist_batch([GroupWrite(1, snapshot=(30, 3, None, b"s"))])  # replaces the log
+    assert store.config_entries(1) == [] and store.config_entries(2) == []
+    store.close()
+
+
+def test_a_log_written_from_empty_has_its_configs_known_after_reopening(tmp_path: Path) -> None:
+    store = RaftStore(tmp_path, MAP, sync=False)
+    store.persist_batch([GroupWrite(1, entries(1, 10, 1))])
+    store.persist_batch([GroupWrite(1, entries(10, 20, 1))])
+    store.close()
+    store = RaftStore(tmp_path, MAP, sync=False)
+    assert store.config_entries(1) == []
+    store.close()
