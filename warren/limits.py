@@ -62,6 +62,11 @@ class Limits:
     raft_max_apply_bytes: int = 4 * MIB  # committed entries handed to the state machine per ready
     raft_max_inflight_appends: int = 64
     raft_snapshot_chunk_bytes: int = 1 * MIB
+    # The host snapshots a group's state machine and compacts its log once this many entries
+    # (or this much entry data) were applied since its last snapshot; 0 turns either off.
+    # Bounds restart work (replay after the snapshot) and what a lagging follower is sent.
+    raft_snapshot_every_entries: int = 65_536
+    raft_snapshot_every_bytes: int = 256 * MIB
     peer_max_message_bytes: int = 64 * MIB
     peer_handshake_timeout_seconds: float = 5.0
     peer_max_queued_messages: int = 100_000  # per peer while disconnected/slow; older ones drop
@@ -93,6 +98,8 @@ class Limits:
             raise ValueError(f"memory_alarm_clear_ratio must be in (0, 1], got {self.memory_alarm_clear_ratio}")
         if not 0 < self.raft_node_heartbeat_ticks < self.raft_node_timeout_ticks:
             raise ValueError("raft_node_heartbeat_ticks must be positive and below raft_node_timeout_ticks")
+        if self.raft_snapshot_chunk_bytes < 1:
+            raise ValueError(f"raft_snapshot_chunk_bytes must be at least 1, got {self.raft_snapshot_chunk_bytes}")
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, int | float) and value < 0:

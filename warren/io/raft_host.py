@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from warren.errors import PeerProtocolError, StoreError, WarrenError
+from warren.io.raft_snapshots import SnapshotPolicy
 from warren.limits import Limits
 from warren.raft.types import (
     HEARTBEAT_TYPES,
@@ -86,7 +87,31 @@ class CoreNode(Protocol):
 
 
 class StateMachine(Protocol):
+    """What the host applies committed entries to, per group.
+
+    Only ``apply`` is required. A state machine that also has the snapshot methods of
+    :class:`SnapshottingStateMachine` gets its groups' logs compacted (see
+    :mod:`warren.io.raft_snapshots` for when) and can install a leader's snapshot.
+    """
+
     def apply(self, group: GroupId, index: int, data: bytes) -> None: ...
+
+
+class SnapshottingStateMachine(StateMachine, Protocol):
+    def snapshot(self, group: GroupId) -> bytes:
+        """The group's state as of the last index applied to it (the host calls this
+        between applies, never while a ready of the group is being applied)."""
+        ...
+
+    def restore(self, group: GroupId, index: int, data: bytes) -> None:
+        """Replace the group's state with a snapshot's, taken at ``index``: the group's
+        latest snapshot when it is added to the host (entries after it are applied next),
+        or one installed from the leader."""
+        ...
+
+    # Optional: ``keep_from(group) -> int | None``, the first index whose entry the state
+    # machine still reads from the store (a queue's oldest live message); automatic
+    # snapshots then keep the log from there on (RaftStore.entries(group, L, S + 1)).
 
 
 class ProposalFailed(WarrenError):
@@ -140,7 +165,17 @@ def ready_to_write(group: GroupId, ready: Any) -> GroupWrite | None:
         snapshot = (meta.index, meta.term, meta_config_wire(meta), data)
     if not entries and hard_state is None and snapshot is None:
         return None
-    return GroupWrite(group, entries, hard_state, snapshot)
+    # Snapshots this leader is still sending survive the save of a newer one; a snapshot
+    # may keep entries it covers for the state machine (retained_from), a leader's comes
+    # with them.
+    keep = getattr(ready, "sending_snapshots", ())
+    keep_from = getattr(taken[0], "retained_from", 0) or None if taken is not None else None
+    retained: Sequence[LogRecord] = ()
+    if ready.snapshot is not None:
+        retained = [(e.index, e.term, int(e.kind), e.data)
+                    for e in getattr(ready, "snapshot_entries", ())]
+    return GroupWrite(group, entries, hard_state, snapshot, keep_snapshots=keep,
+                      keep_from=keep_from, retained_entries=retained)
 
 
 def meta_config_wire(meta: Any) -> Any:
@@ -204,14 +239,25 @@ class RaftHost:
         self.batched_groups = 0
         self.unknown_group_messages = 0
         self.store_error: str | None = None  # the last persist failed; proposals are refused
+        self.snapshots = SnapshotPolicy(state_machine, limits)
 
     def add_group(self, group: GroupId, node: CoreNode, storage: EntryCache | None = None) -> None:
         """Host ``node``; ``storage`` (the node's own) hears of every batch made durable."""
         self.groups[group] = GroupSlot(node, storage)
+        self._recover(group)
         for peer in self.down:
             node.peer_unreachable(peer)
         self._awake.add(group)
         self._mark(group)
+
+    def _recover(self, group: GroupId) -> None:
+        """Restore the state machine from the group's latest snapshot: the node applies only
+        the entries after it (restart costs the snapshot plus the log since, not the log)."""
+        restore = getattr(self.state_machine, "restore", None)
+        saved = self.store.snapshot(group) if restore is not None else None
+        if saved is not None:
+            index, _, _, data = saved
+            restore(group, index, data)  # type: ignore[misc]
 
     async def delete_group(self, group: GroupId) -> None:
         """Stop hosting ``group`` and remove its log, state and snapshot from the store.
@@ -223,6 +269,7 @@ class RaftHost:
         self._dirty.discard(group)
         self._awake.discard(group)
         self._waiting.discard(group)
+        self.snapshots.forget(group)
         if slot is not None:
             pending, slot.pending = slot.pending, {}
             for done, _, _ in pending.values():
@@ -411,6 +458,15 @@ class RaftHost:
             raise ProposalFailed(f"no group {group!r} on this node")
         return slot.node
 
+    def compact(self, group: GroupId, keep_from: int | None = None) -> None:
+        """Snapshot ``group``'s state machine at its applied index and compact the log below
+        it, soon (before the group's next ready): for a state machine that decides itself
+        when. ``keep_from``: keep entries from this index on in the store (for the state
+        machine to read back) although the snapshot covers them."""
+        if group in self.groups:
+            self.snapshots.request(group, keep_from)
+            self._mark(group)
+
     def _expire_proposals(self) -> None:
         now = self._clock()
         for group in list(self._waiting):
@@ -523,6 +579,7 @@ class RaftHost:
                 node = slot.node
                 if node.needs_ticks:  # stepped or proposed to: woken, if it was quiesced
                     self._awake.add(group)
+                self.snapshots.maybe_snapshot(group, node)  # no ready in flight: state == applied
                 if node.has_ready():
                     readies.append((group, node.ready()))
             if not readies:
@@ -635,8 +692,11 @@ class RaftHost:
             assert restore is not None, "this state machine cannot install a leader's snapshot"
             covered = ready.snapshot[0].index
             restore(group, covered, ready.snapshot[1])
+            self.snapshots.installed_snapshot(group)
             for index in [i for i in pending if i <= covered]:  # entries this node will never see
                 pending.pop(index)[0](None, ProposalFailed("outcome unknown: replaced by a snapshot"))
+        if ready.committed_entries:
+            self.snapshots.applied(group, ready.committed_entries)
         for entry in ready.committed_entries:
             waiting = pending.pop(entry.index, None) if pending else None
             if int(entry.kind) == NORMAL_KIND and entry.data:

@@ -17,16 +17,23 @@ CONFIG_SCAN_PAGE_BYTES = 1 << 20
 class RaftLog:
     def __init__(self, storage: Storage, initial_config: Config) -> None:
         self.storage = storage
-        saved = storage.load_snapshot()
+        saved = storage.snapshot_meta()
         self.base_config = saved[0].config if saved is not None else initial_config
         self.base_index = storage.first_index() - 1
         self.unstable: list[Entry] = []
         self.offset = storage.last_index() + 1
         self.pending_snapshot: tuple[SnapshotMeta, bytes] | None = None
+        self.pending_retained: list[Entry] = []  # entries the pending snapshot retains
         self.committed = max(storage.load().commit, self.base_index)
         self.applied = self.base_index
         self.configs: list[tuple[int, Config]] = []
-        # Config entries are found by a scan, a page at a time so start-up memory stays flat.
+        known = storage.config_entries()
+        if known is not None:  # the storage keeps them aside: no pass over the log
+            for e in known:
+                self._track_config(e)
+            return
+        # Else a scan (only the log after the snapshot), a page at a time so start-up
+        # memory stays flat.
         index, last = storage.first_index(), storage.last_index()
         while index <= last:
             page = storage.entries(index, last + 1, CONFIG_SCAN_PAGE_BYTES)
@@ -134,8 +141,9 @@ class RaftLog:
             del self.unstable[: index + 1 - self.offset]
             self.offset = index + 1
 
-    def restore(self, meta: SnapshotMeta, data: bytes) -> None:
+    def restore(self, meta: SnapshotMeta, data: bytes, retained: list[Entry] | None = None) -> None:
         self.pending_snapshot = (meta, data)
+        self.pending_retained = retained or []
         self.unstable = []
         self.offset = meta.index + 1
         self.committed = meta.index
@@ -144,6 +152,7 @@ class RaftLog:
     def snapshot_persisted(self, meta: SnapshotMeta) -> None:
         if self.pending_snapshot is not None and self.pending_snapshot[0] == meta:
             self.pending_snapshot = None
+            self.pending_retained = []
             self.applied = max(self.applied, meta.index)
 
     def compacted(self, index: int) -> None:

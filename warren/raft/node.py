@@ -94,6 +94,11 @@ class Ready:
     committed_entries: list[Entry]
     read_states: list[ReadState] = field(default_factory=list)
     local_snapshot: tuple[SnapshotMeta, bytes] | None = None  # persist only (compaction)
+    # Indexes of snapshots this leader is sending: saving a newer one must keep them.
+    sending_snapshots: frozenset[int] = frozenset()
+    # With ``snapshot``: the entries it retains (``meta.retained_from..meta.index``), to
+    # persist with it for the state machine to read (never applied: the snapshot covers them).
+    snapshot_entries: list[Entry] = field(default_factory=list)
     role: Role = Role.FOLLOWER
     leader: int = NONE
     term: int = 0
@@ -101,9 +106,11 @@ class Ready:
     def persist_to(self, storage: Storage) -> None:
         """Write what must be durable before the messages that need it go out (one order)."""
         if self.snapshot is not None:
-            storage.save_snapshot(*self.snapshot)
+            storage.save_snapshot(
+                *self.snapshot, keep=self.sending_snapshots, retained=self.snapshot_entries
+            )
         if self.local_snapshot is not None:
-            storage.save_snapshot(*self.local_snapshot)
+            storage.save_snapshot(*self.local_snapshot, keep=self.sending_snapshots)
         if self.entries:
             storage.append(self.entries)
         if self.hard_state is not None:
@@ -164,7 +171,8 @@ class RaftNode:
         self.read_states: list[ReadState] = []
         self.local_snapshot: tuple[SnapshotMeta, bytes] | None = None
         self.in_flight = False
-        self.snapshot_in: tuple[SnapshotMeta, bytearray] | None = None
+        # A snapshot being received: its data so far, then its retained entries.
+        self.snapshot_in: tuple[SnapshotMeta, bytearray, list[Entry]] | None = None
         self._reset(self.term)
 
     # ------------------------------------------------------------------ state changes
@@ -369,14 +377,30 @@ class RaftNode:
         else:
             self.read_states.append(ReadState(0, context, ok=False))
 
-    def take_snapshot(self, index: int, data: bytes) -> None:
-        """The state machine's state up to ``index`` (applied); the log before it may go."""
+    def take_snapshot(self, index: int, data: bytes, keep_from: int | None = None) -> bool:
+        """The state machine's state up to ``index`` (applied); the log before it may go.
+
+        ``keep_from``: the storage keeps entries from this index on although the snapshot
+        covers them (the state machine reads them back; the core does not), and a follower
+        sent this snapshot gets them with it (``SnapshotMeta.retained_from``); it cannot go
+        below what the storage still holds. False when refused: not newer than the log's
+        base, or a snapshot is being written already."""
         assert index <= self.log.applied, "snapshot of unapplied state"
         if index <= self.log.base_index or self.log.pending_snapshot or self.local_snapshot:
-            return
+            return False
         term = self.log.term(index)
         assert term is not None
-        self.local_snapshot = (SnapshotMeta(index, term, self.log.config_at(index)), data)
+        retained_from = 0
+        if keep_from is not None and keep_from <= index:
+            base = self.log.base_index
+            held = self.log.storage.snapshot_meta()
+            floor = base + 1  # entries up to the base are gone unless its snapshot kept them
+            if held is not None and held[0].index == base and held[0].retained_from:
+                floor = held[0].retained_from
+            retained_from = max(keep_from, floor, 1)
+        meta = SnapshotMeta(index, term, self.log.config_at(index), retained_from)
+        self.local_snapshot = (meta, data)
+        return True
 
     # ------------------------------------------------------------------ step
     def step(self, m: Message) -> None:
@@ -531,25 +555,35 @@ class RaftNode:
             self._send(MsgType.APPEND_RESP, m.frm, index=self.log.committed)
             return
         if m.offset == 0:
-            self.snapshot_in = (meta, bytearray())
+            self.snapshot_in = (meta, bytearray(), [])
         held = self.snapshot_in
         if held is None or held[0] != meta:
             self._send(MsgType.SNAPSHOT_RESP, m.frm, index=meta.index, reject=True)
             return
-        buf = held[1]
-        if m.offset == len(buf):
-            buf.extend(m.data)
+        # Held in memory until done: one snapshot per group at a time, its data plus the
+        # entries it retains (what the leader's state machine chose to keep).
+        buf, retained = held[1], held[2]
+        if m.offset == len(buf) + len(retained):
+            if m.entries:
+                first = meta.retained_from + len(retained)
+                if m.entries[0].index != first or m.entries[-1].index > meta.index:
+                    return  # a leader bug or a forged chunk: ignore it, the leader retries
+                retained.extend(m.entries)
+            else:
+                buf.extend(m.data)
             if m.done:
                 self.snapshot_in = None
-                self._install(meta, bytes(buf), m.frm)
+                self._install(meta, bytes(buf), m.frm, retained)
                 return
-        self._send(MsgType.SNAPSHOT_RESP, m.frm, index=meta.index, offset=len(buf))
+        self._send(MsgType.SNAPSHOT_RESP, m.frm, index=meta.index, offset=len(buf) + len(retained))
 
-    def _install(self, meta: SnapshotMeta, data: bytes, leader: int) -> None:
+    def _install(
+        self, meta: SnapshotMeta, data: bytes, leader: int, retained: list[Entry] | None = None
+    ) -> None:
         if self.log.term(meta.index) == meta.term:
             self._commit_to(meta.index)  # we already hold it: fast-forward only
         else:
-            self.log.restore(meta, data)
+            self.log.restore(meta, data, retained or [])
         self._send(MsgType.APPEND_RESP, leader, index=meta.index)
 
     def _on_timeout_now(self, m: Message) -> None:
@@ -750,25 +784,44 @@ class RaftNode:
         return True
 
     def _start_snapshot(self, to: int, pr: Progress) -> bool:
-        saved = self.log.storage.load_snapshot()
-        if saved is None:
+        held = self.log.storage.snapshot_meta()
+        if held is None:
             return False
-        pr.become_snapshot(saved[0].index)
+        pr.become_snapshot(held[0].index, *held)
         self._send_snapshot_chunk(to, pr)
         return False
 
     def _send_snapshot_chunk(self, to: int, pr: Progress) -> None:
-        saved = self.log.storage.load_snapshot()
-        assert saved is not None
-        meta, data = saved
-        if meta.index != pr.snapshot_index:
-            pr.become_snapshot(meta.index)
+        """The next chunk of the snapshot this transfer started with (pinned by index: a
+        newer snapshot taken meanwhile waits for the next transfer, so frequent snapshots
+        cannot keep a slow follower from ever finishing). One chunk is read from storage:
+        data bytes, then (offsets past the data count entries) its retained entries."""
+        meta, size = pr.snapshot_meta, pr.snapshot_size
+        assert meta is not None
         pr.snapshot_stalled_ticks = 0
         off = pr.snapshot_offset
-        chunk = data[off : off + self.chunk_bytes]
+        storage = self.log.storage
+        entries: list[Entry] | None = []
+        chunk: bytes | None = b""
+        if off < size or not meta.retained_from:
+            chunk = storage.snapshot_chunk(meta.index, off, self.chunk_bytes)
+            done = chunk is not None and off + len(chunk) >= size and not meta.retained_from
+        else:
+            lo = meta.retained_from + off - size
+            entries = storage.retained_entries(lo, meta.index + 1, self.chunk_bytes)
+            done = bool(entries) and entries[-1].index == meta.index  # type: ignore[index]
+        if chunk is None or entries is None:
+            # Dropped before the store heard it was being sent (a newer one was saved by a
+            # ready cut before this transfer began): start over with the latest.
+            held = storage.snapshot_meta()
+            if held is None or held[0].index == meta.index:
+                return
+            pr.become_snapshot(held[0].index, *held)
+            self._send_snapshot_chunk(to, pr)
+            return
         self._send(
-            MsgType.SNAPSHOT, to, snapshot=meta, offset=off, data=chunk,
-            done=off + len(chunk) >= len(data),
+            MsgType.SNAPSHOT, to, snapshot=meta, offset=off, data=chunk, done=done,
+            entries=entries, index=entries[0].index - 1 if entries else 0,
         )  # fmt: skip
 
     def _send(self, kind: MsgType, to: int, term: int | None = None, **fields: object) -> None:
@@ -818,6 +871,11 @@ class RaftNode:
             committed_entries=committed,
             read_states=self.read_states,
             local_snapshot=self.local_snapshot,
+            snapshot_entries=self.log.pending_retained,
+            sending_snapshots=frozenset(
+                pr.snapshot_index for pr in self.progress.values()
+                if pr.state == ProgressState.SNAPSHOT
+            ),
             role=self.role,
             leader=self.leader,
             term=self.term,

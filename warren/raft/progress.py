@@ -11,6 +11,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from enum import Enum
 
+from warren.raft.types import SnapshotMeta
+
 
 class ProgressState(Enum):
     PROBE = "probe"
@@ -29,6 +31,8 @@ class Progress:
     snapshot_index: int = 0
     snapshot_offset: int = 0
     snapshot_stalled_ticks: int = 0
+    snapshot_meta: SnapshotMeta | None = None  # the snapshot being sent (pinned)
+    snapshot_size: int = 0
     unreachable: bool = False  # node-level liveness says the follower's node is down
 
     def become_probe(self) -> None:
@@ -37,15 +41,17 @@ class Progress:
         self.probe_sent = False
         self.inflight.clear()
         self.snapshot_index = 0
+        self.snapshot_meta = None
 
     def become_replicate(self) -> None:
         self.state = ProgressState.REPLICATE
         self.next = self.match + 1
         self.inflight.clear()
 
-    def become_snapshot(self, index: int) -> None:
+    def become_snapshot(self, index: int, meta: SnapshotMeta | None = None, size: int = 0) -> None:
         self.state = ProgressState.SNAPSHOT
         self.snapshot_index = index
+        self.snapshot_meta, self.snapshot_size = meta, size
         self.snapshot_offset = 0
         self.snapshot_stalled_ticks = 0
         self.inflight.clear()

@@ -128,21 +128,32 @@ class ConfChange:
 
 @dataclass(frozen=True, slots=True)
 class SnapshotMeta:
+    """``retained_from`` (0: none): the snapshot comes with the log entries
+    ``retained_from..index`` it covers, which the state machine still reads (a message
+    store's live bodies). They follow the data in a transfer and stay in the storage."""
+
     index: int
     term: int
     config: Config
+    retained_from: int = 0
 
     def to_wire(self) -> list[Any]:
-        return [self.index, self.term, self.config.to_wire()]
+        wire = [self.index, self.term, self.config.to_wire()]
+        if self.retained_from:  # absent otherwise: what peers without retained entries send
+            wire.append(self.retained_from)
+        return wire
 
     @staticmethod
     def from_wire(obj: Any) -> SnapshotMeta:
-        if not (isinstance(obj, list | tuple) and len(obj) == 3):
+        if not (isinstance(obj, list | tuple) and len(obj) in (3, 4)):
             raise PeerProtocolError("malformed snapshot meta")
-        index, term, config = obj
-        if not (_is_nat(index) and _is_nat(term)):
+        index, term, config = obj[:3]
+        retained_from = obj[3] if len(obj) == 4 else 0
+        if not (_is_nat(index) and _is_nat(term) and _is_nat(retained_from)):
             raise PeerProtocolError("snapshot index/term must be non-negative integers")
-        return SnapshotMeta(index, term, Config.from_wire(config))
+        if retained_from and not 0 < retained_from <= index:
+            raise PeerProtocolError("snapshot retained entries must end at its index")
+        return SnapshotMeta(index, term, Config.from_wire(config), retained_from)
 
 
 @dataclass(slots=True)
@@ -158,8 +169,11 @@ class Message:
       ``log_term`` = its term (the leader backs off past its own entries of later terms).
     - HEARTBEAT: ``commit`` (capped at the follower's match), ``hint`` = read-index round.
     - HEARTBEAT_RESP: ``hint`` echoes the round.
-    - SNAPSHOT: ``snapshot`` meta, ``offset``, ``data`` (one chunk), ``done``.
-    - SNAPSHOT_RESP: ``offset`` = bytes the follower holds; ``reject`` = start over.
+    - SNAPSHOT: ``snapshot`` meta, ``offset``, ``data`` (one chunk), ``done``. A snapshot
+      with retained entries sends them after its data: ``entries`` (``index`` = the one
+      before the first), and offsets past the data count entries, not bytes.
+    - SNAPSHOT_RESP: ``offset`` = what the follower holds (data bytes + retained entries);
+      ``reject`` = start over.
     - READ_INDEX / READ_INDEX_RESP: ``context`` = the request id, RESP ``index`` = read point;
       RESP ``reject`` = no leader could serve it.
     """

@@ -9,7 +9,7 @@ Protocols' sake (tests, tools) and each costs its own fsync.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from warren.raft.types import Config, Entry, EntryKind, HardState, SnapshotMeta
@@ -132,6 +132,12 @@ class GroupStorage:
             self.store.persist_batch([GroupWrite(self.group, records)])
             self.persisted(entries)
 
+    def config_entries(self) -> list[Entry] | None:
+        known = self.store.config_entries(self.group)
+        if known is None:
+            return None
+        return [Entry(term, index, EntryKind.CONF_CHANGE, data) for index, term, data in known]
+
     def compact(self, upto_index: int) -> None:
         self.store.persist_batch([GroupWrite(self.group, compact_upto=upto_index)])
 
@@ -146,20 +152,41 @@ class GroupStorage:
         )
 
     # SnapshotStorage
-    def load_snapshot(self) -> tuple[SnapshotMeta, bytes] | None:
-        saved = self.store.snapshot(self.group)
+    def snapshot_meta(self) -> tuple[SnapshotMeta, int] | None:
+        saved = self.store.snapshot_meta(self.group)
         if saved is None:
             return None
-        index, term, config, data = saved
-        return snapshot_meta(index, term, config), data
+        index, term, config, size, retained_from = saved
+        return snapshot_meta(index, term, config, retained_from), size
 
-    def save_snapshot(self, meta: SnapshotMeta, data: bytes) -> None:
+    def snapshot_chunk(self, index: int, offset: int, max_bytes: int) -> bytes | None:
+        return self.store.snapshot_chunk(self.group, index, offset, max_bytes)
+
+    def retained_entries(self, lo: int, hi: int, max_bytes: int) -> list[Entry] | None:
+        store, group = self.store, self.group
+        if lo < store.retained_from(group) or hi > store.last_index(group) + 1:
+            return None
+        return [entry_from_record(*r) for r in store.entries(group, lo, hi, max_bytes)]
+
+    def load_snapshot(self) -> tuple[SnapshotMeta, bytes] | None:
+        held = self.snapshot_meta()
+        saved = self.store.snapshot(self.group) if held is not None else None
+        if held is None or saved is None:
+            return None
+        return held[0], saved[3]
+
+    def save_snapshot(
+        self, meta: SnapshotMeta, data: bytes, keep: Collection[int] = (),
+        retained: Sequence[Entry] = (),
+    ) -> None:  # fmt: skip
         config = meta.config.to_wire() if hasattr(meta.config, "to_wire") else meta.config
-        self.store.persist_batch(
-            [GroupWrite(self.group, snapshot=(meta.index, meta.term, config, data))]
-        )
+        self.store.persist_batch([GroupWrite(
+            self.group, snapshot=(meta.index, meta.term, config, data), keep_snapshots=keep,
+            keep_from=meta.retained_from or None,
+            retained_entries=[(e.index, e.term, int(e.kind), e.data) for e in retained],
+        )])  # fmt: skip
         self.persisted((), snapshot=True)
 
 
-def snapshot_meta(index: int, term: int, config: Any) -> SnapshotMeta:
-    return SnapshotMeta(index=index, term=term, config=Config.from_wire(config))
+def snapshot_meta(index: int, term: int, config: Any, retained_from: int = 0) -> SnapshotMeta:
+    return SnapshotMeta(index, term, Config.from_wire(config), retained_from)

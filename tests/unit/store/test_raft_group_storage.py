@@ -31,6 +31,7 @@ def same(lmdb_side: GroupStorage, memory: MemoryStorage) -> None:
             assert lmdb_side.entries(a, b, max_bytes) == memory.entries(a, b, max_bytes)
     assert lmdb_side.load() == memory.load()
     assert lmdb_side.load_snapshot() == memory.load_snapshot()
+    assert lmdb_side.config_entries() == memory.config_entries()
 
 
 # (entries, bytes) the in-memory cache of recent entries may hold: the default, tiny ones
@@ -55,7 +56,8 @@ def test_random_operations_match_the_memory_twin(
             first = rng.randint(max(memory.first_index(), last - 3), last + 1)
             term += rng.random() < 0.3
             batch = [
-                Entry(term, i, EntryKind.NORMAL, rng.randbytes(rng.randint(0, 20)))
+                Entry(term, i, rng.choice([EntryKind.NORMAL] * 3 + [EntryKind.CONF_CHANGE]),
+                      rng.randbytes(rng.randint(0, 20)))
                 for i in range(first, first + rng.randint(1, 5))
             ]
             for side in (lmdb_side, memory):

@@ -1,0 +1,109 @@
+"""When the Raft host snapshots a group's state machine and compacts its log.
+
+The host (:mod:`warren.io.raft_host`) asks a :class:`SnapshotPolicy` at the start of each
+pass over a group, while no ready of that group is in flight: then the node's applied
+index is exactly what the state machine has applied, so ``state_machine.snapshot(group)``
+is the state as of ``node.applied``. A snapshot is taken
+
+- when the entries applied since the group's last snapshot reach
+  ``Limits.raft_snapshot_every_entries`` or their data ``raft_snapshot_every_bytes``
+  (0 turns either off), for a state machine that has ``snapshot``;
+- when the state machine (or anyone) asked for one with ``RaftHost.compact``.
+
+The core then compacts its log: its model stays "snapshot at S, log from S+1". A state
+machine that keeps data in the log (a quorum queue keeps its message bodies there) says
+from which index L it still needs entries: ``keep_from`` given to ``compact``, or its
+optional ``keep_from(group)`` method for automatic snapshots. The store then keeps the
+entries L..S physically (``RaftStore.entries(group, L, S + 1)`` keeps working; see
+``RaftStore.retained_from``) although the core no longer sees them, and the snapshot's
+metadata says so (``SnapshotMeta.retained_from``).
+
+A snapshot sent to a follower carries the small state and then those retained entries,
+streamed from the leader's store chunk by chunk (never one blob on the leader); the
+follower persists them with the snapshot, so its state machine's ``restore`` can read
+the bodies from its own store. L cannot go below what the store still holds (the core
+clamps it), and entries a snapshot still being sent retains stay until it is done.
+The follower holds one incoming snapshot (data + retained entries) in memory until its
+last chunk: streaming it to disk as it arrives is not built yet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from warren.limits import Limits
+from warren.store.raft_store import GroupId
+
+
+@dataclass(slots=True)
+class _Since:
+    """What a group applied since its last snapshot (bytes only since this process began)."""
+
+    data_bytes: int = 0
+    requested: bool = False
+    keep_from: int | None = None
+
+
+class SnapshotPolicy:
+    """Decides, per group, when the host snapshots the state machine; counts what it did."""
+
+    def __init__(self, state_machine: Any, limits: Limits) -> None:
+        self.state_machine = state_machine
+        # Looked up once: the host asks on every pass over every dirty group.
+        self._snapshot = getattr(state_machine, "snapshot", None)
+        self._keep_from = getattr(state_machine, "keep_from", None)
+        self.every_entries = limits.raft_snapshot_every_entries
+        self.every_bytes = limits.raft_snapshot_every_bytes
+        self._since: dict[GroupId, _Since] = {}
+        self.taken = 0  # snapshots handed to the core (stats, tests)
+        self.installed = 0  # leader snapshots restored into the state machine
+
+    def applied(self, group: GroupId, entries: Sequence[Any]) -> None:
+        since = self._since.get(group)
+        if since is None:
+            since = self._since[group] = _Since()
+        since.data_bytes += sum(len(e.data) for e in entries)
+
+    def request(self, group: GroupId, keep_from: int | None) -> None:
+        since = self._since.setdefault(group, _Since())
+        since.requested, since.keep_from = True, keep_from
+
+    def installed_snapshot(self, group: GroupId) -> None:
+        self.installed += 1
+        self._since[group] = _Since()
+
+    def forget(self, group: GroupId) -> None:
+        self._since.pop(group, None)
+
+    def maybe_snapshot(self, group: GroupId, node: Any) -> bool:
+        """Take a snapshot of ``group`` if one is due; True if the core accepted it."""
+        snapshot = self._snapshot
+        if snapshot is None:
+            return False
+        take = getattr(node, "take_snapshot", None)
+        if take is None:
+            return False
+        since = self._since.get(group)
+        applied = node.applied
+        behind = applied - node.log.base_index
+        if behind <= 0:
+            return False
+        due = since is not None and since.requested
+        due = due or (self.every_entries > 0 and behind >= self.every_entries)
+        due = due or (
+            self.every_bytes > 0 and since is not None and since.data_bytes >= self.every_bytes
+        )
+        if not due:
+            return False
+        if node.local_snapshot is not None or node.log.pending_snapshot is not None:
+            return False  # one is being written already: the next pass tries again
+        keep_from = since.keep_from if since is not None and since.requested else None
+        if keep_from is None and self._keep_from is not None:
+            keep_from = self._keep_from(group)
+        if not take(applied, snapshot(group), keep_from=keep_from):
+            return False
+        self._since[group] = _Since()
+        self.taken += 1
+        return True
