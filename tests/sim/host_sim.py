@@ -11,9 +11,13 @@ executor twin that completes each batch after a seeded virtual delay and may:
 - write it and still report failure (the fsync error after the data landed),
 - lose it: a crash while a batch is "on the disk" discards it (nothing of it was durable).
 
+The state machine is a hash chain over what it applied; it snapshots (every few entries in
+many seeds, small chunks) and keeps some entries below each snapshot, which it reads back
+from its own store after installing one, as a quorum queue reads its message bodies.
 The network (seeded delay, loss, duplication, partitions) carries msgpack bytes. Clients
 propose unique payloads and take ReadIndex reads. Checkers: one leader per (group, term);
-every node applies the same payload at each index; an acknowledged proposal's own payload
+every node applies the same payload at each index and reaches the same state there
+(snapshots included); an acknowledged proposal's own payload
 sits at its index (the false-confirm bug); a read point covers every write acknowledged
 before the read began; after faults heal, every group commits again. Every failure is a
 ``Violation`` naming its seed.
@@ -22,6 +26,7 @@ before the read began; after faults heal, every group commits again. Every failu
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import random
 import selectors
@@ -35,7 +40,7 @@ from typing import Any
 import msgpack
 
 from warren.errors import StoreError
-from warren.io.raft_host import ProposalFailed, RaftHost
+from warren.io.raft_host import ENVELOPE_BYTES, NORMAL_KIND, ProposalFailed, RaftHost
 from warren.limits import Limits
 from warren.raft.node import RaftNode
 from warren.raft.types import message_from_wire
@@ -106,6 +111,9 @@ class Faults:
     partition_rate: float
     disk_full_rate: float
     quiesce_after_ticks: int
+    snapshot_every: int  # entries (0: never)
+    keep_back: int  # the state machine keeps this many entries below a snapshot
+    chunk_bytes: int
 
     @staticmethod
     def draw(rng: random.Random) -> Faults:
@@ -120,6 +128,9 @@ class Faults:
             partition_rate=rng.choice([0.0, 0.03, 0.08]),
             disk_full_rate=rng.choice([0.0, 0.02]),
             quiesce_after_ticks=rng.choice([0, 20, 100]),
+            snapshot_every=rng.choice([0, 10, 40]),
+            keep_back=rng.choice([0, 0, 5]),
+            chunk_bytes=rng.choice([16, 256, 1 << 20]),
         )
 
 
@@ -174,18 +185,50 @@ class FaultyDisk(Executor):
 
 
 class Applied:
-    """The state machine: records what is applied, checks it against every other node."""
+    """The state machine: a hash chain over everything applied, checked against every other
+    node at each index, so a wrong snapshot (or a wrong install) shows as diverged state.
+    It snapshots (the chain) and asks the store to keep the last ``keep_back`` entries,
+    which it reads back and checks after restoring a snapshot -- as a quorum queue will
+    read its message bodies."""
 
-    def __init__(self, sim: HostSimulation, node_id: int) -> None:
+    def __init__(self, sim: HostSimulation, node: SimNode) -> None:
         self.sim = sim
-        self.node_id = node_id
+        self.node = node
         self.last: dict[int, int] = {}
+        self.chain: dict[int, bytes] = {}
 
     def apply(self, group: Any, index: int, data: bytes) -> None:
         seen = self.sim.applied_at.setdefault((group, index), data)
         if seen != data:
-            self.sim.fail(f"n{self.node_id} applied {data!r} at {group}/{index}, another node {seen!r}")
-        self.last[group] = index
+            self.sim.fail(f"n{self.node.id} applied {data!r} at {group}/{index}, another node {seen!r}")
+        chain = hashlib.blake2b(self.chain.get(group, b"") + index.to_bytes(8, "big") + data,
+                                digest_size=8).digest()
+        if self.sim.chain_at.setdefault((group, index), chain) != chain:
+            self.sim.fail(f"n{self.node.id}'s state diverged at {group}/{index} (after a snapshot?)")
+        self.chain[group], self.last[group] = chain, index
+
+    def snapshot(self, group: Any) -> bytes:
+        return msgpack.packb([self.last.get(group, 0), self.chain.get(group, b"")])
+
+    def restore(self, group: Any, index: int, data: bytes) -> None:
+        last, chain = msgpack.unpackb(data)
+        if last and self.sim.chain_at.get((group, last), chain) != chain:
+            self.sim.fail(f"n{self.node.id} restored a snapshot of {group}/{index} with a wrong state")
+        self.chain[group], self.last[group] = chain, last
+        self.sim.stats["restores"] += 1
+        store = self.node.store
+        lo = store.retained_from(group)
+        if lo <= index:  # the entries the snapshot kept: their payloads must be the committed ones
+            for i, _, kind, payload in store.entries(group, lo, index + 1):
+                if kind == NORMAL_KIND and payload:
+                    data = payload[ENVELOPE_BYTES:]
+                    if self.sim.applied_at.setdefault((group, i), data) != data:
+                        self.sim.fail(f"n{self.node.id} holds a wrong retained entry {group}/{i}")
+                    self.sim.stats["retained_checked"] += 1
+
+    def keep_from(self, group: Any) -> int | None:
+        keep = self.sim.faults.keep_back
+        return max(1, self.last.get(group, 0) - keep) if keep else None
 
 
 class SimNode:
@@ -201,7 +244,7 @@ class SimNode:
         sim = self.sim
         self.store = RaftStore(self.dir, 256 * 1024 * 1024, sync=False)  # durability is simulated
         self.disk = FaultyDisk(sim, self.id)
-        self.machine = Applied(sim, self.id)
+        self.machine = Applied(sim, self)
         self.host = self.host_class(
             self.id, self.store, self.send, message_from_wire, self.machine, tick_seconds=TICK,
             clock=sim.loop.time, proposal_timeout=2.0, limits=sim.limits, peers=sim.ids,
@@ -245,14 +288,21 @@ class HostSimulation:
         self.seconds = seconds
         self.heal_at = seconds * 0.6
         self.host_class = host_class
-        self.limits = Limits(raft_max_append_entries=self.rng.choice([4, 64]))
+        self.limits = Limits(
+            raft_max_append_entries=self.rng.choice([4, 64]),
+            raft_snapshot_every_entries=self.faults.snapshot_every,
+            raft_snapshot_every_bytes=0,
+            raft_snapshot_chunk_bytes=self.faults.chunk_bytes,
+        )
+        self.chain_at: dict[tuple[int, int], bytes] = {}
         self.blocked: set[tuple[int, int]] = set()
         self.applied_at: dict[tuple[int, int], bytes] = {}
         self.leaders: dict[tuple[int, int], int] = {}
         self.acked: list[tuple[int, int, bytes, float]] = []  # (group, index, payload, time)
         self.acked_after_heal: set[int] = set()
         self.reads = 0
-        self.stats = dict.fromkeys(("crashes", "lost_batches", "failed_batches", "partitions"), 0)
+        self.stats = dict.fromkeys(
+            ("crashes", "lost_batches", "failed_batches", "partitions", "restores", "retained_checked"), 0)
         self.violation: Violation | None = None
 
     def fail(self, text: str) -> None:

@@ -3,7 +3,9 @@
 - seeds against the production host come out clean (3 and 5 nodes);
 - a host that confirms a proposal by its index alone (the false-confirm bug this host once
   had after restarts) is caught within a bounded range of seeds;
-- a seed replays identically.
+- a seed replays identically;
+- the faults (crashes, lost and failed writes, partitions) and snapshot installs with
+  retained entries really happen.
 
 More seeds on demand: ``pytest -m slow tests/sim/test_host_sim.py``.
 """
@@ -55,7 +57,7 @@ def test_faults_are_injected() -> None:
         sim.run()
         for key, value in sim.stats.items():
             totals[key] = totals.get(key, 0) + value
-    assert all(totals[k] > 0 for k in ("crashes", "lost_batches", "failed_batches", "partitions")), totals
+    assert all(value > 0 for value in totals.values()), totals  # snapshot restores included
 
 
 def test_a_host_confirming_by_index_is_caught() -> None:
