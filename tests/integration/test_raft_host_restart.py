@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from warren.io.raft_host import ProposalFailed, RaftHost, envelope
+from warren.io.raft_host import ProposalFailed, RaftHost
+from warren.io.raft_wire import envelope
 from warren.limits import Limits
 from warren.raft.node import RaftNode
 from warren.raft.types import message_from_wire

@@ -19,7 +19,8 @@ from typing import Any
 import msgpack
 import pytest
 
-from warren.io.raft_host import ENVELOPE_BYTES, RaftHost
+from warren.io.raft_host import RaftHost
+from warren.io.raft_wire import ENVELOPE_BYTES
 from warren.limits import Limits
 from warren.raft.node import RaftNode, Role
 from warren.raft.types import message_from_wire

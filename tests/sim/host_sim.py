@@ -40,7 +40,8 @@ from typing import Any
 import msgpack
 
 from warren.errors import StoreError
-from warren.io.raft_host import ENVELOPE_BYTES, NORMAL_KIND, ProposalFailed, RaftHost
+from warren.io.raft_host import ProposalFailed, RaftHost
+from warren.io.raft_wire import ENVELOPE_BYTES, NORMAL_KIND
 from warren.limits import Limits
 from warren.raft.node import RaftNode
 from warren.raft.types import message_from_wire

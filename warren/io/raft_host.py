@@ -39,8 +39,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import os
-import struct
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -48,17 +46,27 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from warren.errors import PeerProtocolError, StoreError, WarrenError
+from warren.io.raft_reads import ReadWaiters
 from warren.io.raft_snapshots import SnapshotPolicy
+from warren.io.raft_wire import (
+    ENVELOPE_BYTES,
+    HEARTBEATS,
+    NODE_HEARTBEAT,
+    NORMAL_KIND,
+    coalesce_appends,
+    envelope,
+    ready_to_write,
+    split_early,
+)
 from warren.limits import Limits
 from warren.raft.types import (
     HEARTBEAT_TYPES,
     ConfChange,
     ConfChangeKind,
-    MsgType,
     heartbeat_to_wire,
     heartbeats_from_wire,
 )
-from warren.store.raft_store import GroupId, GroupWrite, LogRecord, RaftStore
+from warren.store.raft_store import GroupId, GroupWrite, RaftStore
 
 log = logging.getLogger("warren.raft")
 
@@ -120,22 +128,6 @@ class ProposalFailed(WarrenError):
 
 Done = Callable[[int | None, ProposalFailed | None], None]
 
-# Every proposal's entry: (proposing node id, its sequence number there) + the payload. The
-# envelope is part of the log format (kept for it); proposals are matched by the term and
-# index of the entry this node appended, which no other entry can have (Raft's log
-# matching), not by the envelope: sequence numbers start again at 1 after a restart.
-_ENVELOPE = struct.Struct(">IQ")
-ENVELOPE_BYTES = _ENVELOPE.size
-envelope = _ENVELOPE.pack
-
-
-NODE_HEARTBEAT: list[int] = [0]
-"""Between hosts, beside Raft messages (lists of ``WIRE_FIELDS`` fields, so they never look
-alike): "this node is alive", and ``[HEARTBEATS, items]``, the heartbeats of many groups in
-one message (``warren.raft.types.heartbeats_from_wire``)."""
-HEARTBEATS = 1
-
-
 class EntryCache(Protocol):
     """Told what the host made durable (warren.store.raft_group_storage.GroupStorage)."""
 
@@ -148,40 +140,6 @@ class GroupSlot:
     storage: EntryCache | None = None
     # index of the entry appended for a proposal -> (done, deadline, term it was appended in)
     pending: dict[int, tuple[Done, float, int]] = field(default_factory=dict)
-
-
-def ready_to_write(group: GroupId, ready: Any) -> GroupWrite | None:
-    """The durable part of a ready, for the store; None when it has nothing to persist."""
-    entries: Sequence[LogRecord] = [(e.index, e.term, int(e.kind), e.data) for e in ready.entries]
-    hard_state = None
-    if ready.hard_state is not None:
-        hs = ready.hard_state
-        hard_state = (hs.term, hs.vote, hs.commit)
-    snapshot = None
-    # A snapshot from the leader, or one the application took here (compaction only).
-    taken = ready.snapshot if ready.snapshot is not None else getattr(ready, "local_snapshot", None)
-    if taken is not None:
-        meta, data = taken
-        snapshot = (meta.index, meta.term, meta_config_wire(meta), data)
-    if not entries and hard_state is None and snapshot is None:
-        return None
-    # Snapshots this leader is still sending survive the save of a newer one; a snapshot
-    # may keep entries it covers for the state machine (retained_from), a leader's comes
-    # with them.
-    keep = getattr(ready, "sending_snapshots", ())
-    keep_from = getattr(taken[0], "retained_from", 0) or None if taken is not None else None
-    retained: Sequence[LogRecord] = ()
-    if ready.snapshot is not None:
-        retained = [(e.index, e.term, int(e.kind), e.data)
-                    for e in getattr(ready, "snapshot_entries", ())]
-    return GroupWrite(group, entries, hard_state, snapshot, keep_snapshots=keep,
-                      keep_from=keep_from, retained_entries=retained)
-
-
-def meta_config_wire(meta: Any) -> Any:
-    config = getattr(meta, "config", None)
-    to_wire = getattr(config, "to_wire", None)
-    return to_wire() if to_wire is not None else config
 
 
 class RaftHost:
@@ -226,11 +184,7 @@ class RaftHost:
         self.node_timeout_ticks = limits.raft_node_timeout_ticks
         self._heard: dict[int, int] = dict.fromkeys(self.peers, 0)  # peer -> tick last heard
         self.down: set[int] = set()  # peers node-level liveness considers down
-        # ReadIndex requests by context (unique per boot: a reply meant for an earlier run
-        # of this node must not answer a new request), then read points waiting for apply
-        self._read_prefix = os.urandom(8)
-        self._reads: dict[bytes, tuple[GroupId, asyncio.Future[int]]] = {}
-        self._read_waits: dict[GroupId, list[tuple[int, asyncio.Future[int]]]] = {}
+        self._reads = ReadWaiters()
         self._wake = asyncio.Event()
         self._seq = itertools.count(1)
         self._disk = disk or ThreadPoolExecutor(1, thread_name_prefix="raft-disk")
@@ -327,7 +281,7 @@ class RaftHost:
             return
         seq = next(self._seq)
         try:
-            index = slot.node.propose(_ENVELOPE.pack(self.node_id, seq) + payload)
+            index = slot.node.propose(envelope(self.node_id, seq) + payload)
         except WarrenError as exc:
             index, reason = None, str(exc)
         else:
@@ -408,9 +362,7 @@ class RaftHost:
         everything committed before the call, after the leader confirmed with a quorum that
         it still leads. Works on followers too (they ask the leader)."""
         node = self._node(group)
-        context = self._read_prefix + next(self._seq).to_bytes(8, "big")
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._reads[context] = (group, future)
+        context, future = self._reads.ask()
         node.read_index(context)  # type: ignore[attr-defined]
         self._mark(group)
         try:
@@ -418,30 +370,7 @@ class RaftHost:
         except TimeoutError:
             raise ProposalFailed(f"no read point for group {group!r} in time") from None
         finally:
-            self._reads.pop(context, None)
-
-    def _resolve_reads(self, group: GroupId, read_states: Sequence[Any]) -> None:
-        waiting = self._read_waits.get(group)
-        for rs in read_states:
-            entry = self._reads.pop(rs.context, None)
-            if entry is None or entry[1].done():
-                continue
-            if not rs.ok:
-                entry[1].set_exception(ProposalFailed(f"group {group!r} has no leader to read from"))
-                continue
-            if waiting is None:
-                waiting = self._read_waits[group] = []
-            waiting.append((rs.index, entry[1]))
-        if waiting:
-            applied = self.groups[group].node.applied  # type: ignore[attr-defined]
-            still = [(i, f) for i, f in waiting if i > applied and not f.done()]
-            for i, f in waiting:
-                if i <= applied and not f.done():
-                    f.set_result(i)
-            if still:
-                self._read_waits[group] = still
-            else:
-                del self._read_waits[group]
+            self._reads.forget(context)
 
     def status(self, group: GroupId) -> dict[str, Any] | None:
         """Role, term, leader, commit, applied, members and (on a leader) each member's lag."""
@@ -507,13 +436,7 @@ class RaftHost:
             pending, slot.pending = slot.pending, {}
             for done, _, _ in pending.values():
                 done(None, ProposalFailed("the raft host stopped"))
-        for _, future in self._reads.values():
-            if not future.done():
-                future.set_exception(ProposalFailed("the raft host stopped"))
-        for waits in self._read_waits.values():
-            for _, future in waits:
-                if not future.done():
-                    future.set_exception(ProposalFailed("the raft host stopped"))
+        self._reads.fail_all(ProposalFailed("the raft host stopped"))
         self._disk.shutdown(wait=True)
 
     async def _ticker(self) -> None:
@@ -587,7 +510,7 @@ class RaftHost:
             later: dict[GroupId, list[Any]] = {}
             early_all: list[Any] = []
             for group, ready in readies:
-                early, later[group] = _split_early(ready.messages)
+                early, later[group] = split_early(ready.messages)
                 early_all += early
             if early_all:
                 self._send_all(early_all)
@@ -622,8 +545,11 @@ class RaftHost:
                 if group not in applied_early:
                     self._apply(group, ready)
                 self.groups[group].node.advance(ready)
-                if ready.read_states or group in self._read_waits:
-                    self._resolve_reads(group, ready.read_states)
+                if ready.read_states or self._reads.waiting(group):
+                    self._reads.resolve(
+                        group, ready.read_states, self.groups[group].node.applied,  # type: ignore[attr-defined]
+                        ProposalFailed(f"group {group!r} has no leader to read from"),
+                    )  # fmt: skip
                 self._dirty.add(group)  # advance may leave more work (e.g. the next batch)
             if later_all:
                 self._send_all(later_all)
@@ -728,67 +654,3 @@ def _future_and_done() -> tuple[asyncio.Future[int], Done]:
             future.set_result(index)  # type: ignore[arg-type]
 
     return future, done
-
-
-NORMAL_KIND = 0
-"""EntryKind.NORMAL's op code (op codes are append-only; checked where the core is built)."""
-
-
-def _split_early(messages: list[Any]) -> tuple[list[Any], list[Any]]:
-    """(messages that may leave before the ready is persisted, those that must wait)."""
-    early: list[Any] = []
-    later: list[Any] = []
-    for m in messages:
-        (early if getattr(m, "may_send_before_persist", False) else later).append(m)
-    return early, later
-
-
-# Positions in warren.raft.types.Message.to_wire()'s list.
-_W_GROUP, _W_TERM, _W_INDEX, _W_COMMIT, _W_ENTRIES = 1, 4, 6, 7, 11
-
-
-def coalesce_appends(
-    messages: Iterable[Any], max_entries: int, max_bytes: int
-) -> list[tuple[int, Any]]:
-    """(peer, wire message) for each message, in order, with consecutive appends to the same
-    peer merged into one.
-
-    The core answers every proposal with an append per follower carrying that one entry.
-    Appends of one term to one peer that continue each other (the second's previous entry
-    is the first's last) say together exactly what they say in turn: the follower appends
-    the same entries, takes the later commit index and acknowledges once, for the last
-    entry (an acknowledgement covers every entry before it, so the leader's progress ends
-    where the separate ones would have left it). One message instead of dozens is fewer
-    frames to encode, decode, step, fsync-wait for and acknowledge on both sides. Only
-    messages to the same peer with nothing to that peer in between are merged, so each
-    peer still sees its messages in the order the core produced them; a merge stops at
-    ``max_entries`` entries or ``max_bytes`` of entry data.
-    """
-    out: list[tuple[int, Any]] = []
-    open_append: dict[int, tuple[list[Any], int]] = {}  # peer -> (its last wire, data bytes)
-    for m in messages:
-        to = m.to
-        if getattr(m, "type", None) != MsgType.APPEND or not m.entries:
-            out.append((to, m.to_wire()))
-            open_append.pop(to, None)  # a later append must not overtake this message
-            continue
-        size = sum(len(e.data) for e in m.entries)
-        current = open_append.get(to)
-        if current is not None:
-            wire, wire_size = current
-            entries = wire[_W_ENTRIES]
-            if (
-                wire[_W_GROUP] == m.group
-                and wire[_W_TERM] == m.term
-                and m.index == wire[_W_INDEX] + len(entries)
-                and len(entries) + len(m.entries) <= max_entries
-                and wire_size + size <= max_bytes
-            ):
-                entries.extend([e.to_wire() for e in m.entries])
-                wire[_W_COMMIT] = max(wire[_W_COMMIT], m.commit)
-                open_append[to] = (wire, wire_size + size)
-                continue
-        wire = m.to_wire()
-        out.append((to, wire))
-        open_append[to] = (wire, size)
-    return out

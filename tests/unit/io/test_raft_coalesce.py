@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from warren.io.raft_host import coalesce_appends
+from warren.io.raft_wire import coalesce_appends
 from warren.raft.node import RaftNode
 from warren.raft.storage import MemoryStorage
 from warren.raft.types import Config, Entry, EntryKind, Message, MsgType, message_from_wire
