@@ -29,6 +29,7 @@ from typing import Any
 import msgpack
 
 from tests.sim.linearizability import INF, Op, check_register
+from tests.sim.planted import PLANTED
 from warren.limits import Limits
 from warren.raft.node import RaftNode, Ready, Role
 from warren.raft.storage import MemoryStorage
@@ -198,7 +199,7 @@ class Simulation:
         seed: int,
         nodes: int = 3,
         groups: int = 2,
-        bugs: frozenset[str] = frozenset(),
+        node_class: type[RaftNode] | str = RaftNode,
         duration_ticks: int = 600,
         overrides: dict[str, Any] | None = None,
         profile: str | None = None,
@@ -215,7 +216,8 @@ class Simulation:
             self.p = dataclasses.replace(self.p, **overrides)
         self.node_ids = list(range(1, nodes + 1))
         self.groups = list(range(groups))
-        self.bugs = bugs
+        # The core under test: RaftNode, or a planted bug's subclass (by class or name).
+        self.node_class = PLANTED[node_class] if isinstance(node_class, str) else node_class
         self.duration = duration_ticks * TICK
         self.heal_at = self.duration * 6 // 10
         self.now = 0
@@ -278,10 +280,10 @@ class Simulation:
         voters, learners = tuple(self.node_ids[:nv]), tuple(self.node_ids[nv:])
         for g in self.groups:
             disk = self.disks[(n, g)]
-            raft = RaftNode(
+            raft = self.node_class(
                 n, g, disk, self.rng, voters=voters, learners=learners,
                 election_ticks=ELECTION_TICKS, quiesce_after_ticks=self.p.quiesce,
-                limits=self.limits, bugs=self.bugs,
+                limits=self.limits,
             )  # fmt: skip
             rep = Replica(raft, disk)
             saved = disk.load_snapshot()

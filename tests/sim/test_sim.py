@@ -1,8 +1,9 @@
 """The deterministic simulator in the normal test run.
 
 - a few hundred seeds against the real Raft core must come out clean (3 and 5 nodes);
-- every planted bug (``warren.raft.node.KNOWN_BUGS``) must be caught by a checker within a
-  bounded range of seeds, so we know the checkers can fail;
+- every planted bug (``tests.sim.planted.PLANTED``: a RaftNode subclass overriding one
+  hook) must be caught by a safety checker within a bounded range of seeds, so we know
+  the checkers can fail;
 - a seed replays identically.
 
 Thousands of seeds on demand: ``python -m tests.sim --seeds 2000 --seed-start 0``.
@@ -12,8 +13,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.sim.planted import PLANTED
 from tests.sim.sim import PROFILES, Simulation, Violation
-from warren.raft.node import KNOWN_BUGS
 
 CHUNK = 60
 CLEAN_3 = range(0, 300)  # 3 nodes, 2 groups, 600 ticks each
@@ -60,13 +61,13 @@ def test_regression_seed(seed: int) -> None:
 def first_violation(bug: str) -> tuple[int, str] | None:
     for seed in BUG_SEEDS:
         try:
-            Simulation(seed, 3, 2, frozenset({bug})).run()
+            Simulation(seed, 3, 2, bug).run()
         except Violation as v:
             return seed, str(v)
     return None
 
 
-@pytest.mark.parametrize("bug", sorted(KNOWN_BUGS))
+@pytest.mark.parametrize("bug", sorted(PLANTED))
 def test_planted_bug_is_caught(bug: str) -> None:
     found = first_violation(bug)
     assert found is not None, f"planted bug {bug} survived seeds {BUG_SEEDS}"
@@ -75,7 +76,7 @@ def test_planted_bug_is_caught(bug: str) -> None:
     assert "no progress" not in message, message
     # The report replays: the same seed finds the same violation again.
     with pytest.raises(Violation) as again:
-        Simulation(seed, 3, 2, frozenset({bug})).run()
+        Simulation(seed, 3, 2, bug).run()
     assert str(again.value) == message
 
 
