@@ -64,9 +64,30 @@ class ReadWithoutQuorum(RaftNode):
         return len(config.voters)
 
 
+class VoteBeforeFsync(RaftNode):
+    """Sends a vote grant before the vote (and its term) is durable: a crash in that window
+    forgets the vote, and the node may vote again in the same term."""
+
+    def _send(self, kind: MsgType, to: int, term: int | None = None, **kw: object) -> None:
+        super()._send(kind, to, term, **kw)
+        if kind == MsgType.VOTE_RESP and not kw.get("reject"):
+            self.msgs[-1] = _early(self.msgs[-1])
+
+
+class ConcurrentConfChange(RaftNode):
+    """Accepts a membership change while the previous one is uncommitted (it still waits
+    for the no-op of its term): two single-server steps at once may leave two disjoint
+    majorities."""
+
+    def _may_change_config(self) -> bool:
+        return self.log.committed >= self.term_start
+
+
 PLANTED: dict[str, type[RaftNode]] = {
     "commit-old-term": CommitOldTerm,
     "vote-without-log-check": VoteWithoutLogCheck,
     "ack-before-fsync": AckBeforeFsync,
     "read-without-quorum": ReadWithoutQuorum,
+    "vote-before-fsync": VoteBeforeFsync,
+    "concurrent-conf-change": ConcurrentConfChange,
 }
