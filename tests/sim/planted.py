@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from dataclasses import fields
 
-from warren.raft.node import RaftNode
-from warren.raft.types import Config, Message, MsgType
+from warren.raft.node import RaftNode, Role
+from warren.raft.types import Config, Message, MsgType, SnapshotMeta
 
 
 class _EarlyMessage(Message):
@@ -83,6 +83,38 @@ class ConcurrentConfChange(RaftNode):
         return self.log.committed >= self.term_start
 
 
+class SnapshotKeepsStaleTail(RaftNode):
+    """Installs a snapshot whose last entry it does not hold but keeps its own entries
+    after the snapshot index, though they follow an entry that was never committed."""
+
+    def _install_snapshot(self, meta: SnapshotMeta, data: bytes) -> None:
+        last = self.log.last_index()
+        keep = (
+            self.log.term(meta.index) not in (None, meta.term)
+            and last > meta.index
+            and self.log.first_index() <= meta.index + 1
+        )
+        tail = self.log.entries(meta.index + 1, last + 1) if keep else []
+        super()._install_snapshot(meta, data)
+        if tail:
+            self.log.append(tail)
+
+
+class LeaderIgnoresHigherTerm(RaftNode):
+    """A leader takes no notice of a higher term in a response (it handles the response
+    as if it were of its own term) and goes on leading."""
+
+    RESPONSES = frozenset(
+        {MsgType.VOTE_RESP, MsgType.PRE_VOTE_RESP, MsgType.APPEND_RESP,
+         MsgType.HEARTBEAT_RESP, MsgType.SNAPSHOT_RESP, MsgType.READ_INDEX_RESP}
+    )  # fmt: skip
+
+    def _on_higher_term(self, m: Message) -> bool:
+        if self.role == Role.LEADER and m.type in self.RESPONSES:
+            return True
+        return super()._on_higher_term(m)
+
+
 PLANTED: dict[str, type[RaftNode]] = {
     "commit-old-term": CommitOldTerm,
     "vote-without-log-check": VoteWithoutLogCheck,
@@ -90,4 +122,6 @@ PLANTED: dict[str, type[RaftNode]] = {
     "read-without-quorum": ReadWithoutQuorum,
     "vote-before-fsync": VoteBeforeFsync,
     "concurrent-conf-change": ConcurrentConfChange,
+    "snapshot-keeps-stale-tail": SnapshotKeepsStaleTail,
+    "leader-ignores-higher-term": LeaderIgnoresHigherTerm,
 }

@@ -5,7 +5,8 @@ network delay/loss/duplication/reordering, symmetric and one-way partitions (a c
 also loses what is on its way), disk latency, crashes and restarts (a crash loses every
 write whose simulated fsync had not completed, and maybe what the node had sent but the
 network had not delivered), crashes aimed at persist boundaries (just before or just after
-a ready's fsync), whole-cluster power losses, process pauses, client operations, snapshots,
+a ready's fsync), whole-cluster power losses, process pauses, client operations, snapshots
+(every 2-20 applied entries in most seeds, sent in chunks as small as 8 bytes),
 membership changes (spare nodes outside the configuration are added, promoted, demoted
 and removed under every profile) and leadership transfers, and the Raft tick settings
 (the simulator's 10/1 or the production 30/5 of ``warren raft-node``).
@@ -14,6 +15,10 @@ Checkers (a violation raises ``Violation`` with a message):
 - election safety: at most one leader per (group, term);
 - log safety: committed entries never differ between nodes, and a node that becomes leader
   holds every entry committed in an earlier term (a committed entry is never lost);
+- log matching, on every node's durable log: an entry (index, term) always follows the
+  same term, and terms never decrease along a log;
+- terms: a node that steps a request or response of a higher term ends at that term or
+  higher (only vote requests, which a leader lease may ignore, and pre-votes are exempt);
 - state machine safety: every node applies the same entry at each index;
 - one membership change at a time: no log holds two configuration entries above the
   highest index known committed;
@@ -44,6 +49,7 @@ from warren.raft.types import (
     Config,
     EntryKind,
     Message,
+    MsgType,
     message_from_wire,
 )
 
@@ -58,6 +64,7 @@ TICK_SETTINGS = ((10, 1), (30, 5))  # (election_ticks, heartbeat_ticks)
 # seeds 0-59 on 3 and on 5 nodes); the step budget allows ten times that.
 STEPS_PER_NODE_GROUP_TICK = 10 * 12
 KEYS = ("a", "b", "c")
+KEEPS_TERM = (MsgType.VOTE, MsgType.PRE_VOTE)  # may be ignored inside a leader lease
 
 
 class Violation(AssertionError):
@@ -157,7 +164,7 @@ class Params:
             crash_rate=rng.choice([0.0, 0.002, 0.01]),
             partition_rate=rng.choice([0.0, 0.003, 0.01]),
             max_entries=rng.choice([1, 2, 8, 512]),
-            snapshot_every=rng.choice([0, 5, 20]),
+            snapshot_every=rng.choice([0, 2, 4, 8, 20]),
             chunk_bytes=rng.choice([8, 64, 1 << 20]),
             quiesce=rng.choice([0, 0, 15]),
             reconfig_rate=rng.choice([0.0, 0.01, 0.03, 0.06]),
@@ -274,6 +281,8 @@ class Simulation:
         self.leaders: dict[tuple[int, int], int] = {}
         self.committed: dict[int, dict[int, int]] = {g: {} for g in self.groups}
         self.top_commit = {g: 0 for g in self.groups}  # the highest index known committed
+        # (index, term) -> the term before it, as first persisted anywhere: log matching.
+        self.links: dict[int, dict[tuple[int, int], int]] = {g: {} for g in self.groups}
         # The lowest term of a node seen holding each committed index: the entry was
         # committed in that term or earlier, so every leader of a later term must hold it.
         self.commit_term: dict[int, dict[int, int]] = {g: {} for g in self.groups}
@@ -353,7 +362,7 @@ class Simulation:
         assert rd is not None
         rep.writing = None
         disk = rep.disk
-        rd.persist_to(disk)
+        self._persist(n, g, rd, disk)
         for m in rd.messages:
             if not m.may_send_before_persist:
                 self._send(m)
@@ -371,6 +380,34 @@ class Simulation:
             rep.raft.take_snapshot(rep.raft.applied, msgpack.packb(rep.kv))
         self._complete_reads(n, g)
         self._pump(n, g)
+
+    def _persist(self, n: int, g: int, rd: Ready, disk: MemoryStorage) -> None:
+        """Write ``rd`` to the durable disk and check log matching there: wherever an entry
+        (index, term) is held it follows the same term (its term's leader created one entry
+        at each index, after the one it held), and terms never decrease along a log."""
+        rd.persist_to(disk)
+        if rd.entries:
+            prev = disk.term(rd.entries[0].index - 1)
+            for e in rd.entries:
+                self._check_link(n, g, e.index, e.term, prev)
+                prev = e.term
+        elif rd.snapshot is not None:
+            index = rd.snapshot[0].index + 1
+            term = disk.term(index)
+            if term is not None:
+                self._check_link(n, g, index, term, disk.term(index - 1))
+
+    def _check_link(self, n: int, g: int, index: int, term: int, prev: int | None) -> None:
+        if prev is None:
+            return
+        if term < prev:
+            self.fail(f"node {n} group {g}: durable log has term {term} at {index} after {prev}")
+        held = self.links[g].setdefault((index, term), prev)
+        if held != prev:
+            self.fail(
+                f"log matching: node {n} group {g} holds entry {index} of term {term} after "
+                f"term {prev}; elsewhere it follows term {held}"
+            )
 
     def _fsync_due(self, n: int, g: int) -> None:
         """The simulated fsync of the ready in flight completes, or the node crashes at this
@@ -390,7 +427,7 @@ class Simulation:
             if rate and self.rng.random() < rate:
                 synced = self.rng.random() < 0.5
                 if synced:
-                    rd.persist_to(rep.disk)
+                    self._persist(n, g, rd, rep.disk)
                 self._log(f"n{n} crashes {'after' if synced else 'before'} an fsync of group {g}")
                 self._crash_and_restart(n)
                 return
@@ -771,7 +808,18 @@ class Simulation:
         if m.to in self.paused:
             self.held[m.to].append(("held", wire))
             return
-        self.replicas[(m.to, m.group)].raft.step(m)
+        raft = self.replicas[(m.to, m.group)].raft
+        before = raft.term
+        raft.step(m)
+        if m.term > before and raft.term < m.term and m.type not in KEEPS_TERM:
+            if m.type != MsgType.PRE_VOTE_RESP or m.reject:
+                # Figure 2: any request or response of a higher term makes a server adopt
+                # it and become a follower (only vote requests inside a leader lease and
+                # pre-vote traffic are exempt).
+                self.fail(
+                    f"node {m.to} group {m.group} stepped {m.type.name} of term {m.term} from "
+                    f"n{m.frm} and stayed at term {raft.term} as {raft.role.value}"
+                )
         self._pump(m.to, m.group)
 
     def _final_checks(self) -> None:
