@@ -13,7 +13,9 @@ import sys
 import time
 from collections import Counter
 
+from tests.sim.planted import PLANTED
 from tests.sim.sim import PROFILES, Simulation, Violation
+from warren.raft.node import RaftNode
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--nodes", type=int, choices=(3, 5), default=3)
     ap.add_argument("--groups", type=int, default=2)
     ap.add_argument("--ticks", type=int, default=600)
-    ap.add_argument("--planted-bug", action="append", default=[])
+    ap.add_argument("--planted-bug", choices=sorted(PLANTED), help="run this planted bug")
     ap.add_argument("--profile", choices=PROFILES, help="force this nemesis profile")
     ap.add_argument("--trace", action="store_true", help="print the trace tail on violation")
     args = ap.parse_args(argv)
@@ -31,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     profiles: Counter[str] = Counter()
     for seed in range(args.seed_start, args.seed_start + args.seeds):
         sim = Simulation(
-            seed, args.nodes, args.groups, frozenset(args.planted_bug), args.ticks,
+            seed, args.nodes, args.groups, args.planted_bug or RaftNode, args.ticks,
             profile=args.profile,
         )  # fmt: skip
         profiles[sim.p.profile] += 1
@@ -40,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         except Violation as v:
             print(f"VIOLATION {v}")
             print("\n".join(sim.trace) if args.trace else "(--trace shows the last 300 events)")
-            bugs = "".join(f" --planted-bug {b}" for b in args.planted_bug)
+            bugs = f" --planted-bug {args.planted_bug}" if args.planted_bug else ""
             if args.profile:
                 bugs += f" --profile {args.profile}"
             print(

@@ -4,14 +4,24 @@ ONE seed drives everything: the nemesis profile and fault rates of this run (``P
 network delay/loss/duplication/reordering, symmetric and one-way partitions (a cut link
 also loses what is on its way), disk latency, crashes and restarts (a crash loses every
 write whose simulated fsync had not completed, and maybe what the node had sent but the
-network had not delivered), whole-cluster power losses, process pauses, client operations,
-snapshots, membership changes and leadership transfers.
+network had not delivered), crashes aimed at persist boundaries (just before or just after
+a ready's fsync), whole-cluster power losses, process pauses, client operations, snapshots
+(every 2-20 applied entries in most seeds, sent in chunks as small as 8 bytes),
+membership changes (spare nodes outside the configuration are added, promoted, demoted
+and removed under every profile) and leadership transfers, and the Raft tick settings
+(the simulator's 10/1 or the production 30/5 of ``warren raft-node``).
 
 Checkers (a violation raises ``Violation`` with a message):
 - election safety: at most one leader per (group, term);
 - log safety: committed entries never differ between nodes, and a node that becomes leader
   holds every entry committed in an earlier term (a committed entry is never lost);
+- log matching, on every node's durable log: an entry (index, term) always follows the
+  same term, and terms never decrease along a log;
+- terms: a node that steps a request or response of a higher term ends at that term or
+  higher (only vote requests, which a leader lease may ignore, and pre-votes are exempt);
 - state machine safety: every node applies the same entry at each index;
+- one membership change at a time: no log holds two configuration entries above the
+  highest index known committed;
 - linearizability of a per-group KV store (puts through the log, gets through ReadIndex);
 - liveness: after faults heal, every group commits a fresh put within a bounded time.
 """
@@ -22,13 +32,14 @@ import dataclasses
 import hashlib
 import heapq
 import random
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
 
 from tests.sim.linearizability import INF, Op, check_register
+from tests.sim.planted import PLANTED
 from warren.limits import Limits
 from warren.raft.node import RaftNode, Ready, Role
 from warren.raft.storage import MemoryStorage
@@ -38,15 +49,23 @@ from warren.raft.types import (
     Config,
     EntryKind,
     Message,
+    MsgType,
     message_from_wire,
 )
 
-TICK = 10  # time units per Raft tick
-# Clean runs spend at most about 12 events per node, group and tick (11.7 measured over
-# seeds 0-59 on 3 and on 5 nodes); the step budget allows ten times that.
+# Time: TICK time units make one simulator tick, a tenth of an election timeout. Faults,
+# clients and every "ticks" knob in Params count in simulator ticks. The Raft nodes tick
+# at their own rate: TICK * 10 // election_ticks, so with the production settings of
+# ``warren raft-node`` (30/5) a node ticks three times per simulator tick, and the run
+# covers the same number of election timeouts as with the simulator's 10/1.
+TICK = 30
+TICK_SETTINGS = ((10, 1), (30, 5))  # (election_ticks, heartbeat_ticks)
+# Clean runs spend at most about 12 events per node (spares included), group and
+# simulator tick (12.2 measured over seeds 0-1199 on 3 nodes, 10.3 over 0-249 on 5, both
+# tick settings); the step budget allows ten times that.
 STEPS_PER_NODE_GROUP_TICK = 10 * 12
-ELECTION_TICKS = 10
 KEYS = ("a", "b", "c")
+KEEPS_TERM = (MsgType.VOTE, MsgType.PRE_VOTE)  # may be ignored inside a leader lease
 
 
 class Violation(AssertionError):
@@ -102,9 +121,11 @@ class Params:
     snapshot_every: int
     chunk_bytes: int
     quiesce: int
-    reconfig_rate: float
-    transfer_rate: float
+    reconfig_rate: float  # per tick and group: propose a membership change
+    conf_burst: float  # chance that a change is followed at once by another (to be refused)
+    transfer_rate: float  # per tick and group: transfer leadership
     all_voters: bool  # with more than 3 nodes: all start as voters (else 3 voters + learners)
+    spares: int  # nodes outside the initial configuration, there to be added (and removed)
     # Nemesis profile: how crashes and partitions pick their victims.
     power_loss: float  # share of crashes that take every node down at once
     restart_ticks: tuple[int, int]  # a crashed node comes back after this many ticks
@@ -115,11 +136,20 @@ class Params:
     kill_new_leader: float  # chance that a node is crashed within 4 ticks of winning
     isolate_new_leader: float  # chance that a node is cut off within 10 ticks of winning
     pause_rate: float  # per tick: freeze the leader of some group (a GC pause, SIGSTOP)
+    # Crashes at persist boundaries: when a ready's simulated fsync is due, the node may
+    # crash just before it (the write is lost, what left early is out) or just after
+    # (durable, but nothing that waited for it is sent). Chance per ready, by what it holds.
+    crash_at_vote: float  # a new term or vote
+    crash_at_snapshot: float  # a snapshot (installed from the leader, or taken locally)
+    crash_at_write: float  # entries or a commit index only
     # Clients: how many per group, how many keys, think time and patience.
     clients: int
     keys: int
     think_ticks: int
     timeout_ticks: int
+    # Raft timing of every node: the simulator's 10/1 or the production 30/5.
+    election_ticks: int
+    heartbeat_ticks: int
 
     @staticmethod
     def draw(rng: random.Random, profile: str | None = None) -> Params:
@@ -130,19 +160,21 @@ class Params:
             profile=profile,
             loss=rng.choice([0.0, 0.01, 0.05, 0.15]),
             dup=rng.choice([0.0, 0.02, 0.1]),
-            max_delay=rng.choice([2, 10, 30]),
-            disk_latency=rng.choice([0, 3, 15]),
+            max_delay=rng.choice([6, 30, 90]),
+            disk_latency=rng.choice([0, 9, 45]),
             crash_rate=rng.choice([0.0, 0.002, 0.01]),
             partition_rate=rng.choice([0.0, 0.003, 0.01]),
             max_entries=rng.choice([1, 2, 8, 512]),
-            snapshot_every=rng.choice([0, 5, 20]),
+            snapshot_every=rng.choice([0, 2, 4, 8, 20]),
             chunk_bytes=rng.choice([8, 64, 1 << 20]),
             quiesce=rng.choice([0, 0, 15]),
-            reconfig_rate=rng.choice([0.0, 0.0, 0.01]),
-            transfer_rate=rng.choice([0.0, 0.005]),
+            reconfig_rate=rng.choice([0.01, 0.03, 0.06]),
+            conf_burst=rng.choice([0.0, 0.2, 0.5]),
+            transfer_rate=rng.choice([0.0, 0.005, 0.02]),
             all_voters=rng.random() < 0.5,
+            spares=rng.choice([1, 1, 2]),
             power_loss=rng.choice([0.0, 0.3]),
-            restart_ticks=rng.choice([(5, 60), (1, 12)]),
+            restart_ticks=rng.choice([(5, 60), (1, 12), (1, 3)]),
             drop_on_crash=rng.choice([0.0, 0.5, 1.0]),
             leader_crash_rate=rng.choice([0.0, 0.0, 0.01, 0.03]),
             isolate_rate=rng.choice([0.0, 0.0, 0.005, 0.02]),
@@ -150,27 +182,32 @@ class Params:
             kill_new_leader=rng.choice([0.0, 0.0, 0.2, 0.5]),
             isolate_new_leader=rng.choice([0.0, 0.0, 0.3, 0.7]),
             pause_rate=rng.choice([0.0, 0.0, 0.005, 0.02]),
+            crash_at_vote=rng.choice([0.0, 0.1, 0.3]),
+            crash_at_snapshot=rng.choice([0.0, 0.1, 0.3]),
+            crash_at_write=rng.choice([0.0, 0.002, 0.01]),
             clients=rng.choice([2, 3, 4]),
             keys=rng.choice([1, 2, 3]),
             think_ticks=rng.choice([0, 0, 5, 30]),
             timeout_ticks=rng.choice([15, 40]),
+            election_ticks=0,
+            heartbeat_ticks=0,
         )
+        p.election_ticks, p.heartbeat_ticks = rng.choice(TICK_SETTINGS)
         quiet = dict(
             crash_rate=0.0, partition_rate=0.0, leader_crash_rate=0.0, isolate_rate=0.0,
-            kill_new_leader=0.0, isolate_new_leader=0.0, pause_rate=0.0,
-            reconfig_rate=0.0, transfer_rate=0.0, think_ticks=0,
-        )  # fmt: skip
+            kill_new_leader=0.0, isolate_new_leader=0.0, pause_rate=0.0, think_ticks=0,
+        )  # fmt: skip  (membership changes and transfers go on under every profile)
         if profile == "leader-hunt":
             return dataclasses.replace(
                 p, **{**quiet, "isolate_new_leader": 1.0}, heal_rate=0.003, loss=0.0,
-                max_entries=1, max_delay=30,
+                max_entries=1, max_delay=90,
             )  # fmt: skip
         if profile == "pause":
             return dataclasses.replace(p, **{**quiet, "pause_rate": rng.choice([0.01, 0.03])})
         if profile == "power":
             return dataclasses.replace(
                 p, **{**quiet, "crash_rate": rng.choice([0.01, 0.03])}, power_loss=1.0,
-                disk_latency=15, restart_ticks=(1, 12),
+                disk_latency=45, restart_ticks=(1, 12),
             )  # fmt: skip
         return p
 
@@ -198,24 +235,31 @@ class Simulation:
         seed: int,
         nodes: int = 3,
         groups: int = 2,
-        bugs: frozenset[str] = frozenset(),
+        node_class: type[RaftNode] | str = RaftNode,
         duration_ticks: int = 600,
         overrides: dict[str, Any] | None = None,
         profile: str | None = None,
         step_budget: int | None = None,
     ) -> None:
         self.seed = seed
-        # Events a run may take before it counts as a livelock (a failure with its replay
-        # line, not a hang): far above what clean runs use (see STEPS_PER_NODE_GROUP_TICK).
-        self.step_budget = step_budget or duration_ticks * nodes * groups * STEPS_PER_NODE_GROUP_TICK
         self.steps = 0
         self.rng = random.Random(seed)
         self.p = Params.draw(self.rng, profile)
         if overrides:
             self.p = dataclasses.replace(self.p, **overrides)
-        self.node_ids = list(range(1, nodes + 1))
+        # ``nodes`` start as members (voters, or 3 voters and learners); spares (at most one
+        # beside 5 nodes) start outside the configuration, for membership changes to add.
+        self.members = nodes
+        spares = self.p.spares if nodes <= 3 else self.p.spares - 1
+        self.node_ids = list(range(1, nodes + spares + 1))
+        # Events a run may take before it counts as a livelock (a failure with its replay
+        # line, not a hang): far above what clean runs use (see STEPS_PER_NODE_GROUP_TICK).
+        self.step_budget = step_budget or (
+            duration_ticks * len(self.node_ids) * groups * STEPS_PER_NODE_GROUP_TICK
+        )
         self.groups = list(range(groups))
-        self.bugs = bugs
+        # The core under test: RaftNode, or a planted bug's subclass (by class or name).
+        self.node_class = PLANTED[node_class] if isinstance(node_class, str) else node_class
         self.duration = duration_ticks * TICK
         self.heal_at = self.duration * 6 // 10
         self.now = 0
@@ -238,6 +282,9 @@ class Simulation:
         )
         self.leaders: dict[tuple[int, int], int] = {}
         self.committed: dict[int, dict[int, int]] = {g: {} for g in self.groups}
+        self.top_commit = {g: 0 for g in self.groups}  # the highest index known committed
+        # (index, term) -> the term before it, as first persisted anywhere: log matching.
+        self.links: dict[int, dict[tuple[int, int], int]] = {g: {} for g in self.groups}
         # The lowest term of a node seen holding each committed index: the entry was
         # committed in that term or earlier, so every leader of a later term must hold it.
         self.commit_term: dict[int, dict[int, int]] = {g: {} for g in self.groups}
@@ -249,9 +296,15 @@ class Simulation:
         self.waiting_puts: dict[tuple[int, int, int], tuple[Any, ...]] = {}
         self.waiting_reads: dict[bytes, tuple[Any, ...]] = {}
         self.progress_after_heal: set[int] = set()
+        # What this run exercised (elections, conf changes, transfers, snapshot installs,
+        # crash points): tests assert the seeds cover each of them, not only that they pass.
+        self.stats: Counter[str] = Counter()
+        # A node's Raft clock: its ticks come this often (in time units).
+        self.node_tick = TICK * 10 // self.p.election_ticks
         for n in self.node_ids:
             self._start(n)
-            self._schedule(self.rng.randint(0, TICK), "tick", n)
+            self._schedule(self.rng.randint(0, self.node_tick), "tick", n)
+        self._schedule(0, "world", None)
 
     # ------------------------------------------------------------------ plumbing
     def _schedule(self, delay: int, kind: str, payload: Any) -> None:
@@ -274,14 +327,15 @@ class Simulation:
         raise Violation(f"seed {self.seed}: {text}")
 
     def _start(self, n: int) -> None:
-        nv = len(self.node_ids) if self.p.all_voters else min(3, len(self.node_ids))
-        voters, learners = tuple(self.node_ids[:nv]), tuple(self.node_ids[nv:])
+        nv = self.members if self.p.all_voters else min(3, self.members)
+        voters, learners = tuple(self.node_ids[:nv]), tuple(self.node_ids[nv : self.members])
         for g in self.groups:
             disk = self.disks[(n, g)]
-            raft = RaftNode(
+            raft = self.node_class(
                 n, g, disk, self.rng, voters=voters, learners=learners,
-                election_ticks=ELECTION_TICKS, quiesce_after_ticks=self.p.quiesce,
-                limits=self.limits, bugs=self.bugs,
+                election_ticks=self.p.election_ticks, heartbeat_ticks=self.p.heartbeat_ticks,
+                quiesce_after_ticks=self.p.quiesce * self.p.election_ticks // 10,
+                limits=self.limits,
             )  # fmt: skip
             rep = Replica(raft, disk)
             saved = disk.load_snapshot()
@@ -313,11 +367,12 @@ class Simulation:
         assert rd is not None
         rep.writing = None
         disk = rep.disk
-        rd.persist_to(disk)
+        self._persist(n, g, rd, disk)
         for m in rd.messages:
             if not m.may_send_before_persist:
                 self._send(m)
         if rd.snapshot is not None:
+            self.stats["snapshot installs"] += 1
             rep.kv = dict(msgpack.unpackb(rd.snapshot[1]))
         for e in rd.committed_entries:
             self._apply(n, g, rep, e.index, e.term, e.kind, e.data)
@@ -331,6 +386,59 @@ class Simulation:
             rep.raft.take_snapshot(rep.raft.applied, msgpack.packb(rep.kv))
         self._complete_reads(n, g)
         self._pump(n, g)
+
+    def _persist(self, n: int, g: int, rd: Ready, disk: MemoryStorage) -> None:
+        """Write ``rd`` to the durable disk and check log matching there: wherever an entry
+        (index, term) is held it follows the same term (its term's leader created one entry
+        at each index, after the one it held), and terms never decrease along a log."""
+        rd.persist_to(disk)
+        if rd.entries:
+            prev = disk.term(rd.entries[0].index - 1)
+            for e in rd.entries:
+                self._check_link(n, g, e.index, e.term, prev)
+                prev = e.term
+        elif rd.snapshot is not None:
+            index = rd.snapshot[0].index + 1
+            term = disk.term(index)
+            if term is not None:
+                self._check_link(n, g, index, term, disk.term(index - 1))
+
+    def _check_link(self, n: int, g: int, index: int, term: int, prev: int | None) -> None:
+        if prev is None:
+            return
+        if term < prev:
+            self.fail(f"node {n} group {g}: durable log has term {term} at {index} after {prev}")
+        held = self.links[g].setdefault((index, term), prev)
+        if held != prev:
+            self.fail(
+                f"log matching: node {n} group {g} holds entry {index} of term {term} after "
+                f"term {prev}; elsewhere it follows term {held}"
+            )
+
+    def _fsync_due(self, n: int, g: int) -> None:
+        """The simulated fsync of the ready in flight completes, or the node crashes at this
+        persist boundary (see ``Params.crash_at_vote``)."""
+        rep = self.replicas[(n, g)]
+        rd = rep.writing
+        assert rd is not None
+        if self.now < self.heal_at:
+            if rd.snapshot is not None or rd.local_snapshot is not None:
+                rate = self.p.crash_at_snapshot
+            elif rd.hard_state is not None and (rd.hard_state.term, rd.hard_state.vote) != (
+                rep.disk.hard_state.term, rep.disk.hard_state.vote,
+            ):  # fmt: skip
+                rate = self.p.crash_at_vote
+            else:
+                rate = self.p.crash_at_write
+            if rate and self.rng.random() < rate:
+                synced = self.rng.random() < 0.5
+                if synced:
+                    self._persist(n, g, rd, rep.disk)
+                self._log(f"n{n} crashes {'after' if synced else 'before'} an fsync of group {g}")
+                self.stats["crash points"] += 1
+                self._crash_and_restart(n)
+                return
+        self._persisted(n, g)
 
     def _send(self, m: Message) -> None:
         if (m.frm, m.to) in self.blocked or self.rng.random() < self.p.loss:
@@ -351,6 +459,7 @@ class Simulation:
             if not getattr(raft, "_sim_checked_term", 0) == raft.term:
                 raft._sim_checked_term = raft.term  # type: ignore[attr-defined]
                 self._log(f"n{n} leads group {g} in term {raft.term}")
+                self.stats["elections"] += 1
                 # (A leader of an older term may still win late, with votes that were
                 # delayed: it need not hold what later terms committed.)
                 seen_in = self.commit_term[g]
@@ -384,6 +493,14 @@ class Simulation:
                 if seen_in.get(index, raft.term) >= raft.term:
                     seen_in[index] = raft.term
             rep.checked_commit = log.committed
+            self.top_commit[g] = max(self.top_commit[g], log.committed)
+        if len(log.configs) > 1 and log.configs[-2][0] > self.top_commit[g]:
+            # One membership change at a time: a leader proposes the next only once the
+            # previous one committed, so no log ever holds two above the commit point.
+            self.fail(
+                f"node {n} group {g} holds two uncommitted configuration entries, at "
+                f"{log.configs[-2][0]} and {log.configs[-1][0]} (commit {self.top_commit[g]})"
+            )
 
     def _apply(
         self, n: int, g: int, rep: Replica, index: int, term: int, kind: int, data: bytes
@@ -395,6 +512,7 @@ class Simulation:
         if known is not None and known != term:
             self.fail(f"node {n} applied term {term} at {g}/{index}, committed term was {known}")
         self.committed[g][index] = term
+        self.top_commit[g] = max(self.top_commit[g], index)
         if self.commit_term[g].get(index, rep.raft.term) >= rep.raft.term:
             self.commit_term[g][index] = rep.raft.term
         if kind == EntryKind.NORMAL:
@@ -588,25 +706,32 @@ class Simulation:
                 target = self.rng.choice(self.node_ids)
                 if raft.transfer_leadership(target):
                     self._log(f"transfer {g} {raft.id}->{target}")
+                    self.stats["transfers"] += 1
             if self.rng.random() < self.p.reconfig_rate:
                 self._reconfigure(raft)
             self._pump(leaders[0], g)
 
     def _reconfigure(self, raft: RaftNode) -> None:
+        """Propose one single-server change: add a learner (or, rarely, a voter straight
+        away), promote or remove a learner, remove or demote a voter (keeping 3 voters);
+        sometimes at once another one, which the core must refuse until the first commits."""
         config: Config = raft.log.config()
-        n = self.rng.choice(self.node_ids)
-        if n in config.learners:
-            change = ConfChange(ConfChangeKind.ADD_VOTER, n)
-        elif n in config.voters and len(config.voters) > 3:
-            change = ConfChange(
-                self.rng.choice([ConfChangeKind.REMOVE, ConfChangeKind.ADD_LEARNER]), n
-            )
-        elif n not in config.members:
-            change = ConfChange(ConfChangeKind.ADD_LEARNER, n)
-        else:
+        candidates = [n for n in self.node_ids if n not in config.voters or len(config.voters) > 3]
+        if not candidates:
             return
+        n = self.rng.choice(candidates)
+        if n in config.learners:
+            kind = ConfChangeKind.ADD_VOTER if self.rng.random() < 0.7 else ConfChangeKind.REMOVE
+        elif n in config.voters:
+            kind = self.rng.choice([ConfChangeKind.REMOVE, ConfChangeKind.ADD_LEARNER])
+        else:
+            kind = ConfChangeKind.ADD_LEARNER if self.rng.random() < 0.8 else ConfChangeKind.ADD_VOTER
+        change = ConfChange(kind, n)
         if raft.propose_conf_change(change) is not None:
             self._log(f"conf change {raft.group}: {change}")
+            self.stats["conf changes"] += 1
+            if self.rng.random() < self.p.conf_burst:
+                self._reconfigure(raft)
 
     # ------------------------------------------------------------------ main loop
     def run(self) -> None:
@@ -632,14 +757,15 @@ class Simulation:
             self.now = t
             if self.now >= self.heal_at and self.blocked:
                 self.blocked.clear()
-            if kind == "tick":
+            if kind == "world":  # the nemesis and the clients act once per simulator tick
+                self._schedule(TICK, "world", None)
+                self._resume_due()
+                self._faults()
+                for g, c in self.clients:
+                    self._client_step(g, c)
+            elif kind == "tick":
                 n = payload
-                self._schedule(TICK, "tick", n)
-                if n == self.node_ids[0]:
-                    self._resume_due()
-                    self._faults()
-                    for g, c in self.clients:
-                        self._client_step(g, c)
+                self._schedule(self.node_tick, "tick", n)
                 if not self.alive[n] or n in self.paused:
                     continue
                 for g in self.groups:
@@ -670,7 +796,7 @@ class Simulation:
                     if n in self.paused:
                         self.held[n].append(("disk", payload))
                     else:
-                        self._persisted(n, g)
+                        self._fsync_due(n, g)
             elif kind == "kill":
                 n, epoch = payload
                 if epoch == self.epoch[n] and self.now < self.heal_at:
@@ -693,7 +819,18 @@ class Simulation:
         if m.to in self.paused:
             self.held[m.to].append(("held", wire))
             return
-        self.replicas[(m.to, m.group)].raft.step(m)
+        raft = self.replicas[(m.to, m.group)].raft
+        before = raft.term
+        raft.step(m)
+        if m.term > before and raft.term < m.term and m.type not in KEEPS_TERM:
+            if m.type != MsgType.PRE_VOTE_RESP or m.reject:
+                # Figure 2: any request or response of a higher term makes a server adopt
+                # it and become a follower (only vote requests inside a leader lease and
+                # pre-vote traffic are exempt).
+                self.fail(
+                    f"node {m.to} group {m.group} stepped {m.type.name} of term {m.term} from "
+                    f"n{m.frm} and stayed at term {raft.term} as {raft.role.value}"
+                )
         self._pump(m.to, m.group)
 
     def _final_checks(self) -> None:

@@ -14,6 +14,12 @@ membership changes (a leader changes membership only after committing an entry o
 own term, and one change at a time), learners, leadership transfer (timeout-now) and
 linearizable reads via ReadIndex.
 
+Rules as hooks: each safety rule a planted bug could break is one small method whose
+docstring starts with "Hook:" (``_log_ok_for_vote``, ``_on_higher_term``,
+``_commit_rule_allows``, ``_self_match``, ``_read_quorum_acks``, ``_may_change_config``,
+``_install_snapshot``). Test-only subclasses in ``tests/sim/planted.py`` override them to
+prove the simulator's checkers catch each broken rule; production code has no bug flags.
+
 Idle groups: QUIESCENCE. With ``quiesce_after_ticks`` > 0, a leader whose group had no
 traffic for that many ticks, with everything committed and every member it can reach caught
 up (a quorum of voters among them), sends one last heartbeat marked quiesce and stops
@@ -57,11 +63,6 @@ from warren.raft.types import (
 
 TRANSFER = b"transfer"
 QUIESCE = b"quiesce"
-# Test-only: the simulator plants these to prove its checkers catch them. Never set in
-# production code; the constructor rejects unknown names.
-KNOWN_BUGS = frozenset(
-    {"commit-old-term", "vote-without-log-check", "ack-before-fsync", "read-without-quorum"}
-)
 
 
 class Rng(Protocol):
@@ -141,10 +142,8 @@ class RaftNode:
         check_quorum: bool = True,
         quiesce_after_ticks: int = 0,
         limits: Limits | None = None,
-        bugs: frozenset[str] = frozenset(),
     ) -> None:
         assert node_id > 0 and heartbeat_ticks < election_ticks
-        assert bugs <= KNOWN_BUGS, bugs - KNOWN_BUGS
         self.id = node_id
         self.group = group
         self.rng = rng
@@ -159,7 +158,6 @@ class RaftNode:
         self.max_apply_bytes = limits.raft_max_apply_bytes
         self.max_inflight = limits.raft_max_inflight_appends
         self.chunk_bytes = limits.raft_snapshot_chunk_bytes
-        self.bugs = bugs
         self.log = RaftLog(storage, Config(frozenset(voters), frozenset(learners)))
         hs = storage.load()
         self.term, self.vote = hs.term, hs.vote
@@ -337,7 +335,7 @@ class RaftNode:
         if (
             self.role != Role.LEADER
             or self.transfer_target != NONE
-            or self.pending_conf_index > self.log.committed
+            or not self._may_change_config()
         ):
             return None
         config = self.log.config()
@@ -351,6 +349,11 @@ class RaftNode:
         self._broadcast_append()
         self._maybe_commit()
         return index
+
+    def _may_change_config(self) -> bool:
+        """Hook: a leader accepts a membership change only once the previous one (and the
+        no-op that opened its term) committed: single-server changes, one at a time."""
+        return self.pending_conf_index <= self.log.committed
 
     def transfer_leadership(self, target: int) -> bool:
         if self.role != Role.LEADER or target == self.id:
@@ -407,22 +410,8 @@ class RaftNode:
         if m.group != self.group or m.to != self.id:
             return
         if m.term > self.term:
-            if m.type in (MsgType.VOTE, MsgType.PRE_VOTE):
-                in_lease = (
-                    self.check_quorum
-                    and self.leader != NONE
-                    and (self.quiesced or self.election_elapsed < self.election_ticks)
-                )
-                if in_lease and m.context != TRANSFER:
-                    if self.quiesced and self.role == Role.LEADER and m.frm in self.progress:
-                        self._send_heartbeat(m.frm, QUIESCE)  # "I lead, and all is quiet"
-                    return
-            if m.type == MsgType.PRE_VOTE or (m.type == MsgType.PRE_VOTE_RESP and not m.reject):
-                pass  # pre-votes never change terms
-            elif m.type in (MsgType.APPEND, MsgType.HEARTBEAT, MsgType.SNAPSHOT):
-                self._become_follower(m.term, m.frm)
-            else:
-                self._become_follower(m.term, NONE)
+            if not self._on_higher_term(m):
+                return
         elif m.term < self.term:
             if m.type in (MsgType.APPEND, MsgType.HEARTBEAT) and (
                 self.check_quorum or self.pre_vote
@@ -435,6 +424,28 @@ class RaftNode:
         if handler is not None:
             handler(self, m)
 
+    def _on_higher_term(self, m: Message) -> bool:
+        """Hook: ``m`` carries a term above ours. Every request and response makes us a
+        follower of its term, except pre-vote traffic (it never changes terms) and a vote
+        request inside a leader lease (ignored: False, ``m`` is dropped)."""
+        if m.type in (MsgType.VOTE, MsgType.PRE_VOTE):
+            in_lease = (
+                self.check_quorum
+                and self.leader != NONE
+                and (self.quiesced or self.election_elapsed < self.election_ticks)
+            )
+            if in_lease and m.context != TRANSFER:
+                if self.quiesced and self.role == Role.LEADER and m.frm in self.progress:
+                    self._send_heartbeat(m.frm, QUIESCE)  # "I lead, and all is quiet"
+                return False
+        if m.type == MsgType.PRE_VOTE or (m.type == MsgType.PRE_VOTE_RESP and not m.reject):
+            pass  # pre-votes never change terms
+        elif m.type in (MsgType.APPEND, MsgType.HEARTBEAT, MsgType.SNAPSHOT):
+            self._become_follower(m.term, m.frm)
+        else:
+            self._become_follower(m.term, NONE)
+        return True
+
     def _on_vote(self, m: Message) -> None:
         pre = m.type == MsgType.PRE_VOTE
         resp = MsgType.PRE_VOTE_RESP if pre else MsgType.VOTE_RESP
@@ -443,16 +454,18 @@ class RaftNode:
             or (self.vote == NONE and self.leader == NONE)
             or (pre and m.term > self.term)
         )
-        up_to_date = "vote-without-log-check" in self.bugs or self.log.is_up_to_date(
-            m.index, m.log_term
-        )
-        if can_vote and up_to_date:
+        if can_vote and self._log_ok_for_vote(m):
             self._send(resp, m.frm, term=m.term)
             if not pre:
                 self.election_elapsed = 0
                 self.vote = m.frm
         else:
             self._send(resp, m.frm, reject=True)
+
+    def _log_ok_for_vote(self, m: Message) -> bool:
+        """Hook: the election restriction: grant only a candidate whose log is at least as
+        up to date as ours (so a leader holds every committed entry)."""
+        return self.log.is_up_to_date(m.index, m.log_term)
 
     def _on_vote_resp(self, m: Message) -> None:
         pre = m.type == MsgType.PRE_VOTE_RESP
@@ -511,10 +524,7 @@ class RaftNode:
             self.log.append(m.entries)
             last_new = m.index + len(m.entries)
             self._commit_to(min(m.commit, last_new))
-            self._send(
-                MsgType.APPEND_RESP, m.frm, index=last_new,
-                send_early="ack-before-fsync" in self.bugs,
-            )  # fmt: skip
+            self._send(MsgType.APPEND_RESP, m.frm, index=last_new)
         else:
             # The hint skips every entry of a term the leader cannot share at these indexes:
             # the last index at or before the probe whose term is at most the leader's there.
@@ -573,18 +583,20 @@ class RaftNode:
                 buf.extend(m.data)
             if m.done:
                 self.snapshot_in = None
-                self._install(meta, bytes(buf), m.frm, retained)
+                self._install_snapshot(meta, bytes(buf), retained)
+                self._send(MsgType.APPEND_RESP, m.frm, index=meta.index)
                 return
         self._send(MsgType.SNAPSHOT_RESP, m.frm, index=meta.index, offset=len(buf) + len(retained))
 
-    def _install(
-        self, meta: SnapshotMeta, data: bytes, leader: int, retained: list[Entry] | None = None
-    ) -> None:
+    def _install_snapshot(self, meta: SnapshotMeta, data: bytes, retained: list[Entry] | None = None) -> None:
+        """Hook: a whole snapshot from the leader arrived (with the entries it retains). If
+        we hold its last entry, our log up to there matches (log matching): fast-forward the
+        commit only. Otherwise the whole log goes, entries after the snapshot index too: they
+        follow an entry that was never committed, so they are not the leader's."""
         if self.log.term(meta.index) == meta.term:
-            self._commit_to(meta.index)  # we already hold it: fast-forward only
+            self._commit_to(meta.index)
         else:
             self.log.restore(meta, data, retained or [])
-        self._send(MsgType.APPEND_RESP, leader, index=meta.index)
 
     def _on_timeout_now(self, m: Message) -> None:
         if self._promotable():
@@ -674,9 +686,13 @@ class RaftNode:
         self._send_snapshot_chunk(m.frm, pr)
 
     def _self_match(self) -> int:
-        if "ack-before-fsync" in self.bugs:
-            return self.log.last_index()
+        """Hook: how far the leader counts itself toward commit: only what it persisted."""
         return self.log.persisted_index()
+
+    def _commit_rule_allows(self, index: int) -> bool:
+        """Hook: the commit rule: a leader commits by counting replicas only an entry of its
+        own term (older ones commit with it, indirectly: the paper's Figure 8)."""
+        return self.log.term(index) == self.term
 
     def _maybe_commit(self) -> None:
         if self.role != Role.LEADER:
@@ -691,8 +707,8 @@ class RaftNode:
         q = matches[config.quorum() - 1]
         if q <= self.log.committed:
             return
-        if self.log.term(q) != self.term and "commit-old-term" not in self.bugs:
-            return  # the commit rule: only entries of this term commit by counting
+        if not self._commit_rule_allows(q):
+            return
         self._commit_to(q)
         if self.log.term(self.log.committed) == self.term and self.reads_before_commit:
             waiting, self.reads_before_commit = self.reads_before_commit, []
@@ -715,8 +731,6 @@ class RaftNode:
         self.pending_reads.append(
             _PendingRead(self.log.committed, context, requester, self.read_round)
         )
-        if "read-without-quorum" in self.bugs:
-            self.read_acks = {v: self.read_round for v in self.progress}
         self._broadcast_heartbeat()
         self._release_reads()
 
@@ -724,16 +738,18 @@ class RaftNode:
         config = self.log.config()
         while self.pending_reads:
             r = self.pending_reads[0]
-            acks = sum(
-                1 for v in config.voters if v == self.id or self.read_acks.get(v, 0) >= r.round
-            )
-            if acks < config.quorum():
+            if self._read_quorum_acks(config, r.round) < config.quorum():
                 return
             self.pending_reads.pop(0)
             if r.requester == self.id:
                 self.read_states.append(ReadState(r.index, r.context))
             else:
                 self._send(MsgType.READ_INDEX_RESP, r.requester, index=r.index, context=r.context)
+
+    def _read_quorum_acks(self, config: Config, at_round: int) -> int:
+        """Hook: voters (this leader included) that answered read round ``at_round`` or a later
+        one: a quorum of them proves nobody else led a later term when the read started."""
+        return sum(1 for v in config.voters if v == self.id or self.read_acks.get(v, 0) >= at_round)
 
     def _append(self, kind: EntryKind, data: bytes) -> int:
         index = self.log.last_index() + 1
@@ -825,6 +841,8 @@ class RaftNode:
         )  # fmt: skip
 
     def _send(self, kind: MsgType, to: int, term: int | None = None, **fields: object) -> None:
+        """Queue a message for the next ready (whether it may leave before that ready is
+        persisted is ``Message.may_send_before_persist``)."""
         self.msgs.append(
             Message(kind, self.group, self.id, to, self.term if term is None else term, **fields)  # type: ignore[arg-type]
         )

@@ -194,15 +194,13 @@ class Message:
     offset: int = 0
     data: bytes = b""
     done: bool = False
-    # Test-only (planted bug ``ack-before-fsync``): not on the wire.
-    send_early: bool = False
 
     @property
     def may_send_before_persist(self) -> bool:
         """A leader's outgoing log traffic may leave before its own log is durable (the
         leader counts itself toward commit only once persisted). Everything else, above all
         votes and acks, must wait until the ready that produced it is fsynced."""
-        return self.send_early or self.type in (MsgType.APPEND, MsgType.HEARTBEAT, MsgType.SNAPSHOT)
+        return self.type in (MsgType.APPEND, MsgType.HEARTBEAT, MsgType.SNAPSHOT)
 
     def to_wire(self) -> list[Any]:
         return [

@@ -21,9 +21,11 @@ class Cluster:
         voters: tuple[int, ...] = (1, 2, 3),
         learners: tuple[int, ...] = (),
         seed: int = 0,
+        node_class: type[RaftNode] = RaftNode,
         **node_kw: Any,
     ) -> None:
         self.rng = random.Random(seed)
+        self.node_class = node_class
         self.voters, self.learners = voters, learners
         self.node_kw = node_kw
         self.disks = {n: MemoryStorage() for n in voters + learners}
@@ -39,7 +41,7 @@ class Cluster:
 
     def start(self, n: int) -> None:
         self.down.discard(n)
-        self.nodes[n] = RaftNode(
+        self.nodes[n] = self.node_class(
             n, "g", self.disks[n], self.rng, voters=self.voters, learners=self.learners,
             **self.node_kw,
         )  # fmt: skip

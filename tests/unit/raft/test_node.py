@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import pytest
 
+from tests.sim.planted import (
+    AckBeforeFsync,
+    CommitOldTerm,
+    ReadWithoutQuorum,
+    VoteWithoutLogCheck,
+)
 from tests.unit.raft.harness import Cluster
 from warren.errors import PeerProtocolError
 from warren.limits import Limits
-from warren.raft.node import Role
+from warren.raft.node import RaftNode, Role
 from warren.raft.types import (
     ConfChange,
     ConfChangeKind,
@@ -213,12 +219,12 @@ def test_a_leader_quiesces_without_waiting_for_an_unreachable_follower() -> None
     assert c.applied[down] == [b"a"] and c.nodes[leader].quiesced
 
 
-def figure8(bugs: frozenset[str] = frozenset()) -> Cluster:
+def figure8(node_class: type[RaftNode] = RaftNode) -> Cluster:
     """The Raft paper's Figure 8 (3 nodes). Index 1 is committed everywhere. Node 1 holds
     index 2 from term 2, node 3 holds index 2 from term 3, node 2 lacks index 2. Node 1
     wins term 4 with node 2's vote and replicates its term-2 entry to node 2, but its own
     term-4 entry does not get through."""
-    c = Cluster(limits=Limits(raft_max_append_entries=1), bugs=bugs)
+    c = Cluster(limits=Limits(raft_max_append_entries=1), node_class=node_class)
     logs = {1: [(1, 1), (2, 2)], 2: [(1, 1)], 3: [(1, 1), (2, 3)]}
     for n, log in logs.items():
         c.disks[n].append([Entry(t, i, EntryKind.NORMAL, b"%d@%d" % (i, t)) for i, t in log])
@@ -252,7 +258,7 @@ def test_figure8_an_old_term_entry_is_not_committed_by_counting_replicas() -> No
 
 
 def test_figure8_with_the_planted_bug_commits_what_is_later_overwritten() -> None:
-    c = figure8(frozenset({"commit-old-term"}))
+    c = figure8(CommitOldTerm)
     assert c.nodes[1].committed == 2  # the bug: counted replicas of a term-2 entry
     c.down.add(1)
     c.heal()
@@ -291,11 +297,11 @@ def test_wire_round_trip_keeps_every_field() -> None:
         assert message_from_wire(m.to_wire()) == m
 
 
-def deposed_leader_reads(bugs: frozenset[str] = frozenset()) -> list[tuple[int, bool]]:
+def deposed_leader_reads(node_class: type[RaftNode] = RaftNode) -> list[tuple[int, bool]]:
     """A leader freezes (a long GC pause: no ticks, nothing received); the others elect a
     new leader and commit a write; the old one wakes up still believing it leads and is
     asked for a read before it has heard anything."""
-    c = Cluster(bugs=bugs)
+    c = Cluster(node_class=node_class)
     old = c.elect()
     c.propose(old, b"a")
     c.down.add(old)
@@ -315,15 +321,15 @@ def test_a_deposed_leader_does_not_answer_a_read_from_its_stale_state() -> None:
 
 
 def test_with_the_planted_bug_the_deposed_leader_answers_from_stale_state() -> None:
-    [(index, ok)] = deposed_leader_reads(frozenset({"read-without-quorum"}))
+    [(index, ok)] = deposed_leader_reads(ReadWithoutQuorum)
     assert ok and index == 2  # its own stale commit point (no-op + "a"), missing "b"
 
 
-def stale_node_campaigns(bugs: frozenset[str] = frozenset()) -> Cluster:
+def stale_node_campaigns(node_class: type[RaftNode] = RaftNode) -> Cluster:
     """Node 3 misses committed entries while down; then the leader goes away and node 3
     times out first and asks node 2 for its vote (no leader lease: node 2's clock is not
     running, so with check-quorum it would ignore node 3 as long as it heard no news)."""
-    c = Cluster(bugs=bugs, check_quorum=False)
+    c = Cluster(node_class=node_class, check_quorum=False)
     leader = 1
     while c.leaders() != [leader]:
         c.tick(only=(leader,))
@@ -345,7 +351,7 @@ def test_a_node_missing_committed_entries_cannot_win_an_election() -> None:
 
 
 def test_with_the_planted_bug_a_stale_node_wins_and_committed_entries_are_lost() -> None:
-    c = stale_node_campaigns(frozenset({"vote-without-log-check"}))
+    c = stale_node_campaigns(VoteWithoutLogCheck)
     assert c.leaders() == [3]
     c.tick(2, only=(3,))
     # both consider index 2 committed, with different entries there
@@ -353,8 +359,8 @@ def test_with_the_planted_bug_a_stale_node_wins_and_committed_entries_are_lost()
     assert c.nodes[2].log.term(2) == 1 != c.nodes[3].log.term(2)
 
 
-def early_messages(bugs: frozenset[str] = frozenset()) -> set[MsgType]:
-    c = Cluster(bugs=bugs)
+def early_messages(node_class: type[RaftNode] = RaftNode) -> set[MsgType]:
+    c = Cluster(node_class=node_class)
     c.propose(c.elect(), b"a")
     c.tick(2)
     return {m.type for m in c.sent if m.may_send_before_persist}
@@ -363,4 +369,4 @@ def early_messages(bugs: frozenset[str] = frozenset()) -> set[MsgType]:
 def test_only_a_leaders_outgoing_log_traffic_may_leave_before_the_fsync() -> None:
     # votes and acknowledgements promise durable state: they wait for the fsync
     assert early_messages() == {MsgType.APPEND, MsgType.HEARTBEAT}
-    assert MsgType.APPEND_RESP in early_messages(frozenset({"ack-before-fsync"}))
+    assert MsgType.APPEND_RESP in early_messages(AckBeforeFsync)
