@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,14 @@ class Hosts:
             store.close()
 
 
+@pytest.fixture
+async def hosts(tmp_path: Path) -> AsyncIterator[Hosts]:
+    started = Hosts(tmp_path)
+    await started.start()
+    yield started
+    await started.stop()
+
+
 async def wait_for(predicate: Any, timeout: float = 10.0) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -88,95 +97,80 @@ async def wait_for(predicate: Any, timeout: float = 10.0) -> None:
         await asyncio.sleep(0.005)
 
 
-async def test_a_new_member_joins_as_a_learner_and_is_promoted_once_caught_up(tmp_path: Path) -> None:
-    hosts = Hosts(tmp_path)
-    await hosts.start()
-    try:
-        leader = await hosts.leader()
-        lead = hosts.hosts[leader]
-        indexes = await asyncio.gather(*(lead.propose(GROUP, f"e{i}".encode()) for i in range(300)))
-        assert hosts.machines[4].entries == {}  # not a member: it gets nothing
+async def test_a_new_member_joins_as_a_learner_and_is_promoted_once_caught_up(hosts: Hosts) -> None:
+    leader = await hosts.leader()
+    lead = hosts.hosts[leader]
+    indexes = await asyncio.gather(*(lead.propose(GROUP, f"e{i}".encode()) for i in range(300)))
+    assert hosts.machines[4].entries == {}  # not a member: it gets nothing
 
-        # What the learner lacked when each change was proposed.
-        proposed: list[tuple[str, int | None]] = []
-        original = lead.change_membership
+    # What the learner lacked when each change was proposed.
+    proposed: list[tuple[str, int | None]] = []
+    original = lead.change_membership
 
-        async def recording(group: Any, change: Any) -> int:
-            proposed.append((change.kind.name, lead.groups[group].node.lag(4)))  # type: ignore[attr-defined]
-            return await original(group, change)
+    async def recording(group: Any, change: Any) -> int:
+        proposed.append((change.kind.name, lead.groups[group].node.lag(4)))  # type: ignore[attr-defined]
+        return await original(group, change)
 
-        lead.change_membership = recording  # type: ignore[method-assign]
-        await lead.add_member(GROUP, 4)
-        lead.change_membership = original  # type: ignore[method-assign]
-        status = lead.status(GROUP)
-        assert status is not None
-        assert status["voters"] == [1, 2, 3, 4] and status["learners"] == []
-        assert [kind for kind, _ in proposed] == ["ADD_LEARNER", "ADD_VOTER"]
-        assert proposed[0][1] is None  # not a member yet
-        assert proposed[1][1] is not None and proposed[1][1] <= LIMITS.raft_max_append_entries
-        await wait_for(lambda: len(hosts.machines[4].entries) >= len(indexes))
-        assert [hosts.machines[4].entries[i] for i in indexes] == [f"e{i}".encode() for i in range(300)]
+    lead.change_membership = recording  # type: ignore[method-assign]
+    await lead.add_member(GROUP, 4)
+    lead.change_membership = original  # type: ignore[method-assign]
+    status = lead.status(GROUP)
+    assert status is not None
+    assert status["voters"] == [1, 2, 3, 4] and status["learners"] == []
+    assert [kind for kind, _ in proposed] == ["ADD_LEARNER", "ADD_VOTER"]
+    assert proposed[0][1] is None  # not a member yet
+    assert proposed[1][1] is not None and proposed[1][1] <= LIMITS.raft_max_append_entries
+    await wait_for(lambda: len(hosts.machines[4].entries) >= len(indexes))
+    assert [hosts.machines[4].entries[i] for i in indexes] == [f"e{i}".encode() for i in range(300)]
 
-        # One change at a time: a second one while the first is uncommitted is refused.
-        first = asyncio.ensure_future(lead.remove_member(GROUP, 4))
-        await asyncio.sleep(0)
-        with pytest.raises(ProposalFailed, match="in progress"):
-            await lead.remove_member(GROUP, 3)
-        await first
-        status = lead.status(GROUP)
-        assert status is not None and status["voters"] == [1, 2, 3]
-        # A follower cannot change membership.
-        follower = next(n for n in VOTERS if n != leader)
-        with pytest.raises(ProposalFailed, match="not its leader"):
-            await hosts.hosts[follower].add_member(GROUP, 4)
-    finally:
-        await hosts.stop()
+    # One change at a time: a second one while the first is uncommitted is refused.
+    first = asyncio.ensure_future(lead.remove_member(GROUP, 4))
+    await asyncio.sleep(0)
+    with pytest.raises(ProposalFailed, match="in progress"):
+        await lead.remove_member(GROUP, 3)
+    await first
+    status = lead.status(GROUP)
+    assert status is not None and status["voters"] == [1, 2, 3]
+    # A follower cannot change membership.
+    follower = next(n for n in VOTERS if n != leader)
+    with pytest.raises(ProposalFailed, match="not its leader"):
+        await hosts.hosts[follower].add_member(GROUP, 4)
 
 
-async def test_read_index_on_any_member_sees_every_earlier_commit(tmp_path: Path) -> None:
-    hosts = Hosts(tmp_path)
-    await hosts.start()
-    try:
-        leader = await hosts.leader()
-        lead = hosts.hosts[leader]
-        for round_ in range(5):
-            last = max(await asyncio.gather(
-                *(lead.propose(GROUP, f"r{round_}-{i}".encode()) for i in range(20))))
-            for n in VOTERS:  # the leader and both followers
-                point = await hosts.hosts[n].read_index(GROUP)
-                assert point >= last
-                assert max(hosts.machines[n].entries) >= last  # applied before it returned
-        assert hosts.hosts[4].status(GROUP)["role"] == "follower"  # type: ignore[index]
-        with pytest.raises(ProposalFailed):
-            await hosts.hosts[4].read_index("no-such-group")
-    finally:
-        await hosts.stop()
+async def test_read_index_on_any_member_sees_every_earlier_commit(hosts: Hosts) -> None:
+    leader = await hosts.leader()
+    lead = hosts.hosts[leader]
+    for round_ in range(5):
+        last = max(await asyncio.gather(
+            *(lead.propose(GROUP, f"r{round_}-{i}".encode()) for i in range(20))))
+        for n in VOTERS:  # the leader and both followers
+            point = await hosts.hosts[n].read_index(GROUP)
+            assert point >= last
+            assert max(hosts.machines[n].entries) >= last  # applied before it returned
+    assert hosts.hosts[4].status(GROUP)["role"] == "follower"  # type: ignore[index]
+    with pytest.raises(ProposalFailed):
+        await hosts.hosts[4].read_index("no-such-group")
 
 
-async def test_leadership_transfer_and_status(tmp_path: Path) -> None:
-    hosts = Hosts(tmp_path)
-    await hosts.start()
-    try:
-        leader = await hosts.leader()
-        await hosts.hosts[leader].propose(GROUP, b"x")
-        target = next(n for n in VOTERS if n != leader)
-        assert not hosts.hosts[target].transfer_leadership(GROUP, leader)  # only a leader can
-        # A transfer gives up after an election timeout (50 ms here) if the target does not
-        # take over, so on a loaded machine it may take a few attempts.
-        for _ in range(20):
-            assert hosts.hosts[leader].transfer_leadership(GROUP, target)
-            with contextlib.suppress(AssertionError):
-                await wait_for(lambda: hosts.hosts[target].status(GROUP)["role"] == "leader", 0.5)  # type: ignore[index]
-                break
-        assert hosts.hosts[target].status(GROUP)["role"] == "leader"  # type: ignore[index]
-        y = await hosts.hosts[target].propose(GROUP, b"y")
-        # (the core hears that y was applied when its batch's fsync returns)
-        await wait_for(lambda: hosts.hosts[target].status(GROUP)["applied"] >= y)  # type: ignore[index]
-        status = hosts.hosts[target].status(GROUP)
-        assert status is not None
-        assert status["leader"] == target and status["term"] >= 2
-        assert status["commit"] >= y and status["applied"] >= y
-        assert set(status["lag"]) == {n for n in VOTERS if n != target}
-        assert status["pending_proposals"] == 0
-    finally:
-        await hosts.stop()
+async def test_leadership_transfer_and_status(hosts: Hosts) -> None:
+    leader = await hosts.leader()
+    await hosts.hosts[leader].propose(GROUP, b"x")
+    target = next(n for n in VOTERS if n != leader)
+    assert not hosts.hosts[target].transfer_leadership(GROUP, leader)  # only a leader can
+    # A transfer gives up after an election timeout (50 ms here) if the target does not
+    # take over, so on a loaded machine it may take a few attempts.
+    for _ in range(20):
+        assert hosts.hosts[leader].transfer_leadership(GROUP, target)
+        with contextlib.suppress(AssertionError):
+            await wait_for(lambda: hosts.hosts[target].status(GROUP)["role"] == "leader", 0.5)  # type: ignore[index]
+            break
+    assert hosts.hosts[target].status(GROUP)["role"] == "leader"  # type: ignore[index]
+    y = await hosts.hosts[target].propose(GROUP, b"y")
+    # (the core hears that y was applied when its batch's fsync returns)
+    await wait_for(lambda: hosts.hosts[target].status(GROUP)["applied"] >= y)  # type: ignore[index]
+    status = hosts.hosts[target].status(GROUP)
+    assert status is not None
+    assert status["leader"] == target and status["term"] >= 2
+    assert status["commit"] >= y and status["applied"] >= y
+    assert set(status["lag"]) == {n for n in VOTERS if n != target}
+    assert status["pending_proposals"] == 0
