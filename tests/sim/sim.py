@@ -834,6 +834,13 @@ class Simulation:
         self._pump(m.to, m.group)
 
     def _final_checks(self) -> None:
+        # A put still waiting when the run ends may have committed (and been read): its
+        # outcome is unknown, as for a timed-out one.
+        for client in self.clients.values():
+            op = client.op
+            if op is not None and op[0] == "put":
+                _, n, g, key, value, call, _, c, _ = op
+                self.history.setdefault((g, key), []).append(Op(call, INF, True, value, c, n))
         for (g, key), ops in self.history.items():
             # An unacknowledged write nobody read is unobservable: it may as well never have
             # happened, so leave it out (it only widens the search).

@@ -34,6 +34,10 @@ REGRESSIONS = [
     # consider only entries committed in earlier terms. (Found before the simulator drew
     # spares, ticks and crash points; since then an ordinary clean seed.)
     10819,
+    # A read saw a put that committed just before the run ended, while its client still
+    # waited for the answer: the checker left such puts out of the history (now they count
+    # as writes of unknown outcome, like timed-out ones). A checker bug, not a core one.
+    30209,
 ]
 
 
