@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
 
+import msgpack
 import typer
 
 from warren.cli.main import app
@@ -57,6 +58,16 @@ class ReplicatedLog:
         if self.keep:
             self.entries.setdefault(group, []).append((index, data))
         self.applied[group] = index
+
+    def snapshot(self, group: GroupId) -> bytes:
+        """The whole state (every payload kept): a test harness, not a message store."""
+        return msgpack.packb([self.applied.get(group, 0), self.entries.get(group, [])])
+
+    def restore(self, group: GroupId, index: int, data: bytes) -> None:
+        applied, entries = msgpack.unpackb(data)
+        self.applied[group] = applied
+        if self.keep:
+            self.entries[group] = [(i, payload) for i, payload in entries]
 
 
 def parse_peers(spec: str) -> dict[int, tuple[str, int]]:
@@ -227,6 +238,7 @@ class NodeOptions:
     seed: int
     keep_log: bool
     quiesce_after_ticks: int
+    snapshot_every: int
 
 
 # How often a thread waiting for the GIL makes the running one hand it over (Python's
@@ -239,7 +251,7 @@ GIL_SWITCH_INTERVAL_SECONDS = 0.0005
 
 async def run_node(options: NodeOptions) -> None:
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_SECONDS)
-    limits = Limits()
+    limits = Limits().with_overrides(raft_snapshot_every_entries=options.snapshot_every)
     store = RaftStore(options.data_dir, limits.lmdb_map_size)
     machine = ReplicatedLog(keep=options.keep_log)
     rng = random.Random(options.seed * 1000 + options.node_id)
@@ -323,6 +335,9 @@ def raft_node(
     quiesce_after_ticks: int = typer.Option(
         Limits().raft_quiesce_after_ticks, help="Idle ticks before a group goes quiet (0: never)."
     ),
+    snapshot_every: int = typer.Option(
+        Limits().raft_snapshot_every_entries, help="Snapshot a group every N applied entries (0: never)."
+    ),
 ) -> None:
     """Run one node of a test Raft cluster hosting K replicated-log groups."""
     peer_map = parse_peers(peers)
@@ -340,6 +355,7 @@ def raft_node(
         seed,
         keep_log,
         quiesce_after_ticks,
+        snapshot_every,
     )
     _run(run_node(options))
 
@@ -424,6 +440,7 @@ class LocalCluster:
         groups: int = 1,
         keep_log: bool = True,
         quiesce_after_ticks: int | None = None,
+        snapshot_every: int | None = None,
         tick_ms: float = 10.0,
         secret: str = "bench-secret",
     ) -> None:
@@ -453,6 +470,7 @@ class LocalCluster:
                 "--keep-log" if keep_log else "--no-keep-log",
                 *(() if quiesce_after_ticks is None
                   else ("--quiesce-after-ticks", str(quiesce_after_ticks))),
+                *(() if snapshot_every is None else ("--snapshot-every", str(snapshot_every))),
             ]
             self.nodes[node_id] = NodeProcess(node_id, args, ports[nodes + i])
 

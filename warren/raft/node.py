@@ -951,6 +951,7 @@ class RaftNode:
             "commit": self.log.committed,
             "applied": self.log.applied,
             "last_index": self.log.last_index(),
+            "snapshot_index": self.log.base_index,  # the log holds entries after it
             "quiesced": self.quiesced,
             "voters": sorted(self.log.config().voters),
             "learners": sorted(self.log.config().learners),
