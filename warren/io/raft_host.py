@@ -18,8 +18,9 @@ order Raft's safety depends on, for every ready of every group:
    durable locally and on a majority, so waiting for this fsync would only add latency);
 4. ``advance`` the node.
 
-Sending goes through :func:`coalesce_appends` (a ready's run of one-entry appends to a peer
-leaves as one append), and each group's storage hears of what a batch made durable
+A pass sends the messages of all its readies together (``warren.io.raft_wire``): a run of
+one-entry appends to a peer leaves as one append, and every heartbeat to a peer, whatever
+the group, in one message. Each group's storage hears of what a batch made durable
 (:meth:`EntryCache.persisted`) so the core reads recent entries back from memory.
 
 Ticks come from a monotonic clock at a fixed interval; the node's randomness is a seeded
