@@ -124,10 +124,8 @@ def pure_python_parser_server(tmp_path: Path) -> Iterator[ServerProcess]:
         server.stop()
 
 
-def _raw_request(port: int, method: str, path: bytes) -> tuple[int, dict[str, Any]]:
-    token = b"Z3Vlc3Q6Z3Vlc3Q="  # guest:guest
-    request = (method.encode() + b" " + path + b" HTTP/1.1\r\nHost: x\r\nAuthorization: Basic " + token +
-               b"\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+def _raw_http(port: int, request: bytes) -> tuple[int, dict[str, Any]]:
+    """Send ``request`` as is (bytes no HTTP client would send); (status, JSON body)."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
         conn.sendall(request)
         answer = b""
@@ -135,6 +133,13 @@ def _raw_request(port: int, method: str, path: bytes) -> tuple[int, dict[str, An
             answer += chunk
     head, _, body = answer.partition(b"\r\n\r\n")
     return int(head.split()[1]), json.loads(body) if body else {}
+
+
+def _raw_request(port: int, method: str, path: bytes) -> tuple[int, dict[str, Any]]:
+    token = b"Z3Vlc3Q6Z3Vlc3Q="  # guest:guest
+    return _raw_http(port, method.encode() + b" " + path + b" HTTP/1.1\r\nHost: x\r\nAuthorization: Basic "
+                     + token + b"\r\nContent-Type: application/json\r\nContent-Length: 2\r\n"
+                     b"Connection: close\r\n\r\n{}")
 
 
 def test_a_path_segment_that_is_not_utf8_is_400(pure_python_parser_server: ServerProcess) -> None:
@@ -167,13 +172,8 @@ def test_a_close_reason_header_that_is_not_utf8_is_400_and_the_connection_stays(
         request = (b"DELETE /api/connections/" + quote(name, safe="").encode() + b" HTTP/1.1\r\nHost: x\r\n"
                    b"Authorization: Basic Z3Vlc3Q6Z3Vlc3Q=\r\nX-Reason: bye \xff\xed\xa0\x80\r\n"
                    b"Connection: close\r\n\r\n")
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
-            raw.sendall(request)
-            answer = b""
-            while chunk := raw.recv(65536):
-                answer += chunk
-        head, _, body = answer.partition(b"\r\n\r\n")
-        assert int(head.split()[1]) == 400 and "X-Reason" in json.loads(body)["reason"]
+        status, body = _raw_http(port, request)
+        assert status == 400 and "X-Reason" in body["reason"]
         # the connection was not half closed: it still works
         conn.process_data_events(0.2)
         assert conn.channel().queue_declare("val.reason", passive=True)

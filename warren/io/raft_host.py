@@ -290,6 +290,10 @@ class RaftHost:
         if index is None:  # the core refuses: not the leader, or transferring leadership
             done(None, ProposalFailed(reason))
             return
+        self._await_commit(group, slot, index, done)
+
+    def _await_commit(self, group: GroupId, slot: GroupSlot, index: int, done: Done) -> None:
+        """``done`` hears of the entry this node appended at ``index`` (see ``_apply``)."""
         slot.pending[index] = (done, self._clock() + self.proposal_timeout, slot.node.term)
         self._waiting.add(group)
         self._mark(group)
@@ -330,9 +334,7 @@ class RaftHost:
                 f"cannot change group {group!r}: not its leader, a change is in progress, "
                 "or the membership already is so"
             )
-        slot.pending[index] = (done, self._clock() + self.proposal_timeout, slot.node.term)
-        self._waiting.add(group)
-        self._mark(group)
+        self._await_commit(group, slot, index, done)
         return await future
 
     async def add_member(self, group: GroupId, node_id: int, timeout: float = 30.0) -> None:
@@ -473,21 +475,20 @@ class RaftHost:
     def _peer_down(self, peer: int) -> None:
         log.info("node %d is unreachable (silent for %d ticks)", peer, self.node_timeout_ticks)
         self.down.add(peer)
-        for group, slot in self.groups.items():
-            slot.node.peer_unreachable(peer)
-            self._mark_awake(group)
+        self._tell_groups(lambda node: node.peer_unreachable(peer))
 
     def _peer_up(self, peer: int) -> None:
         log.info("node %d is reachable again", peer)
         self.down.discard(peer)
-        for group, slot in self.groups.items():
-            slot.node.peer_reachable(peer)
-            self._mark_awake(group)
+        self._tell_groups(lambda node: node.peer_reachable(peer))
 
-    def _mark_awake(self, group: GroupId) -> None:
-        if self.groups[group].node.needs_ticks:
-            self._awake.add(group)
-            self._mark(group)
+    def _tell_groups(self, tell: Callable[[CoreNode], None]) -> None:
+        """A node-level event reaches every group (rare: a peer went down or came back)."""
+        for group, slot in self.groups.items():
+            tell(slot.node)
+            if slot.node.needs_ticks:
+                self._awake.add(group)
+                self._mark(group)
 
     async def _pump(self) -> None:
         loop = asyncio.get_running_loop()

@@ -61,6 +61,8 @@ class SnapshotPolicy:
         self.installed = 0  # leader snapshots restored into the state machine
 
     def applied(self, group: GroupId, entries: Sequence[Any]) -> None:
+        if self._snapshot is None or self.every_bytes <= 0:
+            return  # bytes are not counted: no pass over every applied entry
         since = self._since.get(group)
         if since is None:
             since = self._since[group] = _Since()
