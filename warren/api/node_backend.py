@@ -22,12 +22,31 @@ from warren.api.definitions import (
     skipped_parameters,
     user_password_args,
 )
-from warren.broker.auth import Broker
+from warren.broker.auth import SHA256, Broker
 from warren.broker.message import Message
-from warren.broker.policy import Policy
 from warren.broker.queue_args import check_short_string
 from warren.broker.vhost import VirtualHost
+from warren.cluster.definitions import (
+    BindExchange,
+    BindQueue,
+    ClearPermissions,
+    ClearPolicy,
+    Command,
+    DeclareExchange,
+    DeclareQueue,
+    DeleteExchange,
+    DeleteQueue,
+    DeleteUser,
+    DeleteVhost,
+    PutUser,
+    PutVhost,
+    SetPermissions,
+    SetPolicy,
+    UnbindExchange,
+    UnbindQueue,
+)
 from warren.errors import ReplyCode, not_found
+from warren.node.commands import Outcome
 
 PROTOCOL = "AMQP 0-9-1"
 CONFIRM_TIMEOUT_SECONDS = 30.0  # how long the API's publish waits for the store, as a confirm
@@ -283,39 +302,40 @@ class NodeBackend:
             })
         return listed
 
-    def put_vhost(self, name: str) -> bool:
-        created = name not in self.broker.vhosts
-        with self.node.changing_definitions():
-            self.broker.add_vhost(name)
-        return created
+    async def _run(self, command: Command) -> Any:
+        """Submit a definition change on the node's one write path; its value once durable."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
 
-    def delete_vhost(self, name: str) -> None:
-        with self.node.changing_definitions():
-            vhost = self.broker.delete_vhost(name)
-        for queue in list(vhost.queues.values()):
-            self.node.queue_deleted(vhost, queue)
-        for session in list(self.node.sessions.values()):
-            if session.vhost is vhost:
-                session.conn.close(ReplyCode.CONNECTION_FORCED, "CONNECTION_FORCED - vhost deleted")
-                self.node.session_changed(session)
-        self.node.flush()
+        def done(outcome: Outcome) -> None:
+            if future.done():
+                return
+            if outcome.error is not None:
+                future.set_exception(outcome.error)
+            else:
+                future.set_result(outcome.value)
+
+        self.node.commands.submit(command, done)
+        return await future
+
+    async def put_vhost(self, name: str) -> bool:
+        return bool(await self._run(PutVhost(name)))
+
+    async def delete_vhost(self, name: str) -> None:
+        await self._run(DeleteVhost(name))
 
     def users(self) -> list[dict[str, Any]]:
         return [{**u.as_dict(), "limits": {}} for u in self.broker.users.values()]
 
-    def put_user(self, name: str, password: str | None, password_hash: str | None,
-                 hashing_algorithm: str | None, tags: list[str]) -> bool:
-        created = name not in self.broker.users
-        with self.node.changing_definitions():
-            if password is not None:
-                self.broker.add_user(name, password, tags)
-            else:
-                self.broker.add_user_with_hash(name, *user_password_args(password_hash, hashing_algorithm), tags=tags)
-        return created
+    async def put_user(self, name: str, password: str | None, password_hash: str | None,
+                       hashing_algorithm: str | None, tags: list[str]) -> bool:
+        if password is not None:
+            password_hash, hashing_algorithm = self.broker.new_password_hash(name, password), SHA256
+        else:
+            password_hash, hashing_algorithm = user_password_args(password_hash, hashing_algorithm)
+        return bool(await self._run(PutUser(name, password_hash, hashing_algorithm, tuple(tags))))
 
-    def delete_user(self, name: str) -> None:
-        with self.node.changing_definitions():
-            self.broker.delete_user(name)
+    async def delete_user(self, name: str) -> None:
+        await self._run(DeleteUser(name))
 
     def permissions(self) -> list[dict[str, Any]]:
         return [
@@ -326,15 +346,11 @@ class NodeBackend:
     def check_permission(self, user: str, vhost: str, permission: str, kind: str, name: str) -> None:
         self.broker.check_permission(user, vhost, permission, kind, name)
 
-    def put_permission(self, vhost: str, user: str, configure: str, write: str, read: str) -> None:
-        with self.node.changing_definitions():
-            self.broker.set_permissions(user, vhost, configure, write, read)
+    async def put_permission(self, vhost: str, user: str, configure: str, write: str, read: str) -> None:
+        await self._run(SetPermissions(user, vhost, configure, write, read))
 
-    def delete_permission(self, vhost: str, user: str) -> None:
-        if (user, vhost) not in self.broker.permissions:
-            raise not_found(f"no permissions for user '{user}' in vhost '{vhost}'")
-        with self.node.changing_definitions():
-            self.broker.clear_permissions(user, vhost)
+    async def delete_permission(self, vhost: str, user: str) -> None:
+        await self._run(ClearPermissions(user, vhost))
 
     # ---- topology --------------------------------------------------------------------
     def exchanges(self, vhost: str | None) -> list[dict[str, Any]]:
@@ -343,19 +359,12 @@ class NodeBackend:
             for v in self._vhosts(vhost) for x in v.list_exchanges()
         ]
 
-    def declare_exchange(self, vhost: str, name: str, type: str, durable: bool, auto_delete: bool,
-                         internal: bool, arguments: dict[str, Any]) -> None:
-        v = _get_vhost(self.broker, vhost)
-        with self.node.changing_definitions(v):
-            v.declare_exchange(name, type, durable=durable, auto_delete=auto_delete, internal=internal,
-                               arguments=arguments)
+    async def declare_exchange(self, vhost: str, name: str, type: str, durable: bool, auto_delete: bool,
+                               internal: bool, arguments: dict[str, Any]) -> None:
+        await self._run(DeclareExchange(vhost, name, type, durable, auto_delete, internal, arguments))
 
-    def delete_exchange(self, vhost: str, name: str, if_unused: bool) -> None:
-        v = _get_vhost(self.broker, vhost)
-        if name not in v.exchanges:
-            raise not_found(f"no exchange '{name}' in vhost '{vhost}'")
-        with self.node.changing_definitions(v):
-            v.delete_exchange(name, if_unused=if_unused)
+    async def delete_exchange(self, vhost: str, name: str, if_unused: bool) -> None:
+        await self._run(DeleteExchange(vhost, name, if_unused, must_exist=True))
 
     def _queue_dict(self, vhost: VirtualHost, queue: Any) -> dict[str, Any]:
         shown = queue.as_dict()
@@ -364,7 +373,8 @@ class NodeBackend:
         shown["node"] = self.node.name
         shown["state"] = "running"
         shown["exclusive_consumer_tag"] = None
-        shown["owner_pid_details"] = {"name": queue.owner.name} if queue.owner is not None else None
+        owner = self.node.session_for_owner(queue.owner) if queue.owner is not None else None
+        shown["owner_pid_details"] = {"name": owner.name} if owner is not None else None
         shown["operator_policy"] = None
         shown["message_bytes_unacknowledged"] = shown["message_bytes"] - shown["message_bytes_ready"]
         return shown
@@ -376,22 +386,13 @@ class NodeBackend:
         return {(v.name, q.name): (q.messages, q.messages_ready, q.messages_unacknowledged)
                 for v in self.broker.vhosts.values() for q in v.queues.values()}
 
-    def declare_queue(self, vhost: str, name: str, durable: bool, auto_delete: bool,
-                      arguments: dict[str, Any]) -> None:
-        v = _get_vhost(self.broker, vhost)
-        with self.node.changing_definitions(v):
-            v.declare_queue(name, durable=durable, auto_delete=auto_delete, arguments=arguments,
-                            now_ms=self.node.wall_ms())
+    async def declare_queue(self, vhost: str, name: str, durable: bool, auto_delete: bool,
+                            arguments: dict[str, Any]) -> None:
+        await self._run(DeclareQueue(vhost, name, durable, False, auto_delete, arguments,
+                                     now_ms=self.node.wall_ms()))
 
-    def delete_queue(self, vhost: str, name: str, if_unused: bool, if_empty: bool) -> None:
-        v = _get_vhost(self.broker, vhost)
-        queue = v.queues.get(name)
-        if queue is None:
-            raise not_found(f"no queue '{name}' in vhost '{vhost}'")
-        with self.node.changing_definitions(v):
-            v.delete_queue(name, if_unused=if_unused, if_empty=if_empty)
-        self.node.queue_deleted(v, queue)
-        self.node.flush()
+    async def delete_queue(self, vhost: str, name: str, if_unused: bool, if_empty: bool) -> None:
+        await self._run(DeleteQueue(vhost, name, if_unused, if_empty, must_exist=True))
 
     def purge_queue(self, vhost: str, name: str) -> int:
         v = _get_vhost(self.broker, vhost)
@@ -410,41 +411,29 @@ class NodeBackend:
                 listed.append(b)
         return listed
 
-    def bind(self, vhost: str, source: str, destination_type: str, destination: str,
-             routing_key: str, arguments: dict[str, Any]) -> None:
-        v = _get_vhost(self.broker, vhost)
-        with self.node.changing_definitions(v):
-            if destination_type == "queue":
-                v.bind_queue(destination, source, routing_key, arguments)
-            else:
-                v.bind_exchange(destination, source, routing_key, arguments)
+    async def bind(self, vhost: str, source: str, destination_type: str, destination: str,
+                   routing_key: str, arguments: dict[str, Any]) -> None:
+        if destination_type == "queue":
+            await self._run(BindQueue(vhost, destination, source, routing_key, arguments))
+        else:
+            await self._run(BindExchange(vhost, destination, source, routing_key, arguments))
 
-    def unbind(self, vhost: str, source: str, destination_type: str, destination: str,
-               routing_key: str, arguments: dict[str, Any]) -> None:
-        v = _get_vhost(self.broker, vhost)
-        with self.node.changing_definitions(v):
-            if destination_type == "queue":
-                v.unbind_queue(destination, source, routing_key, arguments)
-            else:
-                v.unbind_exchange(destination, source, routing_key, arguments)
+    async def unbind(self, vhost: str, source: str, destination_type: str, destination: str,
+                     routing_key: str, arguments: dict[str, Any]) -> None:
+        if destination_type == "queue":
+            await self._run(UnbindQueue(vhost, destination, source, routing_key, arguments))
+        else:
+            await self._run(UnbindExchange(vhost, destination, source, routing_key, arguments))
 
     def policies(self, vhost: str | None) -> list[dict[str, Any]]:
         return [p for v in self._vhosts(vhost) for p in v.list_policies()]
 
-    def put_policy(self, vhost: str, name: str, pattern: str, apply_to: str, priority: int,
-                   definition: dict[str, Any]) -> None:
-        v = _get_vhost(self.broker, vhost)
-        with self.node.changing_definitions(v):
-            v.set_policy(Policy(name, pattern, apply_to, priority, definition), self.node.wall_ms())
-        for queue in v.queues.values():
-            self.node.policy_applied(queue)
-        self.node.flush()
+    async def put_policy(self, vhost: str, name: str, pattern: str, apply_to: str, priority: int,
+                         definition: dict[str, Any]) -> None:
+        await self._run(SetPolicy(vhost, name, pattern, apply_to, priority, definition, self.node.wall_ms()))
 
-    def delete_policy(self, vhost: str, name: str) -> None:
-        v = _get_vhost(self.broker, vhost)
-        with self.node.changing_definitions(v):
-            v.clear_policy(name, self.node.wall_ms())
-        self.node.flush()
+    async def delete_policy(self, vhost: str, name: str) -> None:
+        await self._run(ClearPolicy(vhost, name, self.node.wall_ms()))
 
     # ---- messages --------------------------------------------------------------------
     def publish(self, vhost: str, exchange: str, routing_key: str, body: bytes,
@@ -534,32 +523,32 @@ class NodeBackend:
             [b for b in self.bindings(None) if b["source"]],
         )
 
-    def import_definitions(self, definitions: dict[str, Any]) -> dict[str, Any]:
+    async def import_definitions(self, definitions: dict[str, Any]) -> dict[str, Any]:
         skipped = quorum_queue_names(definitions)
         for vhost in definitions.get("vhosts", []):
-            self.put_vhost(vhost["name"])
+            await self.put_vhost(vhost["name"])
         for user in definitions.get("users", []):
-            self.put_user(user["name"], None, user.get("password_hash", ""),
-                          user.get("hashing_algorithm"), _tags(user.get("tags", [])))
+            await self.put_user(user["name"], None, user.get("password_hash", ""),
+                                user.get("hashing_algorithm"), _tags(user.get("tags", [])))
         for p in definitions.get("permissions", []):
-            self.put_permission(p["vhost"], p["user"], p["configure"], p["write"], p["read"])
+            await self.put_permission(p["vhost"], p["user"], p["configure"], p["write"], p["read"])
         for p in definitions.get("policies", []):
-            self.put_policy(p["vhost"], p["name"], p["pattern"], p.get("apply-to", "all"),
-                            int(p.get("priority", 0)), p["definition"])
+            await self.put_policy(p["vhost"], p["name"], p["pattern"], p.get("apply-to", "all"),
+                                  int(p.get("priority", 0)), p["definition"])
         for x in definitions.get("exchanges", []):
-            self.declare_exchange(x["vhost"], x["name"], x["type"], x.get("durable", True),
-                                  x.get("auto_delete", False), x.get("internal", False), x.get("arguments", {}))
+            await self.declare_exchange(x["vhost"], x["name"], x["type"], x.get("durable", True),
+                                        x.get("auto_delete", False), x.get("internal", False), x.get("arguments", {}))
         skipped_keys = {(s["vhost"], s["name"]) for s in skipped}
         for q in definitions.get("queues", []):
             if (q["vhost"], q["name"]) in skipped_keys:
                 continue
-            self.declare_queue(q["vhost"], q["name"], q.get("durable", True), q.get("auto_delete", False),
-                               q.get("arguments", {}))
+            await self.declare_queue(q["vhost"], q["name"], q.get("durable", True),
+                                     q.get("auto_delete", False), q.get("arguments", {}))
         for b in definitions.get("bindings", []):
             if b["destination_type"] == "queue" and (b["vhost"], b["destination"]) in skipped_keys:
                 continue
-            self.bind(b["vhost"], b["source"], b["destination_type"], b["destination"],
-                      b.get("routing_key", ""), b.get("arguments", {}))
+            await self.bind(b["vhost"], b["source"], b["destination_type"], b["destination"],
+                            b.get("routing_key", ""), b.get("arguments", {}))
         report: dict[str, Any] = {"skipped_queues": skipped}
         parameters = skipped_parameters(definitions)
         if parameters:

@@ -218,7 +218,7 @@ class Endpoints:
         # RabbitMQ declares, publishes and gets over a channel of the caller's
         self._require_permission(caller, vhost, ("configure", "queue", "aliveness-test"),
                                  ("write", "exchange", ""), ("read", "queue", "aliveness-test"))
-        self.b.declare_queue(vhost, "aliveness-test", False, False, {})
+        await self.b.declare_queue(vhost, "aliveness-test", False, False, {})
         self.b.publish(vhost, "", "aliveness-test", b"test_message", {})
         got = self.b.get_messages(vhost, "aliveness-test", 1, False)
         if not got or got[0]["payload"] != b"test_message":
@@ -300,13 +300,13 @@ class Endpoints:
     async def vhost(self, request: web.Request, caller: Caller, vhost: str) -> web.Response:
         if request.method == "PUT":
             self._admin(caller)
-            created = self.b.put_vhost(vhost)
+            created = await self.b.put_vhost(vhost)
             if created:  # as RabbitMQ's API: the user who creates a vhost gets full access to it
-                self.b.put_permission(vhost, caller.name, ".*", ".*", ".*")
+                await self.b.put_permission(vhost, caller.name, ".*", ".*", ".*")
             return _created(not created)
         if request.method == "DELETE":
             self._admin(caller)
-            self.b.delete_vhost(vhost)
+            await self.b.delete_vhost(vhost)
             return web.Response(status=NO_CONTENT)
         self._require_vhost(caller, vhost)
         return shown(request, {**self._one(self.b.vhosts(), name=vhost), **self.rates.depths.totals_details(vhost)})
@@ -342,10 +342,10 @@ class Endpoints:
                                ("hashing_algorithm", algorithm)):
                 if value is not None and not isinstance(value, str):
                     raise bad_request(f"{key} must be a string")
-            existed = not self.b.put_user(user, password, password_hash, algorithm, [str(t) for t in tags])
+            existed = not await self.b.put_user(user, password, password_hash, algorithm, [str(t) for t in tags])
             return _created(existed)
         if request.method == "DELETE":
-            self.b.delete_user(user)
+            await self.b.delete_user(user)
             return web.Response(status=NO_CONTENT)
         return shown(request, self._user_shape(self._one(self.b.users(), name=user)))
 
@@ -361,7 +361,7 @@ class Endpoints:
         if missing:
             raise bad_request(f"no such user(s): {', '.join(missing)}; nothing was deleted")
         for name in dict.fromkeys(names):
-            self.b.delete_user(name)
+            await self.b.delete_user(name)
         return web.Response(status=NO_CONTENT)
 
     async def user_permissions(self, request: web.Request, caller: Caller, user: str) -> web.Response:
@@ -382,10 +382,10 @@ class Endpoints:
                 raise bad_request("configure, write and read must be regular expressions (strings)")
             configure, write, read = (str(v) for v in values)
             existed = any(p["user"] == user and p["vhost"] == vhost for p in self.b.permissions())
-            self.b.put_permission(vhost, user, configure, write, read)
+            await self.b.put_permission(vhost, user, configure, write, read)
             return _created(existed)
         if request.method == "DELETE":
-            self.b.delete_permission(vhost, user)
+            await self.b.delete_permission(vhost, user)
             return web.Response(status=NO_CONTENT)
         return shown(request, self._one(self.b.permissions(), vhost=vhost, user=user))
 
@@ -409,11 +409,11 @@ class Endpoints:
             body = await read_json(request)
             existed = any(x["name"] == name for x in self.b.exchanges(vhost))
             # absent keys take exchange.declare's defaults, as RabbitMQ's API does: direct, transient
-            self.b.declare_exchange(vhost, name, body_string(body, "type", "direct"), _bool(body, "durable"),
+            await self.b.declare_exchange(vhost, name, body_string(body, "type", "direct"), _bool(body, "durable"),
                                     _bool(body, "auto_delete"), _bool(body, "internal"),
                                     body_object(body, "arguments"))
             return _created(existed)
-        self.b.delete_exchange(vhost, name, flag(request, "if-unused"))
+        await self.b.delete_exchange(vhost, name, flag(request, "if-unused"))
         return web.Response(status=NO_CONTENT)
 
     async def exchange_publish(self, request: web.Request, caller: Caller, vhost: str, name: str) -> web.Response:
@@ -489,9 +489,9 @@ class Endpoints:
             arguments = body_object(body, "arguments")
             existed = any(q["name"] == name for q in self.b.queues(vhost))
             # absent keys take queue.declare's defaults, as RabbitMQ's API does: transient
-            self.b.declare_queue(vhost, name, _bool(body, "durable"), _bool(body, "auto_delete"), arguments)
+            await self.b.declare_queue(vhost, name, _bool(body, "durable"), _bool(body, "auto_delete"), arguments)
             return _created(existed)
-        self.b.delete_queue(vhost, name, flag(request, "if-unused"), flag(request, "if-empty"))
+        await self.b.delete_queue(vhost, name, flag(request, "if-unused"), flag(request, "if-empty"))
         return web.Response(status=NO_CONTENT)
 
     async def queue_contents(self, request: web.Request, caller: Caller, vhost: str, name: str) -> web.Response:
@@ -575,7 +575,7 @@ class Endpoints:
             body = await read_json(request)
             key = body_string(body, "routing_key", "")
             arguments = body_object(body, "arguments")
-            self.b.bind(vhost, source, dtype, destination, key, arguments)
+            await self.b.bind(vhost, source, dtype, destination, key, arguments)
             props = key or "~"
             location = f"/api/bindings/{_q(vhost)}/e/{_q(source)}/{kind}/{_q(destination)}/{_q(props)}"
             return web.Response(status=201, headers={"Location": location})
@@ -594,7 +594,7 @@ class Endpoints:
                           destination=destination, properties_key=props)
         if request.method == "DELETE":  # found: a missing binding was 404 whatever the permissions
             self._require_bind_permission(caller, vhost, source, kind, destination)
-            self.b.unbind(vhost, source, dtype, destination, found["routing_key"], found["arguments"])
+            await self.b.unbind(vhost, source, dtype, destination, found["routing_key"], found["arguments"])
             return web.Response(status=NO_CONTENT)
         return shown(request, found)
 
@@ -618,9 +618,9 @@ class Endpoints:
                 raise bad_request("a policy needs 'pattern' (string) and 'definition' (object)")
             priority = body_int(body, "priority", 0)
             existed = any(p["name"] == name for p in self.b.policies(vhost))
-            self.b.put_policy(vhost, name, pattern, body_string(body, "apply-to", "all"), priority, definition)
+            await self.b.put_policy(vhost, name, pattern, body_string(body, "apply-to", "all"), priority, definition)
             return _created(existed)
-        self.b.delete_policy(vhost, name)
+        await self.b.delete_policy(vhost, name)
         return web.Response(status=NO_CONTENT)
 
     # ---- definitions ----------------------------------------------------------------------------------
@@ -629,7 +629,7 @@ class Endpoints:
         if request.method == "GET":
             return json_response(self.b.export_definitions())
         document = validate_document(await read_json(request))
-        return _import_answer(self.b.import_definitions(document))
+        return _import_answer(await self.b.import_definitions(document))
 
     async def vhost_definitions(self, request: web.Request, caller: Caller, vhost: str) -> web.Response:
         """RabbitMQ's per-vhost definitions: topology and policies, entries without "vhost"."""
@@ -648,7 +648,7 @@ class Endpoints:
             if isinstance(document[key], list):
                 document[key] = [{**item, "vhost": vhost} if isinstance(item, dict) else item
                                  for item in document[key]]
-        return _import_answer(self.b.import_definitions(validate_document(document)))
+        return _import_answer(await self.b.import_definitions(validate_document(document)))
 
     def register(self, r: Router) -> None:
         r.add("GET", "/api/overview", self.overview)

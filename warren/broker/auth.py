@@ -203,6 +203,10 @@ class Broker:
 
     # ---- users -----------------------------------------------------------------------
 
+    def new_password_hash(self, name: str, password: str) -> str:
+        """A fresh salted hash of ``password`` for user ``name`` (SHA256, as RabbitMQ's default)."""
+        return hash_password(password, self._salt(name))
+
     def add_user(self, name: str, password: str | None, tags: Iterable[str] | str = ()) -> User:
         """Create or replace a user; ``password=None`` creates one that cannot log in by password."""
         password_hash = hash_password(password, self._salt(name)) if password is not None else ""

@@ -16,8 +16,10 @@ from typing import Any, Protocol
 
 from warren.broker.auth import Broker
 from warren.broker.vhost import VirtualHost
+from warren.cluster.definitions import Applied, Command, CommandRunner, apply_command, vhost_of
 from warren.errors import AMQPError, ReplyCode, StoreError, UnstorableValue, precondition_failed
 from warren.limits import Limits
+from warren.node.commands import LocalCommands
 from warren.node.memory import MemoryMonitor
 from warren.node.persistence import Persistence
 from warren.session.client import ClientSession, SessionHost
@@ -87,6 +89,8 @@ class Node(SessionHost):
         self.memory_monitor: MemoryMonitor | None = None
         self.started_at_ms = wall_ms()
         self.listeners: list[dict[str, Any]] = []
+        # where definition changes go: applied here, or through the metadata group (cluster)
+        self.commands: CommandRunner = LocalCommands(self)
 
     # ---- inputs from the I/O layer -------------------------------------------------
 
@@ -244,6 +248,37 @@ class Node(SessionHost):
             raise
         for vhost in vhosts:
             vhost.end_change()
+
+    def apply_definition(self, command: Command) -> Applied:
+        """Apply a definition command to the broker model and store it (see
+        ``changing_definitions``); the runner calls this, and ``follow_up`` after replying."""
+        vhosts = [vhost_of(self.broker, command.vhost)] if command.vhost_scoped else []  # type: ignore[attr-defined]
+        with self.changing_definitions(*vhosts):
+            return apply_command(self.broker, command)
+
+    def follow_up(self, applied: Applied) -> None:
+        """What a change means beyond the model: consumers of deleted queues cancelled, their
+        rows forgotten, connections to a deleted vhost closed, bodies kept for a new DLX."""
+        vhost = applied.deleted_vhost
+        for queue in applied.deleted_queues:
+            self.queue_deleted(vhost or self.broker.vhosts.get(queue.vhost), queue)
+        if vhost is not None:
+            for session in list(self.sessions.values()):
+                if session.vhost is vhost:
+                    session.conn.close(ReplyCode.CONNECTION_FORCED, "CONNECTION_FORCED - vhost deleted")
+                    self._dirty_sessions.add(session)
+        if applied.policy_vhost is not None:
+            for queue in applied.policy_vhost.queues.values():
+                self.policy_applied(queue)
+        self.flush()
+
+    def owner_id(self, session: ClientSession) -> str:
+        """The id an exclusive queue records for its owning connection (plain data)."""
+        return f"{self.name}#{session.id}"
+
+    def session_for_owner(self, owner: str) -> ClientSession | None:
+        node, _, number = owner.rpartition("#")
+        return self.sessions.get(int(number)) if node == self.name and number.isdigit() else None
 
     def queue_deleted(self, vhost: Any, queue: Any) -> None:
         """A queue is gone: server-cancel its consumers, forget its stored messages.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +44,10 @@ class ChannelState:
     tx_publishes: list[TxPublish] = field(default_factory=list)
     tx_settlements: list[tuple[str, int, bool, bool]] = field(default_factory=list)  # (kind, tag, multiple, requeue)
     write_permission_cache: set[str] = field(default_factory=set)
+    # a definition command of this channel is in progress: the methods that follow it wait
+    # here, in order, until its outcome is known (then they run as if just received)
+    waiting: bool = False
+    held: deque[tuple[Any, ...]] = field(default_factory=deque)
 
     def new_delivery(self, queue: Any, msg_id: int, consumer_tag: str | None) -> int:
         tag = self.next_delivery_tag

@@ -21,6 +21,7 @@ from warren.session.methods import MethodHandlers
 
 if TYPE_CHECKING:
     from warren.broker.auth import Broker
+    from warren.cluster.definitions import CommandRunner
     from warren.limits import Limits
     from warren.node.persistence import Persistence
 
@@ -35,10 +36,14 @@ class SessionHost(Protocol):
     broker: Broker
     persistence: Persistence | None
     counters: Any
+    commands: CommandRunner
 
     def wall_ms(self) -> int: ...
 
     def unique_name(self, prefix: str) -> str: ...
+
+    def owner_id(self, session: ClientSession) -> str: ...
+
 
     def queue_changed(self, queue: Any) -> None: ...
 
@@ -89,6 +94,9 @@ class ClientSession(MethodHandlers):
         self.buffered = 0  # the connection's buffered_bytes, as last reported to the node
         self.recv_octets = 0
         self.send_octets = 0
+        self.owner = node.owner_id(self)  # what this connection's exclusive queues record
+        self.holding: set[int] = set()  # channels holding methods behind a command in progress
+        self._reading = True
 
     def __hash__(self) -> int:
         return self.id
@@ -146,7 +154,7 @@ class ClientSession(MethodHandlers):
 
     def _release_exclusive_queues(self) -> None:
         if self.vhost is not None:
-            for queue in self.vhost.owner_closed(self):
+            for queue in self.vhost.owner_closed(self.owner):
                 self.queue_gone(queue)
 
     def data_to_send(self) -> bytes:
@@ -160,12 +168,20 @@ class ClientSession(MethodHandlers):
             self.blocked = True
             self.conn.block(reason)
             self.conn.set_receiving(False)
-            self.node.set_reading(self, False)
+            self.update_reading()
         elif reason is None and self.blocked:
             self.blocked = False
             self.conn.unblock()
             self.conn.set_receiving(True)
-            self.node.set_reading(self, True)
+            self.update_reading()
+
+    def update_reading(self) -> None:
+        """Read the socket unless blocked by an alarm or holding methods behind a command
+        (what a pipelining client sends meanwhile waits in the kernel, not in our memory)."""
+        reading = not self.blocked and not self.holding
+        if reading != self._reading:
+            self._reading = reading
+            self.node.set_reading(self, reading)
 
     # ---- events ----------------------------------------------------------------------
 
@@ -242,6 +258,9 @@ class ClientSession(MethodHandlers):
         channel = self.channels.get(number)
         if channel is None or channel.closing:
             return
+        if channel.waiting:
+            self.hold(channel, (number, method))
+            return
         handler = self.handlers.get(type(method))
         try:
             if handler is None:
@@ -286,6 +305,7 @@ class ClientSession(MethodHandlers):
                     touched.add(queue)
         channel.tx_publishes.clear()
         channel.tx_settlements.clear()
+        self._drop_held(channel)
         for queue in touched:
             self.node.queue_changed(queue)
         self.vhost_auto_delete_check(touched)

@@ -15,6 +15,18 @@ from pamqp import commands as spec
 from warren.amqp.connection import decode_properties, encode_properties
 from warren.broker.message import Message
 from warren.broker.queue import Consumer
+from warren.cluster.definitions import (
+    BindExchange,
+    BindQueue,
+    Command,
+    DeclareExchange,
+    DeclareQueue,
+    DeleteExchange,
+    DeleteQueue,
+    Outcome,
+    UnbindExchange,
+    UnbindQueue,
+)
 from warren.errors import (
     AMQPError,
     ReplyCode,
@@ -52,10 +64,67 @@ class MethodHandlers:
     def reply(self: ClientSession, channel: ChannelState, method: Any) -> None:
         self.conn.send_method(channel.number, method)
 
+    # definition commands ------------------------------------------------------------
+    def run(
+        self: ClientSession, channel: ChannelState, method: Any, command: Command | None,
+        on_ok: Callable[[Any], None],
+    ) -> None:
+        """Submit ``command`` (None: a read barrier) and call ``on_ok`` with its value once
+        it is durable, or close the channel with its error; the channel's next methods wait."""
+        channel.waiting = True
+        submitting = True
+
+        def done(outcome: Outcome) -> None:
+            channel.waiting = False
+            if self.terminated or self.channels.get(channel.number) is not channel or channel.closing:
+                return  # the channel went while the command ran: nobody to answer
+            try:
+                if outcome.error is not None:
+                    raise outcome.error
+                on_ok(outcome.value)
+            except AMQPError as error:
+                self.fail(channel, error, method)
+            if not submitting:  # answered later: run what waited, and write
+                self._release_held(channel)
+                self.node.session_changed(self)
+
+        commands = self.node.commands
+        if command is None:
+            commands.barrier(done)
+        else:
+            commands.submit(command, done)
+        submitting = False
+
+    def hold(self: ClientSession, channel: ChannelState, item: tuple[Any, ...]) -> None:
+        channel.held.append(item)
+        if channel.number not in self.holding:
+            self.holding.add(channel.number)
+            self.update_reading()
+
+    def _release_held(self: ClientSession, channel: ChannelState) -> None:
+        held = channel.held
+        while held and not channel.waiting and not channel.closing:
+            item = held.popleft()
+            if len(item) == 2:
+                self._on_method(*item)
+            else:
+                self._on_publish(*item)
+        if not channel.waiting:
+            self._drop_held(channel)
+
+    def _drop_held(self: ClientSession, channel: ChannelState) -> None:
+        channel.held.clear()
+        if channel.number in self.holding:
+            self.holding.discard(channel.number)
+            self.update_reading()
+
     # publishing ----------------------------------------------------------------------
     def _on_publish(self: ClientSession, number: int, method: Any, properties: bytes, body: bytes) -> None:
         channel = self.channels.get(number)
         if channel is None or channel.closing:
+            return
+        if channel.waiting:
+            self.hold(channel, (number, method, properties, body))
             return
         try:
             if channel.tx_mode:
@@ -206,47 +275,51 @@ class MethodHandlers:
 
 @handles(spec.Exchange.Declare)
 def exchange_declare(s: ClientSession, ch: ChannelState, m: spec.Exchange.Declare) -> None:
-    if not m.passive:
-        s.check("configure", "exchange", m.exchange)
+    def answer(_: Any) -> None:
+        if m.passive:
+            s.vhost.declare_exchange(m.exchange, m.exchange_type, passive=True)
+        if not m.nowait:
+            s.reply(ch, spec.Exchange.DeclareOk())
+
     if m.passive:
-        s.vhost.declare_exchange(m.exchange, m.exchange_type, passive=True)
-    else:
-        with s.node.changing_definitions(s.vhost):
-            s.vhost.declare_exchange(
-                m.exchange, m.exchange_type, durable=m.durable, auto_delete=m.auto_delete,
-                internal=m.internal, arguments=m.arguments or {},
-            )
-    if not m.nowait:
-        s.reply(ch, spec.Exchange.DeclareOk())
+        s.run(ch, m, None, answer)
+        return
+    s.check("configure", "exchange", m.exchange)
+    s.run(ch, m, DeclareExchange(
+        s.vhost.name, m.exchange, m.exchange_type, durable=m.durable, auto_delete=m.auto_delete,
+        internal=m.internal, arguments=m.arguments or {},
+    ), answer)
+
+
+def _ok(s: ClientSession, ch: ChannelState, m: Any, reply: Any) -> Callable[[Any], None]:
+    """An on_ok that sends ``reply`` unless the method asked for no answer (nowait)."""
+    def answer(_: Any) -> None:
+        if not getattr(m, "nowait", False):
+            s.reply(ch, reply)
+    return answer
 
 
 @handles(spec.Exchange.Delete)
 def exchange_delete(s: ClientSession, ch: ChannelState, m: spec.Exchange.Delete) -> None:
     s.check("configure", "exchange", m.exchange)
-    with s.node.changing_definitions(s.vhost):
-        s.vhost.delete_exchange(m.exchange, if_unused=m.if_unused)
-    if not m.nowait:
-        s.reply(ch, spec.Exchange.DeleteOk())
+    s.run(ch, m, DeleteExchange(s.vhost.name, m.exchange, if_unused=m.if_unused),
+          _ok(s, ch, m, spec.Exchange.DeleteOk()))
 
 
 @handles(spec.Exchange.Bind)
 def exchange_bind(s: ClientSession, ch: ChannelState, m: spec.Exchange.Bind) -> None:
     s.check("write", "exchange", m.destination)
     s.check("read", "exchange", m.source)
-    with s.node.changing_definitions(s.vhost):
-        s.vhost.bind_exchange(m.destination, m.source, m.routing_key, m.arguments or {})
-    if not m.nowait:
-        s.reply(ch, spec.Exchange.BindOk())
+    s.run(ch, m, BindExchange(s.vhost.name, m.destination, m.source, m.routing_key, m.arguments or {}),
+          _ok(s, ch, m, spec.Exchange.BindOk()))
 
 
 @handles(spec.Exchange.Unbind)
 def exchange_unbind(s: ClientSession, ch: ChannelState, m: spec.Exchange.Unbind) -> None:
     s.check("write", "exchange", m.destination)
     s.check("read", "exchange", m.source)
-    with s.node.changing_definitions(s.vhost):
-        s.vhost.unbind_exchange(m.destination, m.source, m.routing_key, m.arguments or {})
-    if not m.nowait:
-        s.reply(ch, spec.Exchange.UnbindOk())
+    s.run(ch, m, UnbindExchange(s.vhost.name, m.destination, m.source, m.routing_key, m.arguments or {}),
+          _ok(s, ch, m, spec.Exchange.UnbindOk()))
 
 
 # ---- queue ---------------------------------------------------------------------------
@@ -254,46 +327,46 @@ def exchange_unbind(s: ClientSession, ch: ChannelState, m: spec.Exchange.Unbind)
 
 @handles(spec.Queue.Declare)
 def queue_declare(s: ClientSession, ch: ChannelState, m: spec.Queue.Declare) -> None:
-    server_named = not m.queue and not m.passive
-    name = s.node.unique_name("amq.gen-") if server_named else m.queue
-    if not m.passive:
-        s.check("configure", "queue", name)
+    def answer(declared: tuple[str, int, int]) -> None:
+        if not m.nowait:
+            name, messages, consumers = declared
+            s.reply(ch, spec.Queue.DeclareOk(queue=name, message_count=messages, consumer_count=consumers))
+
     if m.passive:
-        queue, _ = s.vhost.declare_queue(name, passive=True, owner=s)
-    else:
-        with s.node.changing_definitions(s.vhost):
-            queue, _ = s.vhost.declare_queue(
-                name, durable=m.durable, exclusive=m.exclusive, auto_delete=m.auto_delete,
-                arguments=m.arguments or {}, owner=s, server_named=server_named, now_ms=s.node.wall_ms(),
-            )
-    if not m.nowait:
-        s.reply(ch, spec.Queue.DeclareOk(queue=queue.name, message_count=queue.messages_ready,
-                                         consumer_count=queue.consumer_count))
+        def passive(_: Any) -> None:
+            queue, _ = s.vhost.declare_queue(m.queue, passive=True, owner=s.owner)
+            answer((queue.name, queue.messages_ready, queue.consumer_count))
+        s.run(ch, m, None, passive)
+        return
+    server_named = not m.queue
+    name = s.node.unique_name("amq.gen-") if server_named else m.queue
+    s.check("configure", "queue", name)
+    s.run(ch, m, DeclareQueue(
+        s.vhost.name, name, durable=m.durable, exclusive=m.exclusive, auto_delete=m.auto_delete,
+        arguments=m.arguments or {}, owner=s.owner, server_named=server_named, now_ms=s.node.wall_ms(),
+    ), answer)
 
 
 @handles(spec.Queue.Bind)
 def queue_bind(s: ClientSession, ch: ChannelState, m: spec.Queue.Bind) -> None:
     s.check("write", "queue", m.queue)
     s.check("read", "exchange", m.exchange)
-    with s.node.changing_definitions(s.vhost):
-        s.vhost.bind_queue(m.queue, m.exchange, m.routing_key, m.arguments or {}, owner=s)
-    if not m.nowait:
-        s.reply(ch, spec.Queue.BindOk())
+    s.run(ch, m, BindQueue(s.vhost.name, m.queue, m.exchange, m.routing_key, m.arguments or {}, s.owner),
+          _ok(s, ch, m, spec.Queue.BindOk()))
 
 
 @handles(spec.Queue.Unbind)
 def queue_unbind(s: ClientSession, ch: ChannelState, m: spec.Queue.Unbind) -> None:
     s.check("write", "queue", m.queue)
     s.check("read", "exchange", m.exchange)
-    with s.node.changing_definitions(s.vhost):
-        s.vhost.unbind_queue(m.queue, m.exchange, m.routing_key, m.arguments or {}, owner=s)
-    s.reply(ch, spec.Queue.UnbindOk())
+    s.run(ch, m, UnbindQueue(s.vhost.name, m.queue, m.exchange, m.routing_key, m.arguments or {}, s.owner),
+          _ok(s, ch, m, spec.Queue.UnbindOk()))
 
 
 @handles(spec.Queue.Purge)
 def queue_purge(s: ClientSession, ch: ChannelState, m: spec.Queue.Purge) -> None:
     s.check("read", "queue", m.queue)
-    count = s.vhost.purge_queue(m.queue, owner=s)
+    count = s.vhost.purge_queue(m.queue, owner=s.owner)
     s.node.queue_changed(s.vhost.queues[m.queue])
     if not m.nowait:
         s.reply(ch, spec.Queue.PurgeOk(message_count=count))
@@ -302,15 +375,14 @@ def queue_purge(s: ClientSession, ch: ChannelState, m: spec.Queue.Purge) -> None
 @handles(spec.Queue.Delete)
 def queue_delete(s: ClientSession, ch: ChannelState, m: spec.Queue.Delete) -> None:
     s.check("configure", "queue", m.queue)
-    queue = s.vhost.queues.get(m.queue)
-    with s.node.changing_definitions(s.vhost):
-        count = s.vhost.delete_queue(m.queue, if_unused=m.if_unused, if_empty=m.if_empty, owner=s)
-    # delete-ok first, then the basic.cancel of the queue's consumers, as RabbitMQ orders them:
-    # py-amqp and kombu treat a cancel that arrives while they wait for delete-ok as an error
-    if not m.nowait:
-        s.reply(ch, spec.Queue.DeleteOk(message_count=count))
-    if queue is not None:
-        s.queue_gone(queue)
+    # the node cancels the queue's consumers after delete-ok, as RabbitMQ orders them: py-amqp
+    # and kombu treat a cancel that arrives while they wait for delete-ok as an error
+    def answer(count: int) -> None:
+        if not m.nowait:
+            s.reply(ch, spec.Queue.DeleteOk(message_count=count))
+
+    s.run(ch, m, DeleteQueue(s.vhost.name, m.queue, if_unused=m.if_unused, if_empty=m.if_empty,
+                             owner=s.owner), answer)
 
 
 # ---- basic ---------------------------------------------------------------------------
@@ -332,7 +404,7 @@ def basic_qos(s: ClientSession, ch: ChannelState, m: spec.Basic.Qos) -> None:
 @handles(spec.Basic.Consume)
 def basic_consume(s: ClientSession, ch: ChannelState, m: spec.Basic.Consume) -> None:
     s.check("read", "queue", m.queue)
-    queue = s.vhost.queue_for(m.queue, owner=s)
+    queue = s.vhost.queue_for(m.queue, owner=s.owner)
     tag = m.consumer_tag or s.node.unique_name("amq.ctag-")
     if tag in ch.consumers:
         raise AMQPError(ReplyCode.NOT_ALLOWED, f"attempt to reuse consumer tag '{tag}'")
@@ -364,7 +436,7 @@ def basic_cancel(s: ClientSession, ch: ChannelState, m: spec.Basic.Cancel) -> No
 @handles(spec.Basic.Get)
 def basic_get(s: ClientSession, ch: ChannelState, m: spec.Basic.Get) -> None:
     s.check("read", "queue", m.queue)
-    queue = s.vhost.queue_for(m.queue, owner=s)
+    queue = s.vhost.queue_for(m.queue, owner=s.owner)
     result = queue.get(s.node.wall_ms(), m.no_ack)
     if result is None:
         s.reply(ch, spec.Basic.GetEmpty())
