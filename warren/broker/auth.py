@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from warren.broker.queue import QueueState
 from warren.broker.vhost import VirtualHost
 from warren.errors import access_refused, not_found, precondition_failed
 from warren.limits import DEFAULT_LIMITS, Limits
@@ -322,6 +323,37 @@ class Broker:
             ],
             "vhosts": list(self.vhosts),
         }
+
+    def export_state(self) -> dict[str, Any]:
+        """Every definition (users, permissions, vhosts with all their exchanges, queues,
+        bindings and policies): plain data, as the metadata group snapshots it."""
+        return {"users": self.export_users(), "vhosts": {n: v.export_all() for n, v in self.vhosts.items()}}
+
+    def restore_state(self, state: dict[str, Any]) -> list[QueueState]:
+        """Replace every definition with ``state`` (from ``export_state``). A queue that exists
+        here and there, alike, stays the same object with its messages and consumers; the
+        queues that are gone are returned (marked deleted) for the caller to clean up."""
+        old = self.vhosts
+        self.vhosts = {}
+        kept: set[int] = set()
+        for name, definition in state["vhosts"].items():
+            vhost = self.restore_vhost(name, definition)
+            before = old.get(name)
+            if before is None:
+                continue
+            for queue_name, queue in list(vhost.queues.items()):
+                live = before.queues.get(queue_name)
+                if live is not None and (live.durable, live.exclusive, live.arguments) == (
+                        queue.durable, queue.exclusive, queue.arguments):
+                    live.store_id = live.store_id or queue.store_id
+                    vhost.queues[queue_name] = live
+                    kept.add(id(live))
+            vhost.reapply_policies()
+        self.import_users(state["users"])
+        gone = [q for v in old.values() for q in v.queues.values() if id(q) not in kept]
+        for queue in gone:
+            queue.deleted = True
+        return gone
 
     def import_users(self, data: dict[str, Any]) -> None:
         """Replace users and permissions (and create listed vhosts) from ``export_users`` data

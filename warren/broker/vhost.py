@@ -516,6 +516,10 @@ class VirtualHost:
         del self.policies[name]
         self._apply_policies(now_ms)
 
+    def reapply_policies(self, now_ms: int = 0) -> None:
+        """Match every exchange and queue against the policies again (after a restore)."""
+        self._apply_policies(now_ms)
+
     def _apply_exchange_policy(self, exchange: Exchange) -> None:
         policy = matching_policy(self.policies.values(), "exchange", exchange.name)
         exchange.policy = policy.name if policy else None
@@ -639,16 +643,29 @@ class VirtualHost:
         ]
         return {"exchanges": exchanges, "queues": queues, "bindings": bindings, "policies": self.list_policies()}
 
+    def export_all(self) -> dict[str, Any]:
+        """Every definition, transient and exclusive ones too, in ``export_durable``'s shape
+        (the metadata group's snapshot of this vhost; ``from_definition`` reads it back)."""
+        exchanges = [x.as_dict(self.name) for x in self.exchanges.values() if x.name and not x.name.startswith("amq.")]
+        queues: list[dict[str, Any]] = [
+            {"name": q.name, "durable": q.durable, "exclusive": q.exclusive, "auto_delete": q.auto_delete,
+             "arguments": q.arguments, "owner": q.owner, "store_id": q.store_id}
+            for q in self.queues.values()
+        ]
+        bindings = [b.as_dict(self.name) for x in self.exchanges.values() for b in x.bindings.values()]
+        return {"exchanges": exchanges, "queues": queues, "bindings": bindings, "policies": self.list_policies()}
+
     @classmethod
     def from_definition(cls, name: str, definition: dict[str, Any], limits: Limits = DEFAULT_LIMITS) -> VirtualHost:
         vhost = cls(name, limits)
         for p in definition.get("policies", []):
             vhost.policies[p["name"]] = Policy(p["name"], p["pattern"], p["apply-to"], p["priority"], p["definition"])
         for x in definition.get("exchanges", []):
-            vhost.declare_exchange(x["name"], x["type"], durable=True, auto_delete=x["auto_delete"],
+            vhost.declare_exchange(x["name"], x["type"], durable=x.get("durable", True), auto_delete=x["auto_delete"],
                                    internal=x["internal"], arguments=x["arguments"])
         for q in definition.get("queues", []):
-            queue, _ = vhost.declare_queue(q["name"], durable=True, auto_delete=q["auto_delete"],
+            queue, _ = vhost.declare_queue(q["name"], durable=q.get("durable", True), auto_delete=q["auto_delete"],
+                                           exclusive=q.get("exclusive", False), owner=q.get("owner"),
                                            arguments=q["arguments"], server_named=True)
             queue.store_id = q.get("store_id", 0)
         for b in definition.get("bindings", []):

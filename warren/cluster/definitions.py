@@ -199,6 +199,26 @@ COMMANDS: dict[int, type[Command]] = {cls.kind: cls for cls in (
 )}
 
 
+def describe(command: Command) -> str:
+    """What the command does, as RabbitMQ words its failures: "declare queue 'q' in vhost '/'"."""
+    c: Any = command
+    verb = type(command).__name__
+    words = {"DeclareExchange": "declare exchange", "DeleteExchange": "delete exchange",
+             "DeclareQueue": "declare queue", "DeleteQueue": "delete queue", "SetPolicy": "set policy",
+             "ClearPolicy": "clear policy", "PutVhost": "add vhost", "DeleteVhost": "delete vhost",
+             "PutUser": "add user", "DeleteUser": "delete user"}
+    if verb in words:
+        where = f" in vhost '{c.vhost}'" if command.vhost_scoped else ""
+        return f"{words[verb]} '{c.name}'{where}"
+    if isinstance(command, BindQueue | UnbindQueue):
+        action = "bind" if isinstance(command, BindQueue) else "unbind"
+        return f"{action} queue '{c.queue}' and exchange '{c.exchange}' in vhost '{c.vhost}'"
+    if isinstance(command, BindExchange | UnbindExchange):
+        action = "bind" if isinstance(command, BindExchange) else "unbind"
+        return f"{action} exchange '{c.destination}' and exchange '{c.source}' in vhost '{c.vhost}'"
+    return f"set permissions of user '{c.user}' in vhost '{c.vhost}'"
+
+
 def encode_command(command: Command) -> bytes:
     """msgpack ``[kind, *fields]``; ``UnstorableValue`` for a value the store cannot hold."""
     return pack_definition([command.kind, *astuple(command)])

@@ -16,7 +16,14 @@ from typing import Any, Protocol
 
 from warren.broker.auth import Broker
 from warren.broker.vhost import VirtualHost
-from warren.cluster.definitions import Applied, Command, CommandRunner, apply_command, vhost_of
+from warren.cluster.definitions import (
+    Applied,
+    Command,
+    CommandRunner,
+    DeclareQueue,
+    apply_command,
+    vhost_of,
+)
 from warren.errors import AMQPError, ReplyCode, StoreError, UnstorableValue, precondition_failed
 from warren.limits import Limits
 from warren.node.commands import LocalCommands
@@ -91,6 +98,9 @@ class Node(SessionHost):
         self.listeners: list[dict[str, Any]] = []
         # where definition changes go: applied here, or through the metadata group (cluster)
         self.commands: CommandRunner = LocalCommands(self)
+        # in a cluster the metadata group's log is the durable record of definitions: the
+        # store keeps messages only, and a durable queue's store id is its declare's index
+        self.definitions_in_log = False
 
     # ---- inputs from the I/O layer -------------------------------------------------
 
@@ -225,7 +235,7 @@ class Node(SessionHost):
             vhost.begin_change()
         try:
             yield
-            if self.persistence is not None:
+            if self.persistence is not None and not self.definitions_in_log:
                 touched = list(vhosts)
                 if broker_checkpoint is not None:
                     before, after = broker_checkpoint.vhosts, self.broker.vhosts
@@ -249,12 +259,19 @@ class Node(SessionHost):
         for vhost in vhosts:
             vhost.end_change()
 
-    def apply_definition(self, command: Command) -> Applied:
+    def apply_definition(self, command: Command, index: int = 0) -> Applied:
         """Apply a definition command to the broker model and store it (see
-        ``changing_definitions``); the runner calls this, and ``follow_up`` after replying."""
+        ``changing_definitions``); the runner calls this, and ``follow_up`` after replying.
+        ``index`` is the command's entry in the metadata log (0 on a standalone node)."""
         vhosts = [vhost_of(self.broker, command.vhost)] if command.vhost_scoped else []  # type: ignore[attr-defined]
         with self.changing_definitions(*vhosts):
-            return apply_command(self.broker, command)
+            applied = apply_command(self.broker, command)
+        if index and isinstance(command, DeclareQueue) and self.persistence is not None:
+            queue = vhosts[0].queues[applied.value[0]]
+            if queue.durable and not queue.store_id:
+                queue.store_id = index  # unique, and the same on every member and after a replay
+                queue.journal = []
+        return applied
 
     def follow_up(self, applied: Applied) -> None:
         """What a change means beyond the model: consumers of deleted queues cancelled, their
@@ -293,6 +310,8 @@ class Node(SessionHost):
         if self.persistence is None:
             return
         self.persistence.queue_deleted(vhost, queue)
+        if self.definitions_in_log:
+            return
         try:
             self.persistence.write_definitions([vhost])
         except StoreError as exc:  # memory leads here: the queue would come back after a restart

@@ -285,6 +285,7 @@ class Persistence:
     # ---- recovery --------------------------------------------------------------------
 
     def recover(self, broker: Broker) -> None:
+        """Restore a standalone node: its definitions from the store, then its messages."""
         self._broker = broker
         vhost_defs: dict[str, Any] = {}
         has_users = False
@@ -296,13 +297,31 @@ class Persistence:
                 self._next_queue_id = max(self._next_queue_id, int(value))
             elif key.startswith("vhost/"):
                 vhost_defs[key[len("vhost/"):]] = value
+        for name, definition in vhost_defs.items():
+            broker.restore_vhost(name, definition)
+        self.recover_messages(broker)
+        # what is on disk now, so the next change writes only the keys it alters
+        for name in vhost_defs:
+            self._written[f"vhost/{name}"] = pack_definition(broker.vhosts[name].export_durable())
+        if has_users:
+            self._written["users"] = pack_definition(broker.export_users())
+        self._written_queue_id = self._next_queue_id
+
+    def has_definitions(self) -> bool:
+        """True when the store holds a standalone node's definitions."""
+        return any(key != "next_queue_id" for key, _ in self.store.definitions())
+
+    def recover_messages(self, broker: Broker) -> None:
+        """Re-enqueue every durable queue's stored messages, in publish order, flagged
+        redelivered (a clustered node calls this once the metadata group has restored the
+        definitions; its queues' store ids come from there)."""
+        self._broker = broker
         restored = 0
         # One object per distinct name and property block, shared by the restored messages
         # (as on the publish path), not one per message.
         names: dict[str, str] = {}
         blocks: dict[bytes, tuple[bytes, dict[str, Any]]] = {}
-        for name, definition in vhost_defs.items():
-            vhost = broker.restore_vhost(name, definition)
+        for vhost in broker.vhosts.values():
             for queue in vhost.queues.values():
                 if not queue.durable or not queue.store_id:
                     continue
@@ -325,9 +344,3 @@ class Persistence:
                         blocks.clear()
         if restored:
             log.info("recovered %d persistent messages", restored)
-        # what is on disk now, so the next change writes only the keys it alters
-        for name in vhost_defs:
-            self._written[f"vhost/{name}"] = pack_definition(broker.vhosts[name].export_durable())
-        if has_users:
-            self._written["users"] = pack_definition(broker.export_users())
-        self._written_queue_id = self._next_queue_id
