@@ -118,3 +118,12 @@ class PeerProtocolError(WarrenError):
 
 class ConfigError(WarrenError):
     """A setting is invalid; the message names the setting and the fix."""
+
+
+class ClusterUnavailable(WarrenError):
+    """The cluster cannot take this write or read now: no leader, no quorum, or it did not
+    answer in time. Retrying later may succeed; the outcome of a timed-out write is unknown."""
+
+
+class ClusterJoinError(WarrenError):
+    """This node cannot join (or rejoin) the cluster; the message names the fix."""

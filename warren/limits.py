@@ -79,6 +79,19 @@ class Limits:
     raft_node_heartbeat_ticks: int = 5
     raft_node_timeout_ticks: int = 30
     raft_quiesce_after_ticks: int = 100  # an idle group goes quiet after this many ticks
+    # --- cluster: membership of the metadata group (warren.cluster.membership) ---------
+    # A member not heard from (any peer message; node heartbeats come every 50 ms) for this
+    # long is shown "suspect", and after the second "dead" (shown only: a dead member stays
+    # a member until it leaves or is forgotten).
+    cluster_suspect_after_seconds: float = 5.0
+    cluster_dead_after_seconds: float = 30.0
+    # How long `warren server --seeds` tries to join before it exits non-zero; also bounds
+    # a restarted member's wait for its peers' first word.
+    cluster_join_timeout_seconds: float = 30.0
+    # One request on the cluster port (join, forwarded proposal, leave) and a proposal or
+    # read barrier of the metadata group: ClusterUnavailable after this long.
+    cluster_request_timeout_seconds: float = 5.0
+    cluster_max_members: int = 7
 
     def validate(self) -> None:
         """Raise ValueError naming the setting when a limit is out of range."""
@@ -100,6 +113,14 @@ class Limits:
             raise ValueError("raft_node_heartbeat_ticks must be positive and below raft_node_timeout_ticks")
         if self.raft_snapshot_chunk_bytes < 1:
             raise ValueError(f"raft_snapshot_chunk_bytes must be at least 1, got {self.raft_snapshot_chunk_bytes}")
+        if not 0 < self.cluster_suspect_after_seconds < self.cluster_dead_after_seconds:
+            raise ValueError("cluster_suspect_after_seconds must be positive and below "
+                             "cluster_dead_after_seconds")
+        if self.cluster_join_timeout_seconds <= 0 or self.cluster_request_timeout_seconds <= 0:
+            raise ValueError("cluster_join_timeout_seconds and cluster_request_timeout_seconds "
+                             "must be positive")
+        if not 1 <= self.cluster_max_members <= 7:
+            raise ValueError(f"cluster_max_members must be in 1..7, got {self.cluster_max_members}")
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, int | float) and value < 0:

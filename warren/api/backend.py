@@ -140,3 +140,16 @@ class ManagementBackend(Protocol):
     async def import_definitions(self, definitions: dict[str, Any]) -> dict[str, Any]:
         """Apply a RabbitMQ definitions document; returns {"skipped_queues": [...]} and, when the
         document has runtime parameters Warren does not apply, {"skipped_parameters": [...]}."""
+
+    # ---- cluster membership (warren.api.cluster_backend) --------------------------------
+    def cluster_info(self) -> dict[str, Any]:
+        """local_id, leader, member_count, members (with health); ``ClusterNotEnabled``
+        on a standalone node."""
+
+    def cluster_members(self) -> list[dict[str, Any]]: ...
+
+    async def cluster_join(self, name: str, addr: str, raft_addr: str) -> dict[str, Any]:
+        """Admit a node by name before it starts (it claims the record when it joins)."""
+
+    async def cluster_leave(self, member_id: int) -> None:
+        """Remove a member: a graceful leave, or forgetting a dead one."""

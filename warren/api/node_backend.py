@@ -16,6 +16,7 @@ import psutil
 
 from warren import __version__ as warren_version
 from warren.api.backend import PublishNotStored, PublishRejected
+from warren.api.cluster_backend import ClusterBackend
 from warren.api.definitions import (
     export_document,
     quorum_queue_names,
@@ -559,6 +560,19 @@ class NodeBackend:
         if topic:
             report["skipped_topic_permissions"] = topic
         return report
+
+    # ---- cluster membership: delegated to warren.api.cluster_backend --------------------
+    def cluster_info(self) -> dict[str, Any]:
+        return ClusterBackend(self.runtime).info()
+
+    def cluster_members(self) -> list[dict[str, Any]]:
+        return ClusterBackend(self.runtime).members()
+
+    async def cluster_join(self, name: str, addr: str, raft_addr: str) -> dict[str, Any]:
+        return await ClusterBackend(self.runtime).join(name, addr, raft_addr)
+
+    async def cluster_leave(self, member_id: int) -> None:
+        await ClusterBackend(self.runtime).leave(member_id)
 
 
 class _CommitWaiter:

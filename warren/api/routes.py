@@ -13,9 +13,11 @@ from aiohttp import web
 
 from warren.api.backend import ManagementBackend, PublishNotStored, PublishRejected
 from warren.api.certificates import CertificateError, pem_expiry_dates
+from warren.api.cluster_backend import ClusterNotEnabled, ClusterRefused
 from warren.api.definitions import validate_document
 from warren.api.http import (
     Caller,
+    HTTPProblem,
     Router,
     bad_request,
     body_int,
@@ -30,7 +32,7 @@ from warren.api.http import (
 )
 from warren.api.listing import shape_listing, shape_object
 from warren.api.rates import RateTracker
-from warren.errors import AMQPError
+from warren.errors import AMQPError, ClusterUnavailable
 
 NO_CONTENT = 204
 # RabbitMQ's names for the protocol-listener check
@@ -650,7 +652,35 @@ class Endpoints:
                                  for item in document[key]]
         return _import_answer(await self.b.import_definitions(validate_document(document)))
 
+    # ---- cluster membership (Warren's own API, under /v1/cluster) -----------------------
+    async def cluster_info(self, request: web.Request, caller: Caller) -> web.Response:
+        self._monitor(caller)
+        return json_response(_clustered(self.b.cluster_info))
+
+    async def cluster_members(self, request: web.Request, caller: Caller) -> web.Response:
+        self._monitor(caller)
+        return json_response(_clustered(self.b.cluster_members))
+
+    async def cluster_join(self, request: web.Request, caller: Caller) -> web.Response:
+        self._admin(caller)
+        body = await read_json(request)
+        name, addr, raft_addr = (body_string(body, k) for k in ("node_id", "addr", "raft_addr"))
+        return json_response(await _clustered_async(self.b.cluster_join(name, addr, raft_addr)), 201)
+
+    async def cluster_leave(self, request: web.Request, caller: Caller) -> web.Response:
+        self._admin(caller)
+        body = await read_json(request)
+        member_id = body.get("node_id")
+        if isinstance(member_id, bool) or not isinstance(member_id, int):
+            raise bad_request(f"'node_id' must be a member id (an integer), got {json.dumps(member_id)}")
+        await _clustered_async(self.b.cluster_leave(member_id))
+        return web.Response(status=NO_CONTENT)
+
     def register(self, r: Router) -> None:
+        r.add("GET", "/v1/cluster/info", self.cluster_info)
+        r.add("GET", "/v1/cluster/members", self.cluster_members)
+        r.add("POST", "/v1/cluster/join", self.cluster_join)
+        r.add("POST", "/v1/cluster/leave", self.cluster_leave)
         r.add("GET", "/api/overview", self.overview)
         r.add("GET", "/api/whoami", self.whoami)
         r.add("GET", "/api/nodes", self.nodes)
@@ -717,6 +747,28 @@ class Endpoints:
 VHOST_SECTIONS = ("policies", "queues", "exchanges", "bindings")
 # RabbitMQ's web contexts, one per HTTP listener of a plugin (rabbit_web_dispatch registry)
 WEB_CONTEXTS = {"http": "RabbitMQ Management", "http/prometheus": "RabbitMQ Prometheus"}
+
+
+def _cluster_problem(exc: Exception) -> HTTPProblem:
+    if isinstance(exc, ClusterNotEnabled):
+        return HTTPProblem(404, "not_clustered", str(exc))
+    if isinstance(exc, ClusterRefused):
+        return HTTPProblem(409, "refused", str(exc))
+    return HTTPProblem(503, "cluster_unavailable", str(exc))
+
+
+def _clustered(call: Any) -> Any:
+    try:
+        return call()
+    except (ClusterNotEnabled, ClusterRefused, ClusterUnavailable) as exc:
+        raise _cluster_problem(exc) from None
+
+
+async def _clustered_async(awaitable: Any) -> Any:
+    try:
+        return await awaitable
+    except (ClusterNotEnabled, ClusterRefused, ClusterUnavailable) as exc:
+        raise _cluster_problem(exc) from None
 
 
 def web_contexts(node: str, listeners: list[dict[str, Any]]) -> list[dict[str, Any]]:

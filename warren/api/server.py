@@ -49,6 +49,7 @@ def build_app(backend: ManagementBackend, requests_per_second: float, burst: int
     app = web.Application(client_max_size=max_body_bytes)
     app.router.add_route("*", "/api/{tail:.*}", api.dispatch)
     app.router.add_route("*", "/api", api.dispatch)
+    app.router.add_route("*", "/v1/{tail:.*}", api.dispatch)  # Warren's own API (cluster)
     add_metrics_routes(app, backend)
 
     async def index(request: web.Request) -> web.FileResponse:

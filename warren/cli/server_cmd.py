@@ -13,14 +13,15 @@ from typing import Any
 import typer
 
 from warren.cli.main import app
-from warren.errors import ConfigError, StoreError
+from warren.errors import ClusterJoinError, ConfigError, StoreError
 from warren.io.runtime import NodeConfig, NodeRuntime
 from warren.limits import Limits
 
 CONFIG_KEYS = {
     "data_dir", "amqp_port", "http_port", "prometheus_port", "bind", "node_name", "tls_port",
     "tls_cert", "tls_key", "tls_ca", "tls_verify_peer", "default_user", "default_pass",
-    "default_vhost", "health_checks_require_auth",
+    "default_vhost", "health_checks_require_auth", "cluster_secret", "cluster_port", "seeds",
+    "cluster_tls_cert", "cluster_tls_key", "cluster_tls_ca",
 }
 
 
@@ -57,6 +58,16 @@ def server(
     max_message_size: int | None = typer.Option(None, envvar="WARREN_MAX_MESSAGE_SIZE", help="Bytes (default 128 MiB)."),
     memory_high_watermark: int | None = typer.Option(None, envvar="WARREN_MEMORY_HIGH_WATERMARK", help="Bytes of RSS that block publishers (default 40% of RAM)."),
     disk_free_limit: int | None = typer.Option(None, envvar="WARREN_DISK_FREE_LIMIT", help="Free bytes below which publishers block (default 50 MiB)."),
+    cluster_secret: str | None = typer.Option(
+        None, envvar="WARREN_CLUSTER_SECRET",
+        help="The cluster's shared secret (the Erlang cookie's role; proven, never sent). Cluster "
+             "mode is on when one is set; without it the node is standalone, with no cluster port."),
+    cluster_port: int = typer.Option(25672, envvar="WARREN_CLUSTER_PORT", help="Cluster (peer) port (0 picks a free one)."),
+    seeds: str = typer.Option("", envvar="WARREN_SEEDS", help="host:port,... of members to join through on first start "
+                              "(none: bootstrap a new cluster; a member restarts from its own data)."),
+    cluster_tls_cert: str | None = typer.Option(None, envvar="WARREN_CLUSTER_TLS_CERT", help="PEM certificate for the cluster port."),
+    cluster_tls_key: str | None = typer.Option(None, envvar="WARREN_CLUSTER_TLS_KEY", help="PEM key for the cluster port."),
+    cluster_tls_ca: str | None = typer.Option(None, envvar="WARREN_CLUSTER_TLS_CA", help="PEM CA that signs every member's certificate."),
     log_level: str = typer.Option("info", envvar="WARREN_LOG_LEVEL"),
 ) -> None:
     """Run one Warren node (vhost '/', user guest/guest from localhost only)."""
@@ -71,6 +82,9 @@ def server(
             "node_name": node_name, "tls_port": tls_port, "tls_cert": tls_cert, "tls_key": tls_key,
             "tls_ca": tls_ca, "tls_verify_peer": tls_verify_peer,
             "prometheus_port": None if prometheus_port < 0 else prometheus_port,
+            "cluster_secret": cluster_secret, "cluster_port": cluster_port, "seeds": seeds,
+            "cluster_tls_cert": cluster_tls_cert, "cluster_tls_key": cluster_tls_key,
+            "cluster_tls_ca": cluster_tls_ca,
         }
         # Command-line and environment values win over the file only where they were given.
         for key, value in cli.items():
@@ -90,11 +104,12 @@ def server(
         node_config = NodeConfig(limits=limits, **settings)
         _install_fast_loop()
         asyncio.run(_serve(node_config))
-    except (ConfigError, StoreError) as exc:
+    except (ConfigError, StoreError, ClusterJoinError) as exc:
         typer.echo(f"warren server: {exc}", err=True)
         raise typer.Exit(2) from None
     except OSError as exc:
-        typer.echo(f"warren server: cannot listen: {exc}; choose another port (--amqp-port/--http-port, 0 picks a free one)", err=True)
+        typer.echo(f"warren server: cannot listen: {exc}; choose another port (--amqp-port/--http-port/"
+                   "--cluster-port, 0 picks a free one)", err=True)
         raise typer.Exit(2) from None
 
 

@@ -17,6 +17,15 @@ role label in each MAC stops a reflection of one side's proof as the other's. Un
 handshake completes a peer may send only small frames, so an unauthenticated connection
 cannot make the node allocate ``peer_max_message_bytes``.
 
+A dialer whose check of the listener's proof fails says so (``{"refused": ...}``) before
+it hangs up, so both sides log the mismatch (the listener would otherwise only see a closed
+connection).
+
+REQUESTS: a dialer that says it is node ``REQUEST_PEER`` (0), to node 0 or to the listener's
+id, and proves the secret like any peer, may send ONE request frame and gets ONE reply frame
+(``on_request``), then the connection closes (:func:`peer_request`). A node joining the
+cluster has no id yet; a follower forwards a proposal to its leader this way.
+
 Optional TLS (:class:`PeerTLS`, from :func:`peer_tls`): mutual -- each side presents a
 certificate signed by the cluster's CA and verifies the other's, the dialer also checks that
 the listener's certificate names the host it dialed -- with the shared-secret handshake still
@@ -30,6 +39,7 @@ its queue is bounded and the oldest messages are dropped: Raft retransmits what 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -38,7 +48,7 @@ import secrets
 import ssl
 import struct
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +62,10 @@ log = logging.getLogger("warren.peer")
 _LENGTH = struct.Struct(">I")
 HANDSHAKE_MAX_FRAME_BYTES = 512
 NONCE_BYTES = 32
+
+REQUEST_PEER = 0  # the id a dialer gives for a one-request connection (see REQUESTS above)
+RequestHandler = Callable[[Any], Awaitable[Any]]
+"""Answers one request frame (a msgpack object) with one reply frame."""
 
 MessageHandler = Callable[[int, Any], None]
 """Called with (peer id, decoded msgpack object) for every message a peer sends. Raising
@@ -79,6 +93,10 @@ def peer_tls(certfile: str, keyfile: str, cafile: str) -> PeerTLS:
         ) from exc
     server.verify_mode = ssl.CERT_REQUIRED
     return PeerTLS(server, client)
+
+
+class UnknownPeer(PeerProtocolError):
+    """A peer authenticated as a node id this node does not know (not a member yet)."""
 
 
 # --- sans-I/O pieces -------------------------------------------------------------------
@@ -310,21 +328,52 @@ class _Outbound:
 
     async def _handshake(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         t = self.transport
-        my_nonce = secrets.token_bytes(NONCE_BYTES)
-        writer.write(
-            encode_frame({"hello": 1, "from": t.node_id, "to": self.peer_id, "nonce": my_nonce})
+        await dial_handshake(reader, writer, t.secret, t.node_id, self.peer_id)
+
+
+async def dial_handshake(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                         secret: bytes, my_id: int, peer_id: int) -> _FrameStream:
+    """The dialer's side of the handshake; the stream reads what follows it."""
+    my_nonce = secrets.token_bytes(NONCE_BYTES)
+    writer.write(encode_frame({"hello": 1, "from": my_id, "to": peer_id, "nonce": my_nonce}))
+    stream = _FrameStream(reader, HANDSHAKE_MAX_FRAME_BYTES)
+    reply = await stream.next()
+    their_nonce = _field(reply, "nonce", bytes)
+    expected = handshake_mac(secret, "listener", my_nonce, their_nonce, peer_id, my_id)
+    if not hmac.compare_digest(_field(reply, "mac", bytes), expected):
+        # Say so before hanging up: the listener logs the mismatch too.
+        writer.write(encode_frame({"refused": "your shared-secret proof is wrong"}))
+        with contextlib.suppress(OSError, ConnectionError):
+            await writer.drain()
+        raise PeerProtocolError(
+            "peer failed the shared-secret handshake: its cluster secret differs from this "
+            "node's (--cluster-secret / WARREN_CLUSTER_SECRET)"
         )
-        stream = _FrameStream(reader, HANDSHAKE_MAX_FRAME_BYTES)
-        reply = await stream.next()
-        their_nonce = _field(reply, "nonce", bytes)
-        expected = handshake_mac(
-            t.secret, "listener", my_nonce, their_nonce, self.peer_id, t.node_id
+    proof = handshake_mac(secret, "dialer", their_nonce, my_nonce, my_id, peer_id)
+    writer.write(encode_frame({"mac": proof}))
+    await writer.drain()
+    return stream
+
+
+async def peer_request(address: tuple[str, int], secret: bytes, request: Any, limits: Limits,
+                       tls: PeerTLS | None = None, timeout: float | None = None) -> Any:
+    """Send one request to the node listening at ``address`` (see REQUESTS in the module
+    docstring) and return its reply. Raises ``OSError``/``TimeoutError`` when it cannot be
+    reached, :class:`PeerProtocolError` when the handshake fails (a wrong secret)."""
+    async with asyncio.timeout(timeout or limits.cluster_request_timeout_seconds):
+        reader, writer = await asyncio.open_connection(
+            *address, ssl=tls.client if tls is not None else None
         )
-        if not hmac.compare_digest(_field(reply, "mac", bytes), expected):
-            raise PeerProtocolError("peer failed the shared-secret handshake")
-        proof = handshake_mac(t.secret, "dialer", their_nonce, my_nonce, t.node_id, self.peer_id)
-        writer.write(encode_frame({"mac": proof}))
-        await writer.drain()
+        try:
+            stream = await dial_handshake(reader, writer, secret, REQUEST_PEER, REQUEST_PEER)
+            stream.decoder.max_frame_bytes = limits.peer_max_message_bytes
+            writer.write(encode_frame(request))
+            try:
+                return await stream.next()
+            except ConnectionError as exc:
+                raise ConnectionError("the node closed the connection without answering") from exc
+        finally:
+            writer.close()
 
 
 class PeerTransport:
@@ -340,9 +389,13 @@ class PeerTransport:
         limits: Limits,
         rng: random.Random,
         tls: PeerTLS | None = None,
+        on_request: RequestHandler | None = None,
     ) -> None:
+        """``node_id`` may be 0 until the node knows its id (a joiner): then only requests
+        are accepted; set ``node_id`` before ``start_dialing``."""
         assert secret, "the cluster secret must not be empty"
         self.tls = tls
+        self.on_request = on_request
         self.node_id = node_id
         self.listen = listen
         self.secret = secret
@@ -361,6 +414,8 @@ class PeerTransport:
         self.refused_connections = 0
         self._tls_refusals: dict[str, str] = {}  # remote host -> the last TLS refusal logged
         self.oversize_dropped = 0
+        self.unknown_peer_dropped = 0
+        self._dialing = False
         self._packer = msgpack.Packer(use_bin_type=True)
 
     @property
@@ -379,9 +434,38 @@ class PeerTransport:
         self._server = await asyncio.start_server(self._accept, *self.listen)
 
     def start_dialing(self) -> None:
+        assert self.node_id != REQUEST_PEER, "dialing peers needs this node's id"
+        self._dialing = True
         for out in self._outbound.values():
             if out.task is None:
                 out.task = asyncio.get_running_loop().create_task(out.run())
+
+    def peer_ids(self) -> set[int]:
+        return set(self._outbound)
+
+    def add_peer(self, peer_id: int, address: tuple[str, int]) -> None:
+        """Start talking to ``peer_id`` (a new member), or update its address."""
+        if peer_id == self.node_id:
+            return
+        out = self._outbound.get(peer_id)
+        if out is not None:
+            out.address = address
+            return
+        out = self._outbound[peer_id] = _Outbound(self, peer_id, address)
+        if self._dialing and not self._stopping:
+            out.task = asyncio.get_running_loop().create_task(out.run())
+
+    def remove_peer(self, peer_id: int) -> None:
+        """Stop talking to ``peer_id`` (it left): its queue is dropped, its dial stops, and
+        its connections to this node are refused from the next one on."""
+        out = self._outbound.pop(peer_id, None)
+        if out is not None:
+            if out.task is not None:
+                out.task.cancel()
+            out._drop_writer()
+        inbound = self._inbound.pop(peer_id, None)
+        if inbound is not None:
+            inbound.close()
 
     async def stop(self) -> None:
         """Close the listener and every connection; queued messages are dropped."""
@@ -422,7 +506,11 @@ class PeerTransport:
                 self.limits.peer_max_message_bytes,
             )
             return
-        self._outbound[peer_id].enqueue(_LENGTH.pack(len(body)) + body)
+        out = self._outbound.get(peer_id)
+        if out is None:  # not (or no longer) a peer: a member that just left
+            self.unknown_peer_dropped += 1
+            return
+        out.enqueue(_LENGTH.pack(len(body)) + body)
 
     def connected_to(self) -> set[int]:
         """Peers this node can currently send to."""
@@ -457,6 +545,9 @@ class PeerTransport:
                     await writer.start_tls(self.tls.server)
                 stream = _FrameStream(reader, HANDSHAKE_MAX_FRAME_BYTES)
                 peer_id = await self._accept_handshake(stream, writer)
+            if peer_id == REQUEST_PEER:
+                await self._serve_request(stream, writer)
+                return
             old = self._inbound.pop(peer_id, None)
             if old is not None:
                 old.close()
@@ -468,7 +559,9 @@ class PeerTransport:
                     self.on_message(peer_id, frame)
         except PeerProtocolError as exc:
             self.refused_connections += 1
-            log.warning("dropping peer connection from %s (node %s): %s", remote, peer_id, exc)
+            # A member this node has not heard of yet is the normal race of a join: no warning.
+            level = logging.INFO if isinstance(exc, UnknownPeer) else logging.WARNING
+            log.log(level, "dropping peer connection from %s: %s", remote, exc)
         except TimeoutError:
             self.refused_connections += 1
             log.warning("dropping peer connection from %s: handshake timed out", remote)
@@ -484,7 +577,7 @@ class PeerTransport:
         except asyncio.CancelledError:
             pass  # stop(): the connection closes below
         finally:
-            if peer_id is not None and self._inbound.get(peer_id) is writer:
+            if peer_id and self._inbound.get(peer_id) is writer:
                 del self._inbound[peer_id]
                 self._changed()
             writer.close()
@@ -495,19 +588,39 @@ class PeerTransport:
         hello = await stream.next()
         peer_id = _field(hello, "from", int)
         their_nonce = _field(hello, "nonce", bytes)
-        if _field(hello, "to", int) != self.node_id:
+        to = _field(hello, "to", int)
+        request = peer_id == REQUEST_PEER
+        if to != self.node_id and not (request and to == REQUEST_PEER):
             raise PeerProtocolError(
                 f"peer {peer_id} dialed node {hello['to']}, this is {self.node_id}"
             )
-        if peer_id not in self._outbound:
-            raise PeerProtocolError(f"node {peer_id} is not a configured peer")
+        if request and self.on_request is None:
+            raise PeerProtocolError("this node serves no requests")
+        if not request and peer_id not in self._outbound:
+            raise UnknownPeer(f"node {peer_id} is not a configured peer (not a member "
+                              "this node knows of yet)")
         my_nonce = secrets.token_bytes(NONCE_BYTES)
-        proof = handshake_mac(self.secret, "listener", their_nonce, my_nonce, self.node_id, peer_id)
+        proof = handshake_mac(self.secret, "listener", their_nonce, my_nonce, to, peer_id)
         writer.write(encode_frame({"nonce": my_nonce, "mac": proof}))
         reply = await stream.next()
-        expected = handshake_mac(
-            self.secret, "dialer", my_nonce, their_nonce, peer_id, self.node_id
-        )
+        who = "a joining node or request" if request else f"node {peer_id}"
+        if isinstance(reply, dict) and "refused" in reply:
+            raise PeerProtocolError(
+                f"{who} failed the shared-secret handshake: it refused this node's proof, so the "
+                "two have different cluster secrets (--cluster-secret / WARREN_CLUSTER_SECRET)"
+            )
+        expected = handshake_mac(self.secret, "dialer", my_nonce, their_nonce, peer_id, to)
         if not hmac.compare_digest(_field(reply, "mac", bytes), expected):
-            raise PeerProtocolError(f"node {peer_id} failed the shared-secret handshake")
+            raise PeerProtocolError(f"{who} failed the shared-secret handshake")
         return peer_id
+
+    async def _serve_request(self, stream: _FrameStream, writer: asyncio.StreamWriter) -> None:
+        """One request, one reply (see REQUESTS in the module docstring)."""
+        assert self.on_request is not None
+        stream.decoder.max_frame_bytes = self.limits.peer_max_message_bytes
+        async with asyncio.timeout(self.limits.cluster_request_timeout_seconds):
+            request = await stream.next()
+        reply = await self.on_request(request)
+        writer.write(encode_frame(reply))
+        with contextlib.suppress(OSError, ConnectionError):
+            await writer.drain()

@@ -196,6 +196,18 @@ class RaftHost:
         self.store_error: str | None = None  # the last persist failed; proposals are refused
         self.snapshots = SnapshotPolicy(state_machine, limits)
 
+    def add_peer(self, peer: int) -> None:
+        """Watch ``peer``'s liveness from now on (a member that joined)."""
+        if peer != self.node_id and peer not in self.peers:
+            self.peers.add(peer)
+            self._heard[peer] = self.ticks
+
+    def remove_peer(self, peer: int) -> None:
+        """Stop watching ``peer`` (a member that left)."""
+        self.peers.discard(peer)
+        self._heard.pop(peer, None)
+        self.down.discard(peer)
+
     def add_group(self, group: GroupId, node: CoreNode, storage: EntryCache | None = None) -> None:
         """Host ``node``; ``storage`` (the node's own) hears of every batch made durable."""
         self.groups[group] = GroupSlot(node, storage)

@@ -54,6 +54,18 @@ class NodeConfig:
     default_pass: str = "guest"
     default_vhost: str = "/"
     health_checks_require_auth: bool = False
+    # Cluster mode is on when a cluster secret is set; without one the node is standalone
+    # (no cluster port). See warren.io.cluster.
+    cluster_secret: str | None = None
+    cluster_port: int = 25672  # 0 picks a free one
+    seeds: str | list[str] = ""  # host:port,... of members to join through (first start only)
+    cluster_tls_cert: str | None = None
+    cluster_tls_key: str | None = None
+    cluster_tls_ca: str | None = None
+
+    @property
+    def clustered(self) -> bool:
+        return bool(self.cluster_secret)
 
 
 def _unique_name(prefix: str) -> str:
@@ -154,6 +166,7 @@ class NodeRuntime:
         self.tls_port: int | None = None
         self.http_port: int | None = None
         self.prometheus_port: int | None = None
+        self.cluster: Any = None  # warren.io.cluster.ClusterRuntime when clustered
         self._servers: list[asyncio.AbstractServer] = []
         self._tasks: list[asyncio.Task[Any]] = []
         self._http_runner: Any = None
@@ -209,6 +222,12 @@ class NodeRuntime:
         self.node.memory_monitor = self.memory_monitor
         if config.http_enabled:
             await self._start_http()
+        if config.clustered:
+            try:
+                await self._start_cluster()
+            except BaseException:
+                await self.stop()
+                raise
         # a first reading, with everything loaded: the fast path adds to it from the first client on
         self.node.set_resource_alarms(self.memory_monitor.reading(psutil.Process().memory_info().rss), self.node.disk_low)
         self._tasks.append(self.loop.create_task(self._ticker()))
@@ -230,6 +249,30 @@ class NodeRuntime:
             self.node.listeners.append({"protocol": "http/prometheus", "port": self.prometheus_port,
                                         "ip_address": self.config.bind})
 
+    async def _start_cluster(self) -> None:
+        from warren.io.cluster import ClusterRuntime, ClusterSettings
+        from warren.io.peer import peer_tls
+
+        config = self.config
+        tls_files = (config.cluster_tls_cert, config.cluster_tls_key, config.cluster_tls_ca)
+        tls = None
+        if any(tls_files):
+            if not all(tls_files):
+                raise ConfigError("cluster TLS needs all of --cluster-tls-cert, --cluster-tls-key "
+                                  "and --cluster-tls-ca (PEM files)")
+            tls = peer_tls(*tls_files)  # type: ignore[arg-type]
+        host = config.bind if config.bind not in ("0.0.0.0", "::") else "127.0.0.1"
+        assert config.cluster_secret
+        settings = ClusterSettings(
+            data_dir=config.data_dir, node_name=config.node_name,
+            secret=config.cluster_secret.encode(), bind=config.bind, port=config.cluster_port,
+            seeds=parse_seeds(config.seeds), tls=tls, limits=config.limits,
+            amqp_address=f"{host}:{self.amqp_port}",
+            http_address=f"{host}:{self.http_port}" if self.http_port else "",
+        )
+        self.cluster = ClusterRuntime(settings)
+        await self.cluster.start()
+
     def startup_line(self) -> str:
         parts = [f"Warren node {self.config.node_name} ready: AMQP on {self.config.bind}:{self.amqp_port}"]
         if self.tls_port is not None:
@@ -238,6 +281,8 @@ class NodeRuntime:
             parts.append(f"HTTP on {self.config.bind}:{self.http_port}")
         if self.prometheus_port is not None:
             parts.append(f"Prometheus on {self.config.bind}:{self.prometheus_port}")
+        if self.cluster is not None:
+            parts.append(f"cluster on {self.cluster.address} as member {self.cluster.local_id}")
         parts.append(f"data in {os.path.abspath(self.config.data_dir)}")
         return ", ".join(parts)
 
@@ -338,6 +383,8 @@ class NodeRuntime:
             if batch is not None:
                 self.node.persistence.store.commit(batch.writes)
                 self.node.persistence.committed(batch)
+        if self.cluster is not None:
+            await self.cluster.stop()
         if self._http_runner is not None:
             await self._http_runner.cleanup()
         for server in self._servers:
@@ -351,6 +398,20 @@ class NodeRuntime:
         if self.store is not None:
             self.store.close()
             self.store = None
+
+
+def parse_seeds(seeds: str | list[str]) -> list[tuple[str, int]]:
+    """``"h1:25672,h2:25672"`` (or a TOML list of them) -> [(host, port), ...]."""
+    items = seeds.split(",") if isinstance(seeds, str) else list(seeds)
+    out = []
+    for item in (i.strip() for i in items):
+        if not item:
+            continue
+        host, sep, port = item.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"--seeds item {item!r} is not host:port (e.g. node1:25672)")
+        out.append((host.strip("[]"), int(port)))
+    return out
 
 
 def ensure_data_dir(path: str) -> Path:
