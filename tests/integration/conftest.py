@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pika
 import pytest
@@ -95,3 +96,28 @@ def connection(node: ThreadedNode) -> Iterator[pika.BlockingConnection]:
 @pytest.fixture
 def channel(connection: pika.BlockingConnection) -> pika.adapters.blocking_connection.BlockingChannel:
     return connection.channel()
+
+
+@pytest.fixture(scope="module")
+def make(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """``make(name, secret=...)``: a cluster member (not started) of this module's cluster;
+    every process the module started is killed at its end."""
+    from tests.integration.cluster_procs import member_factory
+
+    started: list[Any] = []
+    try:
+        yield member_factory(tmp_path_factory.mktemp("cluster"), started)
+    finally:
+        for member in started:
+            member.kill()
+
+
+@pytest.fixture(scope="module")
+def trio(make: Any) -> list[Any]:
+    """Three members formed from seeds: a bootstraps, b joins through a, c through b (b is
+    not the leader: it redirects c to a)."""
+    a, b, c = make("a"), make("b"), make("c")
+    a.start()
+    b.start(seeds=[a])
+    c.start(seeds=[b])
+    return [a, b, c]

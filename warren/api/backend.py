@@ -135,7 +135,8 @@ class ManagementBackend(Protocol):
         routing_key, message_count, properties."""
 
     # ---- definitions -----------------------------------------------------------------
-    def export_definitions(self) -> dict[str, Any]: ...
+    async def export_definitions(self) -> dict[str, Any]:
+        """Everything committed before the call (a read barrier in a cluster)."""
 
     async def import_definitions(self, definitions: dict[str, Any]) -> dict[str, Any]:
         """Apply a RabbitMQ definitions document; returns {"skipped_queues": [...]} and, when the

@@ -318,6 +318,17 @@ class NodeBackend:
         self.node.commands.submit(command, done)
         return await future
 
+    async def _barrier(self) -> None:
+        """Returns once everything committed before the call is applied here."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def done(outcome: Outcome) -> None:
+            if not future.done():
+                future.set_exception(outcome.error) if outcome.error is not None else future.set_result(None)
+
+        self.node.commands.barrier(done)
+        await future
+
     async def put_vhost(self, name: str) -> bool:
         return bool(await self._run(PutVhost(name)))
 
@@ -512,7 +523,8 @@ class NodeBackend:
         return got
 
     # ---- definitions -----------------------------------------------------------------
-    def export_definitions(self) -> dict[str, Any]:
+    async def export_definitions(self) -> dict[str, Any]:
+        await self._barrier()
         return export_document(
             warren_version,
             self.users(),

@@ -629,7 +629,7 @@ class Endpoints:
     async def definitions(self, request: web.Request, caller: Caller) -> web.Response:
         self._admin(caller)
         if request.method == "GET":
-            return json_response(self.b.export_definitions())
+            return json_response(await self.b.export_definitions())
         document = validate_document(await read_json(request))
         return _import_answer(await self.b.import_definitions(document))
 
@@ -638,7 +638,7 @@ class Endpoints:
         self._admin(caller)
         self._one(self.b.vhosts(), name=vhost)
         if request.method == "GET":
-            full = self.b.export_definitions()
+            full = await self.b.export_definitions()
             document: dict[str, Any] = {"rabbit_version": full["rabbit_version"], "parameters": []}
             for key in VHOST_SECTIONS:
                 document[key] = [{k: v for k, v in item.items() if k != "vhost"}

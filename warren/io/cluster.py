@@ -178,6 +178,8 @@ class ClusterRuntime:
         self.watching_since = time.time()
         self.left = False  # this node applied its own removal
         self._applied_index = 0
+        self._boot_commit = 0  # the metadata group's commit index on disk when this run began
+        self.bootstrapped = False  # this run created the cluster (its first member)
         self._applied_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._admit_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
@@ -339,6 +341,8 @@ class ClusterRuntime:
                              proposal_timeout=self.limits.cluster_request_timeout_seconds,
                              limits=self.limits)
         storage = GroupStorage(self.store, META_GROUP)
+        self._boot_commit = storage.load().commit
+        self.bootstrapped = bootstrapping
         node = RaftNode(identity.id, META_GROUP, storage, rng, voters=tuple(identity.genesis),
                         election_ticks=ELECTION_TICKS, heartbeat_ticks=HEARTBEAT_TICKS,
                         quiesce_after_ticks=self.limits.raft_quiesce_after_ticks, limits=self.limits)
@@ -549,6 +553,11 @@ class ClusterRuntime:
                 else:
                     keep.append((want, future))
             self._applied_waiters = keep
+
+    async def wait_recovered(self) -> None:
+        """Returns once this node applied what it had committed before it stopped (its own
+        log: no quorum needed), so its model is at least as new as in its last run."""
+        await self._wait_applied(self._boot_commit, self._deadline())
 
     async def _wait_applied(self, index: int, deadline: float) -> None:
         if self._applied_index >= index:

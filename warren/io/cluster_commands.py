@@ -40,9 +40,13 @@ class MetadataGroup(Protocol):
     async def read_barrier(self) -> None: ...
 
 
-def unavailable(what: str, reason: Exception) -> AMQPError:
-    return AMQPError(ReplyCode.INTERNAL_ERROR,
-                     f"failed to {what} because the operation timed out ({reason})")
+def unavailable(what: str, reason: Exception, change: bool = True) -> AMQPError:
+    # A change that timed out may be in the leader's log: it can still commit once a
+    # majority is back, as with RabbitMQ's Khepri. Say so rather than promise it failed.
+    # The reply text is a short string (255 bytes): the cause goes to the log.
+    log.warning("metadata operation failed: %s: %s", what, reason)
+    later = "; it may still take effect once a majority of the cluster is reachable" if change else ""
+    return AMQPError(ReplyCode.INTERNAL_ERROR, f"failed to {what} because the operation timed out{later}")
 
 
 class ReplicatedCommands:
@@ -85,7 +89,6 @@ class ReplicatedCommands:
         except WarrenError as exc:
             done = self._waiting.pop(correlation, None)
             if done is not None:
-                log.warning("metadata change refused: %s: %s", what, exc)
                 done(Outcome(error=unavailable(what, exc)))
                 self.node.flush()
 
@@ -94,7 +97,7 @@ class ReplicatedCommands:
         try:
             await self.group.read_barrier()
         except WarrenError as exc:
-            done(Outcome(error=unavailable("read the metadata store", exc)))
+            done(Outcome(error=unavailable("read the metadata store", exc, change=False)))
         else:
             done(Outcome())
         self.node.flush()

@@ -19,7 +19,7 @@ from typing import Any
 
 import psutil
 
-from warren.broker.auth import Broker
+from warren.broker.auth import SHA256, Broker
 from warren.errors import ConfigError, ReplyCode, StoreError
 from warren.io.amqp_listener import Flusher, start_amqp_listener
 from warren.limits import Limits
@@ -167,6 +167,7 @@ class NodeRuntime:
         self.http_port: int | None = None
         self.prometheus_port: int | None = None
         self.cluster: Any = None  # warren.io.cluster.ClusterRuntime when clustered
+        self.replicated: Any = None  # its warren.io.cluster_commands.ReplicatedCommands
         self._servers: list[asyncio.AbstractServer] = []
         self._tasks: list[asyncio.Task[Any]] = []
         self._http_runner: Any = None
@@ -184,15 +185,21 @@ class NodeRuntime:
         config = self.config
         limits = config.limits
         self.store = BrokerStore(config.data_dir, limits.lmdb_map_size)
-        broker = Broker.with_defaults(
-            config.default_user, config.default_pass, config.default_vhost, salt_source=os.urandom, limits=limits
-        )
         persistence = Persistence(self.store, self._commit_wakeup.set)
-        persistence.recover(broker)
-        if self.store.stat()["messages"]:
-            # recovery read every stored message: drop those pages and the freed bodies from RSS
-            self.store.release_pages()
-            _release_free_heap()
+        if config.clustered:
+            # definitions come from the metadata group (and its first member's defaults)
+            if persistence.has_definitions():
+                raise ConfigError(
+                    f"{config.data_dir} holds a standalone node's definitions: start it without "
+                    "--cluster-secret, or give the clustered node a new --data-dir (export the "
+                    "definitions over HTTP and import them into the cluster)")
+            broker = Broker(salt_source=os.urandom, limits=limits)
+        else:
+            broker = Broker.with_defaults(
+                config.default_user, config.default_pass, config.default_vhost, salt_source=os.urandom,
+                limits=limits)
+            persistence.recover(broker)
+            self._released_recovery_memory()
         self.node = Node(
             name=config.node_name,
             limits=limits,
@@ -203,6 +210,13 @@ class NodeRuntime:
             unique_name=_unique_name,
         )
         persistence.attach(self.node)
+        self.node.boot_id = secrets.token_hex(4)
+        if config.clustered:
+            from warren.io.cluster_commands import ReplicatedCommands
+
+            self.node.definitions_in_log = True
+            self.node.accepting = False  # until the metadata group restored the definitions
+            self.node.commands = self.replicated = ReplicatedCommands(self.node)
         flusher = Flusher(self.loop, self.node)
         self._flusher = flusher
         server = await start_amqp_listener(self.loop, self.node, flusher, config.bind, config.amqp_port)
@@ -233,6 +247,13 @@ class NodeRuntime:
         self._tasks.append(self.loop.create_task(self._ticker()))
         self._tasks.append(self.loop.create_task(self._committer()))
         self._tasks.append(self.loop.create_task(self._alarm_watcher()))
+
+    def _released_recovery_memory(self) -> None:
+        assert self.store is not None
+        if self.store.stat()["messages"]:
+            # recovery read every stored message: drop those pages and the freed bodies from RSS
+            self.store.release_pages()
+            _release_free_heap()
 
     async def _start_http(self) -> None:
         try:
@@ -270,8 +291,59 @@ class NodeRuntime:
             amqp_address=f"{host}:{self.amqp_port}",
             http_address=f"{host}:{self.http_port}" if self.http_port else "",
         )
-        self.cluster = ClusterRuntime(settings)
+        self.cluster = ClusterRuntime(settings, definitions=self.replicated)
+        self.replicated.group = self.cluster
         await self.cluster.start()
+        await self.cluster.wait_recovered()
+        node = self.node
+        assert node is not None and node.persistence is not None
+        node.persistence.recover_messages(node.broker)
+        self._released_recovery_memory()
+        await self._create_cluster_defaults()
+        node.accepting = True
+        self._tasks.append(self.loop.create_task(self._delete_stale_exclusive_queues()))
+
+    async def _create_cluster_defaults(self) -> None:
+        """The first member creates the default vhost and user, once (a marker file
+        remembers it, so an operator's later deletion of guest is never undone)."""
+        from warren.cluster.definitions import PutUser, PutVhost, SetPermissions
+
+        assert self.node is not None and self.cluster is not None
+        node, config = self.node, self.config
+        marker = Path(config.data_dir) / "cluster" / "defaults-created"
+        if self.cluster.local_id != 1 or marker.exists():
+            return
+        for command in (
+            PutVhost(config.default_vhost),
+            PutUser(config.default_user, node.broker.new_password_hash(config.default_user, config.default_pass),
+                    SHA256, ("administrator",)),
+            SetPermissions(config.default_user, config.default_vhost, ".*", ".*", ".*"),
+        ):
+            outcome = await self._submit(command)
+            if outcome.error is not None:
+                raise ConfigError(f"cannot create the default vhost and user: {outcome.error.text}")
+        marker.write_text("the default vhost and user were created\n")
+
+    async def _delete_stale_exclusive_queues(self) -> None:
+        """Exclusive queues this node's earlier runs owned: their connections are gone."""
+        from warren.cluster.definitions import DeleteQueue
+
+        assert self.node is not None
+        node = self.node
+        mine = f"{node.name}#"
+        for vhost in list(node.broker.vhosts.values()):
+            for stale in list(vhost.queues.values()):
+                owner = stale.owner
+                if isinstance(owner, str) and owner.startswith(mine) and not owner.startswith(node.owner_prefix):
+                    outcome = await self._submit(DeleteQueue(vhost.name, stale.name, owner=owner))
+                    if outcome.error is not None:
+                        log.warning("could not delete stale exclusive queue %r: %s", stale.name, outcome.error.text)
+
+    async def _submit(self, command: Any) -> Any:
+        assert self.node is not None
+        future: asyncio.Future[Any] = self.loop.create_future()
+        self.node.commands.submit(command, future.set_result)
+        return await future
 
     def startup_line(self) -> str:
         parts = [f"Warren node {self.config.node_name} ready: AMQP on {self.config.bind}:{self.amqp_port}"]
@@ -383,6 +455,8 @@ class NodeRuntime:
             if batch is not None:
                 self.node.persistence.store.commit(batch.writes)
                 self.node.persistence.committed(batch)
+        if self.replicated is not None:
+            self.replicated.stop()
         if self.cluster is not None:
             await self.cluster.stop()
         if self._http_runner is not None:

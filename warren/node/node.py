@@ -101,6 +101,8 @@ class Node(SessionHost):
         # in a cluster the metadata group's log is the durable record of definitions: the
         # store keeps messages only, and a durable queue's store id is its declare's index
         self.definitions_in_log = False
+        self.boot_id = ""  # set by the I/O layer: tells this run's connections from earlier ones
+        self.accepting = True  # False while a clustered node restores its definitions
 
     # ---- inputs from the I/O layer -------------------------------------------------
 
@@ -113,6 +115,9 @@ class Node(SessionHost):
         local_port: int,
         tls: bool,
     ) -> ClientSession | None:
+        if not self.accepting:
+            log.info("refusing connection from %s:%s: the node is not ready yet", peer_host, peer_port)
+            return None
         if len(self.sessions) >= self.limits.max_connections:
             log.warning("refusing connection from %s:%s: max_connections=%d reached",
                         peer_host, peer_port, self.limits.max_connections)
@@ -290,12 +295,17 @@ class Node(SessionHost):
         self.flush()
 
     def owner_id(self, session: ClientSession) -> str:
-        """The id an exclusive queue records for its owning connection (plain data)."""
-        return f"{self.name}#{session.id}"
+        """The id an exclusive queue records for its owning connection (plain data, unique
+        across the cluster and across this node's restarts)."""
+        return f"{self.owner_prefix}{session.id}"
+
+    @property
+    def owner_prefix(self) -> str:
+        return f"{self.name}#{self.boot_id}#"
 
     def session_for_owner(self, owner: str) -> ClientSession | None:
-        node, _, number = owner.rpartition("#")
-        return self.sessions.get(int(number)) if node == self.name and number.isdigit() else None
+        prefix, number = self.owner_prefix, owner[len(self.owner_prefix):]
+        return self.sessions.get(int(number)) if owner.startswith(prefix) and number.isdigit() else None
 
     def queue_deleted(self, vhost: Any, queue: Any) -> None:
         """A queue is gone: server-cancel its consumers, forget its stored messages.

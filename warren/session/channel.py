@@ -48,6 +48,7 @@ class ChannelState:
     # here, in order, until its outcome is known (then they run as if just received)
     waiting: bool = False
     held: deque[tuple[Any, ...]] = field(default_factory=deque)
+    retrying: bool = False  # running a method again after a barrier (see retry_after_barrier)
 
     def new_delivery(self, queue: Any, msg_id: int, consumer_tag: str | None) -> int:
         tag = self.next_delivery_tag

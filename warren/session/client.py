@@ -37,6 +37,7 @@ class SessionHost(Protocol):
     persistence: Persistence | None
     counters: Any
     commands: CommandRunner
+    definitions_in_log: bool
 
     def wall_ms(self) -> int: ...
 
@@ -153,9 +154,13 @@ class ClientSession(MethodHandlers):
         self.terminated = True
 
     def _release_exclusive_queues(self) -> None:
-        if self.vhost is not None:
-            for queue in self.vhost.owner_closed(self.owner):
-                self.queue_gone(queue)
+        if self.vhost is None:
+            return
+        if self.node.definitions_in_log:  # a cluster deletes them everywhere, by command
+            self.delete_queues([q for q in self.vhost.queues.values() if q.exclusive and q.owner == self.owner])
+            return
+        for queue in self.vhost.owner_closed(self.owner):
+            self.queue_gone(queue)
 
     def data_to_send(self) -> bytes:
         data = self.conn.data_to_send()
@@ -267,7 +272,8 @@ class ClientSession(MethodHandlers):
                 raise AMQPError(ReplyCode.NOT_IMPLEMENTED, f"method {method.name} is not implemented")
             handler(self, channel, method)
         except AMQPError as error:
-            self.fail(channel, error, method)
+            if not self.retry_after_barrier(channel, error, method, lambda: handler(self, channel, method)):
+                self.fail(channel, error, method)
 
     def fail(self, channel: ChannelState, error: AMQPError, method: Any) -> None:
         index = getattr(method, "index", 0) or 0

@@ -7,6 +7,7 @@ channel or connection close.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +40,8 @@ from warren.session.channel import ChannelState, TxPublish
 
 if TYPE_CHECKING:
     from warren.session.client import ClientSession
+
+log = logging.getLogger(__name__)
 
 Handler = Callable[["ClientSession", ChannelState, Any], None]
 HANDLERS: dict[type, Handler] = {}
@@ -133,7 +136,28 @@ class MethodHandlers:
                 return
             self.publish(channel, method, properties, body)
         except AMQPError as error:
-            self.fail(channel, error, method)
+            if not self.retry_after_barrier(channel, error, method,
+                                            lambda: self._on_publish(number, method, properties, body)):
+                self.fail(channel, error, method)
+
+    def retry_after_barrier(
+        self: ClientSession, channel: ChannelState, error: AMQPError, method: Any, again: Callable[[], None],
+    ) -> bool:
+        """In a cluster, a name this member does not know may have just been declared on
+        another: run the method again once everything committed before now is applied here
+        (the channel holds what follows meanwhile). False when that cannot help."""
+        if error.code != ReplyCode.NOT_FOUND or not self.node.definitions_in_log or channel.retrying:
+            return False
+
+        def once_more(_: Any) -> None:
+            channel.retrying = True
+            try:
+                again()
+            finally:
+                channel.retrying = False
+
+        self.run(channel, method, None, once_more)
+        return True
 
     def _check_publish(self: ClientSession, channel: ChannelState, method: Any) -> None:
         if method.immediate:  # RabbitMQ 3.0 dropped it: a connection error, before any other check
@@ -240,10 +264,20 @@ class MethodHandlers:
     def vhost_auto_delete_check(self: ClientSession, queues: set[Any]) -> None:
         if self.vhost is None:
             return
+        unused = [q for q in queues
+                  if q.auto_delete and not q.deleted and q.consumer_count == 0 and q.had_consumers]
+        if self.node.definitions_in_log:
+            self.delete_queues(unused)
+            return
+        for queue in unused:
+            self.vhost.delete_queue(queue.name, if_unused=False, if_empty=False, owner=queue.owner)
+            self.queue_gone(queue)
+
+    def delete_queues(self: ClientSession, queues: list[Any]) -> None:
+        """Queues this connection's node deletes on its own (owner gone, last consumer gone),
+        as commands: in a cluster every member deletes them."""
         for queue in queues:
-            if queue.auto_delete and not queue.deleted and queue.consumer_count == 0 and queue.had_consumers:
-                self.vhost.delete_queue(queue.name, if_unused=False, if_empty=False, owner=queue.owner)
-                self.queue_gone(queue)
+            self.node.commands.submit(DeleteQueue(queue.vhost, queue.name, owner=queue.owner), _unanswered)
 
     def queue_gone(self: ClientSession, queue: Any) -> None:
         self.node.queue_deleted(self.vhost, queue)
@@ -268,6 +302,11 @@ class MethodHandlers:
                 for target in self.vhost.reject(queue, ids, now_ms):
                     self.node.queue_changed(target)
             self.node.queue_changed(queue)
+
+
+def _unanswered(outcome: Outcome) -> None:
+    if outcome.error is not None:
+        log.warning("could not delete a queue the node released: %s", outcome.error.text)
 
 
 # ---- exchange ------------------------------------------------------------------------
