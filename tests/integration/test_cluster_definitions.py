@@ -48,6 +48,23 @@ def test_a_declare_on_one_member_is_seen_at_once_on_the_others(trio: list[Member
     assert gone.value.reply_code == 404
 
 
+def test_queues_have_a_home_node_by_their_locator(trio: list[Member]) -> None:
+    a, b, c = trio
+    ch = channel(b)
+    ch.queue_declare("local.one", durable=True)
+    for i in range(12):
+        ch.queue_declare(f"spread.{i}", durable=True, arguments={"x-queue-leader-locator": "balanced"})
+    with pytest.raises(ChannelClosedByBroker) as refused:
+        ch.queue_declare("bad.locator", arguments={"x-queue-leader-locator": "nearest"})
+    assert refused.value.reply_code == 406
+    ch.connection.close()
+    wait_for(lambda: "spread.11" in {q["name"] for q in a.get("/v1/cluster/sharding")}, 5, "a applied them")
+    homes = {q["name"]: q["node"] for q in a.get("/v1/cluster/sharding")}
+    assert homes["local.one"] == "b"  # client-local: the declaring connection's node
+    assert {homes[f"spread.{i}"] for i in range(12)} == {"a", "b", "c"}
+    assert {q["name"]: q["node"] for q in c.get("/api/queues/%2F")}["local.one"] == "b"
+
+
 def test_users_policies_and_definitions_replicate_over_http(trio: list[Member]) -> None:
     a, b, c = trio
     assert a.put("/api/users/ops", {"password": "s3cret", "tags": "monitoring"}).status_code == 201

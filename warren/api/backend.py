@@ -149,6 +149,9 @@ class ManagementBackend(Protocol):
 
     def cluster_members(self) -> list[dict[str, Any]]: ...
 
+    def cluster_sharding(self) -> list[dict[str, Any]]:
+        """Every queue with its home node: vhost, name, node, type, durable, exclusive."""
+
     async def cluster_join(self, name: str, addr: str, raft_addr: str) -> dict[str, Any]:
         """Admit a node by name before it starts (it claims the record when it joins)."""
 

@@ -42,6 +42,14 @@ class ClusterBackend:
         members: list[dict[str, Any]] = self._cluster().members()
         return members
 
+    def sharding(self) -> list[dict[str, Any]]:
+        """Where each queue lives: its home node (exclusive ones on their connection's)."""
+        self._cluster()
+        node = self.runtime.node
+        return [{"vhost": v.name, "name": q.name, "node": q.home or node.name, "type": "classic",
+                 "durable": q.durable, "exclusive": q.exclusive}
+                for v in node.broker.vhosts.values() for q in v.queues.values()]
+
     async def join(self, name: str, addr: str, raft_addr: str) -> dict[str, Any]:
         try:
             member_id = await self._cluster().admit(name, addr, raft_addr)

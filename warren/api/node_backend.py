@@ -382,7 +382,7 @@ class NodeBackend:
         shown = queue.as_dict()
         policy = vhost.policies.get(queue.policy) if queue.policy else None
         shown["effective_policy_definition"] = dict(policy.definition) if policy is not None else {}
-        shown["node"] = self.node.name
+        shown["node"] = queue.home or self.node.name
         shown["state"] = "running"
         shown["exclusive_consumer_tag"] = None
         owner = self.node.session_for_owner(queue.owner) if queue.owner is not None else None
@@ -401,7 +401,8 @@ class NodeBackend:
     async def declare_queue(self, vhost: str, name: str, durable: bool, auto_delete: bool,
                             arguments: dict[str, Any]) -> None:
         await self._run(DeclareQueue(vhost, name, durable, False, auto_delete, arguments,
-                                     now_ms=self.node.wall_ms()))
+                                     now_ms=self.node.wall_ms(),
+                                     home=self.node.place_queue(vhost, name, arguments, False)))
 
     async def delete_queue(self, vhost: str, name: str, if_unused: bool, if_empty: bool) -> None:
         await self._run(DeleteQueue(vhost, name, if_unused, if_empty, must_exist=True))
@@ -579,6 +580,9 @@ class NodeBackend:
 
     def cluster_members(self) -> list[dict[str, Any]]:
         return ClusterBackend(self.runtime).members()
+
+    def cluster_sharding(self) -> list[dict[str, Any]]:
+        return ClusterBackend(self.runtime).sharding()
 
     async def cluster_join(self, name: str, addr: str, raft_addr: str) -> dict[str, Any]:
         return await ClusterBackend(self.runtime).join(name, addr, raft_addr)

@@ -661,6 +661,10 @@ class Endpoints:
         self._monitor(caller)
         return json_response(_clustered(self.b.cluster_members))
 
+    async def cluster_sharding(self, request: web.Request, caller: Caller) -> web.Response:
+        self._monitor(caller)
+        return json_response(_clustered(self.b.cluster_sharding))
+
     async def cluster_join(self, request: web.Request, caller: Caller) -> web.Response:
         self._admin(caller)
         body = await read_json(request)
@@ -679,6 +683,7 @@ class Endpoints:
     def register(self, r: Router) -> None:
         r.add("GET", "/v1/cluster/info", self.cluster_info)
         r.add("GET", "/v1/cluster/members", self.cluster_members)
+        r.add("GET", "/v1/cluster/sharding", self.cluster_sharding)
         r.add("POST", "/v1/cluster/join", self.cluster_join)
         r.add("POST", "/v1/cluster/leave", self.cluster_leave)
         r.add("GET", "/api/overview", self.overview)

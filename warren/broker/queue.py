@@ -192,6 +192,7 @@ class QueueState:
         self.had_consumers = False
         self.journal: list[tuple[bool, Message]] | None = None
         self.store_id = 0
+        self.home = ""  # the node it lives on, in a cluster ("" on a standalone node)
         self.dead_letters: list[DeadLetter] = []
         self._ready = _Ready(self.args.max_priority)
         self._unacked: dict[int, _Unacked] = {}

@@ -649,7 +649,7 @@ class VirtualHost:
         exchanges = [x.as_dict(self.name) for x in self.exchanges.values() if x.name and not x.name.startswith("amq.")]
         queues: list[dict[str, Any]] = [
             {"name": q.name, "durable": q.durable, "exclusive": q.exclusive, "auto_delete": q.auto_delete,
-             "arguments": q.arguments, "owner": q.owner, "store_id": q.store_id}
+             "arguments": q.arguments, "owner": q.owner, "store_id": q.store_id, "home": q.home}
             for q in self.queues.values()
         ]
         bindings = [b.as_dict(self.name) for x in self.exchanges.values() for b in x.bindings.values()]
@@ -668,6 +668,7 @@ class VirtualHost:
                                            exclusive=q.get("exclusive", False), owner=q.get("owner"),
                                            arguments=q["arguments"], server_named=True)
             queue.store_id = q.get("store_id", 0)
+            queue.home = q.get("home", "")
         for b in definition.get("bindings", []):
             if b["source"] not in vhost.exchanges:
                 continue

@@ -85,6 +85,7 @@ class DeclareQueue(Command):
     owner: str | None = None  # the declaring connection's id; kept only for exclusive queues
     server_named: bool = False
     now_ms: int = 0
+    home: str = ""  # the node it lives on (chosen by the submitter; "" on a standalone node)
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,6 +301,8 @@ def apply_command(broker: Broker, command: Command) -> Applied:
             c.name, durable=c.durable, exclusive=c.exclusive, auto_delete=c.auto_delete,
             arguments=c.arguments, owner=c.owner, server_named=c.server_named, now_ms=c.now_ms,
         )
+        if not queue.home:
+            queue.home = c.home  # a redeclare never moves a queue
         return Applied(value=(queue.name, queue.messages_ready, queue.consumer_count))
     if kind is DeleteQueue:
         c = command

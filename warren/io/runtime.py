@@ -300,6 +300,8 @@ class NodeRuntime:
         node.persistence.recover_messages(node.broker)
         self._released_recovery_memory()
         await self._create_cluster_defaults()
+        cluster = self.cluster
+        node.alive_members = lambda: [m["name"] for m in cluster.members() if m["status"] == "alive"]
         node.accepting = True
         self._tasks.append(self.loop.create_task(self._delete_stale_exclusive_queues()))
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from warren.broker.auth import Broker
+from warren.broker.policy import matching_policy
 from warren.broker.vhost import VirtualHost
 from warren.cluster.definitions import (
     Applied,
@@ -24,6 +25,7 @@ from warren.cluster.definitions import (
     apply_command,
     vhost_of,
 )
+from warren.cluster.placement import home_node, queue_locator
 from warren.errors import AMQPError, ReplyCode, StoreError, UnstorableValue, precondition_failed
 from warren.limits import Limits
 from warren.node.commands import LocalCommands
@@ -103,6 +105,8 @@ class Node(SessionHost):
         self.definitions_in_log = False
         self.boot_id = ""  # set by the I/O layer: tells this run's connections from earlier ones
         self.accepting = True  # False while a clustered node restores its definitions
+        # in a cluster: the names of the members alive now (for placing new queues)
+        self.alive_members: Callable[[], list[str]] | None = None
 
     # ---- inputs from the I/O layer -------------------------------------------------
 
@@ -293,6 +297,16 @@ class Node(SessionHost):
             for queue in applied.policy_vhost.queues.values():
                 self.policy_applied(queue)
         self.flush()
+
+    def place_queue(self, vhost: str, name: str, arguments: dict[str, Any], exclusive: bool) -> str:
+        """The home node for a queue declared here: "" on a standalone node; in a cluster by
+        its locator (``x-queue-leader-locator`` or the policy's ``queue-leader-locator``)."""
+        if self.alive_members is None:
+            return ""
+        v = self.broker.vhosts.get(vhost)
+        policy = matching_policy(v.policies.values(), "queue", name) if v is not None else None
+        locator = queue_locator(arguments, policy.definition.get("queue-leader-locator") if policy else None)
+        return home_node(vhost, name, locator, self.name, self.alive_members(), exclusive)
 
     def owner_id(self, session: ClientSession) -> str:
         """The id an exclusive queue records for its owning connection (plain data, unique

@@ -380,9 +380,11 @@ def queue_declare(s: ClientSession, ch: ChannelState, m: spec.Queue.Declare) -> 
     server_named = not m.queue
     name = s.node.unique_name("amq.gen-") if server_named else m.queue
     s.check("configure", "queue", name)
+    arguments = m.arguments or {}
     s.run(ch, m, DeclareQueue(
         s.vhost.name, name, durable=m.durable, exclusive=m.exclusive, auto_delete=m.auto_delete,
-        arguments=m.arguments or {}, owner=s.owner, server_named=server_named, now_ms=s.node.wall_ms(),
+        arguments=arguments, owner=s.owner, server_named=server_named, now_ms=s.node.wall_ms(),
+        home=s.node.place_queue(s.vhost.name, name, arguments, m.exclusive),
     ), answer)
 
 
