@@ -27,7 +27,7 @@ owner gone) are also collected for ``take_deleted()`` so persistence can forget 
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,6 +76,7 @@ class PublishOutcome:
     rejected_queues: list[QueueState]  # refused it (x-overflow reject-publish): nack when confirming
     unroutable: bool  # routed to no queue at all: basic.return when mandatory
     dead_letter_queues: list[QueueState] = field(default_factory=list)  # got dead letters (drop-head)
+    remote_queues: list[QueueState] = field(default_factory=list)  # live on other nodes: forward to them
 
 
 def _flag(value: bool) -> str:
@@ -438,7 +439,10 @@ class VirtualHost:
                         pending.append(target)
         return list(queues.values())
 
-    def publish(self, message: Message, now_ms: int, mandatory: bool = False) -> PublishOutcome:
+    def publish(self, message: Message, now_ms: int, mandatory: bool = False,
+                elsewhere: Callable[[QueueState], bool] | None = None) -> PublishOutcome:
+        """Route and enqueue; queues ``elsewhere`` says live on another node are only
+        routed to (``outcome.remote_queues``: the caller forwards the message to them)."""
         exchange = self._exchange(message.exchange)
         if exchange.internal:
             raise access_refused(f"cannot publish to internal {self._rs('exchange', exchange.name)}")
@@ -452,12 +456,25 @@ class VirtualHost:
             message.props = {**message.props, "headers": headers}
             message.properties = None  # BCC never reaches consumers
         queues = self.route(exchange, keys, headers)
+        remote: list[QueueState] = []
+        if elsewhere is not None:
+            remote = [q for q in queues if elsewhere(q)]
+            if remote:
+                queues = [q for q in queues if not elsewhere(q)]
+        outcome = self.enqueue_to(queues, message, now_ms)
+        if remote:
+            outcome.remote_queues = remote
+            outcome.unroutable = False
+        return outcome
+
+    def enqueue_to(self, queues: list[QueueState], message: Message, now_ms: int) -> PublishOutcome:
+        """A message another node routed, into these (local) queues: as ``publish`` after
+        its routing."""
         routed: list[QueueState] = []
         rejected: list[QueueState] = []
         for queue in queues:
             (routed if queue.enqueue(message, now_ms).accepted else rejected).append(queue)
-        dead_letter_queues = self._route_dead_letters(queues, now_ms)
-        return PublishOutcome(routed, rejected, not queues, dead_letter_queues)
+        return PublishOutcome(routed, rejected, not queues, self._route_dead_letters(queues, now_ms))
 
     def _route_dead_letters(self, sources: Iterable[QueueState], now_ms: int) -> list[QueueState]:
         """Publish queued dead letters to their DLX, cascading; RabbitMQ's cycle detection."""
