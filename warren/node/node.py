@@ -253,8 +253,10 @@ class Node(SessionHost):
         ``changing_definitions``) and this finds nothing left to write.
         """
         for consumer in queue.consumers:
-            session, number = consumer.owner
-            session.consumer_cancelled_by_server(number, consumer.tag)
+            ref = consumer.owner
+            session = self.sessions.get(ref.session_id)
+            if session is not None:
+                session.consumer_cancelled_by_server(ref.channel, consumer.tag)
         if self.persistence is None:
             return
         self.persistence.queue_deleted(vhost, queue)
@@ -303,10 +305,20 @@ class Node(SessionHost):
     def _deliver(self, queue: Any, now_ms: int) -> None:
         if queue.deleted:
             return
-        deliveries = queue.take_deliveries(now_ms, ClientSession.may_deliver)
-        for delivery in deliveries:
-            session, channel = delivery.consumer.owner
-            session.deliver(channel, delivery)
-            self._dirty_sessions.add(session)
+        # The queue decides from data: the refs whose channels may receive now (flow,
+        # channel-wide prefetch, a writable socket), judged here for its candidates only.
+        sessions = self.sessions
+        eligible = set()
+        for ref in queue.candidate_refs():
+            session = sessions.get(ref.session_id)
+            if session is not None and session.may_deliver(ref.channel):
+                eligible.add(ref)
+        deliveries = queue.take_deliveries(now_ms, eligible)
+        if deliveries:
+            dirty = self._dirty_sessions
+            for delivery in deliveries:
+                session = sessions[delivery.consumer.owner.session_id]
+                session.deliver(queue, delivery)
+                dirty.add(session)
         if self.persistence is not None:
             self.persistence.drain(queue)
