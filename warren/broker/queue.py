@@ -390,9 +390,15 @@ class QueueState:
         consumers.insert(index, consumer)
 
     def candidate_refs(self) -> list[ConsumerRef]:
-        """The refs ``take_deliveries`` may consult now: consumers below their prefetch (with
-        single-active-consumer, the active one only); none when nothing is ready. The caller
-        judges only these channels to build ``eligible``."""
+        """The refs ``take_deliveries`` may consult now, in the order it tries them: consumers
+        below their prefetch (with single-active-consumer, the active one only); none when
+        nothing is ready. The caller judges only these channels to build ``eligible``.
+
+        n ready messages go to at most the first n eligible consumers of this list (each
+        delivery picks the first unblocked one; the chosen one moves behind its equals, so
+        the next pick is a recipient already or the next eligible one), so a caller may stop
+        judging once it holds ``messages_ready`` eligible refs: the decision is the same.
+        """
         if not self._ready.count or not self._consumers:
             return []
         if self.args.single_active_consumer:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from warren.broker.auth import Broker
+from warren.broker.queue import ConsumerRef
 from warren.broker.vhost import VirtualHost
 from warren.errors import AMQPError, ReplyCode, StoreError, UnstorableValue, precondition_failed
 from warren.limits import Limits
@@ -306,13 +307,18 @@ class Node(SessionHost):
         if queue.deleted:
             return
         # The queue decides from data: the refs whose channels may receive now (flow,
-        # channel-wide prefetch, a writable socket), judged here for its candidates only.
+        # channel-wide prefetch, a writable socket), judged here for its candidates in
+        # order, and no further than the ready messages can reach (see candidate_refs).
         sessions = self.sessions
-        eligible = set()
-        for ref in queue.candidate_refs():
-            session = sessions.get(ref.session_id)
-            if session is not None and session.may_deliver(ref.channel):
-                eligible.add(ref)
+        eligible: set[ConsumerRef] = set()
+        need = queue.messages_ready
+        if need:
+            for ref in queue.candidate_refs():
+                session = sessions.get(ref.session_id)
+                if session is not None and session.may_deliver(ref.channel):
+                    eligible.add(ref)
+                    if len(eligible) >= need:
+                        break
         deliveries = queue.take_deliveries(now_ms, eligible)
         if deliveries:
             dirty = self._dirty_sessions

@@ -8,10 +8,13 @@ same inputs give the same deliveries on any replica.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from typing import Any
 
 import msgpack
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from warren.broker.queue import MANAGEMENT_REF, Consumer, ConsumerRef, QueueState
 
@@ -89,3 +92,46 @@ def test_release_owner_and_get_work_with_refs() -> None:
     assert [c.tag for c in queue.consumers] == ["b"]
     assert queue.release_owner(MANAGEMENT_REF) == 1
     assert queue.messages_ready == 3 and queue.messages_unacknowledged == 1
+
+
+def _judged(queue: QueueState, eligible: set[ConsumerRef], reach: int) -> set[ConsumerRef]:
+    """What the node passes: the candidates' eligible refs, in order, until ``reach`` are held."""
+    judged: set[ConsumerRef] = set()
+    for ref in queue.candidate_refs():
+        if len(judged) >= reach:
+            break
+        if ref in eligible:
+            judged.add(ref)
+    return judged
+
+
+# few ready messages and many channels: where stopping early could change the decision
+_consumers = st.lists(st.tuples(st.integers(0, 5), st.integers(0, 3), st.integers(0, 2), st.booleans()),
+                      min_size=1, max_size=7)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_consumers, st.integers(0, 6), st.integers(0, 6), st.frozensets(st.integers(0, 5)),
+       st.booleans(), st.integers(0, 3))
+def test_judging_candidates_only_as_far_as_the_ready_messages_reach_decides_the_same(
+    consumers: list[tuple[int, int, int, bool]], ready: int, taken_first: int, eligible_ids: frozenset[int],
+    single_active: bool, max_priority: int,
+) -> None:
+    """The node judges ``candidate_refs()`` in order and stops once it holds messages_ready
+    eligible refs: the queue must decide exactly as with every eligible ref."""
+    refs = [ConsumerRef(s, c) for s in (1, 2) for c in (1, 2, 3)]
+    arguments: dict[str, Any] = {"x-max-priority": max_priority} if max_priority else {}
+    if single_active:
+        arguments["x-single-active-consumer"] = True
+    queue = QueueState("q", arguments=arguments)
+    for i, (ref, prefetch, priority, no_ack) in enumerate(consumers):
+        queue.add_consumer(Consumer(f"c{i}", refs[ref], prefetch, priority, False, no_ack))
+    for i in range(taken_first + ready):
+        queue.enqueue(msg(b"m%d" % i, priority=i % 3), 0)
+    queue.take_deliveries(0, set(refs), limit=taken_first)  # some consumers at their prefetch
+    eligible = {refs[i] for i in eligible_ids}
+    twin = copy.deepcopy(queue)
+    judged = _judged(queue, eligible, queue.messages_ready)
+    assert judged <= eligible
+    full = [(d.consumer.tag, d.msg_id) for d in queue.take_deliveries(0, eligible)]
+    assert [(d.consumer.tag, d.msg_id) for d in twin.take_deliveries(0, judged)] == full

@@ -10,6 +10,7 @@ same outcome.
 
 from __future__ import annotations
 
+import copy
 from collections import Counter
 from typing import Any
 
@@ -86,12 +87,22 @@ def run(arguments: dict[str, Any], script: list[tuple[Any, ...]]) -> list[Any]:
         elif kind == "take":
             limit = step[1] or None
             eligible = None if step[2] is None else {owners[i] for i in step[2]}
-            candidates = set(queue.candidate_refs())
+            candidates = queue.candidate_refs()
+            # what the node passes: the candidates' eligible refs, no more than messages_ready
+            judged: set[ConsumerRef] = set()
+            for ref in candidates:
+                if len(judged) >= queue.messages_ready:
+                    break
+                if eligible is None or ref in eligible:
+                    judged.add(ref)
+            twin = copy.deepcopy(queue)
             deliveries = queue.take_deliveries(now, eligible, limit=limit)
             assert limit is None or len(deliveries) <= limit
             for delivery in deliveries:
                 assert delivery.consumer.owner in candidates
                 assert eligible is None or delivery.consumer.owner in eligible
+            same = twin.take_deliveries(now, judged, limit=limit)
+            assert [(d.consumer.tag, d.msg_id) for d in same] == [(d.consumer.tag, d.msg_id) for d in deliveries]
             for delivery in deliveries:
                 assert delivery.msg_id not in outstanding, "delivered twice while unacked"
                 if not delivery.consumer.no_ack:
