@@ -25,6 +25,7 @@ from warren.api.definitions import (
 )
 from warren.broker.auth import SHA256, Broker
 from warren.broker.message import Message
+from warren.broker.queue import MANAGEMENT_REF
 from warren.broker.queue_args import check_short_string
 from warren.broker.vhost import VirtualHost
 from warren.cluster.definitions import (
@@ -263,8 +264,10 @@ class NodeBackend:
             for queue in vhost.queues.values():
                 active = queue.active_consumer
                 for consumer in queue.consumers:
-                    owner: Any = consumer.owner
-                    session, number = owner
+                    number = consumer.owner.channel
+                    session = self.node.sessions.get(consumer.owner.session_id)
+                    if session is None:
+                        continue
                     listed.append({
                         "consumer_tag": consumer.tag,
                         "queue": {"name": queue.name, "vhost": vhost.name},
@@ -493,7 +496,7 @@ class NodeBackend:
         q = v.queues.get(queue)
         if q is None:
             raise not_found(f"no queue '{queue}' in vhost '{vhost}'")
-        owner = ("management", id(self))
+        owner = MANAGEMENT_REF
         taken = []
         now_ms = self.node.wall_ms()
         for _ in range(count):

@@ -8,12 +8,13 @@ Commands::
 
     q = QueueState(name, vhost, durable, exclusive, auto_delete, arguments, owner)
     q.enqueue(message, now_ms) -> EnqueueOutcome(accepted, dropped)
-    q.add_consumer(Consumer(tag, owner, prefetch, priority, exclusive, no_ack))
+    q.add_consumer(Consumer(tag, ConsumerRef(session_id, channel), prefetch, priority, exclusive, no_ack))
     q.cancel_consumer(tag) -> Consumer | None
-    q.take_deliveries(now_ms, may_deliver=None, limit=None) -> list[Delivery]
+    q.candidate_refs() -> list[ConsumerRef]      # whose channels the caller judges first
+    q.take_deliveries(now_ms, eligible=None, limit=None) -> list[Delivery]
     q.ack(msg_ids); q.requeue(msg_ids); q.reject(msg_ids, now_ms)
     q.get(now_ms, no_ack, owner=None) -> GetResult | None
-    q.purge() -> int;  q.expire(now_ms) -> int;  q.release_owner(owner) -> int
+    q.purge() -> int;  q.expire(now_ms) -> int;  q.release_owner(ref) -> int
     q.take_dead_letters() -> list[DeadLetter]   # the vhost routes them to the DLX
 
 Counts: ``messages_ready``, ``messages_unacknowledged``, ``messages``, ``message_bytes``,
@@ -27,6 +28,12 @@ messages are removed only at the head (of each priority level), as RabbitMQ does
 counts ready messages only. Dead-lettered copies (reason ``rejected``/``expired``/``maxlen``)
 collect in ``dead_letters`` until the vhost takes them.
 
+Commands and their results are plain data: a consumer is known by a ``ConsumerRef`` (ints),
+never by a session object, and the delivery decision takes the set of refs whose channels
+may receive now instead of calling back into the session, so the same command can be a
+Raft log entry, a peer message or a simulator input. (The exclusive owner of a queue,
+``QueueState.owner``, is a separate matter and still the owning connection.)
+
 Persistence hooks: ``journal`` (None unless the node keeps one) receives ``(True, message)``
 when a message enters and ``(False, message)`` when it leaves for good; ``store_id`` is the
 store's id for the queue.
@@ -35,19 +42,34 @@ store's id for the queue.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Hashable, Iterable, Iterator
+from collections.abc import Container, Hashable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from warren.broker.message import Message, dead_lettered_copy
 from warren.broker.queue_args import QueueArgs, parse_queue_arguments, resource_name
 from warren.errors import access_refused
 
 
+class ConsumerRef(NamedTuple):
+    """Where a consumer's deliveries go: a session (node-local id) and its channel number.
+
+    A tuple of ints: hashes and compares in C on the delivery path, and encodes as it is
+    (msgpack: a two-element array). The node resolves it with ``node.sessions[session_id]``.
+    """
+
+    session_id: int
+    channel: int
+
+
+# The management API's basic.get (an HTTP request, no channel); sessions are numbered from 1.
+MANAGEMENT_REF = ConsumerRef(0, 0)
+
+
 @dataclass(slots=True, eq=False)
 class Consumer:
     tag: str
-    owner: Hashable  # opaque: the session uses (session, channel number)
+    owner: ConsumerRef  # the channel it delivers on; plain data, never a session object
     prefetch: int = 0  # 0 = unlimited
     priority: int = 0
     exclusive: bool = False
@@ -57,11 +79,13 @@ class Consumer:
 
 @dataclass(slots=True)
 class Delivery:
+    """One message assigned to a consumer (its ``owner`` says where to send it). The
+    caller knows which queue it asked."""
+
     consumer: Consumer
     msg_id: int
     message: Message
     redelivered: bool
-    queue: QueueState
 
 
 @dataclass(slots=True)
@@ -99,7 +123,7 @@ class _Entry:
 class _Unacked:
     __slots__ = ("consumer", "entry", "owner")
 
-    def __init__(self, entry: _Entry, consumer: Consumer | None, owner: Hashable) -> None:
+    def __init__(self, entry: _Entry, consumer: Consumer | None, owner: ConsumerRef | None) -> None:
         self.entry = entry
         self.consumer = consumer
         self.owner = owner
@@ -366,16 +390,35 @@ class QueueState:
                 break
         consumers.insert(index, consumer)
 
+    def candidate_refs(self) -> list[ConsumerRef]:
+        """The refs ``take_deliveries`` may consult now, in the order it tries them: consumers
+        below their prefetch (with single-active-consumer, the active one only); none when
+        nothing is ready. The caller judges only these channels to build ``eligible``.
+
+        n ready messages go to at most the first n eligible consumers of this list (each
+        delivery picks the first unblocked one; the chosen one moves behind its equals, so
+        the next pick is a recipient already or the next eligible one), so a caller may stop
+        judging once it holds ``messages_ready`` eligible refs: the decision is the same.
+        """
+        if not self._ready.count or not self._consumers:
+            return []
+        if self.args.single_active_consumer:
+            consumers = self._registered[:1]
+        else:
+            consumers = self._consumers
+        return [c.owner for c in consumers if not c.prefetch or c.unacked < c.prefetch]
+
     def take_deliveries(
         self,
         now_ms: int,
-        may_deliver: Callable[[Consumer], bool] | None = None,
+        eligible: Container[ConsumerRef] | None = None,
         limit: int | None = None,
     ) -> list[Delivery]:
         """Assign ready messages to consumers that have credit.
 
-        ``may_deliver(consumer)`` lets the caller veto a consumer (channel flow, a full
-        socket, channel-wide prefetch); a vetoed consumer gets nothing more in this call.
+        ``eligible`` holds the refs whose channels may receive now (the caller decided from
+        channel flow, channel-wide prefetch and a writable socket); a consumer whose ref is
+        not in it gets nothing in this call. None: every consumer may receive.
         """
         deliveries: list[Delivery] = []
         if not self._consumers or not self._ready.count:
@@ -398,7 +441,7 @@ class QueueState:
                 if id(consumer) in blocked:
                     continue
                 if (consumer.prefetch and consumer.unacked >= consumer.prefetch) or (
-                    may_deliver is not None and not may_deliver(consumer)
+                    eligible is not None and consumer.owner not in eligible
                 ):
                     blocked.add(id(consumer))
                     continue
@@ -415,13 +458,14 @@ class QueueState:
                 self._unacked[entry.msg_id] = _Unacked(entry, chosen, chosen.owner)
                 self._unacked_bytes += entry.message.size
                 chosen.unacked += 1
-            deliveries.append(Delivery(chosen, entry.msg_id, entry.message, entry.redelivered, self))
+            deliveries.append(Delivery(chosen, entry.msg_id, entry.message, entry.redelivered))
             if not self.args.single_active_consumer:
                 self._rotate(chosen)
         return deliveries
 
-    def get(self, now_ms: int, no_ack: bool, owner: Hashable = None) -> GetResult | None:
-        """basic.get: the head message, or None when the queue is empty."""
+    def get(self, now_ms: int, no_ack: bool, owner: ConsumerRef | None = None) -> GetResult | None:
+        """basic.get: the head message, or None when the queue is empty; ``owner`` is the
+        channel it went to (``release_owner`` requeues it)."""
         self._idle_since = now_ms
         self.expire(now_ms)
         level = self._ready.head_level()
@@ -473,11 +517,11 @@ class QueueState:
             self._dead_letter(entry.message, "rejected", now_ms)
         return len(entries)
 
-    def release_owner(self, owner: Hashable) -> int:
+    def release_owner(self, ref: ConsumerRef) -> int:
         """A channel closed: cancel its consumers and requeue what it had not settled."""
-        for consumer in [c for c in self._registered if c.owner == owner]:
+        for consumer in [c for c in self._registered if c.owner == ref]:
             self.cancel_consumer(consumer.tag)
-        ids = [msg_id for msg_id, record in self._unacked.items() if record.owner == owner]
+        ids = [msg_id for msg_id, record in self._unacked.items() if record.owner == ref]
         return self.requeue(ids)
 
     def purge(self) -> int:
@@ -583,7 +627,9 @@ class QueueState:
 
 
 __all__ = [
+    "MANAGEMENT_REF",
     "Consumer",
+    "ConsumerRef",
     "DeadLetter",
     "Delivery",
     "EnqueueOutcome",

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from warren.broker.auth import Broker
 from warren.broker.policy import matching_policy
+from warren.broker.queue import ConsumerRef
 from warren.broker.vhost import VirtualHost
 from warren.cluster.definitions import (
     Applied,
@@ -329,8 +330,10 @@ class Node(SessionHost):
         ``changing_definitions``) and this finds nothing left to write.
         """
         for consumer in queue.consumers:
-            session, number = consumer.owner
-            session.consumer_cancelled_by_server(number, consumer.tag)
+            ref = consumer.owner
+            session = self.sessions.get(ref.session_id)
+            if session is not None:
+                session.consumer_cancelled_by_server(ref.channel, consumer.tag)
         if self.persistence is None:
             return
         self.persistence.queue_deleted(vhost, queue)
@@ -381,10 +384,25 @@ class Node(SessionHost):
     def _deliver(self, queue: Any, now_ms: int) -> None:
         if queue.deleted:
             return
-        deliveries = queue.take_deliveries(now_ms, ClientSession.may_deliver)
-        for delivery in deliveries:
-            session, channel = delivery.consumer.owner
-            session.deliver(channel, delivery)
-            self._dirty_sessions.add(session)
+        # The queue decides from data: the refs whose channels may receive now (flow,
+        # channel-wide prefetch, a writable socket), judged here for its candidates in
+        # order, and no further than the ready messages can reach (see candidate_refs).
+        sessions = self.sessions
+        eligible: set[ConsumerRef] = set()
+        need = queue.messages_ready
+        if need:
+            for ref in queue.candidate_refs():
+                session = sessions.get(ref.session_id)
+                if session is not None and session.may_deliver(ref.channel):
+                    eligible.add(ref)
+                    if len(eligible) >= need:
+                        break
+        deliveries = queue.take_deliveries(now_ms, eligible)
+        if deliveries:
+            dirty = self._dirty_sessions
+            for delivery in deliveries:
+                session = sessions[delivery.consumer.owner.session_id]
+                session.deliver(queue, delivery)
+                dirty.add(session)
         if self.persistence is not None:
             self.persistence.drain(queue)

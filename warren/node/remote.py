@@ -161,7 +161,7 @@ class Forwarder:
                 session = self.node.sessions.get(key[0])
                 if session is not None:  # as RabbitMQ when a queue's node goes away
                     session.consumer_cancelled_by_server(key[1], key[2])
-        for ref_id, proxy in list(self.proxies.items()):
+        for proxy in list(self.proxies.values()):
             if proxy.peer == peer:
                 self._release_proxy(proxy)
         self.node.flush()

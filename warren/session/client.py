@@ -320,12 +320,11 @@ class ClientSession(MethodHandlers):
 
     # ---- deliveries (called by the node) ----------------------------------------------
 
-    @staticmethod
-    def may_deliver(consumer: Any) -> bool:
-        session, number = consumer.owner
-        if not session.writable or session.terminated:
+    def may_deliver(self, number: int) -> bool:
+        """May channel ``number`` receive deliveries now (the node asks before a queue decides)?"""
+        if not self.writable or self.terminated:
             return False
-        channel = session.channels.get(number)
+        channel = self.channels.get(number)
         return channel is not None and not channel.closing and channel.flow_active and channel.has_channel_credit()
 
     def consumer_cancelled_by_server(self, number: int, tag: str) -> None:
@@ -337,17 +336,19 @@ class ClientSession(MethodHandlers):
             self.conn.send_method(number, spec.Basic.Cancel(consumer_tag=tag, nowait=True))
         self.node.session_changed(self)
 
-    def deliver(self, number: int, delivery: Any) -> None:
-        channel = self.channels[number]
+    def deliver(self, queue: Any, delivery: Any) -> None:
+        """Send a delivery ``queue`` assigned to one of this session's consumers."""
         consumer = delivery.consumer
+        number = consumer.owner.channel
+        channel = self.channels[number]
         message = delivery.message
         counters = self.node.counters
         if consumer.no_ack:
             tag = channel.next_delivery_tag
             channel.next_delivery_tag += 1
         else:
-            tag = channel.new_delivery(delivery.queue, delivery.msg_id, consumer.tag)
-        body = self.message_body(delivery.queue, message)
+            tag = channel.new_delivery(queue, delivery.msg_id, consumer.tag)
+        body = self.message_body(queue, message)
         self.conn.send_deliver(
             number, consumer.tag, tag, delivery.redelivered, message.exchange,
             message.routing_key, self.encoded_properties(message), body,

@@ -15,7 +15,7 @@ from pamqp import commands as spec
 
 from warren.amqp.connection import decode_properties, encode_properties
 from warren.broker.message import Message
-from warren.broker.queue import Consumer
+from warren.broker.queue import Consumer, ConsumerRef
 from warren.cluster.definitions import (
     BindExchange,
     BindQueue,
@@ -454,7 +454,7 @@ def basic_consume(s: ClientSession, ch: ChannelState, m: spec.Basic.Consume) -> 
     if not isinstance(priority, int) or isinstance(priority, bool):
         raise precondition_failed(f"invalid arg 'x-priority' for consumer '{tag}': {priority!r}")
     consumer = Consumer(
-        tag=tag, owner=(s, ch.number), prefetch=ch.prefetch_per_consumer,
+        tag=tag, owner=ConsumerRef(s.id, ch.number), prefetch=ch.prefetch_per_consumer,
         priority=priority, exclusive=m.exclusive, no_ack=m.no_ack,
     )
     queue.add_consumer(consumer)
@@ -478,7 +478,7 @@ def basic_cancel(s: ClientSession, ch: ChannelState, m: spec.Basic.Cancel) -> No
 def basic_get(s: ClientSession, ch: ChannelState, m: spec.Basic.Get) -> None:
     s.check("read", "queue", m.queue)
     queue = s.vhost.queue_for(m.queue, owner=s.owner)
-    result = queue.get(s.node.wall_ms(), m.no_ack)
+    result = queue.get(s.node.wall_ms(), m.no_ack, owner=ConsumerRef(s.id, ch.number))
     if result is None:
         s.reply(ch, spec.Basic.GetEmpty())
         return

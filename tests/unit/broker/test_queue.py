@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from warren.broker.queue import Consumer, QueueState
+from warren.broker.queue import Consumer, ConsumerRef, QueueState
 
 from .helpers import msg
 
@@ -53,11 +53,12 @@ def test_round_robin_among_equal_priority_and_higher_priority_first() -> None:
     assert [d.consumer.tag for d in queue.take_deliveries(0)] == ["high", "high", "high", "low"]
 
 
-def test_may_deliver_veto_skips_a_consumer() -> None:
+def test_a_consumer_whose_ref_is_not_eligible_is_skipped() -> None:
     queue = filled(2)
-    queue.add_consumer(Consumer("a", "blocked"))
-    queue.add_consumer(Consumer("b", "open"))
-    deliveries = queue.take_deliveries(0, lambda c: c.owner != "blocked")
+    blocked, open_ = ConsumerRef(1, 1), ConsumerRef(1, 2)
+    queue.add_consumer(Consumer("a", blocked))
+    queue.add_consumer(Consumer("b", open_))
+    deliveries = queue.take_deliveries(0, {open_})
     assert [d.consumer.tag for d in deliveries] == ["b", "b"]
 
 

@@ -3,18 +3,21 @@
 Invariants checked after every command: each accepted message is in exactly one place
 (ready, unacknowledged, or gone, with exactly one exit in the journal); counts and byte
 totals match the contents; no consumer exceeds its prefetch; a message is never handed
-out twice while unacknowledged; the same commands give the same outcome.
+out twice while unacknowledged; only consumers whose ref is eligible receive, and only
+refs ``candidate_refs()`` named (the node judges no others); the same commands give the
+same outcome.
 """
 
 from __future__ import annotations
 
+import copy
 from collections import Counter
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from warren.broker.queue import Consumer, QueueState
+from warren.broker.queue import Consumer, ConsumerRef, QueueState
 
 from .helpers import msg
 
@@ -37,7 +40,7 @@ commands = st.lists(
                   st.one_of(st.none(), st.integers(0, 40))),
         st.tuples(st.just("consume"), st.integers(0, 3), st.integers(0, 2), st.booleans()),
         st.tuples(st.just("cancel"), st.integers(0, 5)),
-        st.tuples(st.just("take"), st.integers(0, 3)),
+        st.tuples(st.just("take"), st.integers(0, 3), st.one_of(st.none(), st.frozensets(st.integers(0, 2)))),
         st.tuples(st.just("ack"), st.integers(0, 7)),
         st.tuples(st.just("requeue"), st.integers(0, 7)),
         st.tuples(st.just("reject"), st.integers(0, 7)),
@@ -57,7 +60,7 @@ def run(arguments: dict[str, Any], script: list[tuple[Any, ...]]) -> list[Any]:
     now = 0
     trace: list[Any] = []
     outstanding: dict[int, Consumer | None] = {}  # msg_id -> consumer (None: basic.get)
-    owners = ["ch0", "ch1", "ch2"]
+    owners = [ConsumerRef(1, 1), ConsumerRef(1, 2), ConsumerRef(2, 1)]
     next_tag = 0
     accepted = 0
     for step in script:
@@ -83,8 +86,23 @@ def run(arguments: dict[str, Any], script: list[tuple[Any, ...]]) -> list[Any]:
                 queue.cancel_consumer(registered[step[1] % len(registered)].tag)
         elif kind == "take":
             limit = step[1] or None
-            deliveries = queue.take_deliveries(now, limit=limit)
+            eligible = None if step[2] is None else {owners[i] for i in step[2]}
+            candidates = queue.candidate_refs()
+            # what the node passes: the candidates' eligible refs, no more than messages_ready
+            judged: set[ConsumerRef] = set()
+            for ref in candidates:
+                if len(judged) >= queue.messages_ready:
+                    break
+                if eligible is None or ref in eligible:
+                    judged.add(ref)
+            twin = copy.deepcopy(queue)
+            deliveries = queue.take_deliveries(now, eligible, limit=limit)
             assert limit is None or len(deliveries) <= limit
+            for delivery in deliveries:
+                assert delivery.consumer.owner in candidates
+                assert eligible is None or delivery.consumer.owner in eligible
+            same = twin.take_deliveries(now, judged, limit=limit)
+            assert [(d.consumer.tag, d.msg_id) for d in same] == [(d.consumer.tag, d.msg_id) for d in deliveries]
             for delivery in deliveries:
                 assert delivery.msg_id not in outstanding, "delivered twice while unacked"
                 if not delivery.consumer.no_ack:
