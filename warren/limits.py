@@ -92,6 +92,9 @@ class Limits:
     # read barrier of the metadata group: ClusterUnavailable after this long.
     cluster_request_timeout_seconds: float = 5.0
     cluster_max_members: int = 7
+    # A consumer of a queue on another node has at most this many deliveries on their way
+    # to its client; its node hands credit back as the client's socket takes them.
+    forward_consumer_credit: int = 256
 
     def validate(self) -> None:
         """Raise ValueError naming the setting when a limit is out of range."""
@@ -119,6 +122,8 @@ class Limits:
         if self.cluster_join_timeout_seconds <= 0 or self.cluster_request_timeout_seconds <= 0:
             raise ValueError("cluster_join_timeout_seconds and cluster_request_timeout_seconds "
                              "must be positive")
+        if self.forward_consumer_credit < 1:
+            raise ValueError(f"forward_consumer_credit must be at least 1, got {self.forward_consumer_credit}")
         if not 1 <= self.cluster_max_members <= 7:
             raise ValueError(f"cluster_max_members must be in 1..7, got {self.cluster_max_members}")
         for f in fields(self):

@@ -51,6 +51,7 @@ import secrets
 import socket
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -179,6 +180,9 @@ class ClusterRuntime:
         self.left = False  # this node applied its own removal
         self._applied_index = 0
         self._boot_commit = 0  # the metadata group's commit index on disk when this run began
+        # forwarded client traffic, and links that went down or came back (by member name)
+        self.on_forwarded: Callable[[str, dict[str, Any]], None] | None = None
+        self.on_link_change: Callable[[str, bool], None] | None = None
         self.bootstrapped = False  # this run created the cluster (its first member)
         self._applied_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._admit_lock = asyncio.Lock()
@@ -340,6 +344,7 @@ class ClusterRuntime:
                              _GroupZero(self.fsm, self._on_applied_index), TICK_SECONDS,
                              proposal_timeout=self.limits.cluster_request_timeout_seconds,
                              limits=self.limits)
+        self.host.on_peer_change = self._peer_changed
         storage = GroupStorage(self.store, META_GROUP)
         self._boot_commit = storage.load().commit
         self.bootstrapped = bootstrapping
@@ -621,7 +626,36 @@ class ClusterRuntime:
     def _on_peer_message(self, peer: int, message: Any) -> None:
         self.last_seen[peer] = time.time()
         assert self.host is not None
+        if isinstance(message, dict):  # forwarded client traffic (Raft's is lists)
+            member = self.fsm.membership.members.get(peer)
+            if self.on_forwarded is not None and member is not None:
+                self.on_forwarded(member.name, message)
+            return
         self.host.on_peer_message(peer, message)
+
+    # --- forwarded client traffic (warren.node.remote) -----------------------------------
+    def send_to(self, name: str, message: dict[str, Any]) -> None:
+        member = self._member_named(name)
+        if member is not None and self.transport is not None:
+            self.transport.send(member.id, message)
+
+    def is_up(self, name: str) -> bool:
+        """The member called ``name`` answers (its link is up by node-level liveness)."""
+        member = self._member_named(name)
+        if member is None or self.host is None:
+            return False
+        return member.id == self.local_id or member.id not in self.host.down
+
+    def _member_named(self, name: str) -> Any:
+        for member in self.fsm.membership.members.values():
+            if member.name == name:
+                return member
+        return None
+
+    def _peer_changed(self, peer: int, reachable: bool) -> None:
+        member = self.fsm.membership.members.get(peer)
+        if member is not None and self.on_link_change is not None:
+            self.on_link_change(member.name, reachable)
 
     def _status(self) -> dict[str, Any]:
         if self.host is None:

@@ -185,6 +185,8 @@ class RaftHost:
         self.node_timeout_ticks = limits.raft_node_timeout_ticks
         self._heard: dict[int, int] = dict.fromkeys(self.peers, 0)  # peer -> tick last heard
         self.down: set[int] = set()  # peers node-level liveness considers down
+        # told (peer, reachable) when node-level liveness changes its mind about a peer
+        self.on_peer_change: Callable[[int, bool], None] | None = None
         self._reads = ReadWaiters()
         self._wake = asyncio.Event()
         self._seq = itertools.count(1)
@@ -488,11 +490,15 @@ class RaftHost:
         log.info("node %d is unreachable (silent for %d ticks)", peer, self.node_timeout_ticks)
         self.down.add(peer)
         self._tell_groups(lambda node: node.peer_unreachable(peer))
+        if self.on_peer_change is not None:
+            self.on_peer_change(peer, False)
 
     def _peer_up(self, peer: int) -> None:
         log.info("node %d is reachable again", peer)
         self.down.discard(peer)
         self._tell_groups(lambda node: node.peer_reachable(peer))
+        if self.on_peer_change is not None:
+            self.on_peer_change(peer, True)
 
     def _tell_groups(self, tell: Callable[[CoreNode], None]) -> None:
         """A node-level event reaches every group (rare: a peer went down or came back)."""

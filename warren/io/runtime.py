@@ -302,6 +302,17 @@ class NodeRuntime:
         await self._create_cluster_defaults()
         cluster = self.cluster
         node.alive_members = lambda: [m["name"] for m in cluster.members() if m["status"] == "alive"]
+        from warren.node.remote import Forwarder
+
+        forwarder = node.forwarder = Forwarder(node, cluster.send_to, cluster.is_up,
+                                               self.config.limits.forward_consumer_credit)
+        cluster.on_forwarded = forwarder.on_message
+
+        def link_changed(name: str, up: bool) -> None:
+            if not up:
+                forwarder.peer_down(name)
+
+        cluster.on_link_change = link_changed
         node.accepting = True
         self._tasks.append(self.loop.create_task(self._delete_stale_exclusive_queues()))
 

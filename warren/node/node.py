@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from warren.amqp.connection import encode_properties
 from warren.broker.auth import Broker
 from warren.broker.policy import matching_policy
 from warren.broker.queue import ConsumerRef
@@ -23,6 +24,7 @@ from warren.cluster.definitions import (
     Command,
     CommandRunner,
     DeclareQueue,
+    DeleteQueue,
     apply_command,
     vhost_of,
 )
@@ -32,6 +34,7 @@ from warren.limits import Limits
 from warren.node.commands import LocalCommands
 from warren.node.memory import MemoryMonitor
 from warren.node.persistence import Persistence
+from warren.node.remote import Forwarder
 from warren.session.client import ClientSession, SessionHost
 
 log = logging.getLogger(__name__)
@@ -108,6 +111,8 @@ class Node(SessionHost):
         self.accepting = True  # False while a clustered node restores its definitions
         # in a cluster: the names of the members alive now (for placing new queues)
         self.alive_members: Callable[[], list[str]] | None = None
+        # in a cluster: queues that live on other nodes (warren.node.remote)
+        self.forwarder: Forwarder | None = None
 
     # ---- inputs from the I/O layer -------------------------------------------------
 
@@ -127,8 +132,7 @@ class Node(SessionHost):
             log.warning("refusing connection from %s:%s: max_connections=%d reached",
                         peer_host, peer_port, self.limits.max_connections)
             return None
-        session_id = self._next_session_id
-        self._next_session_id += 1
+        session_id = self.new_ref_id()
         session = ClientSession(
             self, session_id, peer_host, peer_port, local_host, local_port, tls, self.monotonic()
         )
@@ -309,6 +313,69 @@ class Node(SessionHost):
         locator = queue_locator(arguments, policy.definition.get("queue-leader-locator") if policy else None)
         return home_node(vhost, name, locator, self.name, self.alive_members(), exclusive)
 
+    def new_ref_id(self) -> int:
+        """A fresh id for a session, or for a remote session's proxy (one space: a consumer
+        ref names either)."""
+        ref_id = self._next_session_id
+        self._next_session_id += 1
+        return ref_id
+
+    # ---- the home side of forwarding (warren.node.remote calls these) ------------------
+
+    def stored_publish(self, outcome: Any, message: Any, waiter: Any) -> None:
+        """A message forwarded here, enqueued: store it as a local publish is stored, and
+        tell ``waiter`` (``outcome(ok)``, or the store's ``store_committed``) when it is safe."""
+        self.counters.messages_received += 1
+        persistence = self.persistence
+        waits = message.persistent and persistence is not None and any(
+            q.journal is not None for q in outcome.routed_queues)
+        if waits:
+            assert persistence is not None
+            for queue in outcome.routed_queues:
+                persistence.drain(queue)
+            if persistence.may_evict(outcome.routed_queues):
+                persistence.evict_after_commit(message)
+        if waiter is not None:
+            if outcome.rejected_queues:
+                waiter.outcome(False)
+            elif waits:
+                assert persistence is not None
+                persistence.after_commit(waiter, 0, 0)
+            else:
+                waiter.outcome(True)
+        for queue in (*outcome.routed_queues, *outcome.dead_letter_queues):
+            self.queue_changed(queue)
+
+    def settle_here(self, queue: Any, how: str, ids: list[int]) -> None:
+        """Acks, requeues and rejects of a remote channel, for a queue that lives here."""
+        if how == "ack":
+            self.counters.messages_acknowledged += queue.ack(ids)
+        elif how == "requeue":
+            queue.requeue(ids)
+        else:
+            vhost = self.broker.vhosts.get(queue.vhost)
+            if vhost is not None:
+                for target in vhost.reject(queue, ids, self.wall_ms()):
+                    self.queue_changed(target)
+        self.queue_changed(queue)
+
+    def auto_delete_check(self, queue: Any) -> None:
+        """An auto-delete queue whose last consumer (a remote one) went: delete it everywhere."""
+        if queue.auto_delete and not queue.deleted and queue.consumer_count == 0 and queue.had_consumers:
+            self.commands.submit(DeleteQueue(queue.vhost, queue.name), lambda outcome: None)
+
+    def encoded_properties(self, message: Any) -> bytes:
+        if message.properties is None:
+            message.properties = encode_properties(message.props)
+        properties: bytes = message.properties
+        return properties
+
+    def body_of(self, queue: Any, message: Any) -> bytes:
+        if message.body is None and self.persistence is not None:
+            return self.persistence.load_body(queue, message)
+        body: bytes = message.body
+        return body
+
     def owner_id(self, session: ClientSession) -> str:
         """The id an exclusive queue records for its owning connection (plain data, unique
         across the cluster and across this node's restarts)."""
@@ -334,6 +401,12 @@ class Node(SessionHost):
             session = self.sessions.get(ref.session_id)
             if session is not None:
                 session.consumer_cancelled_by_server(ref.channel, consumer.tag)
+        if self.forwarder is not None:  # this node's consumers of it, where it lived elsewhere
+            for session_id, channel, tag in self.forwarder.consumers_on(queue.vhost, queue.name):
+                del self.forwarder.consumers[(session_id, channel, tag)]
+                remote_session = self.sessions.get(session_id)
+                if remote_session is not None:
+                    remote_session.consumer_cancelled_by_server(channel, tag)
         if self.persistence is None:
             return
         self.persistence.queue_deleted(vhost, queue)
@@ -380,6 +453,8 @@ class Node(SessionHost):
                 transport.write(data)
             if session.terminated:
                 transport.close()
+        if self.forwarder is not None:
+            self.forwarder.flush()
 
     def _deliver(self, queue: Any, now_ms: int) -> None:
         if queue.deleted:
@@ -391,17 +466,26 @@ class Node(SessionHost):
         eligible: set[ConsumerRef] = set()
         need = queue.messages_ready
         if need:
+            forwarder = self.forwarder
             for ref in queue.candidate_refs():
                 session = sessions.get(ref.session_id)
-                if session is not None and session.may_deliver(ref.channel):
-                    eligible.add(ref)
-                    if len(eligible) >= need:
-                        break
+                if session is not None:
+                    if not session.may_deliver(ref.channel):
+                        continue
+                elif forwarder is None or not forwarder.may_deliver(ref):  # a remote consumer's proxy
+                    continue
+                eligible.add(ref)
+                if len(eligible) >= need:
+                    break
         deliveries = queue.take_deliveries(now_ms, eligible)
         if deliveries:
             dirty = self._dirty_sessions
             for delivery in deliveries:
-                session = sessions[delivery.consumer.owner.session_id]
+                session = sessions.get(delivery.consumer.owner.session_id)
+                if session is None:
+                    assert self.forwarder is not None
+                    self.forwarder.deliver(queue, delivery)
+                    continue
                 session.deliver(queue, delivery)
                 dirty.add(session)
         if self.persistence is not None:

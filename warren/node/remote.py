@@ -38,6 +38,7 @@ class RemoteConsumer:
     home: str
     vhost: str
     queue: str
+    no_ack: bool = False
 
 
 @dataclass
@@ -110,7 +111,7 @@ class Forwarder:
                 self.consumers.pop(key, None)
             answer(code, text, value)
 
-        self.consumers[key] = RemoteConsumer(queue.home, queue.vhost, queue.name)
+        self.consumers[key] = RemoteConsumer(queue.home, queue.vhost, queue.name, consumer.no_ack)
         self.call(queue, {"f": Fwd.CONSUME, "s": session, "c": channel, "tag": consumer.tag,
                           "pf": consumer.prefetch, "pr": consumer.priority, "ex": consumer.exclusive,
                           "na": consumer.no_ack}, answered)
@@ -133,12 +134,19 @@ class Forwarder:
             self._owed[key] = self._owed.get(key, 0) + 1
 
     def flush(self) -> None:
-        """Hand back the credit owed (one message per remote channel per flush)."""
+        """Hand back the credit owed, one message per remote channel, for connections whose
+        socket takes data: a slow client keeps it, and so slows its queue's home node."""
         if not self._owed:
             return
-        owed, self._owed = self._owed, {}
-        for (home, vhost, queue, session, channel), n in owed.items():
-            self.send(home, {"f": Fwd.CREDIT, "v": vhost, "q": queue, "s": session, "c": channel, "n": n})
+        sessions = self.node.sessions
+        for key, n in list(self._owed.items()):
+            home, vhost, queue, session_id, channel = key
+            session = sessions.get(session_id)
+            if session is not None and not session.writable:
+                continue
+            del self._owed[key]
+            if session is not None:
+                self.send(home, {"f": Fwd.CREDIT, "v": vhost, "q": queue, "s": session_id, "c": channel, "n": n})
 
     def consumers_on(self, vhost: str, queue: str) -> list[tuple[int, int, str]]:
         return [key for key, r in self.consumers.items() if r.vhost == vhost and r.queue == queue]

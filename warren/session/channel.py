@@ -41,6 +41,7 @@ class ChannelState:
     consumers: dict[str, Any] = field(default_factory=dict)  # tag -> QueueState
     # publisher confirms that wait for the store: seq numbers in publish order
     unconfirmed: dict[int, bool | None] = field(default_factory=dict)  # seq -> None while the store works, then ack/nack
+    confirm_parts: dict[int, int] = field(default_factory=dict)  # seq -> places still to answer, when > 1
     tx_publishes: list[TxPublish] = field(default_factory=list)
     tx_settlements: list[tuple[str, int, bool, bool]] = field(default_factory=list)  # (kind, tag, multiple, requeue)
     write_permission_cache: set[str] = field(default_factory=set)
@@ -81,6 +82,19 @@ class ChannelState:
 
     def record_confirm(self, seq: int, ack: bool) -> None:
         self.unconfirmed[seq] = ack
+
+    def part_outcome(self, seq: int, ack: bool) -> None:
+        """One of the places publish ``seq`` went to has it (or failed to): it is acked once
+        all have (``confirm_parts`` counts them when more than one), nacked when any fails."""
+        if self.unconfirmed.get(seq, True) is not None:
+            return  # decided already (a nack came first)
+        left = self.confirm_parts.pop(seq, 1) - 1
+        if not ack:
+            self.unconfirmed[seq] = False
+        elif left > 0:
+            self.confirm_parts[seq] = left
+        else:
+            self.unconfirmed[seq] = True
 
     def ready_confirms(self) -> Iterator[tuple[int, bool, bool]]:
         """Yield (tag, multiple, ack) frames for confirms that can go out, coalescing runs.

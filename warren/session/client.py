@@ -38,6 +38,7 @@ class SessionHost(Protocol):
     counters: Any
     commands: CommandRunner
     definitions_in_log: bool
+    forwarder: Any  # warren.node.remote.Forwarder in a cluster, else None
 
     def wall_ms(self) -> int: ...
 
@@ -299,7 +300,7 @@ class ClientSession(MethodHandlers):
         self.node.counters.channels_closed += 0 if keep else 1
         touched = set()
         for tag, queue in list(channel.consumers.items()):
-            self.cancel_consumer(queue, tag)
+            self.cancel_consumer(queue, tag, number)
             touched.add(queue)
         channel.consumers.clear()
         if channel.unacked:
@@ -308,9 +309,13 @@ class ClientSession(MethodHandlers):
                 by_queue.setdefault(entry.queue, []).append(entry.msg_id)
             channel.unacked.clear()
             for queue, ids in by_queue.items():
-                if not queue.deleted:
-                    queue.requeue(ids)
-                    touched.add(queue)
+                if queue.deleted:
+                    continue
+                if self.remote(queue):
+                    self.node.forwarder.settle(queue, "requeue", ids)
+                    continue
+                queue.requeue(ids)
+                touched.add(queue)
         channel.tx_publishes.clear()
         channel.tx_settlements.clear()
         self._drop_held(channel)
@@ -319,6 +324,27 @@ class ClientSession(MethodHandlers):
         self.vhost_auto_delete_check(touched)
 
     # ---- deliveries (called by the node) ----------------------------------------------
+
+    def deliver_forwarded(self, m: dict[str, Any], remote: Any) -> bool:
+        """A delivery from the node a queue lives on (``warren.node.remote``); False when
+        its channel or consumer is gone (the message goes back to the queue)."""
+        number, tag = m["c"], m["tag"]
+        channel = self.channels.get(number)
+        queue = self.vhost.queues.get(m["q"]) if self.vhost is not None else None
+        if channel is None or channel.closing or tag not in channel.consumers or queue is None:
+            return False
+        if remote.no_ack:
+            delivery_tag = channel.next_delivery_tag
+            channel.next_delivery_tag += 1
+        else:
+            delivery_tag = channel.new_delivery(queue, m["id"], tag)
+        self.conn.send_deliver(number, tag, delivery_tag, m["r"], m["x"], m["k"], m["p"], m["b"])
+        counters = self.node.counters
+        counters.messages_delivered += 1
+        if m["r"]:
+            counters.messages_redelivered += 1
+        self.node.forwarder.handed_over(self.id, number, tag)
+        return True
 
     def may_deliver(self, number: int) -> bool:
         """May channel ``number`` receive deliveries now (the node asks before a queue decides)?"""

@@ -28,6 +28,7 @@ from warren.cluster.definitions import (
     UnbindExchange,
     UnbindQueue,
 )
+from warren.cluster.forwarding import Fwd
 from warren.errors import (
     AMQPError,
     ReplyCode,
@@ -74,6 +75,19 @@ class MethodHandlers:
     ) -> None:
         """Submit ``command`` (None: a read barrier) and call ``on_ok`` with its value once
         it is durable, or close the channel with its error; the channel's next methods wait."""
+        commands = self.node.commands
+        if command is None:
+            self.wait_for(channel, method, commands.barrier, on_ok)
+        else:
+            self.wait_for(channel, method, lambda done: commands.submit(command, done), on_ok)
+
+    def wait_for(
+        self: ClientSession, channel: ChannelState, method: Any, start: Callable[[Callable[[Outcome], None]], None],
+        on_ok: Callable[[Any], None],
+    ) -> None:
+        """``start(done)`` begins an operation that answers later (a command, a barrier, a
+        call to another node); ``on_ok`` answers the client, and the channel holds its next
+        methods until then."""
         channel.waiting = True
         submitting = True
 
@@ -91,12 +105,25 @@ class MethodHandlers:
                 self._release_held(channel)
                 self.node.session_changed(self)
 
-        commands = self.node.commands
-        if command is None:
-            commands.barrier(done)
-        else:
-            commands.submit(command, done)
+        start(done)
         submitting = False
+
+    def call_home(self: ClientSession, channel: ChannelState, method: Any, queue: Any, message: dict[str, Any],
+                  on_ok: Callable[[Any], None]) -> None:
+        """Ask the node ``queue`` lives on (consume, get, purge), holding the channel."""
+        forwarder = self.node.forwarder
+        assert forwarder is not None
+
+        def start(done: Callable[[Outcome], None]) -> None:
+            def answer(code: int, text: str, value: Any) -> None:
+                done(Outcome(error=AMQPError(code, text)) if code else Outcome(value))
+            forwarder.call(queue, message, answer)
+
+        self.wait_for(channel, method, start, on_ok)
+
+    def remote(self: ClientSession, queue: Any) -> bool:
+        forwarder = self.node.forwarder
+        return forwarder is not None and forwarder.is_remote(queue)
 
     def hold(self: ClientSession, channel: ChannelState, item: tuple[Any, ...]) -> None:
         channel.held.append(item)
@@ -181,7 +208,9 @@ class MethodHandlers:
         message = Message.from_publish(method.exchange, method.routing_key, body, properties, props)
         node = self.node
         node.counters.messages_received += 1
-        outcome = self.vhost.publish(message, node.wall_ms(), method.mandatory)
+        forwarder = node.forwarder
+        outcome = self.vhost.publish(message, node.wall_ms(), method.mandatory,
+                                     forwarder.is_remote if forwarder is not None else None)
         if outcome.unroutable:
             if method.mandatory:
                 self.conn.send_return(
@@ -197,20 +226,36 @@ class MethodHandlers:
         waits_for_store = message.persistent and any(
             queue.journal is not None for queue in outcome.routed_queues
         )
+        homes: dict[str, list[str]] = {}
+        for queue in outcome.remote_queues:  # they live on other nodes: forward it there
+            homes.setdefault(queue.home, []).append(queue.name)
         if channel.confirm_mode:
             seq = channel.next_publish_seq
             channel.next_publish_seq += 1
+            local = waits_for_store and node.persistence is not None
             if outcome.rejected_queues:
                 channel.record_confirm(seq, False)
-            elif waits_for_store and node.persistence is not None:
-                # the message's writes and its confirm must land in the same batch
-                for queue in outcome.routed_queues:
-                    node.persistence.drain(queue)
+            elif local or homes:
+                # confirmed once the store and every node it went to have it (a nack if any has not)
                 channel.unconfirmed[seq] = None
-                node.persistence.after_commit(self, channel.number, seq)
+                if local + len(homes) > 1:
+                    channel.confirm_parts[seq] = local + len(homes)
+                if local:
+                    # the message's writes and its confirm must land in the same batch
+                    for queue in outcome.routed_queues:
+                        node.persistence.drain(queue)  # type: ignore[union-attr]
+                    node.persistence.after_commit(self, channel.number, seq)  # type: ignore[union-attr]
+                number = channel.number
+                for home, names in homes.items():
+                    if not forwarder.publish(home, self.vhost.name, names, message,  # type: ignore[union-attr]
+                                             lambda ok, seq=seq: self._store_outcome(number, seq, ok)):
+                        self._store_outcome(number, seq, False)  # its node is down: a nack, as RabbitMQ
+                homes = {}
             else:
                 channel.record_confirm(seq, True)
             self.send_confirms(channel)
+        for home, names in homes.items():
+            forwarder.publish(home, self.vhost.name, names, message, None)  # type: ignore[union-attr]
         if waits_for_store and node.persistence is not None:
             if not channel.confirm_mode:
                 for queue in outcome.routed_queues:
@@ -241,7 +286,7 @@ class MethodHandlers:
         channel = self.channels.get(number)
         if channel is None or seq not in channel.unconfirmed:
             return
-        channel.unconfirmed[seq] = ack
+        channel.part_outcome(seq, ack)
         self.send_confirms(channel)
         self.node.session_changed(self)
 
@@ -257,7 +302,10 @@ class MethodHandlers:
         return message.body
 
     # consumers -----------------------------------------------------------------------
-    def cancel_consumer(self: ClientSession, queue: Any, tag: str) -> None:
+    def cancel_consumer(self: ClientSession, queue: Any, tag: str, number: int) -> None:
+        if self.remote(queue):
+            self.node.forwarder.cancel(self.id, number, tag)  # type: ignore[union-attr]
+            return
         queue.cancel_consumer(tag)
         self.node.queue_changed(queue)
 
@@ -292,6 +340,12 @@ class MethodHandlers:
         now_ms = self.node.wall_ms()
         for queue, ids in by_queue.items():
             if queue.deleted:
+                continue
+            if self.remote(queue):
+                how = "ack" if kind == "ack" else "requeue" if requeue else "reject"
+                self.node.forwarder.settle(queue, how, ids)  # type: ignore[union-attr]
+                if kind == "ack":
+                    self.node.counters.messages_acknowledged += len(ids)
                 continue
             if kind == "ack":
                 queue.ack(ids)
@@ -407,10 +461,18 @@ def queue_unbind(s: ClientSession, ch: ChannelState, m: spec.Queue.Unbind) -> No
 @handles(spec.Queue.Purge)
 def queue_purge(s: ClientSession, ch: ChannelState, m: spec.Queue.Purge) -> None:
     s.check("read", "queue", m.queue)
-    count = s.vhost.purge_queue(m.queue, owner=s.owner)
-    s.node.queue_changed(s.vhost.queues[m.queue])
-    if not m.nowait:
-        s.reply(ch, spec.Queue.PurgeOk(message_count=count))
+    queue = s.vhost.queue_for(m.queue, owner=s.owner)
+
+    def purged(count: int) -> None:
+        if not m.nowait:
+            s.reply(ch, spec.Queue.PurgeOk(message_count=count))
+
+    if s.remote(queue):
+        s.call_home(ch, m, queue, {"f": Fwd.PURGE}, purged)
+        return
+    count = queue.purge()
+    s.node.queue_changed(queue)
+    purged(count)
 
 
 @handles(spec.Queue.Delete)
@@ -457,6 +519,18 @@ def basic_consume(s: ClientSession, ch: ChannelState, m: spec.Basic.Consume) -> 
         tag=tag, owner=ConsumerRef(s.id, ch.number), prefetch=ch.prefetch_per_consumer,
         priority=priority, exclusive=m.exclusive, no_ack=m.no_ack,
     )
+    if s.remote(queue):  # it lives on another node: consume there, deliveries come back
+        ch.consumers[tag] = queue
+
+        def start(done: Callable[[Outcome], None]) -> None:
+            def answer(code: int, text: str, value: Any) -> None:
+                if code:
+                    ch.consumers.pop(tag, None)
+                done(Outcome(error=AMQPError(code, text)) if code else Outcome())
+            s.node.forwarder.consume(queue, s.id, ch.number, consumer, answer)  # type: ignore[union-attr]
+
+        s.wait_for(ch, m, start, _ok(s, ch, m, spec.Basic.ConsumeOk(consumer_tag=tag)))
+        return
     queue.add_consumer(consumer)
     ch.consumers[tag] = queue
     if not m.nowait:
@@ -468,7 +542,7 @@ def basic_consume(s: ClientSession, ch: ChannelState, m: spec.Basic.Consume) -> 
 def basic_cancel(s: ClientSession, ch: ChannelState, m: spec.Basic.Cancel) -> None:
     queue = ch.consumers.pop(m.consumer_tag, None)
     if queue is not None:
-        s.cancel_consumer(queue, m.consumer_tag)
+        s.cancel_consumer(queue, m.consumer_tag, ch.number)
         s.vhost_auto_delete_check({queue})
     if not m.nowait:
         s.reply(ch, spec.Basic.CancelOk(consumer_tag=m.consumer_tag))
@@ -478,6 +552,22 @@ def basic_cancel(s: ClientSession, ch: ChannelState, m: spec.Basic.Cancel) -> No
 def basic_get(s: ClientSession, ch: ChannelState, m: spec.Basic.Get) -> None:
     s.check("read", "queue", m.queue)
     queue = s.vhost.queue_for(m.queue, owner=s.owner)
+    if s.remote(queue):
+        def got(value: Any) -> None:
+            if value is None:
+                s.reply(ch, spec.Basic.GetEmpty())
+                return
+            msg_id, redelivered, exchange, routing_key, count, properties, body = value
+            if m.no_ack:
+                tag = ch.next_delivery_tag
+                ch.next_delivery_tag += 1
+            else:
+                tag = ch.new_delivery(queue, msg_id, None)
+            s.conn.send_get_ok(ch.number, tag, redelivered, exchange, routing_key, count, properties, body)
+            s.node.counters.messages_delivered_get += 1
+
+        s.call_home(ch, m, queue, {"f": Fwd.GET, "s": s.id, "c": ch.number, "na": m.no_ack}, got)
+        return
     result = queue.get(s.node.wall_ms(), m.no_ack, owner=ConsumerRef(s.id, ch.number))
     if result is None:
         s.reply(ch, spec.Basic.GetEmpty())
