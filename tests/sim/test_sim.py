@@ -23,8 +23,8 @@ from tests.sim.planted import PLANTED
 from tests.sim.sim import PROFILES, Simulation, Violation
 
 CHUNK = 50
-COVERAGE_3 = range(0, 60)  # clean too, and checked for what they exercised
-CLEAN_3 = range(60, 300)  # 3 nodes (+1-2 spares), 2 groups, 600 ticks each
+COVERAGE_3 = range(0, 80)  # clean too, and checked for what they exercised
+CLEAN_3 = range(80, 300)  # 3 nodes (+1-2 spares), 2 groups, 600 ticks each
 CLEAN_5 = range(0, 30)  # 5 nodes (half of them start with 5 voters)
 BUG_SEEDS = range(0, 100)  # each planted bug must be caught somewhere in here
 # Seeds that once failed, each with what it found (3 nodes unless said otherwise).

@@ -717,7 +717,13 @@ class RaftNode:
         if self.id not in config.voters and self.log.committed >= self.log.last_config_index():
             self._become_follower(self.term, NONE)  # removed: hand over by stepping down
             return
-        self._broadcast_append()
+        # Followers learn the new commit now, in an append (empty when they have every
+        # entry), as etcd's bcastAppend does -- not at the next heartbeat: a proposal
+        # forwarded from a follower waits for its own apply there.
+        for peer in sorted(self.progress):
+            if self._send_append(peer):
+                while self._send_append(peer, allow_empty=False):
+                    pass
 
     def _commit_to(self, index: int) -> None:
         if index > self.log.committed:
