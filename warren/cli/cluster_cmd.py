@@ -459,23 +459,24 @@ def _up(root: Path, count: int, base_port: int | None, lb: bool, given_secret: s
     state: dict[str, Any] = {"version": 1, "dir": str(root), "nodes": [], "lb": None, "lb_ports": lb_plan}
     deadline = time.monotonic() + timeout
     try:
-        for i, (name, ports) in enumerate(zip(names, plan, strict=True)):
-            data_dir = root / name
-            log_path = root / f"{name}.log"
-            cmd = [sys.executable, "-m", "warren.cli", "server", "--data-dir", str(data_dir),
-                   "--node-name", name, "--bind", HOST, "--amqp-port", str(ports["amqp"]),
-                   "--http-port", str(ports["http"]), "--cluster-port", str(ports["cluster"]),
+        # Every node's record (and ports) is saved before the first starts: a failed `up`
+        # leaves a state file that a later `up` on the same data can restart from.
+        state["nodes"] = [{"name": name, "amqp_port": ports["amqp"], "http_port": ports["http"],
+                           "cluster_port": ports["cluster"], "data_dir": str(root / name),
+                           "log": str(root / f"{name}.log"), "pid": None}
+                          for name, ports in zip(names, plan, strict=True)]
+        for i, node in enumerate(state["nodes"]):
+            cmd = [sys.executable, "-m", "warren.cli", "server", "--data-dir", node["data_dir"],
+                   "--node-name", node["name"], "--bind", HOST, "--amqp-port", str(node["amqp_port"]),
+                   "--http-port", str(node["http_port"]), "--cluster-port", str(node["cluster_port"]),
                    "--prometheus-port", "-1"]
             if i > 0:
                 cmd += ["--seeds", f"{HOST}:{plan[0]['cluster']}"]
-            node = {"name": name, "amqp_port": ports["amqp"], "http_port": ports["http"],
-                    "cluster_port": ports["cluster"], "data_dir": str(data_dir), "log": str(log_path),
-                    **_spawn(cmd, log_path, {"WARREN_CLUSTER_SECRET": secret})}
-            state["nodes"].append(node)
+            node.update(_spawn(cmd, Path(node["log"]), {"WARREN_CLUSTER_SECRET": secret}))
             _save_state(root, state)
-            say(f"started {name} (pid {node['pid']}), log {log_path}")
+            say(f"started {node['name']} (pid {node['pid']}), log {node['log']}")
             if i == 0 and not kept:
-                _wait_ready(node, log_path, deadline)  # it bootstraps; the others join through it
+                _wait_ready(node, Path(node["log"]), deadline)  # it bootstraps; the others join through it
         for node in state["nodes"]:
             _wait_ready(node, Path(node["log"]), deadline)
         _wait_formed(state["nodes"], deadline)
