@@ -378,7 +378,7 @@ def _secret(directory: Path, given: str | None) -> str:
 def up(
     nodes: int = typer.Option(3, "--nodes", "-n", min=1, max=MAX_NODES, help="How many nodes (1 to 7)."),
     base_port: int | None = typer.Option(
-        None, "--base-port", "-p", min=1024, max=MAX_BASE_PORT,
+        None, "--base-port", min=1024, max=MAX_BASE_PORT,
         help="Fixed ports from P: node i (1..N) gets AMQP P+i, HTTP P+10000+i and cluster P+20000+i; "
              "the --lb gets AMQP P and HTTP P+10000 (so --base-port 5672 puts HAProxy on "
              "RabbitMQ's 5672/15672 and the nodes on 5673.., 15673.., 25673..). A port in use is "
@@ -393,12 +393,9 @@ def up(
 ) -> None:
     """Start N local nodes (and a HAProxy) and wait until all are alive.
 
-    The nodes are named warren-1..warren-N: warren-1 bootstraps, the others join through it.
-    `up` returns once every node sees all N alive, and prints their URLs.
+    The nodes are named warren-1..warren-N: warren-1 bootstraps, the others join through it. `up` returns once every node sees all N alive, and prints their URLs.
 
-    Each node's data is DIR/warren-i and its log DIR/warren-i.log; DIR/cluster.json records
-    pids and ports for `down` and `status`. Data kept by `down` is reused: the nodes restart
-    from it with the same ports and secret.
+    Each node's data is DIR/warren-i and its log DIR/warren-i.log; DIR/cluster.json records pids and ports for `down` and `status`. Data kept by `down` is reused: the nodes restart from it with the same ports and secret.
     """
     started = time.monotonic()
     root = Path(directory).resolve()
@@ -562,8 +559,7 @@ def status(
 ) -> None:
     """Each node's pid and view of the members (status, leader), and the HAProxy's.
 
-    Exit code 0 when every process runs and every node sees every member alive, 3 when
-    not, 1 when DIR has no cluster.
+    Exit code 0 when every process runs and every node sees every member alive, 3 when not, 1 when DIR has no cluster.
     """
     root = Path(directory).resolve()
     try:
