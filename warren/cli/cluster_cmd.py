@@ -559,7 +559,7 @@ def status(
 ) -> None:
     """Each node's pid and view of the members (status, leader), and the HAProxy's.
 
-    Exit code 0 when every process runs and every node sees every member alive, 3 when not, 1 when DIR has no cluster.
+    Exit code 0 when every process runs, every node sees every member alive and HAProxy sees every server UP; 3 when not; 1 when DIR has no cluster.
     """
     root = Path(directory).resolve()
     try:
@@ -595,7 +595,7 @@ def status(
                 lb_row["servers"] = {k: v["status"] for k, v in _haproxy_servers(root).items()}
             except OSError as exc:
                 lb_row["error"] = f"no answer on {root / HAPROXY_SOCKET}: {exc}"
-        healthy &= lb_row["running"]
+        healthy &= lb_row["running"] and set(lb_row.get("servers", {}).values()) == {"UP"}
         report["lb"] = lb_row
     report["healthy"] = healthy
     if as_json:
