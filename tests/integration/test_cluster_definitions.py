@@ -164,3 +164,21 @@ def test_a_restarted_member_keeps_definitions_and_persistent_messages(trio: list
         bodies.append(body)
     assert bodies == [f"m{i}".encode() for i in range(20)]
     ch.connection.close()
+
+
+def test_an_unused_queue_expires_everywhere_by_its_home_node(trio: list[Member]) -> None:
+    a, b, c = trio
+    ch = channel(a)
+    ch.queue_declare("short.lived", arguments={"x-expires": 1500})  # lives on a
+    ch.queue_declare("kept.busy", arguments={"x-expires": 1500})
+    ch.connection.close()
+    busy = channel(c)
+    busy.basic_consume("kept.busy", lambda *args: None)  # a consumer on another member keeps it in use
+
+    def listed(member: Member) -> set[str]:
+        return {q["name"] for q in member.get("/api/queues/%2F")}
+
+    wait_for(lambda: all("short.lived" not in listed(m) for m in trio), 10, "expired on every member")
+    # kept.busy is in use at home (its consumer is remote): no member's copy expired on its own
+    assert all("kept.busy" in listed(m) for m in trio)
+    busy.connection.close()

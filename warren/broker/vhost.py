@@ -503,8 +503,12 @@ class VirtualHost:
         queue.reject(msg_ids, now_ms)
         return self._route_dead_letters([queue], now_ms)
 
-    def expire(self, now_ms: int) -> list[QueueState]:
-        """Message TTL, queue x-expires, pending dead letters; returns queues that changed."""
+    def expire(self, now_ms: int, unused: Callable[[QueueState], bool] | None = None) -> list[QueueState]:
+        """Message TTL, queue x-expires, pending dead letters; returns queues that changed.
+
+        ``unused(queue)``, when given, hears of each queue whose x-expires passed instead of
+        the queue being removed here, and says whether to remove it anyway (a cluster deletes
+        it by command, from its home node only)."""
         changed: dict[str, QueueState] = {}
         for queue in list(self.queues.values()):
             if queue.deleted:
@@ -513,7 +517,7 @@ class VirtualHost:
                 changed[queue.name] = queue
                 for target in self._route_dead_letters([queue], now_ms):
                     changed[target.name] = target
-            if queue.unused_expired(now_ms):
+            if queue.unused_expired(now_ms) and (unused is None or unused(queue)):
                 self._remove_queue(queue)
                 self._deleted.append(queue)
                 changed[queue.name] = queue

@@ -113,6 +113,7 @@ class Node(SessionHost):
         self.alive_members: Callable[[], list[str]] | None = None
         # in a cluster: queues that live on other nodes (warren.node.remote)
         self.forwarder: Forwarder | None = None
+        self._expiring: set[str] = set()  # x-expires deletions submitted, not yet applied
 
     # ---- inputs from the I/O layer -------------------------------------------------
 
@@ -164,13 +165,23 @@ class Node(SessionHost):
         for session in list(self.sessions.values()):
             if session.tick(now):
                 self._dirty_sessions.add(session)
+        unused = self._expired_in_cluster if self.definitions_in_log else None
         for vhost in list(self.broker.vhosts.values()):
-            for queue in vhost.expire(now_ms):
+            for queue in vhost.expire(now_ms, unused):
                 self._dirty_queues.add(queue)
             for queue in vhost.take_deleted():
                 self.queue_deleted(vhost, queue)
 
         self.flush()
+
+    def _expired_in_cluster(self, queue: Any) -> bool:
+        """x-expires in a cluster: the queue's home node (which sees its use) deletes it on
+        every member, by command, once; the other members' copies wait for that."""
+        if queue.home in ("", self.name) and queue.name not in self._expiring:
+            self._expiring.add(queue.name)
+            self.commands.submit(DeleteQueue(queue.vhost, queue.name),
+                                 lambda outcome: self._expiring.discard(queue.name))
+        return False
 
     def set_resource_alarms(self, memory: bool, disk: bool) -> None:
         if memory == self.memory_alarm and disk == self.disk_low:
