@@ -165,6 +165,8 @@ class Node(SessionHost):
         for session in list(self.sessions.values()):
             if session.tick(now):
                 self._dirty_sessions.add(session)
+        if self.forwarder is not None:
+            self.forwarder.tick(now)
         unused = self._expired_in_cluster if self.definitions_in_log else None
         for vhost in list(self.broker.vhosts.values()):
             for queue in vhost.expire(now_ms, unused):

@@ -53,15 +53,18 @@ class Proxy:
 
 
 class Forwarder:
-    def __init__(self, node: Node, send: Send, is_up: Callable[[str], bool], credit: int) -> None:
+    def __init__(self, node: Node, send: Send, is_up: Callable[[str], bool], credit: int,
+                 answer_timeout: float = 30.0) -> None:
         self.node = node
         self.send = send
         self.is_up = is_up
         self.credit = credit
+        self.answer_timeout = answer_timeout  # a publish or call unanswered this long fails
         self._next = 1
         # access side
         self.publishes: dict[int, tuple[str, Callable[[bool], None]]] = {}  # token -> (home, outcome)
         self.calls: dict[int, tuple[str, Answer]] = {}
+        self._deadlines: dict[int, float] = {}  # token -> when its publish or call fails
         self.consumers: dict[tuple[int, int, str], RemoteConsumer] = {}  # (session, channel, tag)
         self._owed: dict[tuple[str, str, str, int, int], int] = {}  # credit to hand back
         # home side
@@ -88,6 +91,7 @@ class Forwarder:
         if outcome is not None:
             token = self._token()
             self.publishes[token] = (home, outcome)
+            self._deadlines[token] = self.node.monotonic() + self.answer_timeout
         if message.properties is None:
             message.properties = encode_properties(message.props)
         self.send(home, {"f": Fwd.PUBLISH, "t": token, "v": vhost, "q": queues, "x": message.exchange,
@@ -101,6 +105,7 @@ class Forwarder:
             return
         token = self._token()
         self.calls[token] = (home, answer)
+        self._deadlines[token] = self.node.monotonic() + self.answer_timeout
         self.send(home, {**message, "call": token, "v": queue.vhost, "q": queue.name})
 
     def consume(self, queue: Any, session: int, channel: int, consumer: Consumer, answer: Answer) -> None:
@@ -147,6 +152,21 @@ class Forwarder:
             del self._owed[key]
             if session is not None:
                 self.send(home, {"f": Fwd.CREDIT, "v": vhost, "q": queue, "s": session_id, "c": channel, "n": n})
+
+    def tick(self, now: float) -> None:
+        """Fail what waited too long for an answer: a link can lose messages without going
+        down (a reconnect), and a publisher must hear a nack rather than nothing."""
+        late = [token for token, deadline in self._deadlines.items() if deadline <= now]
+        for token in late:
+            del self._deadlines[token]
+            waiting = self.publishes.pop(token, None)
+            if waiting is not None:
+                log.warning("no answer from %s for a forwarded publish in %.0fs: nacked", waiting[0],
+                            self.answer_timeout)
+                waiting[1](False)
+            call = self.calls.pop(token, None)
+            if call is not None:
+                call[1](ReplyCode.NOT_FOUND, f"node '{call[0]}' did not answer in time", None)
 
     def consumers_on(self, vhost: str, queue: str) -> list[tuple[int, int, str]]:
         return [key for key, r in self.consumers.items() if r.vhost == vhost and r.queue == queue]
@@ -232,11 +252,13 @@ class Forwarder:
         node.stored_publish(outcome, message, _PublishedAnswer(self, peer, token) if token else None)
 
     def _on_published(self, peer: str, m: dict[str, Any]) -> None:
+        self._deadlines.pop(m["t"], None)
         waiting = self.publishes.pop(m["t"], None)
         if waiting is not None:
             waiting[1](bool(m["ok"]))
 
     def _on_answer(self, peer: str, m: dict[str, Any]) -> None:
+        self._deadlines.pop(m["call"], None)
         waiting = self.calls.pop(m["call"], None)
         if waiting is not None:
             waiting[1](int(m.get("e", 0)), str(m.get("et", "")), m.get("value"))
