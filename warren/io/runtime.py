@@ -304,8 +304,10 @@ class NodeRuntime:
         node.alive_members = lambda: [m["name"] for m in cluster.members() if m["status"] == "alive"]
         from warren.node.remote import Forwarder
 
+        assert self._flusher is not None
         forwarder = node.forwarder = Forwarder(node, cluster.send_to, cluster.is_up,
-                                               self.config.limits.forward_consumer_credit)
+                                               self.config.limits.forward_consumer_credit,
+                                               schedule_flush=self._flusher.schedule)
         cluster.on_forwarded = forwarder.on_message
 
         def link_changed(name: str, up: bool) -> None:

@@ -54,8 +54,10 @@ class Proxy:
 
 class Forwarder:
     def __init__(self, node: Node, send: Send, is_up: Callable[[str], bool], credit: int,
-                 answer_timeout: float = 30.0) -> None:
+                 answer_timeout: float = 30.0, schedule_flush: Callable[[], None] | None = None) -> None:
         self.node = node
+        # after a peer message: the node's output, once per loop iteration however many came
+        self.schedule_flush = schedule_flush or node.flush
         self.send = send
         self.is_up = is_up
         self.credit = credit
@@ -222,9 +224,8 @@ class Forwarder:
 
     def on_message(self, peer: str, message: dict[str, Any]) -> None:
         kind = message.get("f")
-        try:
-            handler = _HANDLERS[Fwd(kind)]
-        except (ValueError, KeyError):
+        handler = _HANDLERS.get(kind) if isinstance(kind, int) else None  # IntEnum keys: int lookup
+        if handler is None:
             log.warning("ignoring forwarding message of kind %r from %s", kind, peer)
             return
         try:
@@ -235,7 +236,7 @@ class Forwarder:
                 self.send(peer, {"f": Fwd.ANSWER, "call": call, "e": int(error.code), "et": error.text})
         except (KeyError, TypeError, ValueError) as exc:
             log.warning("malformed forwarding message from %s: %s", peer, exc)
-        self.node.flush()
+        self.schedule_flush()
 
     def _on_publish(self, peer: str, m: dict[str, Any]) -> None:
         node = self.node
