@@ -107,6 +107,25 @@ def test_a_closed_remote_channel_gives_its_unacked_messages_back(trio: list[Memb
     ch.connection.close()
 
 
+def test_a_fanout_to_queues_on_three_nodes_is_confirmed_once_all_have_it(trio: list[Member]) -> None:
+    a, b, c = trio
+    for member, queue in ((a, "fan.a"), (b, "fan.b"), (c, "fan.c")):
+        ch = channel(member)  # each queue lives on the member that declared it
+        ch.exchange_declare("fan", "fanout", durable=True)
+        ch.queue_declare(queue, durable=True)
+        ch.queue_bind(queue, "fan")
+        ch.connection.close()
+    publisher = channel(b)
+    publisher.confirm_delivery()
+    for i in range(50):
+        publisher.basic_publish("fan", "", f"f{i}".encode(), pika.BasicProperties(delivery_mode=2))
+    publisher.connection.close()
+    for member, queue in ((a, "fan.a"), (b, "fan.b"), (c, "fan.c")):
+        ch = channel(member)  # read at home: the confirm promised every copy is there
+        assert ch.queue_declare(queue, passive=True).method.message_count == 50, queue
+        ch.connection.close()
+
+
 def test_a_queue_whose_home_is_down_answers_as_rabbitmq(trio: list[Member]) -> None:
     a, b, c = trio
     ch = channel(c)
