@@ -1,0 +1,101 @@
+"""The operator's surface of a cluster (real processes): the management API aggregated over
+every member, the cluster's Prometheus gauges, and `warren ctl`'s cluster commands."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pika
+import pytest
+
+from tests.integration.cluster_procs import DEAD_AFTER, Member, wait_for
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def channel(member: Member) -> Any:
+    return pika.BlockingConnection(pika.URLParameters(member.url)).channel()
+
+
+def by_name(items: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {i["name"]: i for i in items}
+
+
+def test_queue_counts_come_from_the_home_node(trio: list[Member]) -> None:
+    a, b, c = trio
+    ch = channel(a)
+    ch.confirm_delivery()
+    ch.queue_declare("ops-home-a", durable=True)  # client-local: it lives on a
+    for i in range(3):
+        ch.basic_publish("", "ops-home-a", f"m{i}".encode(), pika.BasicProperties(delivery_mode=2))
+    wait_for(lambda: "ops-home-a" in by_name(c.get("/api/queues")), 5, "queue known on c")
+    listed = by_name(c.get("/api/queues"))["ops-home-a"]
+    assert (listed["messages"], listed["messages_ready"], listed["node"]) == (3, 3, "a")
+    assert by_name(c.get("/api/queues/%2F"))["ops-home-a"]["messages"] == 3
+    one = c.get("/api/queues/%2F/ops-home-a")
+    assert (one["messages"], one["node"]) == (3, "a")
+    # a consumer on a shows on c, as do a's connection and channel
+    ch.basic_consume("ops-home-a", lambda *args: None, consumer_tag="ops-tag")
+    ch.connection.process_data_events(0.2)
+    assert by_name(c.get("/api/queues"))["ops-home-a"]["consumers"] == 1
+    overview = c.get("/api/overview")
+    assert overview["cluster_name"] == "a"
+    assert overview["queue_totals"]["messages"] >= 3
+    assert overview["object_totals"]["connections"] >= 1 and overview["object_totals"]["consumers"] >= 1
+    assert {"a", "b", "c"} <= {listener["node"] for listener in overview["listeners"]}
+    assert {conn["node"] for conn in c.get("/api/connections")} >= {"a"}
+    assert "a" in {chan["node"] for chan in c.get("/api/channels")}
+    ch.connection.close()
+
+
+def test_nodes_lists_every_member(trio: list[Member]) -> None:
+    a, b, c = trio
+    nodes = by_name(b.get("/api/nodes"))
+    assert sorted(nodes) == ["a", "b", "c"]
+    for node in nodes.values():
+        assert node["running"] is True and node["type"] == "disc", node
+        assert node["uptime"] > 0 and node["mem_used"] > 0 and node["disk_free"] > 0
+        assert node["mem_alarm"] is False and node["disk_free_alarm"] is False
+        assert node["partitions"] == [], node
+    assert b.get("/api/nodes/c")["name"] == "c"
+
+
+def test_a_silent_member_costs_one_stats_timeout_at_most(trio: list[Member]) -> None:
+    a, b, c = trio
+    assert by_name(a.get("/api/nodes"))["c"]["running"] is True
+    c.pause()  # SIGSTOP: its port takes the TCP connection, nothing answers
+    try:
+        asked = time.monotonic()
+        nodes = by_name(a.get("/api/nodes"))
+        took = time.monotonic() - asked
+        print(f"\n/api/nodes with c silent (not yet dead): {took * 1000:.0f} ms")
+        assert took < 2.0 and nodes["c"]["running"] is False and nodes["b"]["running"] is True
+        assert nodes["c"]["mem_used"] > 0  # the last node fields heard from it
+    finally:
+        c.resume()
+    wait_for(lambda: by_name(a.get("/api/nodes"))["c"]["running"] is True, 10, "c answers again")
+
+
+def test_a_killed_member_is_shown_not_running_quickly(trio: list[Member]) -> None:
+    a, b, c = trio
+    c.kill()
+    started = time.monotonic()
+
+    def c_down() -> bool:
+        asked = time.monotonic()
+        nodes = by_name(a.get("/api/nodes"))
+        assert time.monotonic() - asked < 2.0, "/api/nodes took 2 s or more with a member down"
+        return nodes["c"]["running"] is False
+
+    wait_for(c_down, DEAD_AFTER + 1, "c shown not running")
+    print(f"\nc shown not running {time.monotonic() - started:.2f}s after kill -9")
+    asked = time.monotonic()
+    nodes = by_name(a.get("/api/nodes"))
+    took = time.monotonic() - asked
+    print(f"/api/nodes with c dead: {took * 1000:.0f} ms")
+    assert nodes["a"]["running"] and nodes["b"]["running"] and not nodes["c"]["running"]
+    assert a.get("/api/queues")  # still answers
+    wait_for(lambda: by_name(a.get("/api/nodes"))["a"]["partitions"] == ["c"], DEAD_AFTER + 1, "c unreachable")
+    c.start()
+    wait_for(lambda: by_name(a.get("/api/nodes"))["c"]["running"] is True, 15, "c back")
