@@ -8,6 +8,8 @@ from typing import Any
 
 import pika
 import pytest
+import requests
+from pika.exceptions import NackError
 
 from tests.integration.cluster_procs import DEAD_AFTER, Member, wait_for
 
@@ -61,6 +63,37 @@ def test_nodes_lists_every_member(trio: list[Member]) -> None:
     assert b.get("/api/nodes/c")["name"] == "c"
 
 
+def test_prometheus_cluster_gauges(trio: list[Member]) -> None:
+    a, b, c = trio
+    text = requests.get(f"http://127.0.0.1:{a.http_port}/metrics", timeout=5).text
+    assert "warren_cluster_members 3.0" in text
+    for name in "abc":
+        assert f'warren_cluster_member_up{{node="{name}"}} 1.0' in text
+    leaders = 0
+    for member in trio:
+        metrics = requests.get(f"http://127.0.0.1:{member.http_port}/metrics", timeout=5).text
+        leaders += "warren_cluster_leader 1.0" in metrics
+        assert "warren_cluster_raft_commit_index" in metrics and "warren_cluster_raft_applied_index" in metrics
+    assert leaders == 1
+    assert 'warren_cluster_peer_link_up{peer="b"} 1.0' in text
+
+
+def test_forwarded_publishes_are_counted(trio: list[Member]) -> None:
+    a, b, c = trio
+    ch = channel(a)
+    ch.queue_declare("ops-fwd", durable=True)  # lives on a
+    ch.connection.close()
+    wait_for(lambda: "ops-fwd" in by_name(b.get("/api/queues")), 5, "queue known on b")
+    ch = channel(b)
+    ch.confirm_delivery()
+    for _ in range(5):
+        ch.basic_publish("", "ops-fwd", b"x", pika.BasicProperties(delivery_mode=2))
+    ch.connection.close()
+    text = requests.get(f"http://127.0.0.1:{b.http_port}/metrics", timeout=5).text
+    line = next(x for x in text.splitlines() if x.startswith('warren_cluster_forwarded_messages_total{node="a"}'))
+    assert float(line.split()[-1]) >= 5
+
+
 def test_a_silent_member_costs_one_stats_timeout_at_most(trio: list[Member]) -> None:
     a, b, c = trio
     assert by_name(a.get("/api/nodes"))["c"]["running"] is True
@@ -79,6 +112,10 @@ def test_a_silent_member_costs_one_stats_timeout_at_most(trio: list[Member]) -> 
 
 def test_a_killed_member_is_shown_not_running_quickly(trio: list[Member]) -> None:
     a, b, c = trio
+    ch = channel(c)
+    ch.queue_declare("ops-on-c", durable=True)  # lives on c
+    ch.connection.close()
+    wait_for(lambda: "ops-on-c" in by_name(a.get("/api/queues")), 5, "queue known on a")
     c.kill()
     started = time.monotonic()
 
@@ -97,5 +134,16 @@ def test_a_killed_member_is_shown_not_running_quickly(trio: list[Member]) -> Non
     assert nodes["a"]["running"] and nodes["b"]["running"] and not nodes["c"]["running"]
     assert a.get("/api/queues")  # still answers
     wait_for(lambda: by_name(a.get("/api/nodes"))["a"]["partitions"] == ["c"], DEAD_AFTER + 1, "c unreachable")
+    text = requests.get(f"http://127.0.0.1:{a.http_port}/metrics", timeout=5).text
+    wait_for(lambda: 'warren_cluster_member_up{node="c"} 0.0' in
+             requests.get(f"http://127.0.0.1:{a.http_port}/metrics", timeout=5).text, DEAD_AFTER + 1, "c down")
+    assert 'warren_cluster_member_up{node="a"} 1.0' in text
+    publisher = channel(a)
+    publisher.confirm_delivery()
+    with pytest.raises(NackError):  # its home is down
+        publisher.basic_publish("", "ops-on-c", b"x", pika.BasicProperties(delivery_mode=2))
+    publisher.connection.close()
+    text = requests.get(f"http://127.0.0.1:{a.http_port}/metrics", timeout=5).text
+    assert 'warren_cluster_forward_errors_total{node="c"} 1.0' in text
     c.start()
     wait_for(lambda: by_name(a.get("/api/nodes"))["c"]["running"] is True, 15, "c back")

@@ -163,3 +163,9 @@ class ManagementBackend(Protocol):
     async def cluster_view(self) -> ClusterView | None:
         """Every member's node object, queue counts, connections and channels (each member
         asked at once, briefly); None on a standalone node."""
+
+    def cluster_metrics(self) -> dict[str, Any] | None:
+        """This node's view, for Prometheus: members (name -> up: heard from recently),
+        leader (this node leads the metadata group), commit and applied (its Raft indexes),
+        links (peer name -> up), forwarded and forward_errors (peer name -> count); None on a
+        standalone node."""

@@ -75,6 +75,22 @@ class ClusterBackend:
             return []
         return sorted(name for name, up in cluster.links().items() if not up)
 
+    def metrics(self, forwarder: Any) -> dict[str, Any] | None:
+        cluster = getattr(self.runtime, "cluster", None)
+        if cluster is None:
+            return None
+        info = cluster.info()
+        raft = info["raft"]
+        return {
+            "members": {m["name"]: m["status"] == "alive" for m in info["members"]},
+            "leader": bool(cluster.is_leader),
+            "commit": int(raft.get("commit") or 0),
+            "applied": int(raft.get("applied") or 0),
+            "links": cluster.links(),
+            "forwarded": dict(getattr(forwarder, "sent", {})),
+            "forward_errors": dict(getattr(forwarder, "errors", {})),
+        }
+
     async def view(self, local: str, local_node: dict[str, Any]) -> ClusterView | None:
         """Every member's stats, asked at once (members this node considers dead are not
         asked), each given ``cluster_stats_timeout_seconds``; None on a standalone node."""

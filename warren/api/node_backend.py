@@ -607,6 +607,9 @@ class NodeBackend:
             "channels": self.channels(),
         }
 
+    def cluster_metrics(self) -> dict[str, Any] | None:
+        return self.cluster.metrics(getattr(self.node, "forwarder", None))
+
     async def cluster_view(self) -> ClusterView | None:
         if not self.cluster.clustered:
             return None
