@@ -3,6 +3,9 @@ every member, the cluster's Prometheus gauges, and `warren ctl`'s cluster comman
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -22,6 +25,15 @@ def channel(member: Member) -> Any:
 
 def by_name(items: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {i["name"]: i for i in items}
+
+
+def ctl(member: Member, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([sys.executable, "-m", "warren.cli", "ctl", "-n",
+                             f"http://127.0.0.1:{member.http_port}", *args],
+                            capture_output=True, text=True, timeout=30)
+    if ok:
+        assert result.returncode == 0, result.stderr
+    return result
 
 
 def test_queue_counts_come_from_the_home_node(trio: list[Member]) -> None:
@@ -94,6 +106,30 @@ def test_forwarded_publishes_are_counted(trio: list[Member]) -> None:
     assert float(line.split()[-1]) >= 5
 
 
+def test_ctl_cluster_commands(trio: list[Member]) -> None:
+    a, b, c = trio
+    status = json.loads(ctl(c, "--formatter", "json", "cluster_status").stdout)
+    assert status["running_nodes"] == ["a", "b", "c"] and status["disk_nodes"] == ["a", "b", "c"]
+    assert status["ram_nodes"] == [] and status["partitions"] == {} and status["alarms"] == []
+    assert status["cluster_name"] == "a"
+    text = ctl(c, "cluster_status").stdout
+    assert "Cluster status of node c ..." in text and "Running Nodes" in text and "Network Partitions" in text
+    assert [n["name"] for n in json.loads(ctl(b, "--formatter", "json", "list_nodes").stdout)] == ["a", "b", "c"]
+    rows = json.loads(ctl(c, "--formatter", "json", "list_queues", "name", "node", "type", "messages",
+                          "consumers").stdout)
+    assert {"name": "ops-fwd", "node": "a", "type": "classic", "messages": 5, "consumers": 0} in rows
+    assert "disc node" in ctl(a, "change_cluster_node_type", "ram").stdout
+    refused = ctl(a, "stop_app", ok=False)
+    assert refused.returncode != 0 and "not supported by Warren" in refused.stderr
+    unknown = ctl(a, "forget_cluster_node", "nosuch", ok=False)
+    assert unknown.returncode != 0 and "nosuch" in unknown.stderr
+    # admit a node by name (it never starts), see it listed not running, forget it
+    assert "as member 4" in ctl(b, "join_cluster", "ops-d", "--raft-addr", "127.0.0.1:1", "--ram").stdout
+    assert by_name(a.get("/api/nodes"))["ops-d"]["running"] is False
+    ctl(c, "forget_cluster_node", "ops-d")
+    wait_for(lambda: "ops-d" not in by_name(a.get("/api/nodes")), 5, "ops-d forgotten")
+
+
 def test_a_silent_member_costs_one_stats_timeout_at_most(trio: list[Member]) -> None:
     a, b, c = trio
     assert by_name(a.get("/api/nodes"))["c"]["running"] is True
@@ -134,6 +170,8 @@ def test_a_killed_member_is_shown_not_running_quickly(trio: list[Member]) -> Non
     assert nodes["a"]["running"] and nodes["b"]["running"] and not nodes["c"]["running"]
     assert a.get("/api/queues")  # still answers
     wait_for(lambda: by_name(a.get("/api/nodes"))["a"]["partitions"] == ["c"], DEAD_AFTER + 1, "c unreachable")
+    status = json.loads(ctl(a, "--formatter", "json", "cluster_status").stdout)
+    assert status["running_nodes"] == ["a", "b"] and status["disk_nodes"] == ["a", "b", "c"]
     text = requests.get(f"http://127.0.0.1:{a.http_port}/metrics", timeout=5).text
     wait_for(lambda: 'warren_cluster_member_up{node="c"} 0.0' in
              requests.get(f"http://127.0.0.1:{a.http_port}/metrics", timeout=5).text, DEAD_AFTER + 1, "c down")
