@@ -130,6 +130,31 @@ def test_ctl_cluster_commands(trio: list[Member]) -> None:
     wait_for(lambda: "ops-d" not in by_name(a.get("/api/nodes")), 5, "ops-d forgotten")
 
 
+def test_ui_nodes_page_shows_every_member_and_the_leader(trio: list[Member]) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    from tests.integration.test_ui import CHROMIUM, CHROMIUM_ARGS
+
+    a, b, c = trio
+    leader = a.info()["leader_name"]
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(f"http://127.0.0.1:{b.http_port}/#/nodes")
+            page.fill("#login-user", "guest")
+            page.fill("#login-pass", "guest")
+            page.click("#login-submit")
+            rows = page.locator("#nodes-table tbody tr")
+            expect(rows).to_have_count(3)
+            for i, name in enumerate("abc"):
+                expect(rows.nth(i)).to_contain_text(name)
+                expect(rows.nth(i).locator(".node-status")).to_have_text("alive")
+            expect(page.locator("#nodes-table tbody tr", has_text="leader")).to_contain_text(str(leader))
+        finally:
+            browser.close()
+
+
 def test_a_silent_member_costs_one_stats_timeout_at_most(trio: list[Member]) -> None:
     a, b, c = trio
     assert by_name(a.get("/api/nodes"))["c"]["running"] is True
