@@ -91,6 +91,9 @@ class Limits:
     # One request on the cluster port (join, forwarded proposal, leave) and a proposal or
     # read barrier of the metadata group: ClusterUnavailable after this long.
     cluster_request_timeout_seconds: float = 5.0
+    # The management plane's cluster view (/api/nodes, /api/queues...) asks every member not
+    # dead for its stats at once; one that does not answer within this is shown not running.
+    cluster_stats_timeout_seconds: float = 1.0
     cluster_max_members: int = 7
     # A consumer of a queue on another node has at most this many deliveries on their way
     # to its client; its node hands credit back as the client's socket takes them.
@@ -119,6 +122,8 @@ class Limits:
         if not 0 < self.cluster_suspect_after_seconds < self.cluster_dead_after_seconds:
             raise ValueError("cluster_suspect_after_seconds must be positive and below "
                              "cluster_dead_after_seconds")
+        if self.cluster_stats_timeout_seconds <= 0:
+            raise ValueError("cluster_stats_timeout_seconds must be positive")
         if self.cluster_join_timeout_seconds <= 0 or self.cluster_request_timeout_seconds <= 0:
             raise ValueError("cluster_join_timeout_seconds and cluster_request_timeout_seconds "
                              "must be positive")

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from warren.api.cluster_view import ClusterView
+
 
 class PublishRejected(Exception):
     """A queue the message was routed to refused it (``x-overflow: reject-publish``)."""
@@ -157,3 +159,13 @@ class ManagementBackend(Protocol):
 
     async def cluster_leave(self, member_id: int) -> None:
         """Remove a member: a graceful leave, or forgetting a dead one."""
+
+    async def cluster_view(self) -> ClusterView | None:
+        """Every member's node object, queue counts, connections and channels (each member
+        asked at once, briefly); None on a standalone node."""
+
+    def cluster_metrics(self) -> dict[str, Any] | None:
+        """This node's view, for Prometheus: members (name -> up: heard from recently),
+        leader (this node leads the metadata group), commit and applied (its Raft indexes),
+        links (peer name -> up), forwarded and forward_errors (peer name -> count); None on a
+        standalone node."""

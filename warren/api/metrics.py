@@ -78,7 +78,46 @@ class BrokerCollector(Collector):
         for name, key, text in GLOBAL_COUNTERS:
             yield CounterMetricFamily(name, text, value=counters.get(key, 0))
         yield from self._node_metrics(b.nodes()[0], b.alarms())
-        yield from self._queue_metrics(b.queues(None))
+        # as RabbitMQ's: the queues that live on this node (the others' are stubs here)
+        yield from self._queue_metrics([q for q in b.queues(None) if q.get("node", node) == node])
+        cluster = b.cluster_metrics()
+        if cluster is not None:
+            yield from self._cluster_metrics(cluster)
+
+    @staticmethod
+    def _cluster_metrics(c: dict[str, Any]) -> Iterator[Metric]:
+        """What this node sees of the cluster (warren_cluster_*)."""
+        yield GaugeMetricFamily("warren_cluster_members", "Members of the cluster", value=len(c["members"]))
+        up = GaugeMetricFamily("warren_cluster_member_up",
+                               "1 if this node heard from the member recently (status alive; itself always)",
+                               labels=["node"])
+        for name, alive in sorted(c["members"].items()):
+            up.add_metric([name], int(alive))
+        yield up
+        yield GaugeMetricFamily("warren_cluster_leader", "1 if this node leads the metadata Raft group",
+                                value=int(c["leader"]))
+        yield GaugeMetricFamily("warren_cluster_raft_commit_index", "Metadata Raft group: commit index",
+                                value=c["commit"])
+        yield GaugeMetricFamily("warren_cluster_raft_applied_index", "Metadata Raft group: applied index",
+                                value=c["applied"])
+        links = GaugeMetricFamily("warren_cluster_peer_link_up",
+                                  "1 if the peer link to this member is connected and the member answers",
+                                  labels=["peer"])
+        for name, linked in sorted(c["links"].items()):
+            links.add_metric([name], int(linked))
+        yield links
+        forwarded = CounterMetricFamily(
+            "warren_cluster_forwarded_messages",
+            "Messages sent to another node: publishes to a queue's home, deliveries to a remote consumer",
+            labels=["node"])
+        errors = CounterMetricFamily("warren_cluster_forward_errors",
+                                     "Publishes refused (nacked) because their queue's home node was down",
+                                     labels=["node"])
+        for name in sorted(set(c["links"]) | set(c["forwarded"]) | set(c["forward_errors"])):
+            forwarded.add_metric([name], c["forwarded"].get(name, 0))
+            errors.add_metric([name], c["forward_errors"].get(name, 0))
+        yield forwarded
+        yield errors
 
     @staticmethod
     def _node_metrics(info: dict[str, Any], alarms: list[str]) -> Iterator[Metric]:

@@ -17,6 +17,7 @@ import psutil
 from warren import __version__ as warren_version
 from warren.api.backend import PublishNotStored, PublishRejected
 from warren.api.cluster_backend import ClusterBackend
+from warren.api.cluster_view import ClusterView, queue_stats
 from warren.api.definitions import (
     export_document,
     quorum_queue_names,
@@ -67,6 +68,7 @@ class NodeBackend:
     def __init__(self, runtime: Any) -> None:
         self.runtime = runtime
         self._last_publish_stored = False
+        self.cluster = ClusterBackend(runtime)
 
     @property
     def node(self) -> Any:
@@ -122,7 +124,7 @@ class NodeBackend:
             "product_name": "Warren",
             "product_version": warren_version,
             "erlang_version": f"Python {platform.python_version()}",
-            "cluster_name": self.node.name,
+            "cluster_name": self.cluster.cluster_name() or self.node.name,
             "node": self.node.name,
             "object_totals": {
                 "connections": len(self.node.sessions),
@@ -164,7 +166,7 @@ class NodeBackend:
             "sockets_used": len(self.node.sessions),
             "sockets_total": self.node.limits.max_connections,
             "connections": len(self.node.sessions),
-            "partitions": [],
+            "partitions": self.cluster.partitions(),
             "listeners": list(self.node.listeners),
             "proc_total": self.node.limits.max_connections,
             "run_queue": 0,
@@ -579,19 +581,39 @@ class NodeBackend:
 
     # ---- cluster membership: delegated to warren.api.cluster_backend --------------------
     def cluster_info(self) -> dict[str, Any]:
-        return ClusterBackend(self.runtime).info()
+        return self.cluster.info()
 
     def cluster_members(self) -> list[dict[str, Any]]:
-        return ClusterBackend(self.runtime).members()
+        return self.cluster.members()
 
     def cluster_sharding(self) -> list[dict[str, Any]]:
-        return ClusterBackend(self.runtime).sharding()
+        return self.cluster.sharding()
 
     async def cluster_join(self, name: str, addr: str, raft_addr: str) -> dict[str, Any]:
-        return await ClusterBackend(self.runtime).join(name, addr, raft_addr)
+        return await self.cluster.join(name, addr, raft_addr)
 
     async def cluster_leave(self, member_id: int) -> None:
-        await ClusterBackend(self.runtime).leave(member_id)
+        await self.cluster.leave(member_id)
+
+    # ---- the cluster view: every member's stats (warren.api.cluster_view) ---------------
+    def local_stats(self) -> dict[str, Any]:
+        """This node's answer to ``{"op": "stats"}``: its node object, the counts of the
+        queues that live here, its connections and channels."""
+        name = self.node.name
+        return {
+            "node": self.nodes()[0],
+            "queues": [queue_stats(q) for q in self.queues(None) if q["node"] == name],
+            "connections": self.connections(),
+            "channels": self.channels(),
+        }
+
+    def cluster_metrics(self) -> dict[str, Any] | None:
+        return self.cluster.metrics(getattr(self.node, "forwarder", None))
+
+    async def cluster_view(self) -> ClusterView | None:
+        if not self.cluster.clustered:
+            return None
+        return await self.cluster.view(self.node.name, self.nodes()[0])
 
 
 class _CommitWaiter:

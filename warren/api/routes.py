@@ -114,6 +114,18 @@ class Endpoints:
     # ---- overview, nodes, health ------------------------------------------------------
     async def overview(self, request: web.Request, caller: Caller) -> web.Response:
         data = self.b.overview()
+        view = await self.b.cluster_view()
+        if view is not None:  # totals across the cluster: each queue's counts from its home
+            queues = [view.queue(q) for q in self.b.queues(None)]
+            data["object_totals"] = {
+                **data["object_totals"],
+                "connections": data["object_totals"]["connections"] + len(view.connections),
+                "channels": data["object_totals"]["channels"] + len(view.channels),
+                "consumers": sum(int(q["consumers"]) for q in queues),
+            }
+            data["queue_totals"] = {k: sum(int(q[k]) for q in queues)
+                                    for k in ("messages", "messages_ready", "messages_unacknowledged")}
+            data["listeners"] = [*data["listeners"], *view.listeners()]
         data["message_stats"] = self.rates.message_stats()
         data["queue_totals"] = {**data["queue_totals"], **self.rates.depths.totals_details()}
         data["statistics_db_event_queue"] = 0
@@ -133,13 +145,31 @@ class Endpoints:
     async def whoami(self, request: web.Request, caller: Caller) -> web.Response:
         return json_response({"name": caller.name, "tags": sorted(caller.tags)})
 
+    async def _nodes(self) -> list[dict[str, Any]]:
+        view = await self.b.cluster_view()
+        return view.nodes if view is not None else self.b.nodes()
+
+    async def _queues(self, vhost: str | None) -> list[dict[str, Any]]:
+        """The queues with the counts of their home nodes (in a cluster)."""
+        queues = self.b.queues(vhost)
+        view = await self.b.cluster_view()
+        return queues if view is None else [view.queue(q) for q in queues]
+
+    async def _connections(self) -> list[dict[str, Any]]:
+        view = await self.b.cluster_view()
+        return self.b.connections() + (view.connections if view is not None else [])
+
+    async def _channels(self) -> list[dict[str, Any]]:
+        view = await self.b.cluster_view()
+        return self.b.channels() + (view.channels if view is not None else [])
+
     async def nodes(self, request: web.Request, caller: Caller) -> web.Response:
         self._monitor(caller)
-        return listed(request, self.b.nodes())
+        return listed(request, await self._nodes())
 
     async def node(self, request: web.Request, caller: Caller, name: str) -> web.Response:
         self._monitor(caller)
-        return shown(request, self._one(self.b.nodes(), name=name))
+        return shown(request, self._one(await self._nodes(), name=name))
 
     async def health_alarms(self, request: web.Request, caller: Caller | None) -> web.Response:
         alarms = self.b.alarms()
@@ -234,35 +264,38 @@ class Endpoints:
         return [i for i in items if i.get("user") == caller.name]
 
     async def connections(self, request: web.Request, caller: Caller, vhost: str | None = None) -> web.Response:
-        items = self._own_or_all(caller, self.b.connections())
+        items = self._own_or_all(caller, await self._connections())
         if vhost is not None:
             self._require_vhost(caller, vhost)
             items = [c for c in items if c["vhost"] == vhost]
         return listed(request, items)
 
     async def connection(self, request: web.Request, caller: Caller, name: str) -> web.Response:
-        found = self._one(self._own_or_all(caller, self.b.connections()), name=name)
+        found = self._one(self._own_or_all(caller, await self._connections()), name=name)
         if request.method == "DELETE":
             if not caller.is_admin and found.get("user") != caller.name:
                 raise forbidden("Not administrator user")
+            if found["node"] != self.b.node_name():
+                raise bad_request(f"connection '{name}' is on node '{found['node']}': close it through "
+                                  "that node's management API")
             reason = header_text(request, "X-Reason", "Closed via management plugin")
             self.b.close_connection(name, reason)
             return web.Response(status=NO_CONTENT)
         return shown(request, found)
 
     async def connection_channels(self, request: web.Request, caller: Caller, name: str) -> web.Response:
-        self._one(self._own_or_all(caller, self.b.connections()), name=name)
-        return listed(request, [c for c in self.b.channels() if c["connection_details"]["name"] == name])
+        self._one(self._own_or_all(caller, await self._connections()), name=name)
+        return listed(request, [c for c in await self._channels() if c["connection_details"]["name"] == name])
 
     async def channels(self, request: web.Request, caller: Caller, vhost: str | None = None) -> web.Response:
-        items = self._own_or_all(caller, self.b.channels())
+        items = self._own_or_all(caller, await self._channels())
         if vhost is not None:
             self._require_vhost(caller, vhost)
             items = [c for c in items if c["vhost"] == vhost]
         return listed(request, items)
 
     async def channel(self, request: web.Request, caller: Caller, name: str) -> web.Response:
-        return shown(request, self._one(self._own_or_all(caller, self.b.channels()), name=name))
+        return shown(request, self._one(self._own_or_all(caller, await self._channels()), name=name))
 
     async def cluster_name(self, request: web.Request, caller: Caller) -> web.Response:
         if request.method == "PUT":
@@ -473,12 +506,12 @@ class Endpoints:
     async def queues(self, request: web.Request, caller: Caller, vhost: str | None = None) -> web.Response:
         if vhost is not None:
             self._require_vhost(caller, vhost)
-        return listed(request, [self._with_rates(q) for q in self._filter(caller, self.b.queues(vhost))])
+        return listed(request, [self._with_rates(q) for q in self._filter(caller, await self._queues(vhost))])
 
     async def queue(self, request: web.Request, caller: Caller, vhost: str, name: str) -> web.Response:
         if request.method == "GET":
             self._require_vhost(caller, vhost)
-            found = self._one(self.b.queues(vhost), name=name)
+            found = self._one(await self._queues(vhost), name=name)
             found["consumer_details"] = [c for c in self.b.consumers()
                                          if c["queue"] == {"name": name, "vhost": vhost}]
             return shown(request, self._with_rates(found))

@@ -96,6 +96,7 @@ async def start_http(runtime: Any, host: str, port: int, prometheus_port: int | 
     """Serve the management API, UI and /metrics on ``host:port`` (0 picks a port), and /metrics
     alone on ``prometheus_port`` when given. ``runtime`` is a ``NodeRuntime`` (``.node``, ``.config``)."""
     backend = NodeBackend(runtime)
+    runtime.cluster_stats = backend.local_stats  # what this node answers {"op": "stats"} with
     limits = runtime.node.limits
     health_auth = bool(getattr(runtime.config, "health_checks_require_auth", False))
     app, rates = build_app(backend, limits.api_requests_per_second, limits.api_burst, health_auth,

@@ -101,7 +101,8 @@ def _done(ctx: typer.Context, message: str) -> None:
 def status(ctx: typer.Context) -> None:
     """Node status: versions, uptime, memory, disk, alarms, listeners."""
     overview = _call(ctx, "GET", "/api/overview")
-    node = _call(ctx, "GET", "/api/nodes")[0]
+    nodes = _call(ctx, "GET", "/api/nodes")  # in a cluster, every member: this one is overview's node
+    node = next((n for n in nodes if n["name"] == overview["node"]), nodes[0])
     alarms = [a for a, on in (("memory", node["mem_alarm"]), ("disk", node["disk_free_alarm"])) if on]
     data = {
         "node": node["name"], "product_name": overview["product_name"],
@@ -121,19 +122,134 @@ def status(ctx: typer.Context) -> None:
 
 @ctl.command("cluster_status")
 def cluster_status(ctx: typer.Context) -> None:
-    """Cluster name, members and running nodes."""
+    """Cluster name, disk and running nodes, versions, alarms, partitions, listeners (rabbitmqctl's)."""
     overview = _call(ctx, "GET", "/api/overview")
-    nodes = _call(ctx, "GET", "/api/nodes")
-    data = {"cluster_name": overview["cluster_name"], "disk_nodes": [n["name"] for n in nodes],
-            "running_nodes": [n["name"] for n in nodes if n["running"]],
-            "alarms": [f"{n['name']}: {r}" for n in nodes for r, on in
-                       (("memory", n["mem_alarm"]), ("disk", n["disk_free_alarm"])) if on]}
+    nodes = sorted(_call(ctx, "GET", "/api/nodes"), key=lambda n: str(n["name"]))
+    running = [n for n in nodes if n["running"]]
+    listeners: dict[str, list[dict[str, Any]]] = {}
+    for x in overview.get("listeners", []):
+        listeners.setdefault(str(x.get("node", overview["node"])), []).append({
+            "node": x.get("node", overview["node"]), "interface": x.get("ip_address", ""), "port": x["port"],
+            "protocol": x["protocol"], "purpose": LISTENER_PURPOSES.get(str(x["protocol"]), str(x["protocol"]))})
+    data = {
+        "cluster_name": overview["cluster_name"],
+        "disk_nodes": [n["name"] for n in nodes],  # every Warren node keeps its data on disk
+        "ram_nodes": [],
+        "running_nodes": [n["name"] for n in running],
+        "versions": {n["name"]: {"rabbitmq_version": overview["rabbitmq_version"],
+                                 "erlang_version": overview["erlang_version"]} for n in running},
+        "maintenance_status": {n["name"]: "not under maintenance" for n in running},
+        "alarms": [{"node": n["name"], "resource": resource, "type": "resource_alarm"} for n in running
+                   for resource, on in (("memory", n.get("mem_alarm")), ("disk", n.get("disk_free_alarm"))) if on],
+        "partitions": {n["name"]: list(n["partitions"]) for n in running if n.get("partitions")},
+        "listeners": listeners,
+        "feature_flags": [],
+    }
     if ctx.obj.formatter == "json":
         typer.echo(json.dumps(data))
         return
-    typer.echo(f"Cluster status of node {nodes[0]['name']} ...")
-    for key, value in data.items():
-        typer.echo(f"{key}: {_cell(value)}")
+    alarm_names = {"memory": "Memory", "disk": "Free disk space"}
+    lines = [f"Cluster status of node {overview['node']} ...", "Basics", "", f"Cluster name: {data['cluster_name']}",
+             "", "Disk Nodes", "", *data["disk_nodes"], "", "Running Nodes", "", *data["running_nodes"],
+             "", "Versions", "",
+             *[f"{n}: RabbitMQ {v['rabbitmq_version']} on {v['erlang_version']}" for n, v in data["versions"].items()],
+             "", "Maintenance status", "",
+             *[f"Node: {n}, status: {st}" for n, st in data["maintenance_status"].items()],
+             "", "Alarms", "",
+             *([f"{alarm_names[a['resource']]} alarm on node {a['node']}" for a in data["alarms"]] or ["(none)"]),
+             "", "Network Partitions", "",
+             *([f"Node {n} cannot communicate with {', '.join(peers)}" for n, peers in data["partitions"].items()]
+               or ["(none)"]),
+             "", "Listeners", "",
+             *([f"Node: {n}, interface: {x['interface']}, port: {x['port']}, protocol: {x['protocol']}, "
+                f"purpose: {x['purpose']}" for n, xs in listeners.items() for x in xs] or ["(none)"]),
+             "", "Feature flags", "", "(none)"]
+    typer.echo("\n".join(lines))
+
+
+LISTENER_PURPOSES = {"amqp": "AMQP 0-9-1 and AMQP 1.0", "amqp/ssl": "AMQP 0-9-1 and AMQP 1.0 over TLS",
+                     "http": "HTTP API", "http/ssl": "HTTP API over TLS",
+                     "http/prometheus": "Prometheus exporter API over HTTP"}
+
+
+@ctl.command("list_nodes")
+def list_nodes(ctx: typer.Context, columns: list[str] = typer.Argument(None)) -> None:
+    """Cluster members: columns name type running uptime mem_used mem_alarm disk_free disk_free_alarm partitions."""
+    rows = sorted(_call(ctx, "GET", "/api/nodes"), key=lambda n: str(n["name"]))
+    _emit(ctx, rows, columns or ["name", "type", "running"], "Listing nodes ...")
+
+
+def _members(ctx: typer.Context) -> list[dict[str, Any]]:
+    members: list[dict[str, Any]] = _call(ctx, "GET", "/v1/cluster/members")
+    return members
+
+
+@ctl.command("join_cluster")
+def join_cluster(ctx: typer.Context, node: str,
+                 raft_addr: str = typer.Option("", "--raft-addr", help="NODE's cluster address, host:port."),
+                 addr: str = typer.Option("", "--addr", help="NODE's AMQP address, host:port."),
+                 ram: bool = typer.Option(False, "--ram", help="Accepted: every Warren node is a disc node.")) -> None:
+    """Admit NODE (a node name) into the cluster of --node, before NODE starts.
+
+    Unlike rabbitmqctl (run on the joining node), Warren's join is asked of a member: NODE then
+    claims its record when it starts with --node-name NODE --seeds <a member's cluster port>."""
+    if ram:
+        typer.echo("Warren has no RAM nodes: every node is a disc node; joining as a disc node")
+    if not raft_addr:
+        _fail(f"join_cluster needs NODE's cluster address: --raft-addr host:port (where {node} will listen "
+              "with --cluster-port); or start the node with --seeds, which joins it without this step", 64)
+    reply = _call(ctx, "POST", "/v1/cluster/join", {"node_id": node, "addr": addr, "raft_addr": raft_addr})
+    if ctx.obj.formatter == "json":
+        typer.echo(json.dumps(reply))
+        return
+    typer.echo(f"Clustering node {node} as member {reply['id']}: start it with --node-name {node} to claim it")
+
+
+@ctl.command("forget_cluster_node")
+def forget_cluster_node(ctx: typer.Context, node: str,
+                        offline: bool = typer.Option(False, "--offline", help="Not needed by Warren.")) -> None:
+    """Remove the member called NODE from the cluster (a dead one, or a graceful leave)."""
+    members = _members(ctx)
+    found = [m for m in members if m["name"] == node]
+    if not found:
+        _fail(f"{node} is not a member of the cluster; members: {', '.join(m['name'] for m in members)}",
+              EXIT_ERROR)
+    if len(members) == 1:
+        _fail(f"{node} is the cluster's last member: it cannot be forgotten (stop it, or delete its data "
+              "directory to start afresh)", EXIT_ERROR)
+    _call(ctx, "POST", "/v1/cluster/leave", {"node_id": found[0]["id"]})
+    _done(ctx, f"Removing node {node} from the cluster")
+
+
+@ctl.command("change_cluster_node_type")
+def change_cluster_node_type(ctx: typer.Context, node_type: str) -> None:
+    """Accepted for rabbitmqctl's scripts: every Warren node is a disc node."""
+    if node_type not in ("ram", "disc", "disk"):
+        _fail(f"node type must be ram or disc, got {node_type!r}", 64)
+    typer.echo("Every Warren node is a disc node (it keeps the cluster's metadata on disk): nothing to change")
+
+
+def _not_supported(command: str, instead: str) -> NoReturn:
+    _fail(f"{command} is not supported by Warren: {instead}", EXIT_ERROR)
+
+
+@ctl.command("stop_app")
+def stop_app(ctx: typer.Context) -> None:
+    """Not supported: stop the process (or `warren cluster down`)."""
+    _not_supported("stop_app", "stop the warren server process (SIGTERM), or use warren cluster down")
+
+
+@ctl.command("start_app")
+def start_app(ctx: typer.Context) -> None:
+    """Not supported: start the process (or `warren cluster up`)."""
+    _not_supported("start_app", "start the warren server process, or use warren cluster up")
+
+
+@ctl.command("reset")
+def reset(ctx: typer.Context) -> None:
+    """Not supported: forget the member and delete its data directory."""
+    _not_supported("reset", "stop the node, forget it (forget_cluster_node NODE on another member) and "
+                   "delete its data directory")
 
 
 # ---- listings ----------------------------------------------------------------------------------

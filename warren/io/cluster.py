@@ -183,6 +183,9 @@ class ClusterRuntime:
         # forwarded client traffic, and links that went down or came back (by member name)
         self.on_forwarded: Callable[[str, dict[str, Any]], None] | None = None
         self.on_link_change: Callable[[str, bool], None] | None = None
+        # this node's stats for the management plane's cluster view ({"op": "stats"}); set by
+        # the HTTP layer (warren.api), None on a node without one
+        self.on_stats: Callable[[], dict[str, Any]] | None = None
         self.bootstrapped = False  # this run created the cluster (its first member)
         self._applied_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._admit_lock = asyncio.Lock()
@@ -457,6 +460,10 @@ class ClusterRuntime:
             return {"error": "malformed request", "fatal": True}
         if self.host is None or self.identity is None or self.identity.id is None or self.left:
             return {"error": "this node is not a member (yet)", "retry": True}
+        if request["op"] == "stats":  # any member answers for itself: never redirected
+            if self.on_stats is None:
+                return {"error": "this node has no management plane", "fatal": True}
+            return {"stats": self.on_stats()}
         if not self.is_leader:
             leader = self.fsm.membership.members.get(self.leader_id or 0)
             if leader is not None:
@@ -645,6 +652,26 @@ class ClusterRuntime:
         if member is None or self.host is None:
             return False
         return member.id == self.local_id or member.id not in self.host.down
+
+    async def request_member(self, name: str, request: dict[str, Any], timeout: float) -> Any:
+        """One request (see ``_on_request``) to the member called ``name``, over its cluster
+        port; OSError/TimeoutError/PeerProtocolError when it does not answer in ``timeout``."""
+        member = self._member_named(name)
+        if member is None or not member.claimed:
+            raise ConnectionError(f"no member {name!r}")
+        if member.id == self.local_id:
+            return await self._on_request(request)
+        s = self.settings
+        return await peer_request(parse_address(member.cluster), s.secret, request, self.limits, s.tls, timeout)
+
+    def links(self) -> dict[str, bool]:
+        """Each other member's peer link: up when this node can send to it and node-level
+        liveness does not consider it down."""
+        if self.transport is None or self.host is None:
+            return {}
+        connected = self.transport.connected_to()
+        return {m.name: m.id in connected and m.id not in self.host.down
+                for m in self.fsm.membership.sorted() if m.id != self.local_id and m.claimed}
 
     def _member_named(self, name: str) -> Any:
         for member in self.fsm.membership.members.values():

@@ -292,6 +292,7 @@ class NodeRuntime:
             http_address=f"{host}:{self.http_port}" if self.http_port else "",
         )
         self.cluster = ClusterRuntime(settings, definitions=self.replicated)
+        self.cluster.on_stats = getattr(self, "cluster_stats", None)  # set by warren.api.server
         self.replicated.group = self.cluster
         await self.cluster.start()
         await self.cluster.wait_recovered()

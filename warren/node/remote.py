@@ -72,6 +72,10 @@ class Forwarder:
         # home side
         self.proxies: dict[int, Proxy] = {}  # ref id -> proxy
         self._proxy_of: dict[tuple[str, int], int] = {}  # (peer, its session id) -> ref id
+        # for metrics, by peer name: messages sent (publishes to a home, deliveries to a
+        # remote consumer), publishes refused because their home was down
+        self.sent: dict[str, int] = {}
+        self.errors: dict[str, int] = {}
 
     def _token(self) -> int:
         token = self._next
@@ -88,7 +92,9 @@ class Forwarder:
         """Forward a routed message to its queues' home; False (nothing sent) when that node
         is down. ``outcome(ok)`` hears when the home node has it (durably, where it must)."""
         if not self.is_up(home):
+            self.errors[home] = self.errors.get(home, 0) + 1
             return False
+        self.sent[home] = self.sent.get(home, 0) + 1
         token = 0
         if outcome is not None:
             token = self._token()
@@ -180,6 +186,7 @@ class Forwarder:
         for token, (home, outcome) in list(self.publishes.items()):
             if home == peer:
                 del self.publishes[token]
+                self.errors[peer] = self.errors.get(peer, 0) + 1
                 outcome(False)
         for token, (home, answer) in list(self.calls.items()):
             if home == peer:
@@ -346,6 +353,7 @@ class Forwarder:
         ref = delivery.consumer.owner
         proxy = self.proxies[ref.session_id]
         proxy.credit[ref.channel] = proxy.credit.get(ref.channel, 0) - 1
+        self.sent[proxy.peer] = self.sent.get(proxy.peer, 0) + 1
         message = delivery.message
         self.send(proxy.peer, {
             "f": Fwd.DELIVER, "s": proxy.session, "c": ref.channel, "tag": delivery.consumer.tag,

@@ -148,10 +148,19 @@ const views = {
 
   async nodes() {
     const nodes = await api("GET", "api/nodes");
+    let cluster = null;  // membership as this node sees it; a standalone node has none (404)
+    try { cluster = await api("GET", "v1/cluster/info"); } catch (e) { cluster = null; }
+    const member = {};
+    for (const m of (cluster ? cluster.members : [])) member[m.name] = m;
     const mb = (b) => (b / 1048576).toFixed(0) + " MiB";
     return el("div", {}, el("h2", {}, "Nodes"), table("nodes-table", nodes, [
       { key: "name", title: "Name" },
       { key: "running", title: "Running" },
+      { key: "status", title: "Status", get: (n) => (member[n.name] || {}).status || (n.running ? "alive" : "down"),
+        render: (n) => { const st = (member[n.name] || {}).status || (n.running ? "alive" : "down");
+          return el("span", { class: "node-status status-" + st }, st); } },
+      { key: "leader", title: "Leader", get: (n) => ((member[n.name] || {}).is_leader ? "leader" : "") },
+      { key: "partitions", title: "Cannot reach", get: (n) => (n.partitions || []).join(", ") },
       { key: "uptime", title: "Uptime (s)", num: true, get: (n) => Math.floor(n.uptime / 1000) },
       { key: "mem_used", title: "Memory", num: true, render: (n) => mb(n.mem_used) + " / " + mb(n.mem_limit) },
       { key: "disk_free", title: "Disk free", num: true, render: (n) => mb(n.disk_free) },
