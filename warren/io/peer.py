@@ -297,8 +297,7 @@ class _Outbound:
     async def _connect_and_serve(self) -> None:
         t = self.transport
         async with asyncio.timeout(t.limits.peer_handshake_timeout_seconds):
-            tls = t.tls.client if t.tls is not None else None
-            reader, writer = await asyncio.open_connection(*self.address, ssl=tls)
+            reader, writer = await open_peer_connection(self.address, t.tls)
         try:
             async with asyncio.timeout(t.limits.peer_handshake_timeout_seconds):
                 await self._handshake(reader, writer)
@@ -331,12 +330,42 @@ class _Outbound:
         await dial_handshake(reader, writer, t.secret, t.node_id, self.peer_id)
 
 
+TLS_GO = b"T"
+"""With TLS, the listener sends this one plaintext byte and switches its side to TLS in the
+same step (no await between): the dialer starts its handshake only after reading it. Were
+the dialer to speak first, its ClientHello could land in the plaintext reader's buffer
+before the listener's ``start_tls`` and the handshake would hang (seen under load)."""
+
+
+async def open_peer_connection(address: tuple[str, int], tls: PeerTLS | None) -> tuple[
+        asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection(*address)
+    if tls is None:
+        return reader, writer
+    try:
+        if await reader.readexactly(1) != TLS_GO:
+            raise PeerProtocolError("the listener does not speak the cluster's TLS; is TLS on at both ends?")
+        await writer.start_tls(tls.client, server_hostname=address[0])
+    except BaseException:
+        writer.close()
+        raise
+    return reader, writer
+
+
 async def dial_handshake(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                          secret: bytes, my_id: int, peer_id: int) -> _FrameStream:
     """The dialer's side of the handshake; the stream reads what follows it."""
     my_nonce = secrets.token_bytes(NONCE_BYTES)
     writer.write(encode_frame({"hello": 1, "from": my_id, "to": peer_id, "nonce": my_nonce}))
     stream = _FrameStream(reader, HANDSHAKE_MAX_FRAME_BYTES)
+    first = await reader.read(256 * 1024)
+    if first[:1] == TLS_GO:  # a handshake frame starts with a zero byte (its small length)
+        raise PeerProtocolError(
+            "the node at the other end runs the cluster port with TLS: give this node "
+            "--cluster-tls-cert, --cluster-tls-key and --cluster-tls-ca too")
+    if not first:
+        raise ConnectionError("peer closed the connection")
+    stream.pending.extend(stream.decoder.feed(first))
     reply = await stream.next()
     their_nonce = _field(reply, "nonce", bytes)
     expected = handshake_mac(secret, "listener", my_nonce, their_nonce, peer_id, my_id)
@@ -361,9 +390,7 @@ async def peer_request(address: tuple[str, int], secret: bytes, request: Any, li
     docstring) and return its reply. Raises ``OSError``/``TimeoutError`` when it cannot be
     reached, :class:`PeerProtocolError` when the handshake fails (a wrong secret)."""
     async with asyncio.timeout(timeout or limits.cluster_request_timeout_seconds):
-        reader, writer = await asyncio.open_connection(
-            *address, ssl=tls.client if tls is not None else None
-        )
+        reader, writer = await open_peer_connection(address, tls)
         try:
             stream = await dial_handshake(reader, writer, secret, REQUEST_PEER, REQUEST_PEER)
             stream.decoder.max_frame_bytes = limits.peer_max_message_bytes
@@ -542,7 +569,13 @@ class PeerTransport:
         try:
             async with asyncio.timeout(self.limits.peer_handshake_timeout_seconds):
                 if self.tls is not None:
-                    await writer.start_tls(self.tls.server)
+                    writer.write(TLS_GO)
+                    try:
+                        await writer.start_tls(self.tls.server)
+                    except (ConnectionError, asyncio.IncompleteReadError) as exc:
+                        raise ssl.SSLError(
+                            "the peer hung up before TLS; does it run the cluster port without "
+                            "TLS?") from exc
                 stream = _FrameStream(reader, HANDSHAKE_MAX_FRAME_BYTES)
                 peer_id = await self._accept_handshake(stream, writer)
             if peer_id == REQUEST_PEER:
