@@ -63,6 +63,7 @@ from warren.raft.types import (
 
 TRANSFER = b"transfer"
 QUIESCE = b"quiesce"
+COMMIT_NOTICES_PER_TICK = 3  # empty appends that only carry a new commit, per follower per tick
 
 
 class Rng(Protocol):
@@ -183,6 +184,8 @@ class RaftNode:
         self.timeout = self.election_ticks + self.rng.randint(0, self.election_ticks - 1)
         self.votes: dict[int, bool] = {}
         self.progress: dict[int, Progress] = {}
+        self._noticed_this_tick: dict[int, int] = {}  # follower -> empty commit appends this tick
+        self._notice_due: set[int] = set()  # ... and those owed one at the next tick
         self.transfer_target = NONE
         self.quiesced = False
         self.idle_ticks = 0
@@ -244,6 +247,11 @@ class RaftNode:
     def _tick_leader(self) -> None:
         self.election_elapsed += 1
         self.heartbeat_elapsed += 1
+        self._noticed_this_tick.clear()
+        due, self._notice_due = self._notice_due, set()
+        for peer in sorted(due):
+            if peer in self.progress and self._send_append(peer):
+                self._noticed_this_tick[peer] = 1
         if self.election_elapsed >= self.election_ticks:
             self.election_elapsed = 0
             self.transfer_target = NONE
@@ -717,13 +725,19 @@ class RaftNode:
         if self.id not in config.voters and self.log.committed >= self.log.last_config_index():
             self._become_follower(self.term, NONE)  # removed: hand over by stepping down
             return
-        # Followers learn the new commit now, in an append (empty when they have every
-        # entry), as etcd's bcastAppend does -- not at the next heartbeat: a proposal
-        # forwarded from a follower waits for its own apply there.
+        # Followers learn the new commit soon, not at the next heartbeat (a proposal
+        # forwarded from a follower waits for its own apply there): entries still to send
+        # carry it; a follower that has them all gets an empty append -- at once, unless
+        # it had COMMIT_NOTICES_PER_TICK this tick already, then at the next tick (a busy
+        # group sends a few per follower per tick, not one per commit and its answer).
         for peer in sorted(self.progress):
-            if self._send_append(peer):
+            if self._send_append(peer, allow_empty=False):
                 while self._send_append(peer, allow_empty=False):
                     pass
+            elif self._noticed_this_tick.get(peer, 0) >= COMMIT_NOTICES_PER_TICK:
+                self._notice_due.add(peer)
+            elif self._send_append(peer):
+                self._noticed_this_tick[peer] = self._noticed_this_tick.get(peer, 0) + 1
 
     def _commit_to(self, index: int) -> None:
         if index > self.log.committed:
