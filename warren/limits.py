@@ -95,8 +95,8 @@ class Limits:
     # dead for its stats at once; one that does not answer within this is shown not running.
     cluster_stats_timeout_seconds: float = 1.0
     cluster_max_members: int = 7
-    # A consumer of a queue on another node has at most this many deliveries on their way
-    # to its client; its node hands credit back as the client's socket takes them.
+    # A channel consuming from a queue on another node has at most this many deliveries
+    # from that node on their way to its client; credit goes back as the client's socket takes them.
     forward_consumer_credit: int = 256
 
     def validate(self) -> None:

@@ -7,7 +7,7 @@ the home node, and deliveries travel back. Messages are msgpack maps ``{"f": kin
 (Raft's traffic on the same links is lists, so the two never look alike); kinds are
 append-only.
 
-Flow: a remote consumer gets ``FORWARD_CREDIT`` deliveries in flight at most; the access
+Flow: a remote channel has ``forward_consumer_credit`` deliveries in flight at most; the access
 node grants more as it hands deliveries to its client (a slow client slows its home-node
 queue, memory stays bounded on both sides). A forwarded publish is confirmed to the client
 only when every home node that holds it has answered ``PUBLISHED`` (after its fsync, for a
@@ -29,14 +29,13 @@ class Fwd(IntEnum):
     PUBLISH = 1  # access -> home: t (token, 0 = no answer wanted), v, q (queue names), x, k, p, b
     PUBLISHED = 2  # home -> access: t, ok
     CONSUME = 3  # access -> home: v, q, s (session), c (channel), tag, pf, pr, ex, na, call
-    DELIVER = 5  # home -> access: s, c, tag, id, r, x, k, p, b, mc (message count, for get)
+    DELIVER = 5  # home -> access: s, c, tag, id (msg id), r (redelivered), x, k, p, b, v, q
     SETTLE = 6  # access -> home: v, q, how ("ack" | "requeue" | "reject"), ids
     CANCEL = 7  # access -> home: v, q, s, c, tag
-    CREDIT = 8  # access -> home: v, q, s, c, tag, n
+    CREDIT = 8  # access -> home: v, q, s, c, n (deliveries the channel may take again)
     GET = 9  # access -> home: v, q, s, c, na, call
     PURGE = 10  # access -> home: v, q, call
     ANSWER = 11  # home -> access: call, e (reply code, 0 = ok), et (text), value
-    SESSION_GONE = 12  # access -> home: s (its consumers cancelled, unacked requeued)
 
 
 def unavailable_text(queue: str, vhost: str, home: str) -> str:

@@ -326,11 +326,6 @@ class Forwarder:
         self.node.queue_changed(queue)
         self.send(peer, {"f": Fwd.ANSWER, "call": m["call"], "e": 0, "value": count})
 
-    def _on_session_gone(self, peer: str, m: dict[str, Any]) -> None:
-        ref_id = self._proxy_of.get((peer, m["s"]))
-        if ref_id is not None:
-            self._release_proxy(self.proxies[ref_id])
-
     def _on_deliver(self, peer: str, m: dict[str, Any]) -> None:
         node = self.node
         session = node.sessions.get(m["s"])
@@ -391,5 +386,4 @@ _HANDLERS: dict[Fwd, Callable[[Forwarder, str, dict[str, Any]], None]] = {
     Fwd.GET: Forwarder._on_get,
     Fwd.PURGE: Forwarder._on_purge,
     Fwd.ANSWER: Forwarder._on_answer,
-    Fwd.SESSION_GONE: Forwarder._on_session_gone,
 }
