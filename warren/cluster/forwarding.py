@@ -32,7 +32,7 @@ class Fwd(IntEnum):
     DELIVER = 5  # home -> access: s, c, tag, id (msg id), r (redelivered), x, k, p, b, v, q
     SETTLE = 6  # access -> home: v, q, how ("ack" | "requeue" | "reject"), ids
     CANCEL = 7  # access -> home: v, q, s, c, tag
-    CREDIT = 8  # access -> home: v, q, s, c, n (deliveries the channel may take again)
+    CREDIT = 8  # access -> home: s, c, n (deliveries the channel may take again)
     GET = 9  # access -> home: v, q, s, c, na, call
     PURGE = 10  # access -> home: v, q, call
     ANSWER = 11  # home -> access: call, e (reply code, 0 = ok), et (text), value

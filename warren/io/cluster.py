@@ -642,13 +642,13 @@ class ClusterRuntime:
 
     # --- forwarded client traffic (warren.node.remote) -----------------------------------
     def send_to(self, name: str, message: dict[str, Any]) -> None:
-        member = self._member_named(name)
+        member = self.fsm.membership.by_name(name)
         if member is not None and self.transport is not None:
             self.transport.send(member.id, message)
 
     def is_up(self, name: str) -> bool:
         """The member called ``name`` answers (its link is up by node-level liveness)."""
-        member = self._member_named(name)
+        member = self.fsm.membership.by_name(name)
         if member is None or self.host is None:
             return False
         return member.id == self.local_id or member.id not in self.host.down
@@ -656,7 +656,7 @@ class ClusterRuntime:
     async def request_member(self, name: str, request: dict[str, Any], timeout: float) -> Any:
         """One request (see ``_on_request``) to the member called ``name``, over its cluster
         port; OSError/TimeoutError/PeerProtocolError when it does not answer in ``timeout``."""
-        member = self._member_named(name)
+        member = self.fsm.membership.by_name(name)
         if member is None or not member.claimed:
             raise ConnectionError(f"no member {name!r}")
         if member.id == self.local_id:
@@ -672,12 +672,6 @@ class ClusterRuntime:
         connected = self.transport.connected_to()
         return {m.name: m.id in connected and m.id not in self.host.down
                 for m in self.fsm.membership.sorted() if m.id != self.local_id and m.claimed}
-
-    def _member_named(self, name: str) -> Any:
-        for member in self.fsm.membership.members.values():
-            if member.name == name:
-                return member
-        return None
 
     def _peer_changed(self, peer: int, reachable: bool) -> None:
         member = self.fsm.membership.members.get(peer)

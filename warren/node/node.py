@@ -14,7 +14,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from warren.amqp.connection import encode_properties
 from warren.broker.auth import Broker
 from warren.broker.policy import matching_policy
 from warren.broker.queue import ConsumerRef
@@ -340,20 +339,12 @@ class Node(SessionHost):
         tell ``waiter`` (``outcome(ok)``, or the store's ``store_committed``) when it is safe."""
         self.counters.messages_received += 1
         persistence = self.persistence
-        waits = message.persistent and persistence is not None and any(
-            q.journal is not None for q in outcome.routed_queues)
-        if waits:
-            assert persistence is not None
-            for queue in outcome.routed_queues:
-                persistence.drain(queue)
-            if persistence.may_evict(outcome.routed_queues):
-                persistence.evict_after_commit(message)
+        waits = persistence is not None and persistence.journal_publish(outcome.routed_queues, message)
         if waiter is not None:
             if outcome.rejected_queues:
                 waiter.outcome(False)
             elif waits:
-                assert persistence is not None
-                persistence.after_commit(waiter, 0, 0)
+                persistence.after_commit(waiter, 0, 0)  # type: ignore[union-attr]
             else:
                 waiter.outcome(True)
         for queue in (*outcome.routed_queues, *outcome.dead_letter_queues):
@@ -376,18 +367,6 @@ class Node(SessionHost):
         """An auto-delete queue whose last consumer (a remote one) went: delete it everywhere."""
         if queue.auto_delete and not queue.deleted and queue.consumer_count == 0 and queue.had_consumers:
             self.commands.submit(DeleteQueue(queue.vhost, queue.name), lambda outcome: None)
-
-    def encoded_properties(self, message: Any) -> bytes:
-        if message.properties is None:
-            message.properties = encode_properties(message.props)
-        properties: bytes = message.properties
-        return properties
-
-    def body_of(self, queue: Any, message: Any) -> bytes:
-        if message.body is None and self.persistence is not None:
-            return self.persistence.load_body(queue, message)
-        body: bytes = message.body
-        return body
 
     def owner_id(self, session: ClientSession) -> str:
         """The id an exclusive queue records for its owning connection (plain data, unique
@@ -415,11 +394,7 @@ class Node(SessionHost):
             if session is not None:
                 session.consumer_cancelled_by_server(ref.channel, consumer.tag)
         if self.forwarder is not None:  # this node's consumers of it, where it lived elsewhere
-            for session_id, channel, tag in self.forwarder.consumers_on(queue.vhost, queue.name):
-                del self.forwarder.consumers[(session_id, channel, tag)]
-                remote_session = self.sessions.get(session_id)
-                if remote_session is not None:
-                    remote_session.consumer_cancelled_by_server(channel, tag)
+            self.forwarder.queue_gone(queue.vhost, queue.name)
         if self.persistence is None:
             return
         self.persistence.queue_deleted(vhost, queue)

@@ -23,7 +23,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from warren.amqp.connection import decode_properties, encode_properties
+from warren.amqp.connection import decode_properties
+from warren.session.methods import encoded_properties
 from warren.store.broker_store import (
     BrokerStore,
     WriteBatch,
@@ -169,7 +170,7 @@ class Persistence:
                     seq = message.seq = self._next_seq
                     self._next_seq += 1
                 batch.put_message(queue_id, seq, encode_message(
-                    message.exchange, message.routing_key, self._node_properties(message), message.body))
+                    message.exchange, message.routing_key, encoded_properties(message), message.body))
                 self._unwritten_rows[seq] = self._unwritten_rows.get(seq, 0) + 1
                 self._recent_puts.append(seq)
             elif message.seq and batch.delete_message(queue_id, message.seq):
@@ -191,10 +192,18 @@ class Persistence:
                 session, channel, publish_seq = waiter
                 session.store_committed(channel, publish_seq)  # nothing of it is left to write
 
-    def _node_properties(self, message: Any) -> bytes:
-        if message.properties is None:
-            message.properties = encode_properties(message.props)
-        return message.properties
+    def journal_publish(self, queues: list[Any], message: Any) -> bool:
+        """A message just enqueued into ``queues``: move its rows into the current batch now
+        (its confirm, registered next with ``after_commit``, must ride in the same batch)
+        and let its body leave RAM after the commit where it may. True when it has rows to
+        make durable (persistent, in a durable queue): then its publisher waits for them."""
+        if not message.persistent or not any(q.journal is not None for q in queues):
+            return False
+        for queue in queues:
+            self.drain(queue)
+        if self.may_evict(queues):
+            self.evict_after_commit(message)
+        return True
 
     @staticmethod
     def may_evict(queues: list[Any]) -> bool:

@@ -18,11 +18,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from warren.amqp.connection import decode_properties, encode_properties
+from warren.amqp.connection import decode_properties
 from warren.broker.message import Message
 from warren.broker.queue import Consumer, ConsumerRef
 from warren.cluster.forwarding import Fwd, unavailable_text
 from warren.errors import AMQPError, ReplyCode, not_found
+from warren.session.methods import encoded_properties, message_body
 
 if TYPE_CHECKING:
     from warren.node.node import Node
@@ -68,7 +69,7 @@ class Forwarder:
         self.calls: dict[int, tuple[str, Answer]] = {}
         self._deadlines: dict[int, float] = {}  # token -> when its publish or call fails
         self.consumers: dict[tuple[int, int, str], RemoteConsumer] = {}  # (session, channel, tag)
-        self._owed: dict[tuple[str, str, str, int, int], int] = {}  # credit to hand back
+        self._owed: dict[tuple[str, int, int], int] = {}  # (home, session, channel) -> credit to hand back
         # home side
         self.proxies: dict[int, Proxy] = {}  # ref id -> proxy
         self._proxy_of: dict[tuple[str, int], int] = {}  # (peer, its session id) -> ref id
@@ -100,10 +101,8 @@ class Forwarder:
             token = self._token()
             self.publishes[token] = (home, outcome)
             self._deadlines[token] = self.node.monotonic() + self.answer_timeout
-        if message.properties is None:
-            message.properties = encode_properties(message.props)
         self.send(home, {"f": Fwd.PUBLISH, "t": token, "v": vhost, "q": queues, "x": message.exchange,
-                         "k": message.routing_key, "p": message.properties, "b": message.body})
+                         "k": message.routing_key, "p": encoded_properties(message), "b": message.body})
         return True
 
     def call(self, queue: Any, message: dict[str, Any], answer: Answer) -> None:
@@ -143,7 +142,7 @@ class Forwarder:
         """A forwarded delivery reached the client's connection: its credit goes back."""
         remote = self.consumers.get((session, channel, tag))
         if remote is not None:
-            key = (remote.home, remote.vhost, remote.queue, session, channel)
+            key = (remote.home, session, channel)
             self._owed[key] = self._owed.get(key, 0) + 1
 
     def flush(self) -> None:
@@ -153,18 +152,22 @@ class Forwarder:
             return
         sessions = self.node.sessions
         for key, n in list(self._owed.items()):
-            home, vhost, queue, session_id, channel = key
+            home, session_id, channel = key
             session = sessions.get(session_id)
             if session is not None and not session.writable:
                 continue
             del self._owed[key]
             if session is not None:
-                self.send(home, {"f": Fwd.CREDIT, "v": vhost, "q": queue, "s": session_id, "c": channel, "n": n})
+                self.send(home, {"f": Fwd.CREDIT, "s": session_id, "c": channel, "n": n})
 
     def tick(self, now: float) -> None:
         """Fail what waited too long for an answer: a link can lose messages without going
         down (a reconnect), and a publisher must hear a nack rather than nothing."""
-        late = [token for token, deadline in self._deadlines.items() if deadline <= now]
+        late = []
+        for token, deadline in self._deadlines.items():  # in deadline order: one timeout for all
+            if deadline > now:
+                break
+            late.append(token)
         for token in late:
             del self._deadlines[token]
             waiting = self.publishes.pop(token, None)
@@ -176,8 +179,14 @@ class Forwarder:
             if call is not None:
                 call[1](ReplyCode.NOT_FOUND, f"node '{call[0]}' did not answer in time", None)
 
-    def consumers_on(self, vhost: str, queue: str) -> list[tuple[int, int, str]]:
-        return [key for key, r in self.consumers.items() if r.vhost == vhost and r.queue == queue]
+    def queue_gone(self, vhost: str, queue: str) -> None:
+        """A queue that lived elsewhere was deleted: this node's consumers of it are
+        cancelled (basic.cancel to clients that asked for consumer_cancel_notify)."""
+        for key in [k for k, r in self.consumers.items() if r.vhost == vhost and r.queue == queue]:
+            del self.consumers[key]
+            session = self.node.sessions.get(key[0])
+            if session is not None:
+                session.consumer_cancelled_by_server(key[1], key[2])
 
     # ---- link changes ------------------------------------------------------------------
 
@@ -315,7 +324,7 @@ class Forwarder:
                 proxy.queues.setdefault(m["c"], set()).add(queue)
             msg = result.message
             value = [result.msg_id, result.redelivered, msg.exchange, msg.routing_key, result.message_count,
-                     self.node.encoded_properties(msg), self.node.body_of(queue, msg)]
+                     encoded_properties(msg), message_body(self.node.persistence, queue, msg)]
             self.node.counters.messages_delivered_get += 1
         self.node.queue_changed(queue)
         self.send(peer, {"f": Fwd.ANSWER, "call": m["call"], "e": 0, "value": value})
@@ -353,7 +362,7 @@ class Forwarder:
         self.send(proxy.peer, {
             "f": Fwd.DELIVER, "s": proxy.session, "c": ref.channel, "tag": delivery.consumer.tag,
             "id": delivery.msg_id, "r": delivery.redelivered, "x": message.exchange, "k": message.routing_key,
-            "p": self.node.encoded_properties(message), "b": self.node.body_of(queue, message),
+            "p": encoded_properties(message), "b": message_body(self.node.persistence, queue, message),
             "v": queue.vhost, "q": queue.name,
         })
         self.node.counters.messages_delivered += 1
@@ -366,10 +375,10 @@ class _PublishedAnswer:
         self.forwarder, self.peer, self.token = forwarder, peer, token
 
     def store_committed(self, channel: int, seq: int) -> None:
-        self.forwarder.send(self.peer, {"f": Fwd.PUBLISHED, "t": self.token, "ok": True})
+        self.outcome(True)
 
     def store_failed(self, channel: int, seq: int) -> None:
-        self.forwarder.send(self.peer, {"f": Fwd.PUBLISHED, "t": self.token, "ok": False})
+        self.outcome(False)
 
     def outcome(self, ok: bool) -> None:
         self.forwarder.send(self.peer, {"f": Fwd.PUBLISHED, "t": self.token, "ok": ok})

@@ -17,7 +17,7 @@ from warren.amqp import events as ev
 from warren.amqp.connection import ServerConnection
 from warren.errors import AMQPError, ReplyCode
 from warren.session.channel import ChannelState
-from warren.session.methods import MethodHandlers
+from warren.session.methods import MethodHandlers, encoded_properties, message_body
 
 if TYPE_CHECKING:
     from warren.broker.auth import Broker
@@ -374,10 +374,10 @@ class ClientSession(MethodHandlers):
             channel.next_delivery_tag += 1
         else:
             tag = channel.new_delivery(queue, delivery.msg_id, consumer.tag)
-        body = self.message_body(queue, message)
+        body = message_body(self.node.persistence, queue, message)
         self.conn.send_deliver(
             number, consumer.tag, tag, delivery.redelivered, message.exchange,
-            message.routing_key, self.encoded_properties(message), body,
+            message.routing_key, encoded_properties(message), body,
         )
         counters.messages_delivered += 1
         if delivery.redelivered:

@@ -114,12 +114,7 @@ class MethodHandlers:
         forwarder = self.node.forwarder
         assert forwarder is not None
 
-        def start(done: Callable[[Outcome], None]) -> None:
-            def answer(code: int, text: str, value: Any) -> None:
-                done(Outcome(error=AMQPError(code, text)) if code else Outcome(value))
-            forwarder.call(queue, message, answer)
-
-        self.wait_for(channel, method, start, on_ok)
+        self.wait_for(channel, method, lambda done: forwarder.call(queue, message, _as_outcome(done)), on_ok)
 
     def remote(self: ClientSession, queue: Any) -> bool:
         forwarder = self.node.forwarder
@@ -223,16 +218,14 @@ class MethodHandlers:
         else:
             node.counters.messages_routed += 1
         # A persistent message in a durable queue is confirmed once it is on disk.
-        waits_for_store = message.persistent and any(
-            queue.journal is not None for queue in outcome.routed_queues
-        )
+        persistence = node.persistence
+        local = persistence is not None and persistence.journal_publish(outcome.routed_queues, message)
         homes: dict[str, list[str]] = {}
         for queue in outcome.remote_queues:  # they live on other nodes: forward it there
             homes.setdefault(queue.home, []).append(queue.name)
         if channel.confirm_mode:
             seq = channel.next_publish_seq
             channel.next_publish_seq += 1
-            local = waits_for_store and node.persistence is not None
             if outcome.rejected_queues:
                 channel.record_confirm(seq, False)
             elif local or homes:
@@ -240,11 +233,8 @@ class MethodHandlers:
                 channel.unconfirmed[seq] = None
                 if local + len(homes) > 1:
                     channel.confirm_parts[seq] = local + len(homes)
-                if local:
-                    # the message's writes and its confirm must land in the same batch
-                    for queue in outcome.routed_queues:
-                        node.persistence.drain(queue)  # type: ignore[union-attr]
-                    node.persistence.after_commit(self, channel.number, seq)  # type: ignore[union-attr]
+                if local:  # its writes are in the current batch: so is its confirm
+                    persistence.after_commit(self, channel.number, seq)  # type: ignore[union-attr]
                 number = channel.number
                 for home, names in homes.items():
                     if not forwarder.publish(home, self.vhost.name, names, message,  # type: ignore[union-attr]
@@ -256,12 +246,6 @@ class MethodHandlers:
             self.send_confirms(channel)
         for home, names in homes.items():
             forwarder.publish(home, self.vhost.name, names, message, None)  # type: ignore[union-attr]
-        if waits_for_store and node.persistence is not None:
-            if not channel.confirm_mode:
-                for queue in outcome.routed_queues:
-                    node.persistence.drain(queue)
-            if node.persistence.may_evict(outcome.routed_queues):
-                node.persistence.evict_after_commit(message)
         for queue in outcome.routed_queues:
             node.queue_changed(queue)
         for queue in outcome.dead_letter_queues:
@@ -289,17 +273,6 @@ class MethodHandlers:
         channel.part_outcome(seq, ack)
         self.send_confirms(channel)
         self.node.session_changed(self)
-
-    # message bodies and properties ----------------------------------------------------
-    def encoded_properties(self: ClientSession, message: Message) -> bytes:
-        if message.properties is None:
-            message.properties = encode_properties(message.props)
-        return message.properties
-
-    def message_body(self: ClientSession, queue: Any, message: Message) -> bytes:
-        if message.body is None and self.node.persistence is not None:
-            return self.node.persistence.load_body(queue, message)
-        return message.body
 
     # consumers -----------------------------------------------------------------------
     def cancel_consumer(self: ClientSession, queue: Any, tag: str, number: int) -> None:
@@ -356,6 +329,27 @@ class MethodHandlers:
                 for target in self.vhost.reject(queue, ids, now_ms):
                     self.node.queue_changed(target)
             self.node.queue_changed(queue)
+
+
+def encoded_properties(message: Message) -> bytes:
+    """The message's property block as it goes on the wire (encoded once, then kept)."""
+    if message.properties is None:
+        message.properties = encode_properties(message.props)
+    properties: bytes = message.properties
+    return properties
+
+
+def message_body(persistence: Any, queue: Any, message: Message) -> bytes:
+    """The body, read back from the store when only the store holds it."""
+    if message.body is None and persistence is not None:
+        body: bytes = persistence.load_body(queue, message)
+        return body
+    return message.body
+
+
+def _as_outcome(done: Callable[[Outcome], None]) -> Callable[[int, str, Any], None]:
+    """The other node's answer (reply code, 0 = ok; text; value) as an Outcome for ``done``."""
+    return lambda code, text, value: done(Outcome(error=AMQPError(code, text)) if code else Outcome(value))
 
 
 def _unanswered(outcome: Outcome) -> None:
@@ -522,14 +516,10 @@ def basic_consume(s: ClientSession, ch: ChannelState, m: spec.Basic.Consume) -> 
     if s.remote(queue):  # it lives on another node: consume there, deliveries come back
         ch.consumers[tag] = queue
 
-        def start(done: Callable[[Outcome], None]) -> None:
-            def answer(code: int, text: str, value: Any) -> None:
-                if code:
-                    ch.consumers.pop(tag, None)
-                done(Outcome(error=AMQPError(code, text)) if code else Outcome())
-            s.node.forwarder.consume(queue, s.id, ch.number, consumer, answer)  # type: ignore[union-attr]
-
-        s.wait_for(ch, m, start, _ok(s, ch, m, spec.Basic.ConsumeOk(consumer_tag=tag)))
+        # refused there (a 403 for an exclusive consumer, a 404): the channel closes, and
+        # with it this consumer entry
+        s.wait_for(ch, m, lambda done: s.node.forwarder.consume(  # type: ignore[union-attr]
+            queue, s.id, ch.number, consumer, _as_outcome(done)), _ok(s, ch, m, spec.Basic.ConsumeOk(consumer_tag=tag)))
         return
     queue.add_consumer(consumer)
     ch.consumers[tag] = queue
@@ -580,7 +570,7 @@ def basic_get(s: ClientSession, ch: ChannelState, m: spec.Basic.Get) -> None:
         tag = ch.new_delivery(queue, result.msg_id, None)
     s.conn.send_get_ok(
         ch.number, tag, result.redelivered, message.exchange, message.routing_key,
-        result.message_count, s.encoded_properties(message), s.message_body(queue, message),
+        result.message_count, encoded_properties(message), message_body(s.node.persistence, queue, message),
     )
     s.node.counters.messages_delivered_get += 1
     s.node.queue_changed(queue)
