@@ -341,9 +341,9 @@ class Forwarder:
         key = (m["s"], m["c"], m["tag"])
         remote = self.consumers.get(key)
         if session is None or remote is None or not session.deliver_forwarded(m, remote):
-            # nobody to hand it to any more: back to the queue, for another consumer
-            if remote is not None or session is None:
-                self.send(peer, {"f": Fwd.SETTLE, "v": m["v"], "q": m["q"], "how": "requeue", "ids": [m["id"]]})
+            # nobody to hand it to any more (its consumer was cancelled while it travelled):
+            # back to the queue, or it would stay unacknowledged there for good
+            self.send(peer, {"f": Fwd.SETTLE, "v": m["v"], "q": m["q"], "how": "requeue", "ids": [m["id"]]})
             return
         node.session_changed(session)
 

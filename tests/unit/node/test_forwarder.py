@@ -53,3 +53,18 @@ def test_a_publish_to_a_down_node_is_not_sent_and_a_link_going_down_nacks_what_w
     assert heard == [False]
     assert answers and answers[0][0] == ReplyCode.NOT_FOUND
     assert [m["f"] for _, m in sent] == [Fwd.PUBLISH, Fwd.GET]
+
+
+def test_a_delivery_for_a_consumer_cancelled_meanwhile_goes_back_to_its_queue() -> None:
+    forwarder, sent, _ = _forwarder({"a"})
+
+    class Transport:
+        def write(self, data: bytes) -> None: ...
+        def close(self) -> None: ...
+        def set_reading(self, enabled: bool) -> None: ...
+
+    session = forwarder.node.open_session(Transport(), "127.0.0.1", 1, "127.0.0.1", 5672, False)
+    assert session is not None  # the connection is still there; its consumer is not
+    forwarder.on_message("a", {"f": Fwd.DELIVER, "s": session.id, "c": 1, "tag": "gone", "id": 7, "r": False,
+                               "x": "", "k": "q", "p": b"", "b": b"x", "v": "/", "q": "q"})
+    assert sent == [("a", {"f": Fwd.SETTLE, "v": "/", "q": "q", "how": "requeue", "ids": [7]})]
