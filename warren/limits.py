@@ -98,6 +98,11 @@ class Limits:
     # A channel consuming from a queue on another node has at most this many deliveries
     # from that node on their way to its client; credit goes back as the client's socket takes them.
     forward_consumer_credit: int = 256
+    # Quorum queues: members of a new one without x-quorum-initial-group-size (capped at the
+    # cluster's size); how many unacknowledged messages a consumer with prefetch 0, or a
+    # no-ack consumer, may hold (its node settles no-ack ones as its client takes them).
+    quorum_default_group_size: int = 3
+    quorum_unlimited_prefetch: int = 2000
 
     def validate(self) -> None:
         """Raise ValueError naming the setting when a limit is out of range."""

@@ -405,9 +405,9 @@ class NodeBackend:
 
     async def declare_queue(self, vhost: str, name: str, durable: bool, auto_delete: bool,
                             arguments: dict[str, Any]) -> None:
+        home, members = self.node.place_queue(vhost, name, arguments, False)
         await self._run(DeclareQueue(vhost, name, durable, False, auto_delete, arguments,
-                                     now_ms=self.node.wall_ms(),
-                                     home=self.node.place_queue(vhost, name, arguments, False)))
+                                     now_ms=self.node.wall_ms(), home=home, members=members))
 
     async def delete_queue(self, vhost: str, name: str, if_unused: bool, if_empty: bool) -> None:
         await self._run(DeleteQueue(vhost, name, if_unused, if_empty, must_exist=True))

@@ -217,6 +217,8 @@ class QueueState:
         self.journal: list[tuple[bool, Message]] | None = None
         self.store_id = 0
         self.home = ""  # the node it lives on, in a cluster ("" on a standalone node)
+        self.members: list[str] = []  # a quorum queue's members (preferred leader first)
+        self.group = 0  # a quorum queue's Raft group (its declare's index in the metadata log)
         self.dead_letters: list[DeadLetter] = []
         self._ready = _Ready(self.args.max_priority)
         self._unacked: dict[int, _Unacked] = {}
@@ -274,6 +276,19 @@ class QueueState:
 
     def unacked_ids(self) -> list[int]:
         return list(self._unacked)
+
+    def unacked_owner(self, msg_id: int) -> ConsumerRef | None:
+        """The channel an unacknowledged message went to (None: not unacknowledged)."""
+        record = self._unacked.get(msg_id)
+        return record.owner if record is not None else None
+
+    def unacked_records(self) -> list[tuple[int, Consumer | None, Message]]:
+        """(msg_id, consumer or None for a basic.get, message) of every unacknowledged one."""
+        return [(msg_id, r.consumer, r.entry.message) for msg_id, r in self._unacked.items()]
+
+    def unacked_of(self, ref: ConsumerRef) -> list[int]:
+        """The unacknowledged messages of one channel, in msg_id order."""
+        return [msg_id for msg_id, record in self._unacked.items() if record.owner == ref]
 
     # ---- publishing ------------------------------------------------------------------
 
@@ -509,20 +524,19 @@ class QueueState:
         self._ready.put_back(entries)
         return len(entries)
 
-    def reject(self, msg_ids: Iterable[int], now_ms: int) -> int:
-        """Reject without requeue: dead-letter (reason 'rejected') if a DLX is set, else drop."""
+    def reject(self, msg_ids: Iterable[int], now_ms: int, reason: str = "rejected") -> int:
+        """Reject without requeue: dead-letter (``reason``) if a DLX is set, else drop."""
         entries = self._take_unacked(msg_ids)
         for entry in entries:
             self._settled(entry.message)
-            self._dead_letter(entry.message, "rejected", now_ms)
+            self._dead_letter(entry.message, reason, now_ms)
         return len(entries)
 
     def release_owner(self, ref: ConsumerRef) -> int:
         """A channel closed: cancel its consumers and requeue what it had not settled."""
         for consumer in [c for c in self._registered if c.owner == ref]:
             self.cancel_consumer(consumer.tag)
-        ids = [msg_id for msg_id, record in self._unacked.items() if record.owner == ref]
-        return self.requeue(ids)
+        return self.requeue(self.unacked_of(ref))
 
     def purge(self) -> int:
         removed = self._ready.clear()

@@ -44,7 +44,9 @@ class QueueArgs:
     dead_letter_routing_key: str | None = None
     max_priority: int | None = None
     single_active_consumer: bool = False
-    delivery_limit: int | None = None  # set only by policy; applies to quorum queues
+    delivery_limit: int | None = None  # quorum queues (x-delivery-limit or policy); <0: none
+    queue_type: str = "classic"
+    initial_group_size: int | None = None  # quorum queues: x-quorum-initial-group-size
 
 
 def amqp_type_name(value: Any) -> str:
@@ -92,6 +94,13 @@ def _non_negative(value: Any) -> int:
     number = _int(value)
     if number < 0:
         raise _Invalid(f"{{value_negative,{number}}}")
+    return number
+
+
+def _positive(value: Any) -> int:
+    number = _int(value)
+    if number < 1:
+        raise _Invalid(f"{{value_zero_or_less,{number}}}" if number < 0 else "{value_zero,0}")
     return number
 
 
@@ -176,6 +185,8 @@ _PARSERS = {
     "x-max-priority": ("max_priority", _max_priority),
     "x-single-active-consumer": ("single_active_consumer", _bool),
     "x-queue-type": ("queue_type", _queue_type),
+    "x-delivery-limit": ("delivery_limit", _int),
+    "x-quorum-initial-group-size": ("initial_group_size", _positive),
 }
 
 
@@ -194,13 +205,7 @@ def parse_queue_arguments(arguments: dict[str, Any], queue_name: str, vhost: str
             values[field_name] = parse(arguments[key])
         except _Invalid as invalid:
             raise precondition_failed(f"invalid arg '{key}' for {where}: {invalid.term}") from None
-    queue_type = values.pop("queue_type", "classic")
-    if queue_type == "quorum":
-        raise precondition_failed(
-            f"invalid arg 'x-queue-type' for {where}: quorum queues arrive with replication "
-            "(Warren's clustered mode); declare a classic queue on a single node"
-        )
-    if queue_type == "stream":
+    if values.get("queue_type") == "stream":
         raise precondition_failed(f"invalid arg 'x-queue-type' for {where}: stream queues are not supported by Warren")
     if "dead_letter_routing_key" in values and "dead_letter_exchange" not in values:
         raise precondition_failed(f"invalid arg 'x-dead-letter-routing-key' for {where}: routing_key_but_no_dlx_defined")

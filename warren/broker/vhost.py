@@ -350,6 +350,8 @@ class VirtualHost:
                 f"invalid arg 'x-max-priority' for {self._rs('queue', name)}: "
                 f"{{max_value_exceeded,{declared.max_priority}}}"
             )
+        if declared.queue_type == "quorum":
+            _check_quorum_properties(self._rs("queue", name), durable, exclusive, auto_delete)
         policy = matching_policy(self.policies.values(), "queue", name)
         queue = QueueState(
             name, self.name, durable, exclusive, auto_delete, arguments,
@@ -670,7 +672,8 @@ class VirtualHost:
         exchanges = [x.as_dict(self.name) for x in self.exchanges.values() if x.name and not x.name.startswith("amq.")]
         queues: list[dict[str, Any]] = [
             {"name": q.name, "durable": q.durable, "exclusive": q.exclusive, "auto_delete": q.auto_delete,
-             "arguments": q.arguments, "owner": q.owner, "store_id": q.store_id, "home": q.home}
+             "arguments": q.arguments, "owner": q.owner, "store_id": q.store_id, "home": q.home,
+             **({"members": q.members, "group": q.group} if q.group else {})}
             for q in self.queues.values()
         ]
         bindings = [b.as_dict(self.name) for x in self.exchanges.values() for b in x.bindings.values()]
@@ -690,6 +693,8 @@ class VirtualHost:
                                            arguments=q["arguments"], server_named=True)
             queue.store_id = q.get("store_id", 0)
             queue.home = q.get("home", "")
+            queue.members = list(q.get("members", ()))
+            queue.group = q.get("group", 0)
         for b in definition.get("bindings", []):
             if b["source"] not in vhost.exchanges:
                 continue
@@ -708,3 +713,13 @@ def _is_cycle(queue: str, history: list[tuple[str, str]]) -> bool:
         if seen_queue == queue:
             return True
     return False
+
+
+def _check_quorum_properties(where: str, durable: bool, exclusive: bool, auto_delete: bool) -> None:
+    """RabbitMQ's rules for quorum queues, in its order and words (rabbit_queue_type_util)."""
+    if auto_delete:
+        raise precondition_failed(f"invalid property 'auto-delete' for {where}")
+    if exclusive:
+        raise precondition_failed(f"invalid property 'exclusive-owner' for {where}")
+    if not durable:
+        raise precondition_failed(f"invalid property 'non-durable' for {where}")

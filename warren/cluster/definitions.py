@@ -86,6 +86,7 @@ class DeclareQueue(Command):
     server_named: bool = False
     now_ms: int = 0
     home: str = ""  # the node it lives on (chosen by the submitter; "" on a standalone node)
+    members: tuple[str, ...] = ()  # a quorum queue's members, the preferred leader first
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +231,8 @@ def decode_command(data: bytes) -> Command:
     cls = COMMANDS[kind]
     if cls is PutUser:
         values[3] = tuple(values[3])
+    if cls is DeclareQueue and len(values) > 10:
+        values[10] = tuple(values[10])
     return cls(*values)
 
 
@@ -303,6 +306,7 @@ def apply_command(broker: Broker, command: Command) -> Applied:
         )
         if not queue.home:
             queue.home = c.home  # a redeclare never moves a queue
+            queue.members = list(c.members)
         return Applied(value=(queue.name, queue.messages_ready, queue.consumer_count))
     if kind is DeleteQueue:
         c = command

@@ -40,6 +40,15 @@ class Ring:
         at = bisect.bisect(self._keys, _point(key)) % len(self._keys)
         return self._owners[at]
 
+    def walk(self, key: str) -> list[str]:
+        """Every member once, in the order met clockwise from ``key``'s point."""
+        at = bisect.bisect(self._keys, _point(key))
+        owners = self._owners
+        seen: dict[str, None] = {}
+        for i in range(len(owners)):
+            seen.setdefault(owners[(at + i) % len(owners)])
+        return list(seen)
+
 
 def queue_locator(arguments: dict[str, object], policy_locator: object | None) -> str:
     """The locator in force: the queue's ``x-queue-leader-locator`` argument, else the
@@ -60,6 +69,19 @@ def home_node(vhost: str, queue: str, locator: str, local: str, members: Iterabl
     if exclusive or locator == "client-local" or len(alive) == 1:
         return local
     return _ring(tuple(alive)).owner(f"{vhost}\x00{queue}")
+
+
+def replica_nodes(vhost: str, queue: str, size: int, locator: str, local: str,
+                  members: Iterable[str]) -> tuple[str, ...]:
+    """A quorum queue's members, the preferred leader first: ``size`` distinct members
+    (at most all of them) found walking the ring clockwise from the queue's point; with
+    client-local, the declaring node is among them and leads."""
+    alive = sorted(set(members) | {local})
+    size = max(1, min(size, len(alive)))
+    walk = _ring(tuple(alive)).walk(f"{vhost}\x00{queue}")
+    if locator == "client-local":
+        return (local, *[m for m in walk if m != local][:size - 1])
+    return tuple(walk[:size])
 
 
 @lru_cache(maxsize=16)

@@ -27,7 +27,7 @@ from warren.cluster.definitions import (
     apply_command,
     vhost_of,
 )
-from warren.cluster.placement import home_node, queue_locator
+from warren.cluster.placement import home_node, queue_locator, replica_nodes
 from warren.errors import AMQPError, ReplyCode, StoreError, UnstorableValue, precondition_failed
 from warren.limits import Limits
 from warren.node.commands import LocalCommands
@@ -315,15 +315,31 @@ class Node(SessionHost):
                 self.policy_applied(queue)
         self.flush()
 
-    def place_queue(self, vhost: str, name: str, arguments: dict[str, Any], exclusive: bool) -> str:
-        """The home node for a queue declared here: "" on a standalone node; in a cluster by
-        its locator (``x-queue-leader-locator`` or the policy's ``queue-leader-locator``)."""
+    def place_queue(self, vhost: str, name: str, arguments: dict[str, Any],
+                    exclusive: bool) -> tuple[str, tuple[str, ...]]:
+        """Where a queue declared here lives: its home node ("" on a standalone node) and,
+        for a quorum queue, its members (the preferred leader first, also its home). In a
+        cluster, by the locator (``x-queue-leader-locator`` or the policy's
+        ``queue-leader-locator``)."""
+        quorum = arguments.get("x-queue-type") == "quorum"
         if self.alive_members is None:
-            return ""
+            if quorum:
+                raise precondition_failed(
+                    f"cannot declare queue '{name}' in vhost '{vhost}': quorum queues need "
+                    "Warren's cluster mode; start the node with --cluster-secret (one node "
+                    "is a cluster of one)")
+            return "", ()
         v = self.broker.vhosts.get(vhost)
         policy = matching_policy(v.policies.values(), "queue", name) if v is not None else None
         locator = queue_locator(arguments, policy.definition.get("queue-leader-locator") if policy else None)
-        return home_node(vhost, name, locator, self.name, self.alive_members(), exclusive)
+        alive = self.alive_members()
+        if quorum:
+            size = arguments.get("x-quorum-initial-group-size")
+            if not isinstance(size, int) or isinstance(size, bool):
+                size = self.limits.quorum_default_group_size
+            members = replica_nodes(vhost, name, size, locator, self.name, alive)
+            return members[0], members
+        return home_node(vhost, name, locator, self.name, alive, exclusive), ()
 
     def new_ref_id(self) -> int:
         """A fresh id for a session, or for a remote session's proxy (one space: a consumer

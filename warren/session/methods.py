@@ -426,13 +426,16 @@ def queue_declare(s: ClientSession, ch: ChannelState, m: spec.Queue.Declare) -> 
         s.run(ch, m, None, passive)
         return
     server_named = not m.queue
+    arguments = m.arguments or {}
+    if server_named and arguments.get("x-queue-type") == "quorum":
+        raise precondition_failed("Cannot declare a server-named queue for type rabbit_quorum_queue")
     name = s.node.unique_name("amq.gen-") if server_named else m.queue
     s.check("configure", "queue", name)
-    arguments = m.arguments or {}
+    home, members = s.node.place_queue(s.vhost.name, name, arguments, m.exclusive)
     s.run(ch, m, DeclareQueue(
         s.vhost.name, name, durable=m.durable, exclusive=m.exclusive, auto_delete=m.auto_delete,
         arguments=arguments, owner=s.owner, server_named=server_named, now_ms=s.node.wall_ms(),
-        home=s.node.place_queue(s.vhost.name, name, arguments, m.exclusive),
+        home=home, members=members,
     ), answer)
 
 

@@ -289,8 +289,15 @@ def test_invalid_queue_arguments_are_406(vhost: VirtualHost) -> None:
         assert (e.code, e.text) == (ReplyCode.PRECONDITION_FAILED, f"invalid arg '{key}' for queue 'q' in vhost '/': {term}")
     e = error(vhost.declare_queue, "q", arguments={"x-expires": 0})
     assert e.text == "invalid arg 'x-expires' for queue 'q' in vhost '/': {value_zero,0}"
-    e = error(vhost.declare_queue, "q", arguments={"x-queue-type": "quorum"})
-    assert e.code == ReplyCode.PRECONDITION_FAILED and "quorum queues arrive with replication" in e.text
+    quorum = {"x-queue-type": "quorum"}
+    e = error(vhost.declare_queue, "q", arguments=quorum)
+    assert (e.code, e.text) == (ReplyCode.PRECONDITION_FAILED, "invalid property 'non-durable' for queue 'q' in vhost '/'")
+    e = error(vhost.declare_queue, "q", durable=True, exclusive=True, arguments=quorum)
+    assert e.text == "invalid property 'exclusive-owner' for queue 'q' in vhost '/'"
+    e = error(vhost.declare_queue, "q", durable=True, auto_delete=True, arguments=quorum)
+    assert e.text == "invalid property 'auto-delete' for queue 'q' in vhost '/'"
+    e = error(vhost.declare_queue, "q", durable=True, arguments={**quorum, "x-quorum-initial-group-size": 0})
+    assert e.text == "invalid arg 'x-quorum-initial-group-size' for queue 'q' in vhost '/': {value_zero,0}"
     e = error(vhost.declare_queue, "q", arguments={"x-dead-letter-routing-key": "k"})
     assert "routing_key_but_no_dlx_defined" in e.text
     assert not vhost.queues

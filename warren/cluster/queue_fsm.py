@@ -1,0 +1,268 @@
+"""A quorum queue's replicated state machine: the broker's queue state under a Raft log.
+
+Every member of a quorum queue's Raft group applies the same entries, in the same order,
+to a :class:`QuorumQueueMachine` and so holds the same queue: the same messages, the same
+consumers, the same messages checked out to each consumer. Entries carry everything that
+could differ between replicas: the leader stamps each with its wall clock (``now_ms``:
+expiry, x-death times), consumers and channels are named by plain strings, and the
+delivery decision is a pure function of the state (each apply ends by handing ready
+messages to consumers with credit, ``QueueState.take_deliveries`` with no outside say), so
+every replica knows which consumer holds which message. Only the leader acts on the
+deliveries and dead letters an apply returns; the others drop them.
+
+Entries are msgpack lists ``[op, now_ms, ...]``; op codes are append-only::
+
+    ENQUEUE  [1, now, exchange, routing_key, properties, body]   -> accepted (bool)
+    CHECKOUT [2, now, channel, tag, prefetch, priority, exclusive] -> None, or the 403 text
+    CANCEL   [3, now, channel, tag]      consumer stops; what it holds stays with its channel
+    SETTLE   [4, now, channel, ids]      ack
+    RETURN   [5, now, channel, ids]      nack/reject with requeue (delivery count + 1)
+    DISCARD  [6, now, channel, ids]      nack/reject without requeue (dead-lettered)
+    GET      [7, now, channel, no_ack]   -> (msg_id, delivery count, redelivered, left, message)
+                                            or None
+    PURGE    [8, now]                    -> messages removed
+    DOWN     [9, now, prefix]            every channel whose name starts with prefix is gone:
+                                         its consumers cancelled, its messages returned
+    TICK     [10, now]                   expire messages at the head
+
+A *channel* is ``"node#boot#session/channel"`` (so ``"node#"`` names everything of one
+node, ``"node#boot#session/"`` one connection). Settlements name the channel that holds
+the message and count only when it still does: a resent or late ack cannot touch a
+message that has since gone to another consumer.
+
+A message returned more than ``x-delivery-limit`` times (RabbitMQ 4's default: 20; a
+negative limit turns it off) is dead-lettered with reason ``delivery_limit`` instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any
+
+import msgpack
+
+from warren.amqp.connection import decode_properties
+from warren.broker.message import Message
+from warren.broker.queue import Consumer, ConsumerRef, DeadLetter, QueueState
+from warren.broker.queue_args import QueueArgs
+from warren.errors import AMQPError
+
+DEFAULT_DELIVERY_LIMIT = 20
+
+
+class QOp(IntEnum):
+    ENQUEUE = 1
+    CHECKOUT = 2
+    CANCEL = 3
+    SETTLE = 4
+    RETURN = 5
+    DISCARD = 6
+    GET = 7
+    PURGE = 8
+    DOWN = 9
+    TICK = 10
+
+
+@dataclass(slots=True)
+class QDelivery:
+    """A message the machine gave to a consumer (the leader sends it to ``channel``)."""
+
+    channel: str
+    tag: str
+    msg_id: int
+    message: Message
+    redelivered: bool
+    delivery_count: int
+
+
+@dataclass(slots=True)
+class QResult:
+    value: Any = None
+    deliveries: list[QDelivery] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+
+
+def encode(op: QOp, now_ms: int, *fields: Any) -> bytes:
+    return msgpack.packb([int(op), now_ms, *fields], use_bin_type=True)
+
+
+def delivery_limit_of(args: QueueArgs) -> int | None:
+    """x-delivery-limit (or the policy's), RabbitMQ 4's default when unset; <0: none."""
+    value = DEFAULT_DELIVERY_LIMIT if args.delivery_limit is None else args.delivery_limit
+    return None if value < 0 else value
+
+
+class QuorumQueueMachine:
+    """One replica of a quorum queue (see the module docstring)."""
+
+    def __init__(self, name: str, vhost: str, arguments: dict[str, Any]) -> None:
+        self.queue = QueueState(name, vhost, durable=True, arguments=arguments)
+        self.delivery_limit = delivery_limit_of(self.queue.args)
+        self.applied = 0
+        self._refs: dict[str, ConsumerRef] = {}  # channel -> its ref in the queue state
+        self._channels: dict[int, str] = {}  # ref id -> channel
+        self._tags: dict[str, tuple[str, str]] = {}  # the queue state's tag -> (channel, tag)
+        self._counts: dict[int, int] = {}  # msg_id -> returns so far (x-delivery-count)
+        self._next_ref = 1
+        self._expiring = 0  # messages enqueued with an expiration or under a message TTL
+
+    # ---- reading -------------------------------------------------------------------
+
+    @property
+    def needs_ticks(self) -> bool:
+        """Could a TICK expire something (the leader proposes one now and then if so)?"""
+        return bool(self._expiring and self.queue.messages_ready)
+
+    def consumers(self) -> list[tuple[str, str, Consumer]]:
+        """(channel, tag, consumer) of every consumer, in registration order."""
+        return [(*self._tags[c.tag], c) for c in self.queue.consumers]
+
+    def checked_out(self) -> list[QDelivery]:
+        """Every unacknowledged message with the channel that holds it (a new leader sends
+        these again: the old one may have died before they left)."""
+        out = []
+        queue = self.queue
+        for msg_id, consumer, message in queue.unacked_records():
+            if consumer is not None:  # a basic.get's message stays with its channel
+                channel, tag = self._tags[consumer.tag]
+                out.append(QDelivery(channel, tag, msg_id, message, True, self._counts.get(msg_id, 0)))
+        return out
+
+    # ---- applying ------------------------------------------------------------------
+
+    def apply(self, index: int, data: bytes) -> QResult:
+        entry = msgpack.unpackb(data, raw=False)
+        op, now_ms, *fields = entry
+        self.applied = index
+        handler = _HANDLERS[QOp(op)]
+        result = QResult(handler(self, now_ms, *fields))
+        self._hand_out(now_ms, result)
+        return result
+
+    def _hand_out(self, now_ms: int, result: QResult) -> None:
+        queue = self.queue
+        for delivery in queue.take_deliveries(now_ms):
+            channel, tag = self._tags[delivery.consumer.tag]
+            result.deliveries.append(QDelivery(channel, tag, delivery.msg_id, delivery.message,
+                                               delivery.redelivered, self._counts.get(delivery.msg_id, 0)))
+        result.dead_letters = queue.take_dead_letters()
+        self._forget_settled()
+
+    def _forget_settled(self) -> None:
+        counts = self._counts
+        if counts and len(counts) > 2 * self.queue.messages:  # returned messages since settled
+            live = set(self.queue.unacked_ids()) | {m for m, _, _ in self.queue.ready_messages()}
+            self._counts = {m: n for m, n in counts.items() if m in live}
+        if not self.queue.messages:
+            self._expiring = 0
+
+    def _ref(self, channel: str) -> ConsumerRef:
+        ref = self._refs.get(channel)
+        if ref is None:
+            ref = ConsumerRef(self._next_ref, 0)
+            self._next_ref += 1
+            self._refs[channel] = ref
+            self._channels[ref.session_id] = channel
+        return ref
+
+    def _held_by(self, channel: str, ids: list[int]) -> list[int]:
+        ref = self._refs.get(channel)
+        if ref is None:
+            return []
+        owner = self.queue.unacked_owner
+        return [i for i in ids if owner(i) == ref]
+
+    def _enqueue(self, now_ms: int, exchange: str, routing_key: str, properties: bytes, body: bytes) -> bool:
+        message = Message.from_publish(exchange, routing_key, body, properties, decode_properties(properties))
+        accepted = self.queue.enqueue(message, now_ms).accepted
+        if accepted and (message.expiration_ms is not None or self.queue.args.message_ttl is not None):
+            self._expiring += 1
+        return accepted
+
+    def _checkout(self, now_ms: int, channel: str, tag: str, prefetch: int, priority: int,
+                  exclusive: bool) -> str | None:
+        key = f"{channel} {tag}"
+        if key in self._tags:
+            return None  # a resent checkout: the consumer is there already
+        try:
+            self.queue.add_consumer(Consumer(key, self._ref(channel), prefetch, priority, exclusive))
+        except AMQPError as error:
+            return error.text
+        self._tags[key] = (channel, tag)
+        return None
+
+    def _cancel(self, now_ms: int, channel: str, tag: str) -> None:
+        key = f"{channel} {tag}"
+        if self.queue.cancel_consumer(key) is not None:
+            del self._tags[key]
+
+    def _settle(self, now_ms: int, channel: str, ids: list[int]) -> int:
+        held = self._held_by(channel, ids)
+        for msg_id in held:
+            self._counts.pop(msg_id, None)
+        return self.queue.ack(held)
+
+    def _return(self, now_ms: int, channel: str, ids: list[int]) -> int:
+        return self._return_held(now_ms, self._held_by(channel, ids))
+
+    def _return_held(self, now_ms: int, held: list[int]) -> int:
+        back: list[int] = []
+        poisoned: list[int] = []
+        limit = self.delivery_limit
+        for msg_id in held:
+            count = self._counts.get(msg_id, 0) + 1
+            self._counts[msg_id] = count
+            (poisoned if limit is not None and count > limit else back).append(msg_id)
+        if poisoned:
+            self.queue.reject(poisoned, now_ms, "delivery_limit")
+            for msg_id in poisoned:
+                del self._counts[msg_id]
+        return self.queue.requeue(back)
+
+    def _discard(self, now_ms: int, channel: str, ids: list[int]) -> int:
+        held = self._held_by(channel, ids)
+        for msg_id in held:
+            self._counts.pop(msg_id, None)
+        return self.queue.reject(held, now_ms)
+
+    def _get(self, now_ms: int, channel: str, no_ack: bool) -> tuple[int, int, bool, int, Message] | None:
+        got = self.queue.get(now_ms, no_ack, None if no_ack else self._ref(channel))
+        if got is None:
+            return None
+        count = self._counts.pop(got.msg_id, 0) if no_ack else self._counts.get(got.msg_id, 0)
+        return got.msg_id, count, got.redelivered, got.message_count, got.message
+
+    def _purge(self, now_ms: int) -> int:
+        return self.queue.purge()
+
+    def _down(self, now_ms: int, prefix: str) -> int:
+        returned = 0
+        for channel, ref in list(self._refs.items()):
+            if not channel.startswith(prefix):
+                continue
+            for key, (owner, _) in list(self._tags.items()):
+                if owner == channel:
+                    self.queue.cancel_consumer(key)
+                    del self._tags[key]
+            returned += self._return_held(now_ms, self.queue.unacked_of(ref))
+            del self._refs[channel]
+            del self._channels[ref.session_id]
+        return returned
+
+    def _tick(self, now_ms: int) -> int:
+        return self.queue.expire(now_ms)
+
+
+_HANDLERS: dict[QOp, Any] = {
+    QOp.ENQUEUE: QuorumQueueMachine._enqueue,
+    QOp.CHECKOUT: QuorumQueueMachine._checkout,
+    QOp.CANCEL: QuorumQueueMachine._cancel,
+    QOp.SETTLE: QuorumQueueMachine._settle,
+    QOp.RETURN: QuorumQueueMachine._return,
+    QOp.DISCARD: QuorumQueueMachine._discard,
+    QOp.GET: QuorumQueueMachine._get,
+    QOp.PURGE: QuorumQueueMachine._purge,
+    QOp.DOWN: QuorumQueueMachine._down,
+    QOp.TICK: QuorumQueueMachine._tick,
+}
