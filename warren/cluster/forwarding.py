@@ -36,6 +36,14 @@ class Fwd(IntEnum):
     GET = 9  # access -> home: v, q, s, c, na, call
     PURGE = 10  # access -> home: v, q, call
     ANSWER = 11  # home -> access: call, e (reply code, 0 = ok), et (text), value
+    # quorum queues (warren.node.quorum): g is the queue's Raft group
+    QCOMMAND = 13  # access -> leader: t (token, 0 = no answer wanted), g, o (QOp), a (its fields)
+    QANSWER = 14  # leader -> access: t, ok, v (value) or e (error text), l (the leader, if known)
+    QDELIVER = 15  # leader -> access: g, ch (channel), tag, id, r, n (delivery count), x, k, p, b
+    QLEADER = 16  # leader -> every member: g, l: this node leads the group now
+
+
+QUORUM_KINDS = frozenset({Fwd.QCOMMAND, Fwd.QANSWER, Fwd.QDELIVER, Fwd.QLEADER})
 
 
 def unavailable_text(queue: str, vhost: str, home: str) -> str:

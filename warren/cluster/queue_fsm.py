@@ -118,6 +118,10 @@ class QuorumQueueMachine:
         """(channel, tag, consumer) of every consumer, in registration order."""
         return [(*self._tags[c.tag], c) for c in self.queue.consumers]
 
+    def channels(self) -> list[str]:
+        """Every channel that has consumers here or holds messages of this queue."""
+        return list(self._refs)
+
     def checked_out(self) -> list[QDelivery]:
         """Every unacknowledged message with the channel that holds it (a new leader sends
         these again: the old one may have died before they left)."""

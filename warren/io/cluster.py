@@ -141,23 +141,33 @@ class Identity:
         os.replace(tmp, path)
 
 
-class _GroupZero:
-    """The RaftHost's state machine: group 0 is the metadata state machine."""
+class _Groups:
+    """The RaftHost's state machine: group 0 is the metadata state machine, every other
+    group a quorum queue (``queues``: warren.io.quorum_groups.QuorumGroups, once set)."""
 
     def __init__(self, fsm: MetaStateMachine, applied: Any) -> None:
         self.fsm = fsm
         self._applied = applied
+        self.queues: Any = None
 
     def apply(self, group: Any, index: int, data: bytes) -> None:
-        self.fsm.apply(index, data)
-        self._applied(index)
+        if group == META_GROUP:
+            self.fsm.apply(index, data)
+            self._applied(index)
+        elif self.queues is not None:
+            self.queues.apply(group, index, data)
 
     def snapshot(self, group: Any) -> bytes:
-        return self.fsm.snapshot()
+        if group == META_GROUP:
+            return self.fsm.snapshot()
+        return bytes(self.queues.snapshot(group))
 
     def restore(self, group: Any, index: int, data: bytes) -> None:
-        self.fsm.restore(index, data)
-        self._applied(index)
+        if group == META_GROUP:
+            self.fsm.restore(index, data)
+            self._applied(index)
+        else:
+            self.queues.restore(group, index, data)
 
 
 class ClusterRuntime:
@@ -169,6 +179,8 @@ class ClusterRuntime:
         self.fsm = MetaStateMachine(definitions)
         self.fsm.membership.max_members = self.limits.cluster_max_members
         self.fsm.watch(self._on_applied_entry)
+        self.groups = _Groups(self.fsm, self._on_applied_index)  # .queues: set before start()
+        self.rng: random.Random | None = None
         self.directory = Path(settings.data_dir) / "cluster"
         self.identity: Identity | None = None
         self.transport: PeerTransport | None = None
@@ -343,8 +355,9 @@ class ClusterRuntime:
             assert self.transport is not None
             self.transport.send(peer, wire)
 
+        self.rng = rng
         self.host = RaftHost(identity.id, self.store, send, message_from_wire,
-                             _GroupZero(self.fsm, self._on_applied_index), TICK_SECONDS,
+                             self.groups, TICK_SECONDS,
                              proposal_timeout=self.limits.cluster_request_timeout_seconds,
                              limits=self.limits)
         self.host.on_peer_change = self._peer_changed

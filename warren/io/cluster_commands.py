@@ -134,4 +134,5 @@ class ReplicatedCommands:
     def restore_definitions(self, data: Any) -> None:
         for queue in self.node.broker.restore_state(data):
             self.node.queue_deleted(None, queue)
+        self.node.host_quorum_queues()
         self.node.flush()

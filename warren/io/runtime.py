@@ -294,6 +294,13 @@ class NodeRuntime:
         self.cluster = ClusterRuntime(settings, definitions=self.replicated)
         self.cluster.on_stats = getattr(self, "cluster_stats", None)  # set by warren.api.server
         self.replicated.group = self.cluster
+        from warren.io.quorum_groups import QuorumGroups
+        from warren.node.quorum import QuorumQueues
+
+        assert self.node is not None
+        # before start(): replaying the metadata log hosts the quorum queues' groups
+        quorum = self.node.quorum = QuorumQueues(self.node, self.cluster.send_to, self.cluster.is_up)
+        QuorumGroups(self.cluster, quorum)
         await self.cluster.start()
         await self.cluster.wait_recovered()
         node = self.node
@@ -309,11 +316,17 @@ class NodeRuntime:
         forwarder = node.forwarder = Forwarder(node, cluster.send_to, cluster.is_up,
                                                self.config.limits.forward_consumer_credit,
                                                schedule_flush=self._flusher.schedule)
-        cluster.on_forwarded = forwarder.on_message
+        from warren.cluster.forwarding import QUORUM_KINDS
+
+        def forwarded(peer: str, message: dict[str, Any]) -> None:
+            (quorum.on_message if message.get("f") in QUORUM_KINDS else forwarder.on_message)(peer, message)
+
+        cluster.on_forwarded = forwarded
 
         def link_changed(name: str, up: bool) -> None:
             if not up:
                 forwarder.peer_down(name)
+                quorum.peer_down(name)
 
         cluster.on_link_change = link_changed
         node.accepting = True

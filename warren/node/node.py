@@ -33,6 +33,7 @@ from warren.limits import Limits
 from warren.node.commands import LocalCommands
 from warren.node.memory import MemoryMonitor
 from warren.node.persistence import Persistence
+from warren.node.quorum import QuorumQueues
 from warren.node.remote import Forwarder
 from warren.session.client import ClientSession, SessionHost
 
@@ -112,6 +113,7 @@ class Node(SessionHost):
         self.alive_members: Callable[[], list[str]] | None = None
         # in a cluster: queues that live on other nodes (warren.node.remote)
         self.forwarder: Forwarder | None = None
+        self.quorum: QuorumQueues | None = None  # in a cluster: quorum queues (warren.node.quorum)
         self._expiring: set[str] = set()  # x-expires deletions submitted, not yet applied
 
     # ---- inputs from the I/O layer -------------------------------------------------
@@ -166,6 +168,8 @@ class Node(SessionHost):
                 self._dirty_sessions.add(session)
         if self.forwarder is not None:
             self.forwarder.tick(now)
+        if self.quorum is not None:
+            self.quorum.tick(now)
         unused = self._expired_in_cluster if self.definitions_in_log else None
         for vhost in list(self.broker.vhosts.values()):
             for queue in vhost.expire(now_ms, unused):
@@ -294,7 +298,12 @@ class Node(SessionHost):
             applied = apply_command(self.broker, command)
         if index and isinstance(command, DeclareQueue) and self.persistence is not None:
             queue = vhosts[0].queues[applied.value[0]]
-            if queue.durable and not queue.store_id:
+            if queue.members:  # a quorum queue: its group holds its messages
+                if not queue.group:
+                    queue.group = index  # unique, and the same on every member
+                if self.quorum is not None:
+                    self.quorum.queue_declared(queue)
+            elif queue.durable and not queue.store_id:
                 queue.store_id = index  # unique, and the same on every member and after a replay
                 queue.journal = []
         return applied
@@ -340,6 +349,20 @@ class Node(SessionHost):
             members = replica_nodes(vhost, name, size, locator, self.name, alive)
             return members[0], members
         return home_node(vhost, name, locator, self.name, alive, exclusive), ()
+
+    def routes_elsewhere(self, queue: Any) -> bool:
+        """Routed here, enqueued elsewhere: a quorum queue (by its leader), a classic queue
+        that lives on another node."""
+        return bool(queue.members) or (self.forwarder is not None and self.forwarder.is_remote(queue))
+
+    def host_quorum_queues(self) -> None:
+        """Host a replica of every quorum queue this node is a member of (after the
+        metadata was restored from a snapshot)."""
+        if self.quorum is not None:
+            for vhost in self.broker.vhosts.values():
+                for queue in vhost.queues.values():
+                    if queue.members:
+                        self.quorum.queue_declared(queue)
 
     def new_ref_id(self) -> int:
         """A fresh id for a session, or for a remote session's proxy (one space: a consumer
@@ -411,6 +434,10 @@ class Node(SessionHost):
                 session.consumer_cancelled_by_server(ref.channel, consumer.tag)
         if self.forwarder is not None:  # this node's consumers of it, where it lived elsewhere
             self.forwarder.queue_gone(queue.vhost, queue.name)
+        if queue.members:
+            if self.quorum is not None:
+                self.quorum.queue_deleted(queue)
+            return
         if self.persistence is None:
             return
         self.persistence.queue_deleted(vhost, queue)

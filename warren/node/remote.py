@@ -84,7 +84,7 @@ class Forwarder:
         return token
 
     def is_remote(self, queue: Any) -> bool:
-        return bool(queue.home) and queue.home != self.node.name
+        return bool(queue.home) and queue.home != self.node.name and not queue.members
 
     # ---- access side: what this node's sessions ask ----------------------------------------
 

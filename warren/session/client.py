@@ -39,8 +39,11 @@ class SessionHost(Protocol):
     commands: CommandRunner
     definitions_in_log: bool
     forwarder: Any  # warren.node.remote.Forwarder in a cluster, else None
+    quorum: Any  # warren.node.quorum.QuorumQueues in a cluster, else None
 
     def wall_ms(self) -> int: ...
+
+    def routes_elsewhere(self, queue: Any) -> bool: ...
 
     def unique_name(self, prefix: str) -> str: ...
 
@@ -300,17 +303,21 @@ class ClientSession(MethodHandlers):
             return
         self.node.counters.channels_closed += 0 if keep else 1
         touched = set()
+        quorum = self.node.quorum
         for tag, queue in list(channel.consumers.items()):
-            self.cancel_consumer(queue, tag, number)
-            touched.add(queue)
+            if not queue.members:  # a quorum queue's go with the channel's release below
+                self.cancel_consumer(queue, tag, number)
+                touched.add(queue)
         channel.consumers.clear()
+        if quorum is not None:  # its quorum consumers end, what it held goes back
+            quorum.channel_closed(self.id, number)
         if channel.unacked:
             by_queue: dict[Any, list[int]] = {}
             for entry in channel.unacked.values():
                 by_queue.setdefault(entry.queue, []).append(entry.msg_id)
             channel.unacked.clear()
             for queue, ids in by_queue.items():
-                if queue.deleted:
+                if queue.deleted or queue.members:
                     continue
                 if self.remote(queue):
                     self.node.forwarder.settle(queue, "requeue", ids)
@@ -346,6 +353,29 @@ class ClientSession(MethodHandlers):
             counters.messages_redelivered += 1
         self.node.forwarder.handed_over(self.id, number, tag)
         return True
+
+    def deliver_quorum(self, queue: Any, m: dict[str, Any], no_ack: bool) -> bool:
+        """A delivery from a quorum queue's leader (``warren.node.quorum``); False when its
+        channel or consumer is gone."""
+        number, tag = self.quorum_channel_number(m["ch"]), m["tag"]
+        channel = self.channels.get(number)
+        if channel is None or channel.closing or tag not in channel.consumers:
+            return False
+        if no_ack:
+            delivery_tag = channel.next_delivery_tag
+            channel.next_delivery_tag += 1
+        else:
+            delivery_tag = channel.new_delivery(queue, m["id"], tag)
+        self.conn.send_deliver(number, tag, delivery_tag, m["r"], m["x"], m["k"], m["p"], m["b"])
+        counters = self.node.counters
+        counters.messages_delivered += 1
+        if m["r"]:
+            counters.messages_redelivered += 1
+        return True
+
+    @staticmethod
+    def quorum_channel_number(channel: str) -> int:
+        return int(channel.rsplit("/", 2)[1])
 
     def may_deliver(self, number: int) -> bool:
         """May channel ``number`` receive deliveries now (the node asks before a queue decides)?"""

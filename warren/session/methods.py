@@ -120,6 +120,18 @@ class MethodHandlers:
         forwarder = self.node.forwarder
         return forwarder is not None and forwarder.is_remote(queue)
 
+    def call_leader(self: ClientSession, channel: ChannelState, method: Any, queue: Any,
+                    start: Callable[[Any], None], on_ok: Callable[[Any], None]) -> None:
+        """Send a command to a quorum queue's leader (consume, get, purge), holding the
+        channel until it is committed; a failure is a 404 naming why."""
+        def begin(done: Callable[[Outcome], None]) -> None:
+            def answer(ok: bool, value: Any, text: str) -> None:
+                done(Outcome(value) if ok else Outcome(error=not_found(
+                    f"queue '{queue.name}' in vhost '{queue.vhost}' is not available: {text}")))
+            start(answer)
+
+        self.wait_for(channel, method, begin, on_ok)
+
     def hold(self: ClientSession, channel: ChannelState, item: tuple[Any, ...]) -> None:
         channel.held.append(item)
         if channel.number not in self.holding:
@@ -205,7 +217,7 @@ class MethodHandlers:
         node.counters.messages_received += 1
         forwarder = node.forwarder
         outcome = self.vhost.publish(message, node.wall_ms(), method.mandatory,
-                                     forwarder.is_remote if forwarder is not None else None)
+                                     node.routes_elsewhere if forwarder is not None else None)
         if outcome.unroutable:
             if method.mandatory:
                 self.conn.send_return(
@@ -221,21 +233,30 @@ class MethodHandlers:
         persistence = node.persistence
         local = persistence is not None and persistence.journal_publish(outcome.routed_queues, message)
         homes: dict[str, list[str]] = {}
+        quorum = []
         for queue in outcome.remote_queues:  # they live on other nodes: forward it there
-            homes.setdefault(queue.home, []).append(queue.name)
+            if queue.members:
+                quorum.append(queue)
+            else:
+                homes.setdefault(queue.home, []).append(queue.name)
         if channel.confirm_mode:
             seq = channel.next_publish_seq
             channel.next_publish_seq += 1
             if outcome.rejected_queues:
                 channel.record_confirm(seq, False)
-            elif local or homes:
+            elif local or homes or quorum:
                 # confirmed once the store and every node it went to have it (a nack if any has not)
                 channel.unconfirmed[seq] = None
-                if local + len(homes) > 1:
-                    channel.confirm_parts[seq] = local + len(homes)
+                parts = local + len(homes) + len(quorum)
+                if parts > 1:
+                    channel.confirm_parts[seq] = parts
                 if local:  # its writes are in the current batch: so is its confirm
                     persistence.after_commit(self, channel.number, seq)  # type: ignore[union-attr]
                 number = channel.number
+                for queue in quorum:  # confirmed once committed on a majority of its members
+                    node.quorum.publish(queue, message,  # type: ignore[union-attr]
+                                        lambda ok, seq=seq: self._store_outcome(number, seq, ok))
+                quorum = []
                 for home, names in homes.items():
                     if not forwarder.publish(home, self.vhost.name, names, message,  # type: ignore[union-attr]
                                              lambda ok, seq=seq: self._store_outcome(number, seq, ok)):
@@ -246,6 +267,8 @@ class MethodHandlers:
             self.send_confirms(channel)
         for home, names in homes.items():
             forwarder.publish(home, self.vhost.name, names, message, None)  # type: ignore[union-attr]
+        for queue in quorum:
+            node.quorum.publish(queue, message, None)  # type: ignore[union-attr]
         for queue in outcome.routed_queues:
             node.queue_changed(queue)
         for queue in outcome.dead_letter_queues:
@@ -276,6 +299,9 @@ class MethodHandlers:
 
     # consumers -----------------------------------------------------------------------
     def cancel_consumer(self: ClientSession, queue: Any, tag: str, number: int) -> None:
+        if queue.members:
+            self.node.quorum.cancel(queue, self.id, number, tag)  # type: ignore[union-attr]
+            return
         if self.remote(queue):
             self.node.forwarder.cancel(self.id, number, tag)  # type: ignore[union-attr]
             return
@@ -313,6 +339,12 @@ class MethodHandlers:
         now_ms = self.node.wall_ms()
         for queue, ids in by_queue.items():
             if queue.deleted:
+                continue
+            if queue.members:
+                how = "ack" if kind == "ack" else "requeue" if requeue else "reject"
+                self.node.quorum.settle(queue, self.id, channel.number, how, ids)  # type: ignore[union-attr]
+                if kind == "ack":
+                    self.node.counters.messages_acknowledged += len(ids)
                 continue
             if self.remote(queue):
                 how = "ack" if kind == "ack" else "requeue" if requeue else "reject"
@@ -417,6 +449,10 @@ def queue_declare(s: ClientSession, ch: ChannelState, m: spec.Queue.Declare) -> 
     def answer(declared: tuple[str, int, int]) -> None:
         if not m.nowait:
             name, messages, consumers = declared
+            queue = s.vhost.queues.get(name)
+            counts = s.node.quorum.counts(queue) if queue is not None and queue.members and s.node.quorum else None
+            if counts is not None:  # a quorum queue's replica here knows them
+                _, messages, consumers = counts
             s.reply(ch, spec.Queue.DeclareOk(queue=name, message_count=messages, consumer_count=consumers))
 
     if m.passive:
@@ -464,6 +500,9 @@ def queue_purge(s: ClientSession, ch: ChannelState, m: spec.Queue.Purge) -> None
         if not m.nowait:
             s.reply(ch, spec.Queue.PurgeOk(message_count=count))
 
+    if queue.members:
+        s.call_leader(ch, m, queue, lambda answer: s.node.quorum.purge(queue, answer), purged)  # type: ignore[union-attr]
+        return
     if s.remote(queue):
         s.call_home(ch, m, queue, {"f": Fwd.PURGE}, purged)
         return
@@ -516,6 +555,20 @@ def basic_consume(s: ClientSession, ch: ChannelState, m: spec.Basic.Consume) -> 
         tag=tag, owner=ConsumerRef(s.id, ch.number), prefetch=ch.prefetch_per_consumer,
         priority=priority, exclusive=m.exclusive, no_ack=m.no_ack,
     )
+    if queue.members:  # a quorum queue: its leader hands out the messages
+        if ch.prefetch_channel:
+            raise not_implemented(f"queue '{queue.name}' in vhost '{queue.vhost}' does not support global qos")
+        ch.consumers[tag] = queue
+
+        def registered(refused: Any) -> None:
+            if refused:
+                raise AMQPError(ReplyCode.ACCESS_REFUSED, refused)
+            if not m.nowait:
+                s.reply(ch, spec.Basic.ConsumeOk(consumer_tag=tag))
+
+        s.call_leader(ch, m, queue, lambda answer: s.node.quorum.consume(  # type: ignore[union-attr]
+            queue, s.id, ch.number, tag, consumer.prefetch, priority, m.exclusive, m.no_ack, answer), registered)
+        return
     if s.remote(queue):  # it lives on another node: consume there, deliveries come back
         ch.consumers[tag] = queue
 
@@ -545,6 +598,23 @@ def basic_cancel(s: ClientSession, ch: ChannelState, m: spec.Basic.Cancel) -> No
 def basic_get(s: ClientSession, ch: ChannelState, m: spec.Basic.Get) -> None:
     s.check("read", "queue", m.queue)
     queue = s.vhost.queue_for(m.queue, owner=s.owner)
+    if queue.members:
+        def got_quorum(value: Any) -> None:
+            if value is None:
+                s.reply(ch, spec.Basic.GetEmpty())
+                return
+            msg_id, _, redelivered, left, exchange, routing_key, properties, body = value
+            if m.no_ack:
+                tag = ch.next_delivery_tag
+                ch.next_delivery_tag += 1
+            else:
+                tag = ch.new_delivery(queue, msg_id, None)
+            s.conn.send_get_ok(ch.number, tag, redelivered, exchange, routing_key, left, properties, body)
+            s.node.counters.messages_delivered_get += 1
+
+        s.call_leader(ch, m, queue, lambda answer: s.node.quorum.get(  # type: ignore[union-attr]
+            queue, s.id, ch.number, m.no_ack, answer), got_quorum)
+        return
     if s.remote(queue):
         def got(value: Any) -> None:
             if value is None:

@@ -1,0 +1,487 @@
+"""Quorum queues on one node: the replicas it hosts and the clients it serves (sans-I/O).
+
+A quorum queue is a Raft group (its id: the declare's index in the metadata log) whose
+members each apply its entries to a :class:`QuorumQueueMachine`
+(``warren.cluster.queue_fsm``). Two halves, as in ``warren.node.remote``:
+
+- *replicas*: the machines of the queues this node is a member of, fed by the Raft host
+  (``apply``). Where this node leads a group it acts on what an apply returns: deliveries
+  go to the consumer's session here or to its channel's node (``QDELIVER``), the proposer
+  hears the result. A node that becomes leader tells every member (``QLEADER``), sends
+  again every message checked out to a consumer (the old leader may have died before it
+  left; the consumer's node drops what its client has already), and releases the channels
+  of nodes that are down (``DOWN``).
+- *access*: this node's clients' commands go to the group's leader (``QCOMMAND``), which
+  proposes them stamped with its clock and answers once they are committed and applied
+  (``QANSWER``). A publish is confirmed then; an answer naming another leader sends the
+  command there. When the leader changes, commands still waiting are sent to the new one,
+  except publishes, which are nacked (re-proposing could duplicate them). Consumers are
+  registered again with a new leader (a resent checkout is a no-op for the machine).
+
+The I/O layer provides :class:`RaftGroups` (the node's Raft host) and ``send``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from warren.broker.message import Message
+from warren.cluster.forwarding import Fwd
+from warren.cluster.queue_fsm import QDelivery, QOp, QResult, QuorumQueueMachine, encode
+from warren.session.methods import encoded_properties
+
+if TYPE_CHECKING:
+    from warren.node.node import Node
+
+log = logging.getLogger("warren.quorum")
+
+Answer = Callable[[bool, Any, str], None]  # (ok, value, error text)
+PROPOSAL_RETRY_HOPS = 5  # redirects a command follows before it fails
+TICK_EVERY_MS = 1000  # a leader of a queue with expiring messages proposes a TICK this often
+
+
+class RaftGroups(Protocol):
+    """What this needs of the node's Raft host (warren.io.cluster provides it)."""
+
+    def host(self, group: int, members: list[str]) -> None: ...
+    def drop(self, group: int) -> None: ...
+    def propose(self, group: int, payload: bytes, done: Callable[[int | None, Exception | None], None]) -> None: ...
+    def leader(self, group: int) -> str | None: ...
+    def is_leader(self, group: int) -> bool: ...
+
+
+@dataclass
+class Replica:
+    queue: Any  # the metadata's QueueState (name, vhost, members, group)
+    machine: QuorumQueueMachine
+    leading: bool = False
+    last_result: QResult | None = None  # of the entry applied last (its proposer reads it)
+    ticked_ms: int = 0
+
+
+@dataclass
+class Pending:
+    """An access-side command waiting for its answer."""
+
+    group: int
+    op: QOp
+    args: list[Any]
+    answer: Answer
+    deadline: float
+    hops: int = 0
+    stalled: bool = False  # no leader known: sent again at the next tick
+
+
+@dataclass
+class QConsumer:
+    queue: Any
+    session: int
+    number: int
+    tag: str
+    no_ack: bool
+    args: list[Any]  # the CHECKOUT's fields (sent again to a new leader)
+
+
+@dataclass
+class _Channel:
+    """Per (group, channel): the messages its client holds (delivered, not yet settled
+    for good): a leader's resend of one of them is a duplicate to drop."""
+
+    held: set[int] = field(default_factory=set)
+
+
+class QuorumQueues:
+    def __init__(self, node: Node, send: Callable[[str, dict[str, Any]], None],
+                 is_up: Callable[[str], bool], answer_timeout: float = 30.0) -> None:
+        self.node = node
+        self.send = send
+        self.is_up = is_up
+        self.raft: RaftGroups | None = None
+        self.answer_timeout = answer_timeout
+        self.replicas: dict[int, Replica] = {}
+        self.leader_hint: dict[int, str] = {}
+        self.pending: dict[int, Pending] = {}
+        self.consumers: dict[tuple[int, str, str], QConsumer] = {}  # (group, channel, tag)
+        self.channels: dict[tuple[int, str], _Channel] = {}
+        self._tokens = itertools.count(1)
+        self.unacked_cap = node.limits.quorum_unlimited_prefetch
+
+    # ---- names -------------------------------------------------------------------------
+
+    def channel_name(self, session_id: int, number: int) -> str:
+        return f"{self.node.owner_prefix}{session_id}/{number}/"
+
+    def _local_channel(self, channel: str) -> tuple[Any, int] | None:
+        """(session, channel number) of a channel on this node, or None."""
+        prefix = self.node.owner_prefix
+        if not channel.startswith(prefix):
+            return None
+        session_id, number, _ = channel[len(prefix):].split("/")
+        session = self.node.sessions.get(int(session_id))
+        return (session, int(number)) if session is not None else None
+
+    # ---- replicas: hosting, applying ---------------------------------------------------
+
+    def queue_declared(self, queue: Any) -> None:
+        """A quorum queue exists in the metadata: host its replica if this node is a member."""
+        if queue.group and self.node.name in queue.members and queue.group not in self.replicas:
+            machine = QuorumQueueMachine(queue.name, queue.vhost, queue.arguments)
+            self.replicas[queue.group] = Replica(queue, machine)
+            assert self.raft is not None
+            self.raft.host(queue.group, list(queue.members))
+
+    def queue_deleted(self, queue: Any) -> None:
+        """The queue is gone: its consumers here are cancelled, its replica dropped."""
+        group = queue.group
+        for key in [k for k in self.consumers if k[0] == group]:
+            consumer = self.consumers.pop(key)
+            session = self.node.sessions.get(consumer.session)
+            if session is not None:
+                session.consumer_cancelled_by_server(consumer.number, consumer.tag)
+        for key in [k for k in self.channels if k[0] == group]:
+            del self.channels[key]
+        for token in [t for t, p in self.pending.items() if p.group == group]:
+            self.pending.pop(token).answer(False, None, f"queue '{queue.name}' in vhost '{queue.vhost}' was deleted")
+        if self.replicas.pop(group, None) is not None and self.raft is not None:
+            self.raft.drop(group)
+
+    def apply(self, group: int, index: int, data: bytes) -> None:
+        """A committed entry of ``group`` (the Raft host calls this, in log order)."""
+        replica = self.replicas.get(group)
+        if replica is None:
+            return
+        result = replica.machine.apply(index, data)
+        replica.last_result = result
+        if result.deliveries and self.raft is not None and self.raft.is_leader(group):
+            for delivery in result.deliveries:
+                self._send_delivery(replica, delivery)
+        # dead letters: not routed yet (README, limitations)
+
+    def _send_delivery(self, replica: Replica, d: QDelivery) -> None:
+        message = d.message
+        properties = encoded_properties(message)
+        if d.delivery_count:
+            properties = _with_delivery_count(message, d.delivery_count)
+        target = d.channel.split("#", 1)[0]
+        m = {"f": Fwd.QDELIVER, "g": replica.queue.group, "ch": d.channel, "tag": d.tag, "id": d.msg_id,
+             "r": d.redelivered, "n": d.delivery_count, "x": message.exchange, "k": message.routing_key,
+             "p": properties, "b": message.body}
+        if target == self.node.name:
+            self._on_deliver(target, m)
+        elif self.is_up(target):
+            self.send(target, m)
+
+    # ---- the leader's side of commands -------------------------------------------------
+
+    def _lead(self, origin: str, token: int, group: int, op: QOp, args: list[Any]) -> None:
+        replica = self.replicas.get(group)
+        raft = self.raft
+        if replica is None or raft is None or not raft.is_leader(group):
+            leader = raft.leader(group) if raft is not None and replica is not None else None
+            self._reply(origin, {"f": Fwd.QANSWER, "t": token, "ok": False, "l": leader or "",
+                                 "e": "no leader", "retry": True})  # not proposed: safe to send again
+            return
+
+        def done(index: int | None, error: Exception | None) -> None:
+            result = replica.last_result
+            if not token:
+                return
+            if error is not None or result is None:
+                self._reply(origin, {"f": Fwd.QANSWER, "t": token, "ok": False, "l": "",
+                                     "e": f"not committed: {error}"})
+                return
+            self._reply(origin, {"f": Fwd.QANSWER, "t": token, "ok": True, "v": _wire_value(op, result.value)})
+
+        raft.propose(group, encode(op, self.node.wall_ms(), *args), done)
+
+    def _reply(self, origin: str, m: dict[str, Any]) -> None:
+        if origin == self.node.name:
+            self._on_answer(origin, m)
+        else:
+            self.send(origin, m)
+
+    # ---- the access side ---------------------------------------------------------------
+
+    def command(self, queue: Any, op: QOp, args: list[Any], answer: Answer | None = None) -> None:
+        """Send a command to ``queue``'s leader; ``answer(ok, value, error)`` once it is
+        committed (or has failed)."""
+        token = 0
+        if answer is not None:
+            token = next(self._tokens)
+            self.pending[token] = Pending(queue.group, op, args, answer,
+                                          self.node.monotonic() + self.answer_timeout)
+        self._dispatch(queue, token, queue.group, op, args)
+
+    def _target(self, queue: Any) -> str | None:
+        hint = self.leader_hint.get(queue.group)
+        if hint and self.is_up(hint):
+            return hint
+        for member in queue.members:
+            if self.is_up(member):
+                return str(member)
+        return None
+
+    def _dispatch(self, queue: Any, token: int, group: int, op: QOp, args: list[Any]) -> None:
+        target = self._target(queue)
+        if target is None:
+            self._fail(token, f"no member of queue '{queue.name}' in vhost '{queue.vhost}' is reachable")
+        elif target == self.node.name:
+            self._lead(target, token, group, op, args)
+        else:
+            self.send(target, {"f": Fwd.QCOMMAND, "t": token, "g": group, "o": int(op), "a": args})
+
+    def _fail(self, token: int, text: str) -> None:
+        pending = self.pending.pop(token, None)
+        if pending is not None:
+            pending.answer(False, None, text)
+
+    def _queue_of(self, group: int) -> Any:
+        replica = self.replicas.get(group)
+        if replica is not None:
+            return replica.queue
+        for vhost in self.node.broker.vhosts.values():
+            for queue in vhost.queues.values():
+                if queue.group == group:
+                    return queue
+        return None
+
+    def publish(self, queue: Any, message: Message, outcome: Callable[[bool], None] | None) -> None:
+        answer = None if outcome is None else (lambda ok, value, _text: outcome(bool(ok and value)))
+        self.command(queue, QOp.ENQUEUE, [message.exchange, message.routing_key, encoded_properties(message),
+                                          message.body], answer)
+
+    def consume(self, queue: Any, session_id: int, number: int, tag: str, prefetch: int, priority: int,
+                exclusive: bool, no_ack: bool, answer: Answer) -> None:
+        channel = self.channel_name(session_id, number)
+        credit = prefetch if prefetch and not no_ack else self.unacked_cap
+        args = [channel, tag, credit, priority, exclusive]
+        key = (queue.group, channel, tag)
+
+        def answered(ok: bool, value: Any, text: str) -> None:
+            if not ok or value:
+                self.consumers.pop(key, None)
+            answer(ok, value, text)
+
+        self.consumers[key] = QConsumer(queue, session_id, number, tag, no_ack, args)
+        self.channels.setdefault((queue.group, channel), _Channel())
+        self.command(queue, QOp.CHECKOUT, args, answered)
+
+    def cancel(self, queue: Any, session_id: int, number: int, tag: str) -> None:
+        channel = self.channel_name(session_id, number)
+        if self.consumers.pop((queue.group, channel, tag), None) is not None:
+            self.command(queue, QOp.CANCEL, [channel, tag])
+
+    def settle(self, queue: Any, session_id: int, number: int, how: str, ids: list[int]) -> None:
+        channel = self.channel_name(session_id, number)
+        op = QOp.SETTLE if how == "ack" else QOp.RETURN if how == "requeue" else QOp.DISCARD
+        state = self.channels.get((queue.group, channel))
+
+        def settled(ok: bool, value: Any, text: str) -> None:
+            if state is not None:
+                state.held.difference_update(ids)
+
+        self.command(queue, op, [channel, ids], settled)
+
+    def get(self, queue: Any, session_id: int, number: int, no_ack: bool, answer: Answer) -> None:
+        channel = self.channel_name(session_id, number)
+        self.channels.setdefault((queue.group, channel), _Channel())
+        self.command(queue, QOp.GET, [channel, no_ack], answer)
+
+    def purge(self, queue: Any, answer: Answer) -> None:
+        self.command(queue, QOp.PURGE, [], answer)
+
+    def channel_closed(self, session_id: int, number: int) -> None:
+        """The channel's consumers are cancelled and what it held goes back (one DOWN)."""
+        self._release(self.channel_name(session_id, number))
+
+    def session_lost(self, session_id: int) -> None:
+        self._release(f"{self.node.owner_prefix}{session_id}/")
+
+    def _release(self, prefix: str) -> None:
+        groups = {g for (g, channel) in self.channels if channel.startswith(prefix)}
+        for key in [k for k in self.consumers if k[1].startswith(prefix)]:
+            del self.consumers[key]
+        for key in [k for k in self.channels if k[1].startswith(prefix)]:
+            del self.channels[key]
+        for group in groups:
+            queue = self._queue_of(group)
+            if queue is not None:
+                self.command(queue, QOp.DOWN, [prefix])
+
+    def snapshot(self, group: int) -> bytes:
+        return bytes(self.replicas[group].machine.snapshot())
+
+    def restore(self, group: int, index: int, data: bytes) -> None:
+        replica = self.replicas.get(group)
+        if replica is not None:
+            replica.machine.restore(data)
+
+    def counts(self, queue: Any) -> tuple[int, int, int] | None:
+        """(messages, ready, consumers) from this node's replica, if it has one."""
+        replica = self.replicas.get(queue.group)
+        if replica is None:
+            return None
+        q = replica.machine.queue
+        return q.messages, q.messages_ready, q.consumer_count
+
+    # ---- peer messages -------------------------------------------------------------------
+
+    def on_message(self, peer: str, m: dict[str, Any]) -> None:
+        try:
+            kind = m["f"]
+            if kind == Fwd.QCOMMAND:
+                self._lead(peer, int(m["t"]), int(m["g"]), QOp(m["o"]), list(m["a"]))
+            elif kind == Fwd.QANSWER:
+                self._on_answer(peer, m)
+            elif kind == Fwd.QDELIVER:
+                self._on_deliver(peer, m)
+            elif kind == Fwd.QLEADER:
+                self._on_leader(int(m["g"]), str(m["l"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            log.warning("malformed quorum queue message from %s: %s", peer, exc)
+        self.node.flush()
+
+    def _on_answer(self, peer: str, m: dict[str, Any]) -> None:
+        token = m["t"]
+        pending = self.pending.get(token)
+        if pending is None:
+            return
+        if m["ok"]:
+            del self.pending[token]
+            pending.answer(True, m.get("v"), "")
+            return
+        leader = m.get("l") or ""
+        queue = self._queue_of(pending.group)
+        if queue is None:
+            self._fail(token, "the queue is gone")
+            return
+        if not m.get("retry") and pending.op is QOp.ENQUEUE:
+            self._fail(token, m.get("e", ""))  # proposed, outcome unknown: a nack
+            return
+        if leader and leader != peer:
+            self.leader_hint[pending.group] = leader
+            pending.hops += 1
+            if pending.hops <= PROPOSAL_RETRY_HOPS:
+                self._dispatch(queue, token, pending.group, pending.op, pending.args)
+                return
+        elif self.leader_hint.get(pending.group) == peer:
+            del self.leader_hint[pending.group]
+        pending.stalled = True  # no leader known (an election?): the tick sends it again
+
+    def _on_deliver(self, peer: str, m: dict[str, Any]) -> None:
+        group, channel, tag, msg_id = m["g"], m["ch"], m["tag"], m["id"]
+        consumer = self.consumers.get((group, channel, tag))
+        local = self._local_channel(channel)
+        if consumer is None or local is None:
+            return  # gone: its DOWN is on its way (or the consumer was cancelled)
+        state = self.channels.setdefault((group, channel), _Channel())
+        if msg_id in state.held:
+            return  # a new leader's resend of a message the client has
+        session, number = local
+        if not session.deliver_quorum(consumer.queue, m, consumer.no_ack):
+            return
+        if consumer.no_ack:  # settled as its client takes it
+            self.command(consumer.queue, QOp.SETTLE, [channel, [msg_id]])
+        else:
+            state.held.add(msg_id)
+        self.node.session_changed(session)
+
+    def _on_leader(self, group: int, leader: str) -> None:
+        if self.leader_hint.get(group) == leader:
+            return
+        self.leader_hint[group] = leader
+        queue = self._queue_of(group)
+        if queue is None:
+            return
+        for token, pending in list(self.pending.items()):
+            if pending.group == group:
+                if pending.op is QOp.ENQUEUE:
+                    self._fail(token, "the queue's leader changed")
+                else:
+                    self._dispatch(queue, token, group, pending.op, pending.args)
+        for key, consumer in self.consumers.items():
+            if key[0] == group:
+                self.command(queue, QOp.CHECKOUT, consumer.args)
+
+    # ---- time and links ------------------------------------------------------------------
+
+    def tick(self, now: float) -> None:
+        raft = self.raft
+        if raft is None:
+            return
+        now_ms = self.node.wall_ms()
+        for group, replica in self.replicas.items():
+            leading = raft.is_leader(group)
+            if leading and not replica.leading:
+                self._took_over(replica)
+            replica.leading = leading
+            if leading and replica.machine.needs_ticks and now_ms - replica.ticked_ms >= TICK_EVERY_MS:
+                replica.ticked_ms = now_ms
+                raft.propose(group, encode(QOp.TICK, now_ms), _ignore)
+        for token, pending in list(self.pending.items()):
+            if pending.deadline < now:
+                self._fail(token, "no answer in time")
+            elif pending.stalled:
+                pending.stalled = False
+                pending.hops = 0
+                queue = self._queue_of(pending.group)
+                if queue is not None:
+                    self._dispatch(queue, token, pending.group, pending.op, pending.args)
+
+    def _took_over(self, replica: Replica) -> None:
+        """This node leads the group now: say so, resend what consumers hold, release the
+        channels of nodes that are down."""
+        group, machine = replica.queue.group, replica.machine
+        log.info("leading quorum queue '%s' in vhost '%s'", replica.queue.name, replica.queue.vhost)
+        notice = {"f": Fwd.QLEADER, "g": group, "l": self.node.name}
+        self._on_leader(group, self.node.name)
+        for member in self.node.alive_members() if self.node.alive_members else ():
+            if member != self.node.name:
+                self.send(member, notice)
+        for delivery in machine.checked_out():
+            self._send_delivery(replica, delivery)
+        self._release_down_nodes(replica)
+
+    def _release_down_nodes(self, replica: Replica) -> None:
+        nodes = {channel.split("#", 1)[0] for channel in replica.machine.channels()}
+        for name in nodes:
+            if name != self.node.name and not self.is_up(name):
+                assert self.raft is not None
+                self.raft.propose(replica.queue.group, encode(QOp.DOWN, self.node.wall_ms(), f"{name}#"), _ignore)
+
+    def peer_down(self, peer: str) -> None:
+        """Where this node leads, ``peer``'s channels are released (their messages return)."""
+        if self.raft is None:
+            return
+        for group, replica in self.replicas.items():
+            if self.raft.is_leader(group):
+                self._release_down_nodes(replica)
+        if peer in self.leader_hint.values():
+            for group in [g for g, name in self.leader_hint.items() if name == peer]:
+                del self.leader_hint[group]
+
+
+def _ignore(index: int | None, error: Exception | None) -> None:
+    return None
+
+
+def _wire_value(op: QOp, value: Any) -> Any:
+    """A result as it crosses a peer link (a GET's message as its fields)."""
+    if op is QOp.GET and value is not None:
+        msg_id, count, redelivered, left, message = value
+        properties = _with_delivery_count(message, count) if count else encoded_properties(message)
+        return [msg_id, count, redelivered, left, message.exchange, message.routing_key, properties, message.body]
+    return value
+
+
+def _with_delivery_count(message: Message, count: int) -> bytes:
+    """The properties with RabbitMQ's ``x-delivery-count`` header (a quorum queue's count
+    of earlier deliveries that ended in a return)."""
+    props = dict(message.props)
+    props["headers"] = {**(props.get("headers") or {}), "x-delivery-count": count}
+    copy = Message(message.exchange, message.routing_key, message.body, None, props)
+    return encoded_properties(copy)
