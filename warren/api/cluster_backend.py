@@ -57,9 +57,16 @@ class ClusterBackend:
         """Where each queue lives: its home node (exclusive ones on their connection's)."""
         self._cluster()
         node = self.runtime.node
-        return [{"vhost": v.name, "name": q.name, "node": q.home or node.name, "type": "classic",
-                 "durable": q.durable, "exclusive": q.exclusive}
-                for v in node.broker.vhosts.values() for q in v.queues.values()]
+        shown = []
+        for v in node.broker.vhosts.values():
+            for q in v.queues.values():
+                queue = {"vhost": v.name, "name": q.name, "node": q.home or node.name, "type": "classic",
+                         "durable": q.durable, "exclusive": q.exclusive}
+                if q.members and node.quorum is not None:
+                    listed = node.quorum.listing(q)
+                    queue.update({k: listed[k] for k in ("type", "node", "leader", "members", "online")})
+                shown.append(queue)
+        return shown
 
     def cluster_name(self) -> str | None:
         """The first member's name (the node that created the cluster, as RabbitMQ names a

@@ -393,6 +393,8 @@ class NodeBackend:
         owner = self.node.session_for_owner(queue.owner) if queue.owner is not None else None
         shown["owner_pid_details"] = {"name": owner.name} if owner is not None else None
         shown["operator_policy"] = None
+        if queue.members and self.node.quorum is not None:
+            shown.update(self.node.quorum.listing(queue))
         shown["message_bytes_unacknowledged"] = shown["message_bytes"] - shown["message_bytes_ready"]
         return shown
 

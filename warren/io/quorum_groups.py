@@ -22,6 +22,8 @@ from warren.store.raft_group_storage import GroupStorage
 
 log = logging.getLogger("warren.quorum")
 
+CAMPAIGN_DELAY_SECONDS = 0.03
+
 
 class QuorumGroups:
     """``warren.node.quorum.RaftGroups`` over a :class:`ClusterRuntime`; also the host's
@@ -53,6 +55,15 @@ class QuorumGroups:
                         election_ticks=ELECTION_TICKS, heartbeat_ticks=HEARTBEAT_TICKS,
                         quiesce_after_ticks=cluster.limits.raft_quiesce_after_ticks, limits=cluster.limits)
         host.add_group(group, node, storage)
+        if members and members[0] == cluster.settings.node_name and node.log.last_index() == 0:
+            # a new queue: its preferred leader campaigns once the others (which apply the
+            # same declare moments later) host the group, rather than after a timeout
+            asyncio.get_running_loop().call_later(CAMPAIGN_DELAY_SECONDS, self._campaign, group)
+
+    def _campaign(self, group: int) -> None:
+        node = self._node(group)
+        if node is not None and not node.leader and self.cluster.host is not None:
+            self.cluster.host.campaign(group)
 
     def drop(self, group: int) -> None:
         host = self.cluster.host

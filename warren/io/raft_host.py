@@ -331,6 +331,14 @@ class RaftHost:
         self._mark(group)
         return started
 
+    def campaign(self, group: GroupId) -> None:
+        """Have this node's member of ``group`` stand for election now."""
+        slot = self.groups.get(group)
+        if slot is not None:
+            slot.node.campaign()  # type: ignore[attr-defined]
+            self._awake.add(group)
+            self._mark(group)
+
     # --- membership, reads and status: what the cluster and its queues build on --------
 
     async def change_membership(self, group: GroupId, change: ConfChange) -> int:

@@ -299,7 +299,9 @@ class NodeRuntime:
 
         assert self.node is not None
         # before start(): replaying the metadata log hosts the quorum queues' groups
-        quorum = self.node.quorum = QuorumQueues(self.node, self.cluster.send_to, self.cluster.is_up)
+        assert self._flusher is not None
+        quorum = self.node.quorum = QuorumQueues(self.node, self.cluster.send_to, self.cluster.is_up,
+                                                 schedule_flush=self._flusher.schedule)
         QuorumGroups(self.cluster, quorum)
         await self.cluster.start()
         await self.cluster.wait_recovered()

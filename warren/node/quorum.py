@@ -74,6 +74,7 @@ class Pending:
     deadline: float
     hops: int = 0
     stalled: bool = False  # no leader known: sent again at the next tick
+    sent_to: str = ""  # the node it went to last
 
 
 @dataclass
@@ -96,8 +97,11 @@ class _Channel:
 
 class QuorumQueues:
     def __init__(self, node: Node, send: Callable[[str, dict[str, Any]], None],
-                 is_up: Callable[[str], bool], answer_timeout: float = 30.0) -> None:
+                 is_up: Callable[[str], bool], answer_timeout: float = 30.0,
+                 schedule_flush: Callable[[], None] | None = None) -> None:
         self.node = node
+        # what an apply or a local answer wrote to sessions leaves once per loop iteration
+        self.schedule_flush = schedule_flush or node.flush
         self.send = send
         self.is_up = is_up
         self.raft: RaftGroups | None = None
@@ -159,6 +163,7 @@ class QuorumQueues:
         if result.deliveries and self.raft is not None and self.raft.is_leader(group):
             for delivery in result.deliveries:
                 self._send_delivery(replica, delivery)
+            self.schedule_flush()
         # dead letters: not routed yet (README, limitations)
 
     def _send_delivery(self, replica: Replica, d: QDelivery) -> None:
@@ -201,6 +206,7 @@ class QuorumQueues:
     def _reply(self, origin: str, m: dict[str, Any]) -> None:
         if origin == self.node.name:
             self._on_answer(origin, m)
+            self.schedule_flush()
         else:
             self.send(origin, m)
 
@@ -227,6 +233,9 @@ class QuorumQueues:
 
     def _dispatch(self, queue: Any, token: int, group: int, op: QOp, args: list[Any]) -> None:
         target = self._target(queue)
+        pending = self.pending.get(token)
+        if pending is not None and target is not None:
+            pending.sent_to = target
         if target is None:
             self._fail(token, f"no member of queue '{queue.name}' in vhost '{queue.vhost}' is reachable")
         elif target == self.node.name:
@@ -237,6 +246,7 @@ class QuorumQueues:
     def _fail(self, token: int, text: str) -> None:
         pending = self.pending.pop(token, None)
         if pending is not None:
+            log.debug("quorum queue command %s failed: %s", pending.op.name, text)
             pending.answer(False, None, text)
 
     def _queue_of(self, group: int) -> Any:
@@ -320,6 +330,23 @@ class QuorumQueues:
         if replica is not None:
             replica.machine.restore(data)
 
+    def listing(self, queue: Any) -> dict[str, Any]:
+        """A quorum queue's fields in the management API, as RabbitMQ shows them (counts
+        from this node's replica, when it has one)."""
+        group = queue.group
+        replica = self.replicas.get(group)
+        leader = self.raft.leader(group) if replica is not None and self.raft is not None else None
+        leader = leader or self.leader_hint.get(group, "")
+        shown: dict[str, Any] = {"type": "quorum", "leader": leader, "node": leader or queue.home,
+                                 "members": list(queue.members),
+                                 "online": [m for m in queue.members if self.is_up(m)]}
+        if replica is not None:
+            counted = replica.machine.queue.as_dict()
+            for key in ("messages", "messages_ready", "messages_unacknowledged", "message_bytes",
+                        "message_bytes_ready", "consumers"):
+                shown[key] = counted[key]
+        return shown
+
     def counts(self, queue: Any) -> tuple[int, int, int] | None:
         """(messages, ready, consumers) from this node's replica, if it has one."""
         replica = self.replicas.get(queue.group)
@@ -398,11 +425,13 @@ class QuorumQueues:
         if queue is None:
             return
         for token, pending in list(self.pending.items()):
-            if pending.group == group:
-                if pending.op is QOp.ENQUEUE:
-                    self._fail(token, "the queue's leader changed")
-                else:
-                    self._dispatch(queue, token, group, pending.op, pending.args)
+            if pending.group != group or pending.sent_to == leader:
+                continue
+            if pending.op is QOp.ENQUEUE and not pending.stalled:
+                self._fail(token, "the queue's leader changed")  # it may be in the log: a nack
+            else:
+                pending.stalled = False
+                self._dispatch(queue, token, group, pending.op, pending.args)
         for key, consumer in self.consumers.items():
             if key[0] == group:
                 self.command(queue, QOp.CHECKOUT, consumer.args)

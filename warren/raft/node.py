@@ -502,6 +502,12 @@ class RaftNode:
         elif rejected >= config.quorum():
             self._become_follower(self.term, NONE)
 
+    def campaign(self) -> None:
+        """Start an election now, without waiting out an election timeout (a new group's
+        preferred leader); a voter that is not leading and not already campaigning only."""
+        if self.role is Role.FOLLOWER and self.id in self.log.config().voters:
+            self._campaign(self.pre_vote, False)
+
     def _campaign(self, pre: bool, transfer: bool) -> None:
         if pre:
             self._fail_local_reads()

@@ -1,0 +1,158 @@
+"""Quorum queues on three real nodes: declared as RabbitMQ's are, confirmed once committed,
+consumed from any node, and still serving after the leader is killed with SIGKILL."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pika
+import pytest
+from pika.exceptions import ChannelClosedByBroker, NackError
+
+from tests.integration.cluster_procs import Member, wait_for
+
+pytestmark = pytest.mark.timeout(180)
+QUORUM = {"x-queue-type": "quorum"}
+
+
+def channel(member: Member) -> Any:
+    return pika.BlockingConnection(pika.URLParameters(member.url)).channel()
+
+
+def listed(member: Member, queue: str) -> dict[str, Any]:
+    return {q["name"]: q for q in member.get("/api/queues")}[queue]
+
+
+def leader_of(member: Member, queue: str) -> str:
+    wait_for(lambda: bool(listed(member, queue).get("leader")), 10, f"a leader for {queue}")
+    return str(listed(member, queue)["leader"])
+
+
+def refusal(ch: Any, declare: Any) -> tuple[int, str]:
+    with pytest.raises(ChannelClosedByBroker) as info:
+        declare(ch)
+    return info.value.reply_code, info.value.reply_text
+
+
+def test_declare_follows_rabbitmqs_rules(trio: list[Member]) -> None:
+    a = trio[0]
+    cases = [
+        (lambda ch: ch.queue_declare("q1", arguments=QUORUM), "invalid property 'non-durable' for queue 'q1' in vhost '/'"),
+        (lambda ch: ch.queue_declare("q1", durable=True, exclusive=True, arguments=QUORUM),
+         "invalid property 'exclusive-owner' for queue 'q1' in vhost '/'"),
+        (lambda ch: ch.queue_declare("q1", durable=True, auto_delete=True, arguments=QUORUM),
+         "invalid property 'auto-delete' for queue 'q1' in vhost '/'"),
+        (lambda ch: ch.queue_declare("", durable=True, arguments=QUORUM),
+         "Cannot declare a server-named queue for type rabbit_quorum_queue"),
+    ]
+    for declare, text in cases:
+        code, reply = refusal(channel(a), declare)
+        assert (code, reply) == (406, f"PRECONDITION_FAILED - {text}")
+    ch = channel(a)
+    ch.queue_declare("q1", durable=True, arguments=QUORUM)
+    code, reply = refusal(ch, lambda ch: ch.queue_declare("q1", durable=True, arguments={**QUORUM, "x-max-length": 5}))
+    assert code == 406 and "inequivalent arg 'x-max-length'" in reply
+    leader_of(trio[2], "q1")
+    shown = listed(trio[2], "q1")
+    assert shown["type"] == "quorum" and sorted(shown["members"]) == ["a", "b", "c"]
+    assert shown["leader"] in ("a", "b", "c") and sorted(shown["online"]) == ["a", "b", "c"]
+
+
+def test_publish_on_one_node_consume_on_another(trio: list[Member]) -> None:
+    a, b, c = trio
+    setup = channel(a)
+    setup.queue_declare("orders", durable=True, arguments=QUORUM)
+    publisher = channel(c)
+    publisher.confirm_delivery()
+    for i in range(300):
+        publisher.basic_publish("", "orders", str(i).encode(), pika.BasicProperties(delivery_mode=2))
+    assert channel(b).queue_declare("orders", passive=True).method.message_count == 300
+
+    consumer = channel(b)
+    consumer.basic_qos(prefetch_count=20)
+    received: list[int] = []
+
+    def on_message(ch: Any, method: Any, properties: Any, body: bytes) -> None:
+        received.append(int(body))
+        ch.basic_ack(method.delivery_tag)
+        if len(received) == 300:
+            ch.stop_consuming()
+
+    consumer.basic_consume("orders", on_message)
+    consumer.connection.call_later(20, consumer.stop_consuming)
+    consumer.start_consuming()
+    assert received == list(range(300))  # every confirmed message, in order
+    assert channel(a).basic_get("orders")[0] is None
+
+
+def test_requeue_counts_deliveries_and_the_limit_drops_poison(trio: list[Member]) -> None:
+    a, b, c = trio
+    ch = channel(b)
+    ch.queue_declare("poison", durable=True, arguments={**QUORUM, "x-delivery-limit": 2})
+    ch.confirm_delivery()
+    ch.basic_publish("", "poison", b"bad")
+    seen = []
+    for _ in range(3):
+        method, properties, body = ch.basic_get("poison")
+        assert body == b"bad"
+        seen.append((method.redelivered, (properties.headers or {}).get("x-delivery-count")))
+        ch.basic_nack(method.delivery_tag, requeue=True)
+    assert seen == [(False, None), (True, 1), (True, 2)]
+    wait_for(lambda: ch.queue_declare("poison", passive=True).method.message_count == 0, 5,
+             "the third return to drop it (delivery limit 2)")
+    assert ch.basic_get("poison")[0] is None
+
+
+def test_a_closed_channel_returns_what_it_held_and_purge(trio: list[Member]) -> None:
+    a, b, c = trio
+    ch = channel(c)
+    ch.queue_declare("held", durable=True, arguments=QUORUM)
+    ch.confirm_delivery()
+    for i in range(5):
+        ch.basic_publish("", "held", str(i).encode())
+    holder = channel(a)
+    taken = [holder.basic_get("held")[2] for _ in range(2)]
+    assert taken == [b"0", b"1"]
+    holder.close()  # unacked: both go back, flagged redelivered
+    method, _, body = ch.basic_get("held", auto_ack=True)
+    assert body == b"0" and method.redelivered
+    assert ch.queue_purge("held").method.message_count == 4
+    assert ch.basic_get("held")[0] is None
+
+
+def test_leader_killed_confirmed_messages_survive(trio: list[Member]) -> None:
+    a, b, c = trio
+    channel(a).queue_declare("ledger", durable=True, arguments=QUORUM)
+    leader = {m.name: m for m in trio}[leader_of(a, "ledger")]
+    survivors = [m for m in trio if m is not leader]
+    publisher = channel(survivors[0])
+    publisher.confirm_delivery()
+    confirmed, nacked, slowest = [], [], 0.0
+    for i in range(600):
+        if i == 300:
+            leader.kill()
+        started = time.monotonic()
+        try:
+            publisher.basic_publish("", "ledger", str(i).encode(), pika.BasicProperties(delivery_mode=2))
+            confirmed.append(i)
+        except NackError:
+            nacked.append(i)
+        slowest = max(slowest, time.monotonic() - started)
+    assert len(nacked) <= 1 and len(confirmed) >= 599
+    assert slowest < 5, f"a new leader took {slowest:.2f}s to confirm"
+    assert leader_of(survivors[1], "ledger") != leader.name
+    consumer = channel(survivors[1])
+    got = set()
+    while True:
+        method, _, body = consumer.basic_get("ledger", auto_ack=True)
+        if method is None:
+            break
+        got.add(int(body))
+    assert set(confirmed) <= got  # no confirmed message lost
+
+
+def test_standalone_node_refuses_naming_the_fix(node: Any) -> None:
+    ch = pika.BlockingConnection(pika.URLParameters(node.amqp_url)).channel()
+    code, reply = refusal(ch, lambda ch: ch.queue_declare("q", durable=True, arguments=QUORUM))
+    assert code == 406 and "--cluster-secret" in reply
