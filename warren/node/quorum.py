@@ -328,7 +328,7 @@ class QuorumQueues:
     def restore(self, group: int, index: int, data: bytes) -> None:
         replica = self.replicas.get(group)
         if replica is not None:
-            replica.machine.restore(data)
+            replica.machine = QuorumQueueMachine.restore(data)
 
     def listing(self, queue: Any) -> dict[str, Any]:
         """A quorum queue's fields in the management API, as RabbitMQ shows them (counts
