@@ -120,14 +120,29 @@ class QuorumQueueMachine:
 
     def checked_out(self) -> list[QDelivery]:
         """Every unacknowledged message with the channel that holds it (a new leader sends
-        these again: the old one may have died before they left)."""
+        these again: the old one may have died before they left). A cancelled consumer's
+        messages are there too: they stay with its channel until settled."""
         out = []
         queue = self.queue
         for msg_id, consumer, message in queue.unacked_records():
             if consumer is not None:  # a basic.get's message stays with its channel
-                channel, tag = self._tags[consumer.tag]
+                channel, tag = self._where(consumer)
                 out.append(QDelivery(channel, tag, msg_id, message, True, self._counts.get(msg_id, 0)))
         return out
+
+    def holders(self) -> list[tuple[int, str]]:
+        """(msg_id, channel) of every unacknowledged message, basic.get's included."""
+        out = []
+        for msg_id in self.queue.unacked_ids():
+            ref = self.queue.unacked_owner(msg_id)
+            assert ref is not None  # every message the machine hands out has its channel
+            out.append((msg_id, self._channels[ref.session_id]))
+        return out
+
+    def _where(self, consumer: Consumer) -> tuple[str, str]:
+        """(channel, tag) of a consumer, cancelled or not (its key is "channel tag")."""
+        channel = self._channels[consumer.owner.session_id]
+        return channel, consumer.tag[len(channel) + 1 :]
 
     # ---- applying ------------------------------------------------------------------
 
@@ -171,7 +186,7 @@ class QuorumQueueMachine:
         if ref is None:
             return []
         owner = self.queue.unacked_owner
-        return [i for i in ids if owner(i) == ref]
+        return [i for i in dict.fromkeys(ids) if owner(i) == ref]  # each id once
 
     def _enqueue(self, now_ms: int, exchange: str, routing_key: str, properties: bytes, body: bytes) -> bool:
         message = Message.from_publish(exchange, routing_key, body, properties, decode_properties(properties))
