@@ -4,11 +4,13 @@ Each test drives one ``QuorumQueueMachine`` through msgpack entries, as a replic
 them from the Raft log, and looks at what the apply returns (deliveries, dead letters, the
 op's value) and at the queue left behind. The last tests apply random entry sequences to
 two machines (Hypothesis; and once in processes with different hash seeds) and require
-the same observable state and results everywhere.
+the same observable state and results everywhere, and restore snapshots taken mid-way:
+the restored machine must go on exactly as the original.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -447,6 +449,7 @@ def observe(m: QuorumQueueMachine) -> list[Any]:
         [[ch, tag, c.prefetch, c.priority, c.unacked] for ch, tag, c in m.consumers()],
         [[d.channel, d.tag, d.msg_id, d.delivery_count] for d in m.checked_out()],
         [queue.messages, queue.message_bytes, m.needs_ticks, m.applied],
+        hashlib.blake2b(m.snapshot(), digest_size=8).hexdigest(),  # snapshots are deterministic too
     ]
 
 
@@ -477,3 +480,75 @@ def test_replicas_agree_across_processes_with_different_hash_seeds() -> None:
                               text=True, timeout=120, check=True)
         outputs.append(json.loads(done.stdout))
     assert outputs[0] == outputs[1]
+
+
+# ---- snapshot and restore ------------------------------------------------------------------
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(0, 2**32), st.integers(1, 120), st.floats(0, 1))
+def test_a_restored_snapshot_applies_the_rest_of_the_log_as_the_original(
+    seed: int, length: int, where: float
+) -> None:
+    arguments, entries = workload(seed, length)
+    cut = int(where * length)
+    original = QuorumQueueMachine("q", "/", arguments)
+    for i, data in enumerate(entries[:cut], 1):
+        original.apply(i, data)
+    data = original.snapshot()
+    restored = QuorumQueueMachine.restore(data)
+    assert restored.snapshot() == data and observe(restored) == observe(original)
+    for i, entry in enumerate(entries[cut:], cut + 1):
+        assert observe_result(restored.apply(i, entry)) == observe_result(original.apply(i, entry))
+        assert observe(restored) == observe(original)
+
+
+def test_a_snapshot_keeps_credit_of_a_cancelled_consumer_apart_from_its_successor() -> None:
+    q = Replica(**{"x-message-ttl": 500, "x-delivery-limit": 3, "x-max-priority": 2})
+    q.checkout(C1, "a", prefetch=1)
+    q.publish(b"m1", b"m2", b"m3", b"m4", now=10)
+    q(QOp.CANCEL, C1, "a")
+    q.checkout(C1, "a", prefetch=1)  # the same key again: a new consumer with its own credit
+    q(QOp.RETURN, C1, [2])  # m2 comes back to it, counted
+    got = q(QOp.GET, C3, False).value
+    assert [(i, ch) for i, ch in q.m.holders()] == [(1, C1), (2, C1), (got[0], C3)]
+    restored = QuorumQueueMachine.restore(q.m.snapshot())
+    assert restored.applied == q.index and restored.needs_ticks
+    for machine in (q.m, restored):
+        index = q.index
+        assert machine.apply(index + 1, encode(QOp.SETTLE, 20, C1, [1])).deliveries == []  # m1: old credit
+        after = machine.apply(index + 2, encode(QOp.SETTLE, 20, C1, [2]))
+        assert seen(after.deliveries) == [(C1, b"m4", False, 0)]
+        down = machine.apply(index + 3, encode(QOp.DOWN, 21, "n2#"))  # the get's m3 comes back
+        assert down.value == 1 and down.deliveries == []  # the consumer holds m4: no credit
+        tick = machine.apply(index + 4, encode(QOp.TICK, 511))
+        assert tick.value == 1  # m3 kept its deadline (10 + 500) through snapshot and return
+
+
+def test_restore_keeps_the_order_of_consumers_and_channels() -> None:
+    q = Replica()
+    for channel, tag, priority in ((C1, "a", 0), (C2, "b", 1), (C3, "c", 0), (C1, "d", 1)):
+        q.checkout(channel, tag, prefetch=0, priority=priority)
+    q.publish(b"x", b"y", b"z")  # rotates the round robin among b and d
+    restored = QuorumQueueMachine.restore(q.m.snapshot())
+    assert observe(restored) == observe(q.m)
+    index = q.index
+    for i, body in enumerate((b"p", b"q", b"r"), index + 1):
+        entry = encode(QOp.ENQUEUE, 0, "", "q", PLAIN, body)
+        assert observe_result(restored.apply(i, entry)) == observe_result(q.m.apply(i, entry))
+    down = encode(QOp.DOWN, 0, "n1#")
+    assert observe_result(restored.apply(index + 4, down)) == observe_result(q.m.apply(index + 4, down))
+    assert observe(restored) == observe(q.m)
+
+
+def test_restore_rebuilds_messages_from_their_published_properties() -> None:
+    props = encode_properties({"priority": 2, "expiration": "60000", "headers": {"h": "v"}, "delivery_mode": 2})
+    q = Replica(**{"x-max-priority": 5, "x-queue-type": "quorum"})
+    q.publish(b"low")
+    q.publish(b"high", properties=props)
+    restored = QuorumQueueMachine.restore(q.m.snapshot())
+    (first, second) = [m for _, m, _ in restored.queue.ready_messages()]
+    assert (first.body, first.priority, first.expiration_ms, first.persistent) == (b"high", 2, 60000, True)
+    assert first.properties == props and first.props["headers"] == {"h": "v"} and second.body == b"low"
+    assert restored.queue.arguments == {"x-max-priority": 5, "x-queue-type": "quorum"}
+    assert restored.queue.message_bytes == q.m.queue.message_bytes == 7
