@@ -552,3 +552,16 @@ def test_restore_rebuilds_messages_from_their_published_properties() -> None:
     assert first.properties == props and first.props["headers"] == {"h": "v"} and second.body == b"low"
     assert restored.queue.arguments == {"x-max-priority": 5, "x-queue-type": "quorum"}
     assert restored.queue.message_bytes == q.m.queue.message_bytes == 7
+
+
+def test_a_subclass_overrides_one_op_handler() -> None:
+    """Ops dispatch by method name, so a test-only subclass (the simulator's planted bugs)
+    changes one handler by overriding it."""
+
+    class RefusesAll(QuorumQueueMachine):
+        def _enqueue(self, now_ms: int, *fields: Any) -> bool:
+            return False
+
+    m = RefusesAll("q", "/", {})
+    assert m.apply(1, encode(QOp.ENQUEUE, 0, "", "q", PLAIN, b"a")).value is False
+    assert m.queue.messages == 0
