@@ -16,6 +16,7 @@ Commands::
     q.get(now_ms, no_ack, owner=None) -> GetResult | None
     q.purge() -> int;  q.expire(now_ms) -> int;  q.release_owner(ref) -> int
     q.take_dead_letters() -> list[DeadLetter]   # the vhost routes them to the DLX
+    q.export_state() -> dict; q.import_state(state)   # a replicated queue's snapshot
 
 Counts: ``messages_ready``, ``messages_unacknowledged``, ``messages``, ``message_bytes``,
 ``message_bytes_ready``, ``consumer_count``.
@@ -608,6 +609,82 @@ class QueueState:
     def take_dead_letters(self) -> list[DeadLetter]:
         taken, self.dead_letters = self.dead_letters, []
         return taken
+
+    # ---- snapshots -------------------------------------------------------------------
+
+    def export_state(self) -> dict[str, Any]:
+        """Everything later commands depend on, as plain data with the ``Message`` objects
+        in it (the caller encodes those): a replicated queue's snapshot. The declaration
+        (name, arguments, owner) and the effective arguments are not in it; ``import_state``
+        restores into a queue built from them.
+
+        - ``consumers``: ``(tag, owner, prefetch, priority, exclusive, no_ack, unacked)`` of
+          the registered consumers in registration order (the first ``registered``), then of
+          each cancelled one that still has unacknowledged messages (they keep counting
+          against it); ``order``: the delivery order (priority, then round-robin) as indexes
+          into ``consumers``;
+        - ``ready``: ``(msg_id, message, redelivered, expires_at)`` in delivery order;
+        - ``unacked``: ``(msg_id, message, redelivered, expires_at, consumer, owner)`` in the
+          order they were handed out (``consumer``: an index into ``consumers``, None for a
+          basic.get's message);
+        - ``next_msg_id``, ``had_consumers``, ``idle_since``.
+        """
+        consumers = list(self._registered)
+        index = {id(c): i for i, c in enumerate(consumers)}
+        unacked = []
+        for msg_id, record in self._unacked.items():
+            consumer = record.consumer
+            if consumer is not None and id(consumer) not in index:
+                index[id(consumer)] = len(consumers)
+                consumers.append(consumer)
+            entry = record.entry
+            unacked.append((msg_id, entry.message, entry.redelivered, entry.expires_at,
+                            None if consumer is None else index[id(consumer)], record.owner))
+        return {
+            "consumers": [(c.tag, c.owner, c.prefetch, c.priority, c.exclusive, c.no_ack, c.unacked)
+                          for c in consumers],
+            "registered": len(self._registered),
+            "order": [index[id(c)] for c in self._consumers],
+            "ready": [(e.msg_id, e.message, e.redelivered, e.expires_at) for e in self._ready],
+            "unacked": unacked,
+            "next_msg_id": self._next_msg_id,
+            "had_consumers": self.had_consumers,
+            "idle_since": self._idle_since,
+        }
+
+    def import_state(self, state: dict[str, Any]) -> None:
+        """Replace messages and consumers with an ``export_state()``'s (owners may come back
+        as plain sequences: they become ``ConsumerRef`` again). Writes nothing to ``journal``
+        and leaves ``dead_letters`` empty."""
+        consumers = [
+            Consumer(tag, ConsumerRef(*owner), prefetch, priority, exclusive, no_ack, unacked)
+            for tag, owner, prefetch, priority, exclusive, no_ack, unacked in state["consumers"]
+        ]
+        registered = state["registered"]
+        assert sorted(state["order"]) == list(range(registered)), "order must name each registered consumer"
+        self._registered = consumers[:registered]
+        self._consumers = [consumers[i] for i in state["order"]]
+        self._ready = _Ready(self.args.max_priority)
+        self._ready_bytes = 0
+        for msg_id, message, redelivered, expires_at in state["ready"]:
+            entry = _Entry(msg_id, message, expires_at)
+            entry.redelivered = redelivered
+            self._ready.append(entry)
+            self._ready_bytes += message.size
+        self._unacked = {}
+        self._unacked_bytes = 0
+        for msg_id, message, redelivered, expires_at, consumer, owner in state["unacked"]:
+            entry = _Entry(msg_id, message, expires_at)
+            entry.redelivered = redelivered
+            self._unacked[msg_id] = _Unacked(
+                entry, None if consumer is None else consumers[consumer],
+                None if owner is None else ConsumerRef(*owner),
+            )  # fmt: skip
+            self._unacked_bytes += message.size
+        self._next_msg_id = state["next_msg_id"]
+        self.had_consumers = state["had_consumers"]
+        self._idle_since = state["idle_since"]
+        self.dead_letters = []
 
     # ---- listing ---------------------------------------------------------------------
 
