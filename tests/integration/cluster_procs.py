@@ -119,10 +119,11 @@ class Member:
         return info
 
 
-def member_factory(base: Path, started: list[Member]) -> Callable[..., Member]:
-    """Members with data dirs under ``base``, one secret and short cluster timeouts."""
+def member_factory(base: Path, started: list[Member], extra_limits: str = "") -> Callable[..., Member]:
+    """Members with data dirs under ``base``, one secret and short cluster timeouts (and
+    ``extra_limits``: more lines of the [limits] table)."""
     config = base / "limits.toml"
-    config.write_text(LIMITS)
+    config.write_text(LIMITS + extra_limits)
 
     def make(name: str, secret: str = SECRET) -> Member:
         member = Member(name, base / name, free_port(), ["--config", str(config)],
