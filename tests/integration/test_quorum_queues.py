@@ -121,6 +121,44 @@ def test_a_closed_channel_returns_what_it_held_and_purge(trio: list[Member]) -> 
     assert ch.basic_get("held")[0] is None
 
 
+def test_dead_letters_flow_from_and_to_quorum_queues(trio: list[Member]) -> None:
+    a, b, c = trio
+    ch = channel(b)
+    ch.exchange_declare("dlx", "fanout", durable=True)
+    ch.queue_declare("parked", durable=True)  # classic, on b
+    ch.queue_bind("parked", "dlx")
+    ch.queue_declare("work", durable=True, arguments={**QUORUM, "x-dead-letter-exchange": "dlx",
+                                                     "x-delivery-limit": 0})
+    ch.confirm_delivery()
+    ch.basic_publish("", "work", b"rejected")
+    ch.basic_publish("", "work", b"poison")
+    worker = channel(c)
+    method, _, _ = worker.basic_get("work")
+    worker.basic_reject(method.delivery_tag, requeue=False)
+    method, _, _ = worker.basic_get("work")
+    worker.basic_nack(method.delivery_tag, requeue=True)  # limit 0: its first return is too many
+    wait_for(lambda: ch.queue_declare("parked", passive=True).method.message_count == 2, 10,
+             "both dead letters parked")
+    reasons = []
+    for _ in range(2):
+        _, properties, body = ch.basic_get("parked", auto_ack=True)
+        reasons.append((body, properties.headers["x-death"][0]["reason"]))
+    assert sorted(reasons) == [(b"poison", "delivery_limit"), (b"rejected", "rejected")]
+
+    # and the other way: a classic queue's dead letters into a quorum queue
+    ch.exchange_declare("to-quorum", "fanout", durable=True)
+    ch.queue_declare("retry", durable=True, arguments=QUORUM)
+    ch.queue_bind("retry", "to-quorum")
+    ch.queue_declare("inbox", durable=True, arguments={"x-dead-letter-exchange": "to-quorum"})
+    ch.basic_publish("", "inbox", b"again")
+    getter = channel(a)
+    method, _, _ = getter.basic_get("inbox")
+    getter.basic_reject(method.delivery_tag, requeue=False)
+    wait_for(lambda: channel(c).queue_declare("retry", passive=True).method.message_count == 1, 10,
+             "the dead letter in the quorum queue")
+    assert channel(c).basic_get("retry", auto_ack=True)[2] == b"again"
+
+
 def test_leader_killed_confirmed_messages_survive(trio: list[Member]) -> None:
     a, b, c = trio
     channel(a).queue_declare("ledger", durable=True, arguments=QUORUM)

@@ -148,6 +148,7 @@ class Broker:
         loopback_users: Iterable[str] = ("guest",),
     ) -> None:
         self.limits = limits
+        self.node_name = ""  # in a cluster: this node (its vhosts forward dead letters elsewhere)
         self.vhosts: dict[str, VirtualHost] = {}
         self.users: dict[str, User] = {}
         self.permissions: dict[tuple[str, str], Permission] = {}  # (user, vhost)
@@ -185,6 +186,7 @@ class Broker:
         vhost = self.vhosts.get(name)
         if vhost is None:
             vhost = self.vhosts[name] = VirtualHost(name, self.limits)
+            vhost.node_name = self.node_name
         return vhost
 
     def delete_vhost(self, name: str) -> VirtualHost:
@@ -199,6 +201,7 @@ class Broker:
 
     def restore_vhost(self, name: str, definition: dict[str, Any]) -> VirtualHost:
         vhost = VirtualHost.from_definition(name, definition, self.limits)
+        vhost.node_name = self.node_name
         self.vhosts[name] = vhost
         return vhost
 

@@ -34,7 +34,7 @@ from typing import Any
 from warren.broker.exchange import EXCHANGE_TYPES, Binding, Exchange
 from warren.broker.message import Message, death_history, routing_keys_of
 from warren.broker.policy import Policy, effective_queue_args, matching_policy
-from warren.broker.queue import QueueState
+from warren.broker.queue import DeadLetter, QueueState
 from warren.broker.queue_args import (
     check_equivalent_arguments,
     check_short_string,
@@ -91,6 +91,10 @@ class VirtualHost:
     def __init__(self, name: str, limits: Limits = DEFAULT_LIMITS) -> None:
         self.name = name
         self.limits = limits
+        # in a cluster: this node's name, and dead letters for queues that live elsewhere (a
+        # quorum queue, a classic queue homed on another node), which the node forwards
+        self.node_name = ""
+        self.forward_letters: list[tuple[QueueState, Message]] = []
         self.exchanges: dict[str, Exchange] = {"": Exchange("", "direct", durable=True)}
         for exchange_name, exchange_type in DEFAULT_EXCHANGES:
             self.exchanges[exchange_name] = Exchange(exchange_name, exchange_type, durable=True)
@@ -480,24 +484,32 @@ class VirtualHost:
 
     def _route_dead_letters(self, sources: Iterable[QueueState], now_ms: int) -> list[QueueState]:
         """Publish queued dead letters to their DLX, cascading; RabbitMQ's cycle detection."""
+        letters = [letter for q in sources if q.dead_letters for letter in q.take_dead_letters()]
+        return self.route_dead_letters(letters, now_ms) if letters else []
+
+    def route_dead_letters(self, letters: list[DeadLetter], now_ms: int) -> list[QueueState]:
+        """Route dead letters (of a queue here, or a quorum queue's leader's) to their DLX's
+        queues, cascading; returns the local queues that got some. Those for queues that
+        live elsewhere wait in ``forward_letters`` for the node to send them."""
         changed: dict[str, QueueState] = {}
-        work = [q for q in sources if q.dead_letters]
+        work = list(letters)
         while work:
-            source = work.pop()
-            for letter in source.take_dead_letters():
-                exchange = self.exchanges.get(letter.exchange)
-                if exchange is None:
-                    continue  # a missing DLX drops the message, as RabbitMQ does
-                message = letter.message
-                targets = self.route(exchange, routing_keys_of(message), message.headers)
-                history = death_history(message)
-                for target in targets:
-                    if letter.reason != "rejected" and _is_cycle(target.name, history):
-                        continue
-                    target.enqueue(message, now_ms)
-                    changed[target.name] = target
-                    if target.dead_letters:
-                        work.append(target)
+            letter = work.pop()
+            exchange = self.exchanges.get(letter.exchange)
+            if exchange is None:
+                continue  # a missing DLX drops the message, as RabbitMQ does
+            message = letter.message
+            history = death_history(message)
+            for target in self.route(exchange, routing_keys_of(message), message.headers):
+                if letter.reason != "rejected" and _is_cycle(target.name, history):
+                    continue
+                if target.members or (target.home and target.home != self.node_name):
+                    self.forward_letters.append((target, message))
+                    continue
+                target.enqueue(message, now_ms)
+                changed[target.name] = target
+                if target.dead_letters:
+                    work.extend(target.take_dead_letters())
         return list(changed.values())
 
     def reject(self, queue: QueueState, msg_ids: Iterable[int], now_ms: int) -> list[QueueState]:

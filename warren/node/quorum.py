@@ -160,11 +160,15 @@ class QuorumQueues:
             return
         result = replica.machine.apply(index, data)
         replica.last_result = result
-        if result.deliveries and self.raft is not None and self.raft.is_leader(group):
+        if (result.deliveries or result.dead_letters) and self.raft is not None and self.raft.is_leader(group):
             for delivery in result.deliveries:
                 self._send_delivery(replica, delivery)
+            if result.dead_letters:  # the leader routes them (at most once, as RabbitMQ)
+                vhost = self.node.broker.vhosts.get(replica.queue.vhost)
+                if vhost is not None:
+                    for queue in vhost.route_dead_letters(result.dead_letters, self.node.wall_ms()):
+                        self.node.queue_changed(queue)
             self.schedule_flush()
-        # dead letters: not routed yet (README, limitations)
 
     def _send_delivery(self, replica: Replica, d: QDelivery) -> None:
         message = d.message
@@ -215,11 +219,11 @@ class QuorumQueues:
     def command(self, queue: Any, op: QOp, args: list[Any], answer: Answer | None = None) -> None:
         """Send a command to ``queue``'s leader; ``answer(ok, value, error)`` once it is
         committed (or has failed)."""
-        token = 0
-        if answer is not None:
-            token = next(self._tokens)
-            self.pending[token] = Pending(queue.group, op, args, answer,
-                                          self.node.monotonic() + self.answer_timeout)
+        # every command waits for its answer, also those nobody needs an answer to: one that
+        # met no leader (an election) is sent again
+        token = next(self._tokens)
+        self.pending[token] = Pending(queue.group, op, args, answer or _no_answer,
+                                      self.node.monotonic() + self.answer_timeout)
         self._dispatch(queue, token, queue.group, op, args)
 
     def _target(self, queue: Any) -> str | None:
@@ -495,6 +499,10 @@ class QuorumQueues:
 
 
 def _ignore(index: int | None, error: Exception | None) -> None:
+    return None
+
+
+def _no_answer(ok: bool, value: Any, text: str) -> None:
     return None
 
 
