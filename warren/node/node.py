@@ -491,6 +491,8 @@ class Node(SessionHost):
                 transport.close()
         if self.forwarder is not None:
             self.forwarder.flush()
+        if self.quorum is not None:
+            self.quorum.flush()
 
     def _forward_dead_letters(self) -> None:
         """Dead letters routed here to queues that live elsewhere: to their home node, or

@@ -111,6 +111,7 @@ class QuorumQueues:
         self.pending: dict[int, Pending] = {}
         self.consumers: dict[tuple[int, str, str], QConsumer] = {}  # (group, channel, tag)
         self.channels: dict[tuple[int, str], _Channel] = {}
+        self._settles: dict[tuple[int, str, QOp], tuple[Any, list[int]]] = {}
         self._tokens = itertools.count(1)
         self.unacked_cap = node.limits.quorum_unlimited_prefetch
 
@@ -219,6 +220,8 @@ class QuorumQueues:
     def command(self, queue: Any, op: QOp, args: list[Any], answer: Answer | None = None) -> None:
         """Send a command to ``queue``'s leader; ``answer(ok, value, error)`` once it is
         committed (or has failed)."""
+        if self._settles:
+            self.flush()
         # every command waits for its answer, also those nobody needs an answer to: one that
         # met no leader (an election) is sent again
         token = next(self._tokens)
@@ -284,21 +287,36 @@ class QuorumQueues:
         self.channels.setdefault((queue.group, channel), _Channel())
         self.command(queue, QOp.CHECKOUT, args, answered)
 
+    # settlements wait for the node's flush: one entry per channel and kind, not per ack
+    def _batch(self, queue: Any, channel: str, op: QOp, ids: list[int]) -> None:
+        key = (queue.group, channel, op)
+        batch = self._settles.get(key)
+        if batch is None:
+            self._settles[key] = (queue, list(ids))
+        else:
+            batch[1].extend(ids)
+
+    def flush(self) -> None:
+        """Send the settlements batched since the last flush (before any other command, so
+        a channel's commands keep their order)."""
+        settles, self._settles = self._settles, {}
+        for (_, channel, op), (queue, ids) in settles.items():
+            state = self.channels.get((queue.group, channel))
+
+            def settled(ok: bool, value: Any, text: str, state: Any = state, ids: list[int] = ids) -> None:
+                if state is not None:
+                    state.held.difference_update(ids)
+
+            self.command(queue, op, [channel, ids], settled)
+
     def cancel(self, queue: Any, session_id: int, number: int, tag: str) -> None:
         channel = self.channel_name(session_id, number)
         if self.consumers.pop((queue.group, channel, tag), None) is not None:
             self.command(queue, QOp.CANCEL, [channel, tag])
 
     def settle(self, queue: Any, session_id: int, number: int, how: str, ids: list[int]) -> None:
-        channel = self.channel_name(session_id, number)
         op = QOp.SETTLE if how == "ack" else QOp.RETURN if how == "requeue" else QOp.DISCARD
-        state = self.channels.get((queue.group, channel))
-
-        def settled(ok: bool, value: Any, text: str) -> None:
-            if state is not None:
-                state.held.difference_update(ids)
-
-        self.command(queue, op, [channel, ids], settled)
+        self._batch(queue, self.channel_name(session_id, number), op, ids)
 
     def get(self, queue: Any, session_id: int, number: int, no_ack: bool, answer: Answer) -> None:
         channel = self.channel_name(session_id, number)
@@ -416,7 +434,7 @@ class QuorumQueues:
         if not session.deliver_quorum(consumer.queue, m, consumer.no_ack):
             return
         if consumer.no_ack:  # settled as its client takes it
-            self.command(consumer.queue, QOp.SETTLE, [channel, [msg_id]])
+            self._batch(consumer.queue, channel, QOp.SETTLE, [msg_id])
         else:
             state.held.add(msg_id)
         self.node.session_changed(session)
