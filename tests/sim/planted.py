@@ -6,12 +6,18 @@ small documented hook of ``warren.raft.node.RaftNode`` (or ``_send``, to let a m
 leave before its ready is fsynced); production code carries no trace of them.
 
 ``PLANTED`` maps the name used by ``python -m tests.sim --planted-bug NAME`` to the class.
+
+``PLANTED_QUEUE`` does the same for quorum queue machines (``QuorumQueueMachine``
+subclasses overriding one method each), which ``tests/sim/queue_sim.py`` must catch:
+``python -m tests.sim.queue_sim --planted-bug NAME``.
 """
 
 from __future__ import annotations
 
 from dataclasses import fields
 
+from warren.broker.message import Message as QueuedMessage
+from warren.cluster.queue_fsm import QResult, QuorumQueueMachine
 from warren.raft.node import RaftNode, Role
 from warren.raft.types import Config, Entry, Message, MsgType, SnapshotMeta
 
@@ -124,4 +130,60 @@ PLANTED: dict[str, type[RaftNode]] = {
     "concurrent-conf-change": ConcurrentConfChange,
     "snapshot-keeps-stale-tail": SnapshotKeepsStaleTail,
     "leader-ignores-higher-term": LeaderIgnoresHigherTerm,
+}
+
+
+# ---- planted quorum queue machines (``tests/sim/queue_sim.py`` must catch each) ----------
+
+
+class SettleAcksNext(QuorumQueueMachine):
+    """An ack also takes the next ready message with it: a confirmed message that nobody
+    received disappears (the total-queue checker's "lost")."""
+
+    def _settle(self, now_ms: int, channel: str, ids: list[int]) -> int:
+        settled = super()._settle(now_ms, channel, ids)
+        if settled:
+            self.queue.get(now_ms, no_ack=True)
+        return settled
+
+
+class ForgetsRedelivered(QuorumQueueMachine):
+    """Hands out returned messages as if new: a consumer sees a message twice without the
+    redelivered flag."""
+
+    def _hand_out(self, now_ms: int, result: QResult) -> None:
+        super()._hand_out(now_ms, result)
+        for delivery in result.deliveries:
+            delivery.redelivered = False
+
+
+class SnapshotForgetsCounts(QuorumQueueMachine):
+    """Leaves the delivery counts out of its snapshots: a replica restored from one holds
+    another queue than those that applied the log (x-delivery-count and the delivery
+    limit differ)."""
+
+    def snapshot(self) -> bytes:
+        counts, self._counts = self._counts, {}
+        try:
+            return super().snapshot()
+        finally:
+            self._counts = counts
+
+
+class RefusesButKeeps(QuorumQueueMachine):
+    """Answers a publish over x-max-length with a refusal (the publisher gets a nack) but
+    keeps the message: consumers receive what its publisher was told was rejected."""
+
+    def _enqueue(self, now_ms: int, exchange: str, routing_key: str, properties: bytes, body: bytes) -> bool:
+        accepted = super()._enqueue(now_ms, exchange, routing_key, properties, body)
+        if not accepted:
+            self.queue._append(QueuedMessage.from_publish(exchange, routing_key, body, properties, {}), now_ms)
+        return accepted
+
+
+PLANTED_QUEUE: dict[str, type[QuorumQueueMachine]] = {
+    "settle-acks-next": SettleAcksNext,
+    "forgets-redelivered": ForgetsRedelivered,
+    "snapshot-forgets-counts": SnapshotForgetsCounts,
+    "refuses-but-keeps": RefusesButKeeps,
 }

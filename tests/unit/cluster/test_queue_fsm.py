@@ -385,7 +385,7 @@ PROPERTIES = (
     encode_properties({"priority": 3, "delivery_mode": 2}),
     encode_properties({"headers": {"k": "v", "n": 1}, "message_id": "m"}),
 )
-ARGUMENTS = (
+ARGUMENTS: tuple[dict[str, Any], ...] = (
     {},
     {"x-delivery-limit": 1, "x-dead-letter-exchange": "dlx"},
     {"x-message-ttl": 40, "x-dead-letter-exchange": "dlx"},
