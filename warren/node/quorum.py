@@ -85,6 +85,8 @@ class QConsumer:
     tag: str
     no_ack: bool
     args: list[Any]  # the CHECKOUT's fields (sent again to a new leader)
+    # deliveries that came before the checkout's answer: they follow the client's consume-ok
+    early: list[dict[str, Any]] | None = field(default_factory=list)
 
 
 @dataclass
@@ -282,6 +284,11 @@ class QuorumQueues:
             if not ok or value:
                 self.consumers.pop(key, None)
             answer(ok, value, text)
+            consumer = self.consumers.get(key)
+            if consumer is not None and consumer.early is not None:
+                early, consumer.early = consumer.early, None
+                for m in early:
+                    self._on_deliver(self.node.name, m)
 
         self.consumers[key] = QConsumer(queue, session_id, number, tag, no_ack, args)
         self.channels.setdefault((queue.group, channel), _Channel())
@@ -427,6 +434,9 @@ class QuorumQueues:
         local = self._local_channel(channel)
         if consumer is None or local is None:
             return  # gone: its DOWN is on its way (or the consumer was cancelled)
+        if consumer.early is not None:  # consume-ok has not gone out yet
+            consumer.early.append(m)
+            return
         state = self.channels.setdefault((group, channel), _Channel())
         if msg_id in state.held:
             return  # a new leader's resend of a message the client has
@@ -529,7 +539,8 @@ def _wire_value(op: QOp, value: Any) -> Any:
     if op is QOp.GET and value is not None:
         msg_id, count, redelivered, left, message = value
         properties = _with_delivery_count(message, count) if count else encoded_properties(message)
-        return [msg_id, count, redelivered, left, message.exchange, message.routing_key, properties, message.body]
+        # the shape of a forwarded get's answer (warren.node.remote)
+        return [msg_id, redelivered, message.exchange, message.routing_key, left, properties, message.body]
     return value
 
 

@@ -336,28 +336,20 @@ class ClientSession(MethodHandlers):
     def deliver_forwarded(self, m: dict[str, Any], remote: Any) -> bool:
         """A delivery from the node a queue lives on (``warren.node.remote``); False when
         its channel or consumer is gone (the message goes back to the queue)."""
-        number, tag = m["c"], m["tag"]
-        channel = self.channels.get(number)
         queue = self.vhost.queues.get(m["q"]) if self.vhost is not None else None
-        if channel is None or channel.closing or tag not in channel.consumers or queue is None:
+        if queue is None or not self._deliver_from_peer(m["c"], queue, m, remote.no_ack):
             return False
-        if remote.no_ack:
-            delivery_tag = channel.next_delivery_tag
-            channel.next_delivery_tag += 1
-        else:
-            delivery_tag = channel.new_delivery(queue, m["id"], tag)
-        self.conn.send_deliver(number, tag, delivery_tag, m["r"], m["x"], m["k"], m["p"], m["b"])
-        counters = self.node.counters
-        counters.messages_delivered += 1
-        if m["r"]:
-            counters.messages_redelivered += 1
-        self.node.forwarder.handed_over(self.id, number, tag)
+        self.node.forwarder.handed_over(self.id, m["c"], m["tag"])
         return True
 
     def deliver_quorum(self, queue: Any, m: dict[str, Any], no_ack: bool) -> bool:
         """A delivery from a quorum queue's leader (``warren.node.quorum``); False when its
         channel or consumer is gone."""
-        number, tag = self.quorum_channel_number(m["ch"]), m["tag"]
+        return self._deliver_from_peer(self.quorum_channel_number(m["ch"]), queue, m, no_ack)
+
+    def _deliver_from_peer(self, number: int, queue: Any, m: dict[str, Any], no_ack: bool) -> bool:
+        """Send a delivery that came over a peer link (tag, id, r, x, k, p, b in ``m``)."""
+        tag = m["tag"]
         channel = self.channels.get(number)
         if channel is None or channel.closing or tag not in channel.consumers:
             return False

@@ -598,37 +598,25 @@ def basic_cancel(s: ClientSession, ch: ChannelState, m: spec.Basic.Cancel) -> No
 def basic_get(s: ClientSession, ch: ChannelState, m: spec.Basic.Get) -> None:
     s.check("read", "queue", m.queue)
     queue = s.vhost.queue_for(m.queue, owner=s.owner)
-    if queue.members:
-        def got_quorum(value: Any) -> None:
-            if value is None:
-                s.reply(ch, spec.Basic.GetEmpty())
-                return
-            msg_id, _, redelivered, left, exchange, routing_key, properties, body = value
-            if m.no_ack:
-                tag = ch.next_delivery_tag
-                ch.next_delivery_tag += 1
-            else:
-                tag = ch.new_delivery(queue, msg_id, None)
-            s.conn.send_get_ok(ch.number, tag, redelivered, exchange, routing_key, left, properties, body)
-            s.node.counters.messages_delivered_get += 1
 
+    def got(value: Any) -> None:  # from another node: a queue's home, a quorum queue's leader
+        if value is None:
+            s.reply(ch, spec.Basic.GetEmpty())
+            return
+        msg_id, redelivered, exchange, routing_key, count, properties, body = value
+        if m.no_ack:
+            tag = ch.next_delivery_tag
+            ch.next_delivery_tag += 1
+        else:
+            tag = ch.new_delivery(queue, msg_id, None)
+        s.conn.send_get_ok(ch.number, tag, redelivered, exchange, routing_key, count, properties, body)
+        s.node.counters.messages_delivered_get += 1
+
+    if queue.members:
         s.call_leader(ch, m, queue, lambda answer: s.node.quorum.get(  # type: ignore[union-attr]
-            queue, s.id, ch.number, m.no_ack, answer), got_quorum)
+            queue, s.id, ch.number, m.no_ack, answer), got)
         return
     if s.remote(queue):
-        def got(value: Any) -> None:
-            if value is None:
-                s.reply(ch, spec.Basic.GetEmpty())
-                return
-            msg_id, redelivered, exchange, routing_key, count, properties, body = value
-            if m.no_ack:
-                tag = ch.next_delivery_tag
-                ch.next_delivery_tag += 1
-            else:
-                tag = ch.new_delivery(queue, msg_id, None)
-            s.conn.send_get_ok(ch.number, tag, redelivered, exchange, routing_key, count, properties, body)
-            s.node.counters.messages_delivered_get += 1
-
         s.call_home(ch, m, queue, {"f": Fwd.GET, "s": s.id, "c": ch.number, "na": m.no_ack}, got)
         return
     result = queue.get(s.node.wall_ms(), m.no_ack, owner=ConsumerRef(s.id, ch.number))
