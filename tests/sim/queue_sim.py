@@ -53,7 +53,7 @@ from typing import Any
 import msgpack
 
 from tests.sim.planted import PLANTED_QUEUE
-from tests.sim.sim import Violation
+from tests.sim.sim import EventLoop, Violation
 from warren.amqp.properties import encode_properties
 from warren.cluster.queue_fsm import QOp, QResult, QuorumQueueMachine, encode
 from warren.limits import Limits
@@ -226,7 +226,7 @@ def result_of(result: QResult | None) -> bytes:
     return hashlib.blake2b(repr(view).encode(), digest_size=12).digest()
 
 
-class QueueSimulation:
+class QueueSimulation(EventLoop):
     def __init__(
         self,
         seed: int,
@@ -291,18 +291,6 @@ class QueueSimulation:
         self._schedule(0, "world", None)
 
     # ------------------------------------------------------------------ plumbing
-    def _schedule(self, delay: int, kind: str, payload: Any) -> None:
-        self.seq += 1
-        heapq.heappush(self.events, (self.now + delay, self.seq, kind, payload))
-
-    def _log(self, text: str) -> None:
-        line = f"t={self.now} {text}"
-        self.trace.append(line)
-        self.digest.update(line.encode())
-
-    def fail(self, text: str) -> None:
-        raise Violation(f"seed {self.seed}: {text}")
-
     def fingerprint(self) -> str:
         h = self.digest.copy()
         h.update(repr((sorted(self.confirmed), sorted(self.stats.items()))).encode())

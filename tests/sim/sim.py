@@ -229,7 +229,31 @@ class Client:
     op: tuple[Any, ...] | None = None  # (kind, node, group, key, value/ctx, call_time, index)
 
 
-class Simulation:
+class EventLoop:
+    """What every simulator shares: a heap of timed events, a trace, and its digest (a
+    subclass's ``__init__`` sets ``seed``, ``now``, ``seq``, ``events``, ``trace``, ``digest``)."""
+
+    seed: int
+    now: int
+    seq: int
+    events: list[tuple[int, int, str, Any]]
+    trace: Any
+    digest: Any
+
+    def _schedule(self, delay: int, kind: str, payload: Any) -> None:
+        self.seq += 1
+        heapq.heappush(self.events, (self.now + delay, self.seq, kind, payload))
+
+    def _log(self, text: str) -> None:
+        line = f"t={self.now} {text}"
+        self.trace.append(line)
+        self.digest.update(line.encode())
+
+    def fail(self, text: str) -> None:
+        raise Violation(f"seed {self.seed}: {text}")
+
+
+class Simulation(EventLoop):
     def __init__(
         self,
         seed: int,
@@ -307,24 +331,12 @@ class Simulation:
         self._schedule(0, "world", None)
 
     # ------------------------------------------------------------------ plumbing
-    def _schedule(self, delay: int, kind: str, payload: Any) -> None:
-        self.seq += 1
-        heapq.heappush(self.events, (self.now + delay, self.seq, kind, payload))
-
-    def _log(self, text: str) -> None:
-        line = f"t={self.now} {text}"
-        self.trace.append(line)
-        self.digest.update(line.encode())
-
     def fingerprint(self) -> str:
         """Identifies this run: same seed and settings, same fingerprint."""
         h = self.digest.copy()
         h.update(repr(sorted(self.committed.items())).encode())
         h.update(repr(sorted(self.history.items())).encode())
         return h.hexdigest()
-
-    def fail(self, text: str) -> None:
-        raise Violation(f"seed {self.seed}: {text}")
 
     def _start(self, n: int) -> None:
         nv = self.members if self.p.all_voters else min(3, self.members)

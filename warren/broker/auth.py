@@ -148,7 +148,9 @@ class Broker:
         loopback_users: Iterable[str] = ("guest",),
     ) -> None:
         self.limits = limits
-        self.node_name = ""  # in a cluster: this node (its vhosts forward dead letters elsewhere)
+        self.node_name = ""  # in a cluster: this node (see set_node_name)
+        # every vhost's dead letters for queues that live elsewhere, for the node to send on
+        self.forward_letters: list[tuple[Any, Any]] = []
         self.vhosts: dict[str, VirtualHost] = {}
         self.users: dict[str, User] = {}
         self.permissions: dict[tuple[str, str], Permission] = {}  # (user, vhost)
@@ -182,11 +184,22 @@ class Broker:
 
     # ---- vhosts ----------------------------------------------------------------------
 
+    def set_node_name(self, name: str) -> None:
+        """This broker is node ``name`` of a cluster: its vhosts tell queues that live on
+        other nodes from their own."""
+        self.node_name = name
+        for vhost in self.vhosts.values():
+            self._adopt(vhost)
+
+    def _adopt(self, vhost: VirtualHost) -> VirtualHost:
+        vhost.node_name = self.node_name
+        vhost.forward_letters = self.forward_letters  # one list: the node checks one place
+        return vhost
+
     def add_vhost(self, name: str) -> VirtualHost:
         vhost = self.vhosts.get(name)
         if vhost is None:
-            vhost = self.vhosts[name] = VirtualHost(name, self.limits)
-            vhost.node_name = self.node_name
+            vhost = self.vhosts[name] = self._adopt(VirtualHost(name, self.limits))
         return vhost
 
     def delete_vhost(self, name: str) -> VirtualHost:
@@ -200,8 +213,7 @@ class Broker:
         return vhost
 
     def restore_vhost(self, name: str, definition: dict[str, Any]) -> VirtualHost:
-        vhost = VirtualHost.from_definition(name, definition, self.limits)
-        vhost.node_name = self.node_name
+        vhost = self._adopt(VirtualHost.from_definition(name, definition, self.limits))
         self.vhosts[name] = vhost
         return vhost
 

@@ -143,7 +143,7 @@ class Identity:
 
 class _Groups:
     """The RaftHost's state machine: group 0 is the metadata state machine, every other
-    group a quorum queue (``queues``: warren.io.quorum_groups.QuorumGroups, once set)."""
+    group a quorum queue (``queues``: warren.node.quorum.QuorumQueues, once set)."""
 
     def __init__(self, fsm: MetaStateMachine, applied: Any) -> None:
         self.fsm = fsm
@@ -160,7 +160,8 @@ class _Groups:
     def snapshot(self, group: Any) -> bytes:
         if group == META_GROUP:
             return self.fsm.snapshot()
-        return bytes(self.queues.snapshot(group))
+        snapshot: bytes = self.queues.snapshot(group)
+        return snapshot
 
     def restore(self, group: Any, index: int, data: bytes) -> None:
         if group == META_GROUP:

@@ -26,14 +26,13 @@ CAMPAIGN_DELAY_SECONDS = 0.03
 
 
 class QuorumGroups:
-    """``warren.node.quorum.RaftGroups`` over a :class:`ClusterRuntime`; also the host's
-    state machine for every group but the metadata one."""
+    """``warren.node.quorum.RaftGroups`` over a :class:`ClusterRuntime`, whose Raft host
+    applies every group but the metadata one to ``queues``."""
 
     def __init__(self, cluster: ClusterRuntime, queues: QuorumQueues) -> None:
         self.cluster = cluster
-        self.queues = queues
         queues.raft = self
-        cluster.groups.queues = self
+        cluster.groups.queues = queues
 
     # ---- RaftGroups --------------------------------------------------------------------
 
@@ -93,17 +92,6 @@ class QuorumGroups:
         host = self.cluster.host
         slot = host.groups.get(group) if host is not None else None
         return slot.node if slot is not None else None
-
-    # ---- the host's state machine for queue groups --------------------------------------
-
-    def apply(self, group: int, index: int, data: bytes) -> None:
-        self.queues.apply(group, index, data)
-
-    def snapshot(self, group: int) -> bytes:
-        return self.queues.snapshot(group)
-
-    def restore(self, group: int, index: int, data: bytes) -> None:
-        self.queues.restore(group, index, data)
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:

@@ -85,9 +85,7 @@ class Node(SessionHost):
         self.name = name
         self.limits = limits
         self.broker = broker
-        broker.node_name = name
-        for vhost in broker.vhosts.values():
-            vhost.node_name = name
+        broker.set_node_name(name)
         self.persistence = persistence
         self.monotonic = monotonic
         self.wall_ms = wall_ms
@@ -477,7 +475,7 @@ class Node(SessionHost):
             now_ms = self.wall_ms()
             for queue in queues:
                 self._deliver(queue, now_ms)
-        if self.forwarder is not None:
+        if self.broker.forward_letters:
             self._forward_dead_letters()
         sessions, self._dirty_sessions = self._dirty_sessions, set()
         for session in sessions:
@@ -497,16 +495,14 @@ class Node(SessionHost):
     def _forward_dead_letters(self) -> None:
         """Dead letters routed here to queues that live elsewhere: to their home node, or
         to a quorum queue's leader (at most once, as RabbitMQ's default dead-lettering)."""
-        for vhost in self.broker.vhosts.values():
-            if not vhost.forward_letters:
-                continue
-            letters, vhost.forward_letters = vhost.forward_letters, []
-            for queue, message in letters:
-                if queue.members:
-                    if self.quorum is not None:
-                        self.quorum.publish(queue, message, None)
-                elif self.forwarder is not None:
-                    self.forwarder.publish(queue.home, vhost.name, [queue.name], message, None)
+        letters = self.broker.forward_letters[:]
+        self.broker.forward_letters.clear()  # the vhosts share this list: keep it
+        for queue, message in letters:
+            if queue.members:
+                if self.quorum is not None:
+                    self.quorum.publish(queue, message, None)
+            elif self.forwarder is not None:
+                self.forwarder.publish(queue.home, queue.vhost, [queue.name], message, None)
 
     def _deliver(self, queue: Any, now_ms: int) -> None:
         if queue.deleted:

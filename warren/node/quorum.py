@@ -67,7 +67,7 @@ class Replica:
 class Pending:
     """An access-side command waiting for its answer."""
 
-    group: int
+    queue: Any
     op: QOp
     args: list[Any]
     answer: Answer
@@ -94,6 +94,7 @@ class _Channel:
     """Per (group, channel): the messages its client holds (delivered, not yet settled
     for good): a leader's resend of one of them is a duplicate to drop."""
 
+    queue: Any
     held: set[int] = field(default_factory=set)
 
 
@@ -151,7 +152,7 @@ class QuorumQueues:
                 session.consumer_cancelled_by_server(consumer.number, consumer.tag)
         for key in [k for k in self.channels if k[0] == group]:
             del self.channels[key]
-        for token in [t for t, p in self.pending.items() if p.group == group]:
+        for token in [t for t, p in self.pending.items() if p.queue.group == group]:
             self.pending.pop(token).answer(False, None, f"queue '{queue.name}' in vhost '{queue.vhost}' was deleted")
         if self.replicas.pop(group, None) is not None and self.raft is not None:
             self.raft.drop(group)
@@ -175,9 +176,8 @@ class QuorumQueues:
 
     def _send_delivery(self, replica: Replica, d: QDelivery) -> None:
         message = d.message
-        properties = encoded_properties(message)
-        if d.delivery_count:
-            properties = _with_delivery_count(message, d.delivery_count)
+        count = d.delivery_count
+        properties = _with_delivery_count(message, count) if count else encoded_properties(message)
         target = d.channel.split("#", 1)[0]
         m = {"f": Fwd.QDELIVER, "g": replica.queue.group, "ch": d.channel, "tag": d.tag, "id": d.msg_id,
              "r": d.redelivered, "n": d.delivery_count, "x": message.exchange, "k": message.routing_key,
@@ -200,8 +200,6 @@ class QuorumQueues:
 
         def done(index: int | None, error: Exception | None) -> None:
             result = replica.last_result
-            if not token:
-                return
             if error is not None or result is None:
                 self._reply(origin, {"f": Fwd.QANSWER, "t": token, "ok": False, "l": "",
                                      "e": f"not committed: {error}"})
@@ -227,9 +225,9 @@ class QuorumQueues:
         # every command waits for its answer, also those nobody needs an answer to: one that
         # met no leader (an election) is sent again
         token = next(self._tokens)
-        self.pending[token] = Pending(queue.group, op, args, answer or _no_answer,
-                                      self.node.monotonic() + self.answer_timeout)
-        self._dispatch(queue, token, queue.group, op, args)
+        pending = self.pending[token] = Pending(queue, op, args, answer or _no_answer,
+                                                self.node.monotonic() + self.answer_timeout)
+        self._dispatch(token, pending)
 
     def _target(self, queue: Any) -> str | None:
         hint = self.leader_hint.get(queue.group)
@@ -240,33 +238,24 @@ class QuorumQueues:
                 return str(member)
         return None
 
-    def _dispatch(self, queue: Any, token: int, group: int, op: QOp, args: list[Any]) -> None:
+    def _dispatch(self, token: int, pending: Pending) -> None:
+        queue = pending.queue
         target = self._target(queue)
-        pending = self.pending.get(token)
-        if pending is not None and target is not None:
-            pending.sent_to = target
         if target is None:
             self._fail(token, f"no member of queue '{queue.name}' in vhost '{queue.vhost}' is reachable")
-        elif target == self.node.name:
-            self._lead(target, token, group, op, args)
+            return
+        pending.sent_to = target
+        if target == self.node.name:
+            self._lead(target, token, queue.group, pending.op, pending.args)
         else:
-            self.send(target, {"f": Fwd.QCOMMAND, "t": token, "g": group, "o": int(op), "a": args})
+            self.send(target, {"f": Fwd.QCOMMAND, "t": token, "g": queue.group, "o": int(pending.op),
+                               "a": pending.args})
 
     def _fail(self, token: int, text: str) -> None:
         pending = self.pending.pop(token, None)
         if pending is not None:
             log.debug("quorum queue command %s failed: %s", pending.op.name, text)
             pending.answer(False, None, text)
-
-    def _queue_of(self, group: int) -> Any:
-        replica = self.replicas.get(group)
-        if replica is not None:
-            return replica.queue
-        for vhost in self.node.broker.vhosts.values():
-            for queue in vhost.queues.values():
-                if queue.group == group:
-                    return queue
-        return None
 
     def publish(self, queue: Any, message: Message, outcome: Callable[[bool], None] | None) -> None:
         answer = None if outcome is None else (lambda ok, value, _text: outcome(bool(ok and value)))
@@ -291,7 +280,7 @@ class QuorumQueues:
                     self._on_deliver(self.node.name, m)
 
         self.consumers[key] = QConsumer(queue, session_id, number, tag, no_ack, args)
-        self.channels.setdefault((queue.group, channel), _Channel())
+        self.channels.setdefault((queue.group, channel), _Channel(queue))
         self.command(queue, QOp.CHECKOUT, args, answered)
 
     # settlements wait for the node's flush: one entry per channel and kind, not per ack
@@ -327,7 +316,7 @@ class QuorumQueues:
 
     def get(self, queue: Any, session_id: int, number: int, no_ack: bool, answer: Answer) -> None:
         channel = self.channel_name(session_id, number)
-        self.channels.setdefault((queue.group, channel), _Channel())
+        self.channels.setdefault((queue.group, channel), _Channel(queue))
         self.command(queue, QOp.GET, [channel, no_ack], answer)
 
     def purge(self, queue: Any, answer: Answer) -> None:
@@ -337,22 +326,14 @@ class QuorumQueues:
         """The channel's consumers are cancelled and what it held goes back (one DOWN)."""
         self._release(self.channel_name(session_id, number))
 
-    def session_lost(self, session_id: int) -> None:
-        self._release(f"{self.node.owner_prefix}{session_id}/")
-
     def _release(self, prefix: str) -> None:
-        groups = {g for (g, channel) in self.channels if channel.startswith(prefix)}
         for key in [k for k in self.consumers if k[1].startswith(prefix)]:
             del self.consumers[key]
         for key in [k for k in self.channels if k[1].startswith(prefix)]:
-            del self.channels[key]
-        for group in groups:
-            queue = self._queue_of(group)
-            if queue is not None:
-                self.command(queue, QOp.DOWN, [prefix])
+            self.command(self.channels.pop(key).queue, QOp.DOWN, [prefix])
 
     def snapshot(self, group: int) -> bytes:
-        return bytes(self.replicas[group].machine.snapshot())
+        return self.replicas[group].machine.snapshot()
 
     def restore(self, group: int, index: int, data: bytes) -> None:
         replica = self.replicas.get(group)
@@ -411,21 +392,21 @@ class QuorumQueues:
             pending.answer(True, m.get("v"), "")
             return
         leader = m.get("l") or ""
-        queue = self._queue_of(pending.group)
-        if queue is None:
+        group = pending.queue.group
+        if pending.queue.deleted:
             self._fail(token, "the queue is gone")
             return
         if not m.get("retry") and pending.op is QOp.ENQUEUE:
             self._fail(token, m.get("e", ""))  # proposed, outcome unknown: a nack
             return
         if leader and leader != peer:
-            self.leader_hint[pending.group] = leader
+            self.leader_hint[group] = leader
             pending.hops += 1
             if pending.hops <= PROPOSAL_RETRY_HOPS:
-                self._dispatch(queue, token, pending.group, pending.op, pending.args)
+                self._dispatch(token, pending)
                 return
-        elif self.leader_hint.get(pending.group) == peer:
-            del self.leader_hint[pending.group]
+        elif self.leader_hint.get(group) == peer:
+            del self.leader_hint[group]
         pending.stalled = True  # no leader known (an election?): the tick sends it again
 
     def _on_deliver(self, peer: str, m: dict[str, Any]) -> None:
@@ -437,11 +418,11 @@ class QuorumQueues:
         if consumer.early is not None:  # consume-ok has not gone out yet
             consumer.early.append(m)
             return
-        state = self.channels.setdefault((group, channel), _Channel())
+        state = self.channels.setdefault((group, channel), _Channel(consumer.queue))
         if msg_id in state.held:
             return  # a new leader's resend of a message the client has
         session, number = local
-        if not session.deliver_quorum(consumer.queue, m, consumer.no_ack):
+        if not session.deliver_from_peer(number, consumer.queue, m, consumer.no_ack):
             return
         if consumer.no_ack:  # settled as its client takes it
             self._batch(consumer.queue, channel, QOp.SETTLE, [msg_id])
@@ -453,20 +434,17 @@ class QuorumQueues:
         if self.leader_hint.get(group) == leader:
             return
         self.leader_hint[group] = leader
-        queue = self._queue_of(group)
-        if queue is None:
-            return
         for token, pending in list(self.pending.items()):
-            if pending.group != group or pending.sent_to == leader:
+            if pending.queue.group != group or pending.sent_to == leader:
                 continue
             if pending.op is QOp.ENQUEUE and not pending.stalled:
                 self._fail(token, "the queue's leader changed")  # it may be in the log: a nack
             else:
                 pending.stalled = False
-                self._dispatch(queue, token, group, pending.op, pending.args)
-        for key, consumer in self.consumers.items():
+                self._dispatch(token, pending)
+        for key, consumer in list(self.consumers.items()):
             if key[0] == group:
-                self.command(queue, QOp.CHECKOUT, consumer.args)
+                self.command(consumer.queue, QOp.CHECKOUT, consumer.args)
 
     # ---- time and links ------------------------------------------------------------------
 
@@ -489,9 +467,7 @@ class QuorumQueues:
             elif pending.stalled:
                 pending.stalled = False
                 pending.hops = 0
-                queue = self._queue_of(pending.group)
-                if queue is not None:
-                    self._dispatch(queue, token, pending.group, pending.op, pending.args)
+                self._dispatch(token, pending)
 
     def _took_over(self, replica: Replica) -> None:
         """This node leads the group now: say so, resend what consumers hold, release the

@@ -337,18 +337,15 @@ class ClientSession(MethodHandlers):
         """A delivery from the node a queue lives on (``warren.node.remote``); False when
         its channel or consumer is gone (the message goes back to the queue)."""
         queue = self.vhost.queues.get(m["q"]) if self.vhost is not None else None
-        if queue is None or not self._deliver_from_peer(m["c"], queue, m, remote.no_ack):
+        if queue is None or not self.deliver_from_peer(m["c"], queue, m, remote.no_ack):
             return False
         self.node.forwarder.handed_over(self.id, m["c"], m["tag"])
         return True
 
-    def deliver_quorum(self, queue: Any, m: dict[str, Any], no_ack: bool) -> bool:
-        """A delivery from a quorum queue's leader (``warren.node.quorum``); False when its
-        channel or consumer is gone."""
-        return self._deliver_from_peer(self.quorum_channel_number(m["ch"]), queue, m, no_ack)
-
-    def _deliver_from_peer(self, number: int, queue: Any, m: dict[str, Any], no_ack: bool) -> bool:
-        """Send a delivery that came over a peer link (tag, id, r, x, k, p, b in ``m``)."""
+    def deliver_from_peer(self, number: int, queue: Any, m: dict[str, Any], no_ack: bool) -> bool:
+        """Send a delivery that came over a peer link (tag, id, r, x, k, p, b in ``m``): from a
+        classic queue's home or a quorum queue's leader. False when its channel or consumer
+        is gone."""
         tag = m["tag"]
         channel = self.channels.get(number)
         if channel is None or channel.closing or tag not in channel.consumers:
@@ -364,10 +361,6 @@ class ClientSession(MethodHandlers):
         if m["r"]:
             counters.messages_redelivered += 1
         return True
-
-    @staticmethod
-    def quorum_channel_number(channel: str) -> int:
-        return int(channel.rsplit("/", 2)[1])
 
     def may_deliver(self, number: int) -> bool:
         """May channel ``number`` receive deliveries now (the node asks before a queue decides)?"""
