@@ -114,7 +114,9 @@ def test_a_closed_channel_returns_what_it_held_and_purge(trio: list[Member]) -> 
     holder = channel(a)
     taken = [holder.basic_get("held")[2] for _ in range(2)]
     assert taken == [b"0", b"1"]
-    holder.close()  # unacked: both go back, flagged redelivered
+    holder.close()  # unacked: both go back, flagged redelivered (once the leader hears of it)
+    wait_for(lambda: ch.queue_declare("held", passive=True).method.message_count == 5, 5,
+             "the closed channel's two messages to be ready again")
     method, _, body = ch.basic_get("held", auto_ack=True)
     assert body == b"0" and method.redelivered
     assert ch.queue_purge("held").method.message_count == 4

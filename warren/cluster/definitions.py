@@ -300,14 +300,14 @@ def apply_command(broker: Broker, command: Command) -> Applied:
         return Applied()
     if kind is DeclareQueue:
         c = command
-        queue, _ = v.declare_queue(
+        queue, created = v.declare_queue(
             c.name, durable=c.durable, exclusive=c.exclusive, auto_delete=c.auto_delete,
             arguments=c.arguments, owner=c.owner, server_named=c.server_named, now_ms=c.now_ms,
         )
         if not queue.home:
             queue.home = c.home  # a redeclare never moves a queue
             queue.members = list(c.members)
-        return Applied(value=(queue.name, queue.messages_ready, queue.consumer_count))
+        return Applied(value=(queue.name, queue.messages_ready, queue.consumer_count, created))
     if kind is DeleteQueue:
         c = command
         existing = v.queues.get(c.name)

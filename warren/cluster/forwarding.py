@@ -36,6 +36,7 @@ class Fwd(IntEnum):
     GET = 9  # access -> home: v, q, s, c, na, call
     PURGE = 10  # access -> home: v, q, call
     ANSWER = 11  # home -> access: call, e (reply code, 0 = ok), et (text), value
+    STAT = 12  # access -> home: v, q, call; value [ready messages, consumers] (a declare-ok's counts)
     # quorum queues (warren.node.quorum): g is the queue's Raft group
     QCOMMAND = 13  # access -> leader: t (token, 0 = no answer wanted), g, o (QOp), a (its fields)
     QANSWER = 14  # leader -> access: t, ok, v (value) or e (error text), l (the leader, if known)

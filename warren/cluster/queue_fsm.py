@@ -76,6 +76,7 @@ class QOp(IntEnum):
     PURGE = 8
     DOWN = 9
     TICK = 10
+    STAT = 11  # a query, never in the log: the leader answers [ready, consumers] from its state
 
 
 @dataclass(slots=True)
@@ -366,3 +367,4 @@ _HANDLERS: dict[QOp, str] = {
     QOp.DOWN: "_down",
     QOp.TICK: "_tick",
 }
+LOGGED_OPS = tuple(_HANDLERS)  # the ops an entry may carry (STAT is a query)

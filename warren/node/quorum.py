@@ -197,6 +197,10 @@ class QuorumQueues:
             self._reply(origin, {"f": Fwd.QANSWER, "t": token, "ok": False, "l": leader or "",
                                  "e": "no leader", "retry": True})  # not proposed: safe to send again
             return
+        if op is QOp.STAT:  # it has applied every entry it answered for (confirms included)
+            q = replica.machine.queue
+            self._reply(origin, {"f": Fwd.QANSWER, "t": token, "ok": True, "v": [q.messages_ready, q.consumer_count]})
+            return
 
         def done(index: int | None, error: Exception | None) -> None:
             result = replica.last_result
@@ -318,6 +322,10 @@ class QuorumQueues:
         channel = self.channel_name(session_id, number)
         self.channels.setdefault((queue.group, channel), _Channel(queue))
         self.command(queue, QOp.GET, [channel, no_ack], answer)
+
+    def stat(self, queue: Any, answer: Answer) -> None:
+        """``answer`` gets [ready messages, consumers] as the leader knows them."""
+        self.command(queue, QOp.STAT, [], answer)
 
     def purge(self, queue: Any, answer: Answer) -> None:
         self.command(queue, QOp.PURGE, [], answer)

@@ -335,6 +335,11 @@ class Forwarder:
         self.node.queue_changed(queue)
         self.send(peer, {"f": Fwd.ANSWER, "call": m["call"], "e": 0, "value": count})
 
+    def _on_stat(self, peer: str, m: dict[str, Any]) -> None:
+        queue = self._queue(m)
+        self.send(peer, {"f": Fwd.ANSWER, "call": m["call"], "e": 0,
+                         "value": [queue.messages_ready, queue.consumer_count]})
+
     def _on_deliver(self, peer: str, m: dict[str, Any]) -> None:
         node = self.node
         session = node.sessions.get(m["s"])
@@ -394,5 +399,6 @@ _HANDLERS: dict[Fwd, Callable[[Forwarder, str, dict[str, Any]], None]] = {
     Fwd.CREDIT: Forwarder._on_credit,
     Fwd.GET: Forwarder._on_get,
     Fwd.PURGE: Forwarder._on_purge,
+    Fwd.STAT: Forwarder._on_stat,
     Fwd.ANSWER: Forwarder._on_answer,
 }

@@ -446,19 +446,27 @@ def exchange_unbind(s: ClientSession, ch: ChannelState, m: spec.Exchange.Unbind)
 
 @handles(spec.Queue.Declare)
 def queue_declare(s: ClientSession, ch: ChannelState, m: spec.Queue.Declare) -> None:
-    def answer(declared: tuple[str, int, int]) -> None:
+    def reply(name: str, counts: Any) -> None:
         if not m.nowait:
-            name, messages, consumers = declared
-            queue = s.vhost.queues.get(name)
-            counts = s.node.quorum.counts(queue) if queue is not None and queue.members and s.node.quorum else None
-            if counts is not None:  # a quorum queue's replica here knows them
-                _, messages, consumers = counts
-            s.reply(ch, spec.Queue.DeclareOk(queue=name, message_count=messages, consumer_count=consumers))
+            s.reply(ch, spec.Queue.DeclareOk(queue=name, message_count=int(counts[0]), consumer_count=int(counts[1])))
+
+    def answer(declared: tuple[Any, ...]) -> None:
+        name, messages, consumers, created = declared
+        queue = s.vhost.queues.get(name)
+        if m.nowait or created or queue is None:
+            reply(name, (messages, consumers))
+        elif queue.members and s.node.quorum is not None:  # its leader knows the counts
+            s.call_leader(ch, m, queue, lambda done: s.node.quorum.stat(queue, done),  # type: ignore[union-attr]
+                          lambda counts: reply(name, counts))
+        elif s.remote(queue):  # so does its home node
+            s.call_home(ch, m, queue, {"f": Fwd.STAT}, lambda counts: reply(name, counts))
+        else:
+            reply(name, (messages, consumers))
 
     if m.passive:
         def passive(_: Any) -> None:
             queue, _ = s.vhost.declare_queue(m.queue, passive=True, owner=s.owner)
-            answer((queue.name, queue.messages_ready, queue.consumer_count))
+            answer((queue.name, queue.messages_ready, queue.consumer_count, False))
         s.run(ch, m, None, passive)
         return
     server_named = not m.queue
