@@ -79,11 +79,15 @@ def test_users_policies_and_definitions_replicate_over_http(trio: list[Member]) 
     assert {"name": "cap", "vhost": "/"}.items() <= next(p for p in exported["policies"]).items()
     # import on one member, export on another: the same definitions
     document = {"vhosts": [{"name": "imported"}], "queues": [
-        {"name": "iq", "vhost": "imported", "durable": True, "auto_delete": False, "arguments": {}}],
+        {"name": "iq", "vhost": "imported", "durable": True, "auto_delete": False, "arguments": {}},
+        {"name": "iqq", "vhost": "imported", "durable": True, "auto_delete": False,
+         "arguments": {"x-queue-type": "quorum"}}],  # a cluster imports quorum queues as quorum queues
         "permissions": [{"user": "guest", "vhost": "imported", "configure": ".*", "write": ".*", "read": ".*"}]}
     assert a.post("/api/definitions", document).status_code in (200, 201, 204)
     again = c.get("/api/definitions")  # an export reads after a barrier: no waiting
-    assert ("imported", "iq") in {(q["vhost"], q["name"]) for q in again["queues"]}
+    assert {("imported", "iq"), ("imported", "iqq")} <= {(q["vhost"], q["name"]) for q in again["queues"]}
+    quorum = next(q for q in c.get("/api/queues/imported") if q["name"] == "iqq")
+    assert quorum["type"] == "quorum" and len(quorum["members"]) == 3
 
 
 def test_exclusive_queues_belong_to_their_connection_cluster_wide(trio: list[Member]) -> None:

@@ -3,14 +3,19 @@ consumed from any node, and still serving after the leader is killed with SIGKIL
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
 import pika
 import pytest
+import requests
 from pika.exceptions import ChannelClosedByBroker, NackError
+from typer.testing import CliRunner
 
 from tests.integration.cluster_procs import Member, wait_for
+from warren.cli.ctl_cmd import EXIT_UNAVAILABLE
+from warren.cli.main import app
 
 pytestmark = pytest.mark.timeout(180)
 QUORUM = {"x-queue-type": "quorum"}
@@ -27,6 +32,16 @@ def listed(member: Member, queue: str) -> dict[str, Any]:
 def leader_of(member: Member, queue: str) -> str:
     wait_for(lambda: bool(listed(member, queue).get("leader")), 10, f"a leader for {queue}")
     return str(listed(member, queue)["leader"])
+
+
+def quorum_critical(member: Member) -> tuple[int, list[str]]:
+    """``warren ctl check_if_node_is_quorum_critical`` against ``member``: its exit code
+    and the queues it names."""
+    result = CliRunner().invoke(app, ["ctl", "--node", f"http://127.0.0.1:{member.http_port}",
+                                      "--formatter", "json", "check_if_node_is_quorum_critical"])
+    if result.exit_code == 0:
+        return 0, []
+    return result.exit_code, [q["readable_name"] for q in json.loads(result.stdout)["queues"]]
 
 
 def refusal(ch: Any, declare: Any) -> tuple[int, str]:
@@ -166,6 +181,7 @@ def test_leader_killed_confirmed_messages_survive(trio: list[Member]) -> None:
     channel(a).queue_declare("ledger", durable=True, arguments=QUORUM)
     leader = {m.name: m for m in trio}[leader_of(a, "ledger")]
     survivors = [m for m in trio if m is not leader]
+    assert quorum_critical(survivors[0]) == (0, [])  # all three up: any one may stop
     publisher = channel(survivors[0])
     publisher.confirm_delivery()
     confirmed, nacked, slowest = [], [], 0.0
@@ -182,6 +198,13 @@ def test_leader_killed_confirmed_messages_survive(trio: list[Member]) -> None:
     assert len(nacked) <= 1 and len(confirmed) >= 599
     assert slowest < 5, f"a new leader took {slowest:.2f}s to confirm"
     assert leader_of(survivors[1], "ledger") != leader.name
+    # two of three left: stopping either would cost the queue its majority
+    assert quorum_critical(survivors[0]) == (EXIT_UNAVAILABLE, ["queue 'ledger' in vhost '/'"])
+    health = requests.get(f"http://127.0.0.1:{survivors[1].http_port}/api/health/checks/node-is-quorum-critical",
+                          auth=("guest", "guest"), timeout=5)
+    assert health.status_code == 503
+    assert health.json()["queues"] == [{"name": "ledger", "readable_name": "queue 'ledger' in vhost '/'",
+                                        "virtual_host": "/", "type": "quorum"}]
     consumer = channel(survivors[1])
     got = set()
     while True:

@@ -41,6 +41,9 @@ class ManagementBackend(Protocol):
 
     def nodes(self) -> list[dict[str, Any]]: ...
 
+    def quorum_critical(self) -> list[dict[str, str]] | None:
+        """Quorum queues stopping this node would leave without a majority (None: standalone)."""
+
     def alarms(self) -> list[str]:
         """Active resource alarms: "memory", "disk"."""
 

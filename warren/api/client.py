@@ -17,11 +17,12 @@ from urllib.parse import quote
 class APIError(Exception):
     """The node answered with an error status."""
 
-    def __init__(self, status: int, reason: str, path: str) -> None:
+    def __init__(self, status: int, reason: str, path: str, body: Any = None) -> None:
         super().__init__(f"HTTP {status} on {path}: {reason}")
         self.status = status
         self.reason = reason
         self.path = path
+        self.body = body  # the decoded JSON answer, when it was JSON
 
 
 class NodeUnreachable(Exception):
@@ -63,11 +64,13 @@ class ManagementClient:
                     raise APIError(resp.status, f"the answer is not JSON: {raw[:80]!r}", path) from None
         except urllib.error.HTTPError as error:
             raw = error.read()
+            answer = None
             try:
-                reason = json.loads(raw).get("reason", "") if raw else ""
+                answer = json.loads(raw) if raw else None
+                reason = answer.get("reason", "") if answer else ""
             except (ValueError, AttributeError):
                 reason = raw.decode("utf-8", "replace")
-            raise APIError(error.code, str(reason or error.reason), path) from None
+            raise APIError(error.code, str(reason or error.reason), path, answer) from None
         except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
             # refused, reset, timed out, or a connection cut in the middle of an answer
             cause = getattr(error, "reason", error)

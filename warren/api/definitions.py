@@ -99,12 +99,14 @@ def validate_document(document: Any) -> dict[str, Any]:
     return document
 
 
-def quorum_queue_names(document: dict[str, Any]) -> list[dict[str, str]]:
-    """Quorum queues (and streams) in an import: skipped until replication exists."""
+def unimportable_queue_names(document: dict[str, Any], clustered: bool) -> list[dict[str, str]]:
+    """Queues an import skips: streams (not implemented), and quorum queues on a standalone
+    node (they need a cluster to replicate them)."""
+    types = ("stream",) if clustered else ("quorum", "stream")
     return [
         {"vhost": q["vhost"], "name": q["name"]}
         for q in document.get("queues", [])
-        if (q.get("arguments") or {}).get("x-queue-type") in ("quorum", "stream")
+        if (q.get("arguments") or {}).get("x-queue-type") in types
     ]
 
 

@@ -20,8 +20,8 @@ from warren.api.cluster_backend import ClusterBackend
 from warren.api.cluster_view import ClusterView, queue_stats
 from warren.api.definitions import (
     export_document,
-    quorum_queue_names,
     skipped_parameters,
+    unimportable_queue_names,
     user_password_args,
 )
 from warren.broker.auth import SHA256, Broker
@@ -180,6 +180,15 @@ class NodeBackend:
             "applications": [{"name": "warren", "description": "Warren", "version": warren_version}],
             "enabled_plugins": ["rabbitmq_management", "rabbitmq_prometheus"],  # what Warren provides of them
         }]
+
+    def quorum_critical(self) -> list[dict[str, str]] | None:
+        """Quorum queues that stopping this node would leave without a majority, as
+        RabbitMQ lists them; None on a standalone node."""
+        quorum = self.node.quorum
+        if quorum is None:
+            return None
+        return [{"name": q.name, "readable_name": f"queue '{q.name}' in vhost '{q.vhost}'",
+                 "virtual_host": q.vhost, "type": "quorum"} for q in quorum.critical()]
 
     def alarms(self) -> list[str]:
         active = []
@@ -545,7 +554,7 @@ class NodeBackend:
         )
 
     async def import_definitions(self, definitions: dict[str, Any]) -> dict[str, Any]:
-        skipped = quorum_queue_names(definitions)
+        skipped = unimportable_queue_names(definitions, clustered=self.node.quorum is not None)
         for vhost in definitions.get("vhosts", []):
             await self.put_vhost(vhost["name"])
         for user in definitions.get("users", []):

@@ -38,6 +38,7 @@ NO_CONTENT = 204
 # RabbitMQ's names for the protocol-listener check
 PROTOCOL_ALIASES = {"amqp091": "amqp", "amqp0.9.1": "amqp", "amqp0-9-1": "amqp", "amqps": "amqp/ssl",
                     "amqp091/ssl": "amqp/ssl", "https": "http/ssl"}
+QUORUM_CRITICAL_REASON = "There are quorum queues that would lose their quorum if the target node is shut down"
 CERTIFICATE_UNITS = {"days": 1, "weeks": 7, "months": 30, "years": 365}
 GET_ACKMODES = {"ack_requeue_true": True, "reject_requeue_true": True,
                 "ack_requeue_false": False, "reject_requeue_false": False}
@@ -240,10 +241,15 @@ class Endpoints:
         return json_response(body, 503)
 
     async def health_quorum_critical(self, request: web.Request, caller: Caller | None) -> web.Response:
-        body = {"status": "ok"}  # single node, no quorum queues yet
+        critical = self.b.quorum_critical()
+        if critical is None:  # standalone
+            return json_response({"status": "ok", "reason": "single node cluster"} if caller else {"status": "ok"})
+        if not critical:
+            return json_response({"status": "ok"})
+        body: dict[str, Any] = {"status": "failed", "reason": QUORUM_CRITICAL_REASON}
         if caller is not None:
-            body["reason"] = "single node cluster"
-        return json_response(body)
+            body["queues"] = critical
+        return json_response(body, 503)
 
     async def aliveness(self, request: web.Request, caller: Caller, vhost: str) -> web.Response:
         self._require_vhost_write(caller, vhost)

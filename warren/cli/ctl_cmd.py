@@ -179,6 +179,28 @@ def list_nodes(ctx: typer.Context, columns: list[str] = typer.Argument(None)) ->
     _emit(ctx, rows, columns or ["name", "type", "running"], "Listing nodes ...")
 
 
+@ctl.command("check_if_node_is_quorum_critical")
+def check_if_node_is_quorum_critical(ctx: typer.Context) -> None:
+    """Fail (exit 69) if stopping --node would leave a quorum queue without a majority."""
+    target: Target = ctx.obj
+    try:
+        target.client.get("/api/health/checks/node-is-quorum-critical")
+    except APIError as error:
+        if error.status != 503:
+            _call(ctx, "GET", "/api/health/checks/node-is-quorum-critical")  # its message, its exit code
+        queues = (error.body or {}).get("queues", [])
+        if target.formatter == "json":
+            typer.echo(json.dumps({"result": "error", "message": error.reason, "queues": queues}))
+        else:
+            typer.echo(f"Error: {error.reason}:", err=True)
+            for q in queues:
+                typer.echo(f"  {q['readable_name']}", err=True)
+        raise typer.Exit(EXIT_UNAVAILABLE) from None
+    except NodeUnreachable:
+        _call(ctx, "GET", "/api/health/checks/node-is-quorum-critical")
+    _done(ctx, "Node is not quorum critical: stopping it leaves every quorum queue a majority")
+
+
 def _members(ctx: typer.Context) -> list[dict[str, Any]]:
     members: list[dict[str, Any]] = _call(ctx, "GET", "/v1/cluster/members")
     return members

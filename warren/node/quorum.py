@@ -365,13 +365,18 @@ class QuorumQueues:
                 shown[key] = counted[key]
         return shown
 
-    def counts(self, queue: Any) -> tuple[int, int, int] | None:
-        """(messages, ready, consumers) from this node's replica, if it has one."""
-        replica = self.replicas.get(queue.group)
-        if replica is None:
-            return None
-        q = replica.machine.queue
-        return q.messages, q.messages_ready, q.consumer_count
+    def critical(self) -> list[Any]:
+        """The quorum queues that would lose their majority if this node stopped (RabbitMQ's
+        ``list_with_minimum_quorum``: a member here, and the online members less this one
+        fewer than a majority)."""
+        name = self.node.name
+        shown = []
+        for replica in self.replicas.values():
+            members = replica.queue.members
+            online = sum(1 for m in members if m == name or self.is_up(m))
+            if name in members and online - 1 < len(members) // 2 + 1:
+                shown.append(replica.queue)
+        return shown
 
     # ---- peer messages -------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ import base64
 
 import pytest
 
-from warren.api.definitions import quorum_queue_names, validate_document
+from warren.api.definitions import unimportable_queue_names, validate_document
 from warren.api.http import Router, basic_credentials, split_raw_path
 from warren.errors import AMQPError
 
@@ -53,4 +53,6 @@ def test_definitions_document_checks_and_quorum_queues() -> None:
         {"vhost": "/", "name": "plain"},
     ]}
     assert validate_document(document) is document
-    assert quorum_queue_names(document) == [{"vhost": "/", "name": "qq"}, {"vhost": "/", "name": "s"}]
+    assert unimportable_queue_names(document, clustered=False) == [{"vhost": "/", "name": "qq"},
+                                                                   {"vhost": "/", "name": "s"}]
+    assert unimportable_queue_names(document, clustered=True) == [{"vhost": "/", "name": "s"}]
