@@ -41,6 +41,10 @@ class ManagementBackend(Protocol):
 
     def nodes(self) -> list[dict[str, Any]]: ...
 
+    def quorum_raft_metrics(self) -> list[dict[str, Any]]:
+        """Per quorum queue replica on this node: term, snapshot_index, applied, commit,
+        last_written, commit_latency (seconds)."""
+
     def quorum_critical(self) -> list[dict[str, str]] | None:
         """Quorum queues stopping this node would leave without a majority (None: standalone)."""
 

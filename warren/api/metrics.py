@@ -80,6 +80,7 @@ class BrokerCollector(Collector):
         yield from self._node_metrics(b.nodes()[0], b.alarms())
         # as RabbitMQ's: the queues that live on this node (the others' are stubs here)
         yield from self._queue_metrics([q for q in b.queues(None) if q.get("node", node) == node])
+        yield from self._raft_metrics(b.quorum_raft_metrics())
         cluster = b.cluster_metrics()
         if cluster is not None:
             yield from self._cluster_metrics(cluster)
@@ -161,6 +162,33 @@ class BrokerCollector(Collector):
         yield from families.values()
         yield GaugeMetricFamily("warren_messages_ready", "Ready messages in all queues",
                                 value=sum(q["messages_ready"] for q in queues))
+
+
+    def _raft_metrics(self, rows: list[dict[str, Any]]) -> Iterator[Metric]:
+        """RabbitMQ 3.x's ``ra_metrics`` family: every quorum queue replica on this node (per
+        queue on /metrics/per-object; summed on /metrics, the latency as the largest)."""
+        labels = ["vhost", "queue"] if self.per_queue else []
+        for name, key, kind, text in RAFT_METRICS:
+            family: Any = (CounterMetricFamily if kind == "counter" else GaugeMetricFamily)(name, text, labels=labels)
+            if self.per_queue:
+                for row in rows:
+                    family.add_metric([row["vhost"], row["queue"]], row[key])
+            elif rows:
+                values = [row[key] for row in rows]
+                family.add_metric([], max(values) if key == "commit_latency" else sum(values))
+            yield family
+
+
+# (name, quorum_raft_metrics() key, type, help): RabbitMQ 3.10's names, so its Raft dashboard works
+RAFT_METRICS = (
+    ("rabbitmq_raft_term", "term", "counter", "Current Raft term number"),
+    ("rabbitmq_raft_log_snapshot_index", "snapshot_index", "gauge", "Raft log snapshot index"),
+    ("rabbitmq_raft_log_last_applied_index", "applied", "gauge", "Raft log last applied index"),
+    ("rabbitmq_raft_log_commit_index", "commit", "gauge", "Raft log commit index"),
+    ("rabbitmq_raft_log_last_written_index", "last_written", "gauge", "Raft log last written index"),
+    ("rabbitmq_raft_entry_commit_latency_seconds", "commit_latency", "gauge",
+     "Time taken for a log entry to be committed"),
+)
 
 
 def make_registry(backend: ManagementBackend, per_queue: bool = False) -> CollectorRegistry:

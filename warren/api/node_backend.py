@@ -181,6 +181,9 @@ class NodeBackend:
             "enabled_plugins": ["rabbitmq_management", "rabbitmq_prometheus"],  # what Warren provides of them
         }]
 
+    def quorum_raft_metrics(self) -> list[dict[str, Any]]:
+        return self.node.quorum.raft_metrics() if self.node.quorum is not None else []
+
     def quorum_critical(self) -> list[dict[str, str]] | None:
         """Quorum queues that stopping this node would leave without a majority, as
         RabbitMQ lists them; None on a standalone node."""

@@ -88,6 +88,10 @@ class QuorumGroups:
         node = self._node(group)
         return node is not None and node.role is Role.LEADER
 
+    def status(self, group: int) -> dict[str, Any] | None:
+        node = self._node(group)
+        return node.status() if node is not None else None
+
     def _node(self, group: int) -> Any:
         host = self.cluster.host
         slot = host.groups.get(group) if host is not None else None

@@ -52,6 +52,7 @@ class RaftGroups(Protocol):
     def propose(self, group: int, payload: bytes, done: Callable[[int | None, Exception | None], None]) -> None: ...
     def leader(self, group: int) -> str | None: ...
     def is_leader(self, group: int) -> bool: ...
+    def status(self, group: int) -> dict[str, Any] | None: ...
 
 
 @dataclass
@@ -61,6 +62,7 @@ class Replica:
     leading: bool = False
     last_result: QResult | None = None  # of the entry applied last (its proposer reads it)
     ticked_ms: int = 0
+    commit_latency: float = 0.0  # seconds from the leader's proposal to its apply, last entry
 
 
 @dataclass
@@ -202,7 +204,10 @@ class QuorumQueues:
             self._reply(origin, {"f": Fwd.QANSWER, "t": token, "ok": True, "v": [q.messages_ready, q.consumer_count]})
             return
 
+        proposed = self.node.monotonic()
+
         def done(index: int | None, error: Exception | None) -> None:
+            replica.commit_latency = self.node.monotonic() - proposed
             result = replica.last_result
             if error is not None or result is None:
                 self._reply(origin, {"f": Fwd.QANSWER, "t": token, "ok": False, "l": "",
@@ -364,6 +369,19 @@ class QuorumQueues:
                         "message_bytes_ready", "consumers"):
                 shown[key] = counted[key]
         return shown
+
+    def raft_metrics(self) -> list[dict[str, Any]]:
+        """Per replica on this node, what RabbitMQ's ``ra_metrics`` report."""
+        rows = []
+        for group, replica in self.replicas.items():
+            status = self.raft.status(group) if self.raft is not None else None
+            if status is None:
+                continue
+            rows.append({"vhost": replica.queue.vhost, "queue": replica.queue.name, "term": status["term"],
+                         "snapshot_index": status["snapshot_index"], "applied": status["applied"],
+                         "commit": status["commit"], "last_written": status["last_index"],
+                         "commit_latency": replica.commit_latency})
+        return rows
 
     def critical(self) -> list[Any]:
         """The quorum queues that would lose their majority if this node stopped (RabbitMQ's
