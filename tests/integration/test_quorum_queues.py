@@ -120,6 +120,58 @@ def test_publish_on_one_node_consume_on_another(trio: list[Member]) -> None:
     assert channel(a).basic_get("orders")[0] is None
 
 
+def test_single_active_consumer_and_consumer_priorities(trio: list[Member]) -> None:
+    a, b, c = trio
+    setup = channel(a)
+    setup.queue_declare("sac", durable=True, arguments={**QUORUM, "x-single-active-consumer": True})
+    setup.queue_declare("ranked", durable=True, arguments=QUORUM)
+    setup.confirm_delivery()
+
+    def consumer(member: Member, queue: str, got: list[bytes], **arguments: Any) -> Any:
+        ch = channel(member)
+        ch.basic_qos(prefetch_count=50)
+
+        def on_message(ch: Any, method: Any, properties: Any, body: bytes) -> None:
+            got.append(body)
+            ch.basic_ack(method.delivery_tag)
+        ch.basic_consume(queue, on_message, arguments=arguments or None)
+        return ch
+
+    first: list[bytes] = []
+    second: list[bytes] = []
+    active = consumer(b, "sac", first)
+    standby = consumer(c, "sac", second)
+    for i in range(10):
+        setup.basic_publish("", "sac", b"%d" % i)
+    for _ in range(200):
+        if len(first) == 10:
+            break
+        active.connection.process_data_events(time_limit=0.02)
+        standby.connection.process_data_events(time_limit=0.02)
+    assert len(first) == 10 and second == []  # one consumer at a time, on any node
+    active.connection.close()  # the standby takes over
+    for i in range(10, 15):
+        setup.basic_publish("", "sac", b"%d" % i)
+    for _ in range(200):
+        if len(second) == 5:
+            break
+        standby.connection.process_data_events(time_limit=0.02)
+    assert second == [b"%d" % i for i in range(10, 15)]
+
+    low: list[bytes] = []
+    high: list[bytes] = []
+    low_ch = consumer(b, "ranked", low, **{"x-priority": 0})
+    high_ch = consumer(c, "ranked", high, **{"x-priority": 10})
+    for i in range(30):
+        setup.basic_publish("", "ranked", b"%d" % i)
+    for _ in range(200):
+        if len(high) + len(low) == 30:
+            break
+        low_ch.connection.process_data_events(time_limit=0.02)
+        high_ch.connection.process_data_events(time_limit=0.02)
+    assert len(high) == 30 and low == []  # the higher priority takes all while it has credit
+
+
 def test_requeue_counts_deliveries_and_the_limit_drops_poison(trio: list[Member]) -> None:
     a, b, c = trio
     ch = channel(b)
