@@ -22,6 +22,7 @@ from typing import Any
 import pika
 import psutil
 import pytest
+import requests
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -96,6 +97,23 @@ def test_cluster_up_with_lb_serves_clients_status_and_down(cluster: Cluster) -> 
     ch.basic_publish("", "via-lb", b"hello cluster", pika.BasicProperties(delivery_mode=2), mandatory=True)
     method, _props, body = ch.basic_get("via-lb", auto_ack=True)
     assert method is not None and body == b"hello cluster"
+    through_lb.close()
+
+    # our users' management-API script: a quorum queue declared through HAProxy's HTTP port
+    ha_queue = {"durable": True, "auto_delete": False, "arguments": {
+        "x-queue-type": "quorum", "x-quorum-initial-group-size": 3, "x-max-length": 10000,
+        "x-overflow": "reject-publish"}}
+    lb_http = summary["lb"]["http_url"].rstrip("/")
+    put = requests.put(f"{lb_http}/api/queues/%2F/ha_queue", json=ha_queue, auth=("guest", "guest"), timeout=10)
+    assert put.status_code == 201, put.text
+    shown = requests.get(f"{lb_http}/api/queues/%2F/ha_queue", auth=("guest", "guest"), timeout=10).json()
+    assert shown["type"] == "quorum" and len(shown["members"]) == 3, shown
+    through_lb = pika.BlockingConnection(pika.URLParameters(summary["lb"]["amqp_url"]))
+    ch = through_lb.channel()
+    ch.confirm_delivery()
+    for i in range(20):
+        ch.basic_publish("", "ha_queue", b"%d" % i, pika.BasicProperties(delivery_mode=2), mandatory=True)
+    assert ch.queue_declare("ha_queue", passive=True).method.message_count == 20
     through_lb.close()
 
     # node 2 sees the queue (definitions live in the metadata group)

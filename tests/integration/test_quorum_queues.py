@@ -172,6 +172,24 @@ def test_single_active_consumer_and_consumer_priorities(trio: list[Member]) -> N
     assert len(high) == 30 and low == []  # the higher priority takes all while it has credit
 
 
+def test_max_length_reject_publish_nacks_and_drop_head_drops(trio: list[Member]) -> None:
+    a, b, c = trio
+    ch = channel(b)
+    ch.queue_declare("capped", durable=True, arguments={**QUORUM, "x-max-length": 2, "x-overflow": "reject-publish"})
+    ch.queue_declare("rolling", durable=True, arguments={**QUORUM, "x-max-length": 2})
+    ch.confirm_delivery()
+    outcomes = []
+    for i in range(3):
+        try:
+            ch.basic_publish("", "capped", b"%d" % i)
+            outcomes.append("confirmed")
+        except NackError:
+            outcomes.append("nacked")
+        ch.basic_publish("", "rolling", b"%d" % i)
+    assert outcomes == ["confirmed", "confirmed", "nacked"]
+    assert [channel(c).basic_get("rolling", auto_ack=True)[2] for _ in range(2)] == [b"1", b"2"]
+
+
 def test_requeue_counts_deliveries_and_the_limit_drops_poison(trio: list[Member]) -> None:
     a, b, c = trio
     ch = channel(b)
