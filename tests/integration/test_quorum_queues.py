@@ -172,6 +172,22 @@ def test_single_active_consumer_and_consumer_priorities(trio: list[Member]) -> N
     assert len(high) == 30 and low == []  # the higher priority takes all while it has credit
 
 
+def test_a_vhost_whose_default_queue_type_is_quorum(trio: list[Member]) -> None:
+    a, b, c = trio
+    assert a.put("/api/vhosts/typed", {"default_queue_type": "stream"}).status_code == 400
+    assert a.put("/api/vhosts/typed", {"default_queue_type": "quorum"}).status_code == 201
+    assert b.get("/api/vhosts/typed")["default_queue_type"] == "quorum"
+    ch = pika.BlockingConnection(pika.URLParameters(b.url.replace("%2F", "typed"))).channel()
+    ch.queue_declare("orders", durable=True)  # no x-queue-type: the vhost's default
+    ch.queue_declare("orders", durable=True)  # a redeclare without it is equivalent
+    temporary = ch.queue_declare("", exclusive=True).method.queue  # cannot be quorum: classic
+    types = {q["name"]: q.get("type") for q in c.get("/api/queues/typed")}
+    assert types == {"orders": "quorum", temporary: "classic"}
+    exported = a.get("/api/definitions")
+    assert {"name": "typed", "metadata": {"description": "", "tags": [], "default_queue_type": "quorum"}} \
+        in exported["vhosts"]
+
+
 def test_max_length_reject_publish_nacks_and_drop_head_drops(trio: list[Member]) -> None:
     a, b, c = trio
     ch = channel(b)

@@ -72,7 +72,7 @@ class ManagementBackend(Protocol):
     # Changes are coroutines: they answer once the change is durable (committed, in a cluster).
     def vhosts(self) -> list[dict[str, Any]]: ...
 
-    async def put_vhost(self, name: str) -> bool:
+    async def put_vhost(self, name: str, default_queue_type: str = "") -> bool:
         """True when created."""
 
     async def delete_vhost(self, name: str) -> None: ...

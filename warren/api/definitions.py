@@ -31,7 +31,8 @@ def export_document(
              "hashing_algorithm": u["hashing_algorithm"], "tags": u["tags"], "limits": {}}
             for u in users
         ],
-        "vhosts": [{"name": v["name"]} for v in vhosts],
+        "vhosts": [{"name": v["name"], **({"metadata": v["metadata"]} if v["default_queue_type"] != "classic" else {})}
+                   for v in vhosts],
         "permissions": permissions,
         "topic_permissions": [],
         "parameters": [],

@@ -310,8 +310,8 @@ class NodeBackend:
                 "name": vhost.name,
                 "description": "",
                 "tags": [],
-                "metadata": {"description": "", "tags": []},
-                "default_queue_type": "classic",
+                "metadata": {"description": "", "tags": [], "default_queue_type": vhost.default_queue_type},
+                "default_queue_type": vhost.default_queue_type,
                 "tracing": False,
                 "cluster_state": {self.node.name: "running"},
                 "messages": sum(q.messages for q in queues),
@@ -346,8 +346,8 @@ class NodeBackend:
         self.node.commands.barrier(done)
         await future
 
-    async def put_vhost(self, name: str) -> bool:
-        return bool(await self._run(PutVhost(name)))
+    async def put_vhost(self, name: str, default_queue_type: str = "") -> bool:
+        return bool(await self._run(PutVhost(name, default_queue_type)))
 
     async def delete_vhost(self, name: str) -> None:
         await self._run(DeleteVhost(name))
@@ -419,6 +419,9 @@ class NodeBackend:
 
     async def declare_queue(self, vhost: str, name: str, durable: bool, auto_delete: bool,
                             arguments: dict[str, Any]) -> None:
+        v = self.broker.vhosts.get(vhost)
+        if v is not None and self.node.quorum is not None:  # a standalone node's queues are classic
+            arguments = v.typed_arguments(name, arguments, durable, False, auto_delete)
         home, members = self.node.place_queue(vhost, name, arguments, False)
         await self._run(DeclareQueue(vhost, name, durable, False, auto_delete, arguments,
                                      now_ms=self.node.wall_ms(), home=home, members=members))
@@ -559,7 +562,8 @@ class NodeBackend:
     async def import_definitions(self, definitions: dict[str, Any]) -> dict[str, Any]:
         skipped = unimportable_queue_names(definitions, clustered=self.node.quorum is not None)
         for vhost in definitions.get("vhosts", []):
-            await self.put_vhost(vhost["name"])
+            await self.put_vhost(vhost["name"], vhost.get("default_queue_type")
+                                 or (vhost.get("metadata") or {}).get("default_queue_type", ""))
         for user in definitions.get("users", []):
             await self.put_user(user["name"], None, user.get("password_hash", ""),
                                 user.get("hashing_algorithm"), _tags(user.get("tags", [])))

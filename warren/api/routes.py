@@ -341,7 +341,12 @@ class Endpoints:
     async def vhost(self, request: web.Request, caller: Caller, vhost: str) -> web.Response:
         if request.method == "PUT":
             self._admin(caller)
-            created = await self.b.put_vhost(vhost)
+            body = await read_json(request)
+            # RabbitMQ 3.10 takes it at the top; later versions also under "metadata"
+            queue_type = body.get("default_queue_type", (body.get("metadata") or {}).get("default_queue_type", ""))
+            if queue_type not in ("", "classic", "quorum"):
+                raise bad_request(f"default_queue_type must be 'classic' or 'quorum', not {queue_type!r}")
+            created = await self.b.put_vhost(vhost, queue_type)
             if created:  # as RabbitMQ's API: the user who creates a vhost gets full access to it
                 await self.b.put_permission(vhost, caller.name, ".*", ".*", ".*")
             return _created(not created)

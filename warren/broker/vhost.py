@@ -102,6 +102,7 @@ class VirtualHost:
         self.policies: dict[str, Policy] = {}
         self._sources_of: dict[tuple[str, str], dict[str, None]] = {}  # destination -> source exchanges
         self._deleted: list[QueueState] = []
+        self.default_queue_type = "classic"  # what a declare without x-queue-type gets (if it may)
         self.durable_version = 0  # bumped by every change to what export_durable() returns
         self._changing = False
         self._change_checkpoint: Checkpoint | None = None
@@ -305,6 +306,19 @@ class VirtualHost:
         self._remove_binding(Binding(source, "exchange", destination, routing_key, dict(arguments or {})))
 
     # ---- queues ----------------------------------------------------------------------
+
+    def typed_arguments(self, name: str, arguments: dict[str, Any], durable: bool, exclusive: bool,
+                        auto_delete: bool) -> dict[str, Any]:
+        """``arguments`` with the vhost's default queue type where the declare names none, for
+        a queue that may be a quorum queue (durable, not exclusive, not auto-delete; the others
+        stay classic). A redeclare of a queue of that type is equivalent; one of a queue of
+        another type (declared before the default changed) keeps what it is."""
+        default = self.default_queue_type
+        existing = self.queues.get(name)
+        if (default == "classic" or "x-queue-type" in arguments or not durable or exclusive or auto_delete
+                or (existing is not None and existing.arguments.get("x-queue-type") != default)):
+            return arguments
+        return {**arguments, "x-queue-type": self.default_queue_type}
 
     def declare_queue(
         self,
@@ -676,7 +690,8 @@ class VirtualHost:
             for x in self.exchanges.values() if x.durable
             for b in x.bindings.values() if (b.destination_kind, b.destination) in durable_names
         ]
-        return {"exchanges": exchanges, "queues": queues, "bindings": bindings, "policies": self.list_policies()}
+        return {"exchanges": exchanges, "queues": queues, "bindings": bindings, "policies": self.list_policies(),
+                "default_queue_type": self.default_queue_type}
 
     def export_all(self) -> dict[str, Any]:
         """Every definition, transient and exclusive ones too, in ``export_durable``'s shape
@@ -689,11 +704,13 @@ class VirtualHost:
             for q in self.queues.values()
         ]
         bindings = [b.as_dict(self.name) for x in self.exchanges.values() for b in x.bindings.values()]
-        return {"exchanges": exchanges, "queues": queues, "bindings": bindings, "policies": self.list_policies()}
+        return {"exchanges": exchanges, "queues": queues, "bindings": bindings, "policies": self.list_policies(),
+                "default_queue_type": self.default_queue_type}
 
     @classmethod
     def from_definition(cls, name: str, definition: dict[str, Any], limits: Limits = DEFAULT_LIMITS) -> VirtualHost:
         vhost = cls(name, limits)
+        vhost.default_queue_type = definition.get("default_queue_type", "classic")
         for p in definition.get("policies", []):
             vhost.policies[p["name"]] = Policy(p["name"], p["pattern"], p["apply-to"], p["priority"], p["definition"])
         for x in definition.get("exchanges", []):

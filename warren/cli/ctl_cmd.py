@@ -398,8 +398,10 @@ def set_user_tags(ctx: typer.Context, username: str, tags: list[str] = typer.Arg
 
 
 @ctl.command("add_vhost")
-def add_vhost(ctx: typer.Context, name: str) -> None:
-    _call(ctx, "PUT", f"/api/vhosts/{seg(name)}")
+def add_vhost(ctx: typer.Context, name: str,
+              default_queue_type: str = typer.Option("", "--default-queue-type",
+                                                     help="classic or quorum: what declares without x-queue-type get.")) -> None:
+    _call(ctx, "PUT", f"/api/vhosts/{seg(name)}", {"default_queue_type": default_queue_type} if default_queue_type else None)
     _done(ctx, f'Adding vhost "{name}" ...')
 
 

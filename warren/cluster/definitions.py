@@ -127,6 +127,7 @@ class PutVhost(Command):
     kind: ClassVar[int] = 9
     vhost_scoped: ClassVar[bool] = False
     name: str
+    default_queue_type: str = ""  # "" leaves it as it is (a new vhost: classic)
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,7 +339,10 @@ def _apply_broker_wide(broker: Broker, command: Any) -> Applied:
     kind = type(command)
     if kind is PutVhost:
         created = command.name not in broker.vhosts
-        broker.add_vhost(command.name)
+        vhost = broker.add_vhost(command.name)
+        if command.default_queue_type and command.default_queue_type != vhost.default_queue_type:
+            vhost.default_queue_type = command.default_queue_type
+            vhost.durable_version += 1
         return Applied(value=created)
     if kind is DeleteVhost:
         vhost = broker.delete_vhost(command.name)

@@ -79,7 +79,7 @@ def test_members_apply_alike_and_only_the_proposer_answers() -> None:
         outcome = await _run(a, d.DeclareExchange("/", "x", "topic"))
         assert outcome.error is None
         await _run(c, d.BindQueue("/", "q", "x", "a.#"))
-        assert heard and heard[0].value == ("q", 0, 0)
+        assert heard and heard[0].value == ("q", 0, 0, True)
         assert _model(a) == _model(b) == _model(c)
         assert "q" in a.node.broker.vhosts["/"].queues
         # refused alike everywhere: an inequivalent redeclare changes nothing anywhere
