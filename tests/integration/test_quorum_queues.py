@@ -188,6 +188,24 @@ def test_a_vhost_whose_default_queue_type_is_quorum(trio: list[Member]) -> None:
         in exported["vhosts"]
 
 
+def test_x_expires_deletes_an_unused_quorum_queue_on_every_node(trio: list[Member]) -> None:
+    a, b, c = trio
+    setup = channel(a)
+    setup.queue_declare("short.lived", durable=True, arguments={**QUORUM, "x-expires": 1500})
+    consumer = channel(b)  # in use from another node than the leader: it must not expire
+    tag = consumer.basic_consume("short.lived", lambda *args: None)
+    consumer.connection.sleep(3)
+    assert "short.lived" in {q["name"] for q in c.get("/api/queues")}
+    consumer.basic_cancel(tag)
+    started = time.monotonic()
+    wait_for(lambda: all("short.lived" not in {q["name"] for q in m.get("/api/queues")} for m in trio), 10,
+             "the unused queue to be deleted on every node")
+    assert time.monotonic() - started >= 1.2  # not before its idle period
+    with pytest.raises(ChannelClosedByBroker) as gone:
+        channel(c).queue_declare("short.lived", passive=True)
+    assert gone.value.reply_code == 404
+
+
 def test_max_length_reject_publish_nacks_and_drop_head_drops(trio: list[Member]) -> None:
     a, b, c = trio
     ch = channel(b)

@@ -182,8 +182,14 @@ class Node(SessionHost):
 
     def _expired_in_cluster(self, queue: Any) -> bool:
         """x-expires in a cluster: the queue's home node (which sees its use) deletes it on
-        every member, by command, once; the other members' copies wait for that."""
-        if queue.home in ("", self.name) and queue.name not in self._expiring:
+        every member, by command, once; the other members' copies wait for that. A quorum
+        queue's use (consumers, gets) is known to its leader's replica: the leader deletes it
+        once both that and the metadata's copy (redeclares) have been idle long enough."""
+        if queue.members:
+            mine = self.quorum is not None and self.quorum.unused_expired(queue, self.wall_ms())
+        else:
+            mine = queue.home in ("", self.name)
+        if mine and queue.name not in self._expiring:
             self._expiring.add(queue.name)
             self.commands.submit(DeleteQueue(queue.vhost, queue.name),
                                  lambda outcome: self._expiring.discard(queue.name))

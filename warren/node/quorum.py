@@ -370,6 +370,13 @@ class QuorumQueues:
                 shown[key] = counted[key]
         return shown
 
+    def unused_expired(self, queue: Any, now_ms: int) -> bool:
+        """x-expires: this node leads ``queue``'s group and its replica has had no consumer
+        and no get for that long (a new leader starts the period afresh: later, never early)."""
+        replica = self.replicas.get(queue.group)
+        return (replica is not None and self.raft is not None and self.raft.is_leader(queue.group)
+                and replica.machine.queue.unused_expired(now_ms))
+
     def raft_metrics(self) -> list[dict[str, Any]]:
         """Per replica on this node, what RabbitMQ's ``ra_metrics`` report."""
         rows = []
@@ -489,6 +496,8 @@ class QuorumQueues:
             if leading and not replica.leading:
                 self._took_over(replica)
             replica.leading = leading
+            if leading and replica.machine.queue.args.expires is not None:
+                replica.machine.queue.unused_expired(now_ms)  # keeps x-expires' idle clock running
             if leading and replica.machine.needs_ticks and now_ms - replica.ticked_ms >= TICK_EVERY_MS:
                 replica.ticked_ms = now_ms
                 raft.propose(group, encode(QOp.TICK, now_ms), _ignore)
