@@ -163,7 +163,6 @@ class BrokerCollector(Collector):
         yield GaugeMetricFamily("warren_messages_ready", "Ready messages in all queues",
                                 value=sum(q["messages_ready"] for q in queues))
 
-
     def _raft_metrics(self, rows: list[dict[str, Any]]) -> Iterator[Metric]:
         """RabbitMQ 3.x's ``ra_metrics`` family: every quorum queue replica on this node (per
         queue on /metrics/per-object; summed on /metrics, the latency as the largest)."""
