@@ -45,6 +45,14 @@ def quorum_critical(member: Member) -> tuple[int, list[str]]:
     return result.exit_code, [q["readable_name"] for q in json.loads(result.stdout)["queues"]]
 
 
+def quorum_status(member: Member, queue: str) -> dict[str, dict[str, Any]]:
+    """``warren ctl quorum_status`` against ``member``: each member's row."""
+    result = CliRunner().invoke(app, ["ctl", "--node", f"http://127.0.0.1:{member.http_port}",
+                                      "--formatter", "json", "quorum_status", queue])
+    assert result.exit_code == 0, result.output
+    return {row["node"]: row for row in json.loads(result.stdout)}
+
+
 def raft_series(member: Member, queue: str) -> dict[str, float]:
     """``member``'s rabbitmq_raft_* series for ``queue`` on /metrics/per-object."""
     text = requests.get(f"http://127.0.0.1:{member.http_port}/metrics/per-object", timeout=5).text
@@ -305,6 +313,10 @@ def test_leader_killed_confirmed_messages_survive(trio: list[Member]) -> None:
     leader = leader_member(trio, "ledger")
     survivors = [m for m in trio if m is not leader]
     assert quorum_critical(survivors[0]) == (0, [])  # all three up: any one may stop
+    status = quorum_status(survivors[0], "ledger")  # every member reports its own replica
+    assert sorted(status) == ["a", "b", "c"] and status[leader.name]["raft_state"] == "leader"
+    assert sorted(status[m.name]["raft_state"] for m in survivors) == ["follower", "follower"]
+    assert len({row["term"] for row in status.values()}) == 1
     publisher = channel(survivors[0])
     publisher.confirm_delivery()
     confirmed, nacked, slowest = [], [], 0.0
@@ -324,6 +336,9 @@ def test_leader_killed_confirmed_messages_survive(trio: list[Member]) -> None:
     # two of three left: stopping either would cost the queue its majority
     code, named = quorum_critical(survivors[0])  # (the fixture's other tests' queues too)
     assert code == EXIT_UNAVAILABLE and "queue 'ledger' in vhost '/'" in named
+    after = quorum_status(survivors[1], "ledger")
+    assert after[leader.name]["raft_state"] == "unreachable"
+    assert after[survivors[1].name]["commit_index"] >= len(confirmed) and after[survivors[1].name]["term"] > status[leader.name]["term"]
     health = requests.get(f"http://127.0.0.1:{survivors[1].http_port}/api/health/checks/node-is-quorum-critical",
                           auth=("guest", "guest"), timeout=5)
     assert health.status_code == 503

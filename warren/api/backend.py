@@ -45,6 +45,9 @@ class ManagementBackend(Protocol):
         """Per quorum queue replica on this node: term, snapshot_index, applied, commit,
         last_written, commit_latency (seconds)."""
 
+    async def quorum_status(self, vhost: str, name: str) -> list[dict[str, Any]]:
+        """Each member's Raft state of a quorum queue's group (node, raft_state, log_index, ...)."""
+
     def quorum_critical(self) -> list[dict[str, str]] | None:
         """Quorum queues stopping this node would leave without a majority (None: standalone)."""
 

@@ -48,7 +48,7 @@ from warren.cluster.definitions import (
     UnbindExchange,
     UnbindQueue,
 )
-from warren.errors import ReplyCode, not_found
+from warren.errors import ReplyCode, not_found, precondition_failed
 from warren.node.commands import Outcome
 
 PROTOCOL = "AMQP 0-9-1"
@@ -183,6 +183,41 @@ class NodeBackend:
 
     def quorum_raft_metrics(self) -> list[dict[str, Any]]:
         return self.node.quorum.raft_metrics() if self.node.quorum is not None else []
+
+    async def quorum_status(self, vhost: str, name: str, timeout: float = 5.0) -> list[dict[str, Any]]:
+        """Each member's Raft state of a quorum queue's group, as it reports it (rabbitmq-queues
+        quorum_status); a member that does not answer shows its reason as its state."""
+        quorum = self.node.quorum
+        queue = _get_vhost(self.broker, vhost).queues.get(name)
+        if queue is None:
+            raise not_found(f"no queue '{name}' in vhost '{vhost}'")
+        if quorum is None or not queue.members:
+            raise precondition_failed(f"queue '{name}' in vhost '{vhost}' is not a quorum queue")
+        loop = asyncio.get_running_loop()
+        asked: list[asyncio.Future[Any]] = []
+        for member in queue.members:
+            future: asyncio.Future[Any] = loop.create_future()
+
+            def answer(ok: bool, value: Any, text: str, future: asyncio.Future[Any] = future) -> None:
+                if not future.done():
+                    future.set_result(value if ok else text)
+            quorum.member_status(queue, member, answer)
+            asked.append(future)
+        self.node.flush()
+        rows = []
+        for member, future in zip(queue.members, asked, strict=True):
+            try:
+                status = await asyncio.wait_for(future, timeout)
+            except TimeoutError:
+                status = "timeout"
+            if isinstance(status, dict):
+                rows.append({"node": member, "raft_state": status["role"], "log_index": status["last_index"],
+                             "commit_index": status["commit"], "applied_index": status["applied"],
+                             "snapshot_index": status["snapshot_index"], "term": status["term"],
+                             "machine_version": 0})
+            else:
+                rows.append({"node": member, "raft_state": status or "noproc"})
+        return rows
 
     def quorum_critical(self) -> list[dict[str, str]] | None:
         """Quorum queues that stopping this node would leave without a majority, as

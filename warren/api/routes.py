@@ -577,6 +577,11 @@ class Endpoints:
                           "payload_encoding": "string" if text is not None else "base64"})
         return json_response(shown)
 
+    async def quorum_status(self, request: web.Request, caller: Caller, vhost: str, name: str) -> web.Response:
+        """Each member's Raft state of a quorum queue (``rabbitmq-queues quorum_status``)."""
+        self._require_vhost(caller, vhost)
+        return json_response(await self.b.quorum_status(vhost, name))
+
     async def queue_bindings(self, request: web.Request, caller: Caller, vhost: str, name: str) -> web.Response:
         self._require_vhost(caller, vhost)
         self._one(self.b.queues(vhost), name=name)
@@ -782,6 +787,7 @@ class Endpoints:
         r.add("DELETE", "/api/queues/{vhost}/{name}/contents", self.queue_contents)
         r.add("POST", "/api/queues/{vhost}/{name}/get", self.queue_get)
         r.add("GET", "/api/queues/{vhost}/{name}/bindings", self.queue_bindings)
+        r.add("GET", "/api/queues/quorum/{vhost}/{name}/status", self.quorum_status)
         r.add("GET", "/api/bindings", self.bindings)
         r.add("GET", "/api/bindings/{vhost}", self.bindings)
         r.add("GET POST", "/api/bindings/{vhost}/e/{source}/{kind}/{destination}", self.binding_pair)

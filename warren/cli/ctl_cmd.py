@@ -201,6 +201,14 @@ def check_if_node_is_quorum_critical(ctx: typer.Context) -> None:
     _done(ctx, "Node is not quorum critical: stopping it leaves every quorum queue a majority")
 
 
+@ctl.command("quorum_status")
+def quorum_status(ctx: typer.Context, queue: str, vhost: str = VHOST) -> None:
+    """Each member's Raft state of a quorum queue, as rabbitmq-queues quorum_status shows it."""
+    rows = _call(ctx, "GET", f"/api/queues/quorum/{seg(vhost)}/{seg(queue)}/status")
+    _emit(ctx, rows, ["node", "raft_state", "log_index", "commit_index", "snapshot_index", "term", "machine_version"],
+          f"Status of quorum queue {queue} ...")
+
+
 def _members(ctx: typer.Context) -> list[dict[str, Any]]:
     members: list[dict[str, Any]] = _call(ctx, "GET", "/v1/cluster/members")
     return members

@@ -77,6 +77,7 @@ class QOp(IntEnum):
     DOWN = 9
     TICK = 10
     STAT = 11  # a query, never in the log: the leader answers [ready, consumers] from its state
+    STATUS = 12  # a query to one member, never in the log: its replica's Raft state
 
 
 @dataclass(slots=True)
@@ -367,4 +368,4 @@ _HANDLERS: dict[QOp, str] = {
     QOp.DOWN: "_down",
     QOp.TICK: "_tick",
 }
-LOGGED_OPS = tuple(_HANDLERS)  # the ops an entry may carry (STAT is a query)
+LOGGED_OPS = tuple(_HANDLERS)  # the ops an entry may carry (STAT and STATUS are queries)

@@ -194,6 +194,11 @@ class QuorumQueues:
     def _lead(self, origin: str, token: int, group: int, op: QOp, args: list[Any]) -> None:
         replica = self.replicas.get(group)
         raft = self.raft
+        if op is QOp.STATUS:  # asked of this member, leader or not
+            status = raft.status(group) if raft is not None and replica is not None else None
+            shown = None if status is None else {k: status[k] for k in _STATUS_FIELDS}
+            self._reply(origin, {"f": Fwd.QANSWER, "t": token, "ok": True, "v": shown})
+            return
         if replica is None or raft is None or not raft.is_leader(group):
             leader = raft.leader(group) if raft is not None and replica is not None else None
             self._reply(origin, {"f": Fwd.QANSWER, "t": token, "ok": False, "l": leader or "",
@@ -237,6 +242,19 @@ class QuorumQueues:
         pending = self.pending[token] = Pending(queue, op, args, answer or _no_answer,
                                                 self.node.monotonic() + self.answer_timeout)
         self._dispatch(token, pending)
+
+    def member_status(self, queue: Any, member: str, answer: Answer) -> None:
+        """``answer`` gets ``member``'s Raft state of ``queue``'s group (None: it hosts none)."""
+        if not self.is_up(member) and member != self.node.name:
+            answer(False, None, "unreachable")
+            return
+        token = next(self._tokens)
+        self.pending[token] = Pending(queue, QOp.STATUS, [], answer, self.node.monotonic() + self.answer_timeout,
+                                      sent_to=member)
+        if member == self.node.name:
+            self._lead(member, token, queue.group, QOp.STATUS, [])
+        else:
+            self.send(member, {"f": Fwd.QCOMMAND, "t": token, "g": queue.group, "o": int(QOp.STATUS), "a": []})
 
     def _target(self, queue: Any) -> str | None:
         hint = self.leader_hint.get(queue.group)
@@ -473,8 +491,8 @@ class QuorumQueues:
             return
         self.leader_hint[group] = leader
         for token, pending in list(self.pending.items()):
-            if pending.queue.group != group or pending.sent_to == leader:
-                continue
+            if pending.queue.group != group or pending.sent_to == leader or pending.op is QOp.STATUS:
+                continue  # (a STATUS is for the member it went to)
             if pending.op is QOp.ENQUEUE and not pending.stalled:
                 self._fail(token, "the queue's leader changed")  # it may be in the log: a nack
             else:
@@ -540,6 +558,9 @@ class QuorumQueues:
         if peer in self.leader_hint.values():
             for group in [g for g, name in self.leader_hint.items() if name == peer]:
                 del self.leader_hint[group]
+
+
+_STATUS_FIELDS = ("role", "term", "commit", "applied", "last_index", "snapshot_index")
 
 
 def _ignore(index: int | None, error: Exception | None) -> None:
