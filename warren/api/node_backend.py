@@ -199,17 +199,13 @@ class NodeBackend:
             future: asyncio.Future[Any] = loop.create_future()
 
             def answer(ok: bool, value: Any, text: str, future: asyncio.Future[Any] = future) -> None:
-                if not future.done():
-                    future.set_result(value if ok else text)
-            quorum.member_status(queue, member, answer)
+                future.set_result(value if ok else text)
+            quorum.member_status(queue, member, answer, timeout)
             asked.append(future)
         self.node.flush()
         rows = []
         for member, future in zip(queue.members, asked, strict=True):
-            try:
-                status = await asyncio.wait_for(future, timeout)
-            except TimeoutError:
-                status = "timeout"
+            status = await future
             if isinstance(status, dict):
                 rows.append({"node": member, "raft_state": status["role"], "log_index": status["last_index"],
                              "commit_index": status["commit"], "applied_index": status["applied"],
@@ -455,8 +451,8 @@ class NodeBackend:
     async def declare_queue(self, vhost: str, name: str, durable: bool, auto_delete: bool,
                             arguments: dict[str, Any]) -> None:
         v = self.broker.vhosts.get(vhost)
-        if v is not None and self.node.quorum is not None:  # a standalone node's queues are classic
-            arguments = v.typed_arguments(name, arguments, durable, False, auto_delete)
+        if v is not None:
+            arguments = self.node.declared_arguments(v, name, arguments, durable, False, auto_delete)
         home, members = self.node.place_queue(vhost, name, arguments, False)
         await self._run(DeclareQueue(vhost, name, durable, False, auto_delete, arguments,
                                      now_ms=self.node.wall_ms(), home=home, members=members))

@@ -47,7 +47,9 @@ def _fail(message: str, code: int) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _call(ctx: typer.Context, method: str, path: str, body: Any = None) -> Any:
+def _call(ctx: typer.Context, method: str, path: str, body: Any = None, passing: tuple[int, ...] = ()) -> Any:
+    """The node's answer; an error status names the fix and exits, except those in
+    ``passing``, raised as :class:`APIError` for the caller to read."""
     target: Target = ctx.obj
     try:
         if method == "GET":
@@ -60,6 +62,8 @@ def _call(ctx: typer.Context, method: str, path: str, body: Any = None) -> Any:
               f"node is running and that --node/WARREN_CTL_URL names its HTTP port "
               f"(try: curl {error.url}/api/health/checks/alarms)", EXIT_UNAVAILABLE)
     except APIError as error:
+        if error.status in passing:
+            raise
         hint = ""
         if error.status == 401 and error.reason in ("Login failed", "Not_Authorized"):
             hint = " (check --user/--password or WARREN_CTL_USER/WARREN_CTL_PASSWORD)"
@@ -182,22 +186,17 @@ def list_nodes(ctx: typer.Context, columns: list[str] = typer.Argument(None)) ->
 @ctl.command("check_if_node_is_quorum_critical")
 def check_if_node_is_quorum_critical(ctx: typer.Context) -> None:
     """Fail (exit 69) if stopping --node would leave a quorum queue without a majority."""
-    target: Target = ctx.obj
     try:
-        target.client.get("/api/health/checks/node-is-quorum-critical")
-    except APIError as error:
-        if error.status != 503:
-            _call(ctx, "GET", "/api/health/checks/node-is-quorum-critical")  # its message, its exit code
+        _call(ctx, "GET", "/api/health/checks/node-is-quorum-critical", passing=(503,))
+    except APIError as error:  # 503: critical
         queues = (error.body or {}).get("queues", [])
-        if target.formatter == "json":
+        if ctx.obj.formatter == "json":
             typer.echo(json.dumps({"result": "error", "message": error.reason, "queues": queues}))
         else:
             typer.echo(f"Error: {error.reason}:", err=True)
             for q in queues:
                 typer.echo(f"  {q['readable_name']}", err=True)
         raise typer.Exit(EXIT_UNAVAILABLE) from None
-    except NodeUnreachable:
-        _call(ctx, "GET", "/api/health/checks/node-is-quorum-critical")
     _done(ctx, "Node is not quorum critical: stopping it leaves every quorum queue a majority")
 
 

@@ -331,6 +331,14 @@ class Node(SessionHost):
                 self.policy_applied(queue)
         self.flush()
 
+    def declared_arguments(self, vhost: Any, name: str, arguments: dict[str, Any], durable: bool,
+                           exclusive: bool, auto_delete: bool) -> dict[str, Any]:
+        """A declare's arguments with ``vhost``'s default queue type applied; a standalone
+        node (which cannot host quorum queues) declares what the client asked for."""
+        if self.quorum is None:
+            return arguments
+        return vhost.typed_arguments(name, arguments, durable, exclusive, auto_delete)
+
     def place_queue(self, vhost: str, name: str, arguments: dict[str, Any],
                     exclusive: bool) -> tuple[str, tuple[str, ...]]:
         """Where a queue declared here lives: its home node ("" on a standalone node) and,

@@ -243,18 +243,15 @@ class QuorumQueues:
                                                 self.node.monotonic() + self.answer_timeout)
         self._dispatch(token, pending)
 
-    def member_status(self, queue: Any, member: str, answer: Answer) -> None:
-        """``answer`` gets ``member``'s Raft state of ``queue``'s group (None: it hosts none)."""
+    def member_status(self, queue: Any, member: str, answer: Answer, timeout: float) -> None:
+        """``answer`` gets ``member``'s Raft state of ``queue``'s group (None: it hosts none),
+        or fails: "unreachable", or no answer within ``timeout`` seconds."""
         if not self.is_up(member) and member != self.node.name:
             answer(False, None, "unreachable")
             return
         token = next(self._tokens)
-        self.pending[token] = Pending(queue, QOp.STATUS, [], answer, self.node.monotonic() + self.answer_timeout,
-                                      sent_to=member)
-        if member == self.node.name:
-            self._lead(member, token, queue.group, QOp.STATUS, [])
-        else:
-            self.send(member, {"f": Fwd.QCOMMAND, "t": token, "g": queue.group, "o": int(QOp.STATUS), "a": []})
+        pending = self.pending[token] = Pending(queue, QOp.STATUS, [], answer, self.node.monotonic() + timeout)
+        self._send_command(token, pending, member)
 
     def _target(self, queue: Any) -> str | None:
         hint = self.leader_hint.get(queue.group)
@@ -271,12 +268,15 @@ class QuorumQueues:
         if target is None:
             self._fail(token, f"no member of queue '{queue.name}' in vhost '{queue.vhost}' is reachable")
             return
+        self._send_command(token, pending, target)
+
+    def _send_command(self, token: int, pending: Pending, target: str) -> None:
         pending.sent_to = target
+        group = pending.queue.group
         if target == self.node.name:
-            self._lead(target, token, queue.group, pending.op, pending.args)
+            self._lead(target, token, group, pending.op, pending.args)
         else:
-            self.send(target, {"f": Fwd.QCOMMAND, "t": token, "g": queue.group, "o": int(pending.op),
-                               "a": pending.args})
+            self.send(target, {"f": Fwd.QCOMMAND, "t": token, "g": group, "o": int(pending.op), "a": pending.args})
 
     def _fail(self, token: int, text: str) -> None:
         pending = self.pending.pop(token, None)
@@ -397,9 +397,11 @@ class QuorumQueues:
 
     def raft_metrics(self) -> list[dict[str, Any]]:
         """Per replica on this node, what RabbitMQ's ``ra_metrics`` report."""
-        rows = []
+        rows: list[dict[str, Any]] = []
+        if self.raft is None:
+            return rows
         for group, replica in self.replicas.items():
-            status = self.raft.status(group) if self.raft is not None else None
+            status = self.raft.status(group)
             if status is None:
                 continue
             rows.append({"vhost": replica.queue.vhost, "queue": replica.queue.name, "term": status["term"],
@@ -412,12 +414,11 @@ class QuorumQueues:
         """The quorum queues that would lose their majority if this node stopped (RabbitMQ's
         ``list_with_minimum_quorum``: a member here, and the online members less this one
         fewer than a majority)."""
-        name = self.node.name
         shown = []
-        for replica in self.replicas.values():
+        for replica in self.replicas.values():  # a replica here: this node is a member
             members = replica.queue.members
-            online = sum(1 for m in members if m == name or self.is_up(m))
-            if name in members and online - 1 < len(members) // 2 + 1:
+            others_online = sum(1 for m in members if m != self.node.name and self.is_up(m))
+            if others_online < len(members) // 2 + 1:
                 shown.append(replica.queue)
         return shown
 

@@ -471,8 +471,8 @@ def queue_declare(s: ClientSession, ch: ChannelState, m: spec.Queue.Declare) -> 
         return
     server_named = not m.queue
     arguments = m.arguments or {}
-    if s.node.quorum is not None and not server_named:  # a standalone node's queues are classic
-        arguments = s.vhost.typed_arguments(m.queue, arguments, m.durable, m.exclusive, m.auto_delete)
+    if not server_named:
+        arguments = s.node.declared_arguments(s.vhost, m.queue, arguments, m.durable, m.exclusive, m.auto_delete)
     if server_named and arguments.get("x-queue-type") == "quorum":
         raise precondition_failed("Cannot declare a server-named queue for type rabbit_quorum_queue")
     name = s.node.unique_name("amq.gen-") if server_named else m.queue
