@@ -48,6 +48,13 @@ class ManagementBackend(Protocol):
     async def quorum_status(self, vhost: str, name: str) -> list[dict[str, Any]]:
         """Each member's Raft state of a quorum queue's group (node, raft_state, log_index, ...)."""
 
+    async def quorum_member(self, vhost: str, name: str, node: str, add: bool) -> bool:
+        """Add ``node`` to a quorum queue's members, or remove it; True once in effect."""
+
+    async def quorum_grow_shrink(self, node: str, grow: bool, strategy: str = "all",
+                                 vhost_pattern: str = ".*", queue_pattern: str = ".*") -> list[dict[str, Any]]:
+        """``node`` joins (grow) or leaves (shrink) every matching quorum queue; a row each."""
+
     def quorum_critical(self) -> list[dict[str, str]] | None:
         """Quorum queues stopping this node would leave without a majority (None: standalone)."""
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import platform
+import re
 import sys
 from typing import Any
 
@@ -45,10 +46,11 @@ from warren.cluster.definitions import (
     PutVhost,
     SetPermissions,
     SetPolicy,
+    SetQueueMembers,
     UnbindExchange,
     UnbindQueue,
 )
-from warren.errors import ReplyCode, not_found, precondition_failed
+from warren.errors import AMQPError, ReplyCode, not_found, precondition_failed
 from warren.node.commands import Outcome
 
 PROTOCOL = "AMQP 0-9-1"
@@ -184,18 +186,21 @@ class NodeBackend:
     def quorum_raft_metrics(self) -> list[dict[str, Any]]:
         return self.node.quorum.raft_metrics() if self.node.quorum is not None else []
 
-    async def quorum_status(self, vhost: str, name: str, timeout: float = 5.0) -> list[dict[str, Any]]:
-        """Each member's Raft state of a quorum queue's group, as it reports it (rabbitmq-queues
-        quorum_status); a member that does not answer shows its reason as its state."""
-        quorum = self.node.quorum
+    def _quorum_queue(self, vhost: str, name: str) -> Any:
         queue = _get_vhost(self.broker, vhost).queues.get(name)
         if queue is None:
             raise not_found(f"no queue '{name}' in vhost '{vhost}'")
-        if quorum is None or not queue.members:
+        if self.node.quorum is None or not queue.members:
             raise precondition_failed(f"queue '{name}' in vhost '{vhost}' is not a quorum queue")
+        return queue
+
+    async def _member_statuses(self, queue: Any, members: list[str], timeout: float) -> list[Any]:
+        """Each member's own Raft state of ``queue`` (a dict), or why it gave none (text)."""
+        quorum = self.node.quorum
+        assert quorum is not None
         loop = asyncio.get_running_loop()
         asked: list[asyncio.Future[Any]] = []
-        for member in queue.members:
+        for member in members:
             future: asyncio.Future[Any] = loop.create_future()
 
             def answer(ok: bool, value: Any, text: str, future: asyncio.Future[Any] = future) -> None:
@@ -203,17 +208,93 @@ class NodeBackend:
             quorum.member_status(queue, member, answer, timeout)
             asked.append(future)
         self.node.flush()
+        return [await future for future in asked]
+
+    async def quorum_status(self, vhost: str, name: str, timeout: float = 5.0) -> list[dict[str, Any]]:
+        """Each member's Raft state of a quorum queue's group, as it reports it (rabbitmq-queues
+        quorum_status); a member that does not answer shows its reason as its state."""
+        queue = self._quorum_queue(vhost, name)
         rows = []
-        for member, future in zip(queue.members, asked, strict=True):
-            status = await future
+        members = list(queue.members)
+        for member, status in zip(members, await self._member_statuses(queue, members, timeout), strict=True):
             if isinstance(status, dict):
                 rows.append({"node": member, "raft_state": status["role"], "log_index": status["last_index"],
                              "commit_index": status["commit"], "applied_index": status["applied"],
                              "snapshot_index": status["snapshot_index"], "term": status["term"],
-                             "machine_version": 0})
+                             "machine_version": 0, "membership": _membership(member, status)})
             else:
                 rows.append({"node": member, "raft_state": status or "noproc"})
         return rows
+
+    async def quorum_member(self, vhost: str, name: str, node: str, add: bool, wait: float = 5.0) -> bool:
+        """rabbitmq-queues add_member / delete_member: the metadata records the new target
+        members, the group's leader changes its configuration towards it. True once the
+        leader has it in effect (``node`` a voter, or gone), False if still under way
+        after ``wait`` seconds (it carries on)."""
+        queue = self._quorum_queue(vhost, name)
+        self._require_member(node)
+        members = list(queue.members)
+        if add and node in members:
+            raise precondition_failed(f"{node} is already a member of queue '{name}' in vhost '{vhost}'")
+        if not add and node not in members:
+            raise precondition_failed(f"{node} is not a member of queue '{name}' in vhost '{vhost}'")
+        if not add and members == [node]:
+            raise precondition_failed(
+                f"{node} is the last member of queue '{name}' in vhost '{vhost}'; delete the queue instead")
+        target = [*members, node] if add else [m for m in members if m != node]
+        await self._run(SetQueueMembers(vhost, name, tuple(target)))
+        deadline = asyncio.get_running_loop().time() + wait
+        asked = sorted(set(members) | set(target))
+        while asyncio.get_running_loop().time() < deadline and not queue.deleted:
+            for status in await self._member_statuses(queue, asked, 2.0):
+                if isinstance(status, dict) and status["role"] == "leader":
+                    voter, learner = node in status["voters"], node in status["learners"]
+                    if (voter if add else not (voter or learner)) and status["commit"] >= status["config_index"]:
+                        return True
+            await asyncio.sleep(0.1)
+        return False
+
+    async def quorum_grow_shrink(self, node: str, grow: bool, strategy: str = "all",
+                                 vhost_pattern: str = ".*", queue_pattern: str = ".*") -> list[dict[str, Any]]:
+        """rabbitmq-queues grow / shrink: ``node`` joins every matching quorum queue that
+        lacks it (strategy ``even``: only those with an even number of members), or leaves
+        every one it is in (never its last member). One row per queue, as RabbitMQ's."""
+        self._require_member(node)
+        if strategy not in ("all", "even"):
+            raise precondition_failed(f"strategy must be 'all' or 'even', not {strategy!r}")
+        try:
+            vhost_re, queue_re = re.compile(vhost_pattern), re.compile(queue_pattern)
+        except re.error as exc:
+            raise precondition_failed(f"invalid pattern: {exc}") from None
+        rows = []
+        for vhost in list(self.broker.vhosts.values()):
+            if not vhost_re.search(vhost.name):
+                continue
+            for queue in list(vhost.queues.values()):
+                members = list(queue.members)
+                if not members or not queue_re.search(queue.name):
+                    continue
+                if grow and (node in members or (strategy == "even" and len(members) % 2)):
+                    continue
+                if not grow and node not in members:
+                    continue
+                row = {"vhost": vhost.name, "name": queue.name, "size": len(members), "result": "ok"}
+                if not grow and len(members) == 1:
+                    row["result"] = "error: last member"
+                else:
+                    target = [*members, node] if grow else [m for m in members if m != node]
+                    try:
+                        await self._run(SetQueueMembers(vhost.name, queue.name, tuple(target)))
+                        row["size"] = len(target)
+                    except AMQPError as error:
+                        row["result"] = f"error: {error.text}"
+                rows.append(row)
+        return rows
+
+    def _require_member(self, node: str) -> None:
+        names = [m["name"] for m in self.cluster.members()]
+        if node not in names:
+            raise precondition_failed(f"{node} is not a member of this cluster (members: {', '.join(names)})")
 
     def quorum_critical(self) -> list[dict[str, str]] | None:
         """Quorum queues that stopping this node would leave without a majority, as
@@ -701,3 +782,11 @@ def _tags(tags: Any) -> list[str]:
     if isinstance(tags, str):
         return [t.strip() for t in tags.split(",") if t.strip()]
     return [str(t) for t in tags]
+
+
+def _membership(member: str, status: dict[str, Any]) -> str:
+    """RabbitMQ's quorum_status column: a voter, a learner still catching up
+    ("promotable"), or neither (a replica whose member has just been removed)."""
+    if member in status["voters"]:
+        return "voter"
+    return "promotable" if member in status["learners"] else "non_voter"

@@ -35,6 +35,7 @@ from warren.api.rates import RateTracker
 from warren.errors import AMQPError, ClusterUnavailable
 
 NO_CONTENT = 204
+ACCEPTED = 202
 # RabbitMQ's names for the protocol-listener check
 PROTOCOL_ALIASES = {"amqp091": "amqp", "amqp0.9.1": "amqp", "amqp0-9-1": "amqp", "amqps": "amqp/ssl",
                     "amqp091/ssl": "amqp/ssl", "https": "http/ssl"}
@@ -582,6 +583,40 @@ class Endpoints:
         self._require_vhost(caller, vhost)
         return json_response(await self.b.quorum_status(vhost, name))
 
+    async def quorum_add_member(self, request: web.Request, caller: Caller, vhost: str, name: str) -> web.Response:
+        """``{"node": N}``: rabbitmq-queues add_member. 204 once N is a voter, 202 while it
+        is still catching up (the change carries on)."""
+        return await self._quorum_member(request, caller, vhost, name, add=True)
+
+    async def quorum_delete_member(self, request: web.Request, caller: Caller, vhost: str, name: str) -> web.Response:
+        """``{"node": N}``: rabbitmq-queues delete_member. 204 once N has left the group."""
+        return await self._quorum_member(request, caller, vhost, name, add=False)
+
+    async def _quorum_member(self, request: web.Request, caller: Caller, vhost: str, name: str,
+                             add: bool) -> web.Response:
+        self._admin(caller)
+        self._require_vhost(caller, vhost)
+        node = (await read_json(request)).get("node")
+        if not isinstance(node, str) or not node:
+            raise bad_request("the body needs 'node': the name of a cluster member")
+        done = await self.b.quorum_member(vhost, name, node, add)
+        return web.Response(status=NO_CONTENT if done else ACCEPTED)
+
+    async def quorum_grow(self, request: web.Request, caller: Caller, node: str) -> web.Response:
+        """``{"strategy": "all"|"even", "vhost_pattern", "queue_pattern"}``: rabbitmq-queues grow."""
+        self._admin(caller)
+        body = await read_json(request)
+        options = {key: body.get(key, default) for key, default in
+                   (("strategy", "all"), ("vhost_pattern", ".*"), ("queue_pattern", ".*"))}
+        if not all(isinstance(v, str) for v in options.values()):
+            raise bad_request("strategy, vhost_pattern and queue_pattern must be strings")
+        return json_response(await self.b.quorum_grow_shrink(node, True, **options))
+
+    async def quorum_shrink(self, request: web.Request, caller: Caller, node: str) -> web.Response:
+        """rabbitmq-queues shrink: ``node`` leaves every quorum queue it is a member of."""
+        self._admin(caller)
+        return json_response(await self.b.quorum_grow_shrink(node, False))
+
     async def queue_bindings(self, request: web.Request, caller: Caller, vhost: str, name: str) -> web.Response:
         self._require_vhost(caller, vhost)
         self._one(self.b.queues(vhost), name=name)
@@ -788,6 +823,10 @@ class Endpoints:
         r.add("POST", "/api/queues/{vhost}/{name}/get", self.queue_get)
         r.add("GET", "/api/queues/{vhost}/{name}/bindings", self.queue_bindings)
         r.add("GET", "/api/queues/quorum/{vhost}/{name}/status", self.quorum_status)
+        r.add("POST", "/api/queues/quorum/{vhost}/{name}/replicas/add", self.quorum_add_member)
+        r.add("DELETE", "/api/queues/quorum/{vhost}/{name}/replicas/delete", self.quorum_delete_member)
+        r.add("POST", "/api/queues/quorum/replicas/on/{node}/grow", self.quorum_grow)
+        r.add("DELETE", "/api/queues/quorum/replicas/on/{node}/shrink", self.quorum_shrink)
         r.add("GET", "/api/bindings", self.bindings)
         r.add("GET", "/api/bindings/{vhost}", self.bindings)
         r.add("GET POST", "/api/bindings/{vhost}/e/{source}/{kind}/{destination}", self.binding_pair)

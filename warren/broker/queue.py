@@ -220,6 +220,7 @@ class QueueState:
         self.home = ""  # the node it lives on, in a cluster ("" on a standalone node)
         self.members: list[str] = []  # a quorum queue's members (preferred leader first)
         self.group = 0  # a quorum queue's Raft group (its declare's index in the metadata log)
+        self.genesis: list[int] = []  # its group's first voters (member ids, as at the declare)
         self.dead_letters: list[DeadLetter] = []
         self._ready = _Ready(self.args.max_priority)
         self._unacked: dict[int, _Unacked] = {}

@@ -47,16 +47,18 @@ def _fail(message: str, code: int) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _call(ctx: typer.Context, method: str, path: str, body: Any = None, passing: tuple[int, ...] = ()) -> Any:
-    """The node's answer; an error status names the fix and exits, except those in
-    ``passing``, raised as :class:`APIError` for the caller to read."""
+def _call(ctx: typer.Context, method: str, path: str, body: Any = None, passing: tuple[int, ...] = (),
+          with_status: bool = False) -> Any:
+    """The node's answer (``with_status``: its status and answer); an error status names the
+    fix and exits, except those in ``passing``, raised as :class:`APIError` for the caller."""
     target: Target = ctx.obj
     try:
         if method == "GET":
             return target.client.get(path)
-        if method == "DELETE":
+        if method == "DELETE" and body is None:
             return target.client.delete(path)
-        return target.client.request(method, path, body if body is not None else {})[1]
+        answer = target.client.request(method, path, body if body is not None else {})
+        return answer if with_status else answer[1]
     except NodeUnreachable as error:
         _fail(f"cannot reach the node's management API at {error.url} ({error.cause}); check that the "
               f"node is running and that --node/WARREN_CTL_URL names its HTTP port "
@@ -204,8 +206,48 @@ def check_if_node_is_quorum_critical(ctx: typer.Context) -> None:
 def quorum_status(ctx: typer.Context, queue: str, vhost: str = VHOST) -> None:
     """Each member's Raft state of a quorum queue, as rabbitmq-queues quorum_status shows it."""
     rows = _call(ctx, "GET", f"/api/queues/quorum/{seg(vhost)}/{seg(queue)}/status")
-    _emit(ctx, rows, ["node", "raft_state", "log_index", "commit_index", "snapshot_index", "term", "machine_version"],
+    _emit(ctx, rows, ["node", "raft_state", "membership", "log_index", "commit_index", "snapshot_index", "term",
+                      "machine_version"],
           f"Status of quorum queue {queue} ...")
+
+
+@ctl.command("add_member")
+def add_member(ctx: typer.Context, queue: str, node: str, vhost: str = VHOST) -> None:
+    """Add a replica of a quorum queue on NODE (rabbitmq-queues add_member)."""
+    _change_member(ctx, queue, node, vhost, "add", "Adding a replica for queue")
+
+
+@ctl.command("delete_member")
+def delete_member(ctx: typer.Context, queue: str, node: str, vhost: str = VHOST) -> None:
+    """Remove a quorum queue's replica on NODE (rabbitmq-queues delete_member)."""
+    _change_member(ctx, queue, node, vhost, "delete", "Removing a replica for queue")
+
+
+def _change_member(ctx: typer.Context, queue: str, node: str, vhost: str, action: str, doing: str) -> None:
+    _done(ctx, f"{doing} {queue} in vhost {vhost} on node {node} ...")
+    status, _ = _call(ctx, "DELETE" if action == "delete" else "POST",
+                      f"/api/queues/quorum/{seg(vhost)}/{seg(queue)}/replicas/{action}", {"node": node},
+                      with_status=True)
+    if status == 202:
+        _done(ctx, "The change is recorded and still under way (the new member is catching up); "
+                   f"see: warren ctl quorum_status {queue}")
+
+
+@ctl.command("grow")
+def grow(ctx: typer.Context, node: str, strategy: str = typer.Argument(..., help="all or even"),
+         vhost_pattern: str = typer.Option(".*", "--vhost-pattern"),
+         queue_pattern: str = typer.Option(".*", "--queue-pattern")) -> None:
+    """Add a replica on NODE to every matching quorum queue (rabbitmq-queues grow)."""
+    rows = _call(ctx, "POST", f"/api/queues/quorum/replicas/on/{seg(node)}/grow",
+                 {"strategy": strategy, "vhost_pattern": vhost_pattern, "queue_pattern": queue_pattern})
+    _emit(ctx, rows, ["vhost", "name", "size", "result"], f"Growing {strategy} quorum queues on {node} ...")
+
+
+@ctl.command("shrink")
+def shrink(ctx: typer.Context, node: str) -> None:
+    """Remove NODE's replica from every quorum queue it is a member of (rabbitmq-queues shrink)."""
+    rows = _call(ctx, "DELETE", f"/api/queues/quorum/replicas/on/{seg(node)}/shrink", {})
+    _emit(ctx, rows, ["vhost", "name", "size", "result"], f"Shrinking quorum queues on {node} ...")
 
 
 def _members(ctx: typer.Context) -> list[dict[str, Any]]:

@@ -21,7 +21,7 @@ from warren.broker.auth import Broker
 from warren.broker.policy import Policy
 from warren.broker.queue import QueueState
 from warren.broker.vhost import VirtualHost
-from warren.errors import AMQPError, not_found
+from warren.errors import AMQPError, not_found, precondition_failed
 from warren.store.broker_store import pack_definition, unpack_definition
 
 
@@ -195,10 +195,22 @@ class ClearPolicy(Command):
     now_ms: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class SetQueueMembers(Command):
+    """A quorum queue's members from now on (rabbitmq-queues add_member, delete_member,
+    grow, shrink): the metadata records the target; each group's leader then changes its
+    Raft configuration towards it, one member at a time (``warren.io.quorum_groups``)."""
+
+    kind: ClassVar[int] = 17
+    vhost: str
+    name: str
+    members: tuple[str, ...]
+
+
 COMMANDS: dict[int, type[Command]] = {cls.kind: cls for cls in (
     DeclareExchange, DeleteExchange, BindExchange, UnbindExchange, DeclareQueue, DeleteQueue,
     BindQueue, UnbindQueue, PutVhost, DeleteVhost, PutUser, DeleteUser, SetPermissions,
-    ClearPermissions, SetPolicy, ClearPolicy,
+    ClearPermissions, SetPolicy, ClearPolicy, SetQueueMembers,
 )}
 
 
@@ -209,7 +221,7 @@ def describe(command: Command) -> str:
     words = {"DeclareExchange": "declare exchange", "DeleteExchange": "delete exchange",
              "DeclareQueue": "declare queue", "DeleteQueue": "delete queue", "SetPolicy": "set policy",
              "ClearPolicy": "clear policy", "PutVhost": "add vhost", "DeleteVhost": "delete vhost",
-             "PutUser": "add user", "DeleteUser": "delete user"}
+             "PutUser": "add user", "DeleteUser": "delete user", "SetQueueMembers": "change the members of queue"}
     if verb in words:
         where = f" in vhost '{c.vhost}'" if command.vhost_scoped else ""
         return f"{words[verb]} '{c.name}'{where}"
@@ -234,6 +246,8 @@ def decode_command(data: bytes) -> Command:
         values[3] = tuple(values[3])
     if cls is DeclareQueue and len(values) > 10:
         values[10] = tuple(values[10])
+    if cls is SetQueueMembers:
+        values[2] = tuple(values[2])
     return cls(*values)
 
 
@@ -264,6 +278,7 @@ class Applied:
     deleted_queues: list[QueueState] = field(default_factory=list)
     deleted_vhost: VirtualHost | None = None
     policy_vhost: VirtualHost | None = None  # its policies changed: every queue may differ now
+    members_changed: QueueState | None = None  # a quorum queue with new target members
 
 
 def vhost_of(broker: Broker, name: str) -> VirtualHost:
@@ -324,6 +339,17 @@ def apply_command(broker: Broker, command: Command) -> Applied:
         c = command
         v.unbind_queue(c.queue, c.exchange, c.routing_key, c.arguments, owner=c.owner)
         return Applied()
+    if kind is SetQueueMembers:
+        c = command
+        target = v.queues.get(c.name)
+        if target is None:
+            raise not_found(f"no queue '{c.name}' in vhost '{v.name}'")
+        if not target.members:
+            raise precondition_failed(f"queue '{c.name}' in vhost '{v.name}' is not a quorum queue")
+        if not c.members or len(set(c.members)) != len(c.members):
+            raise precondition_failed(f"a quorum queue needs one or more distinct members, not {list(c.members)}")
+        target.members = list(c.members)
+        return Applied(members_changed=target)
     if kind is SetPolicy:
         c = command
         v.set_policy(Policy(c.name, c.pattern, c.apply_to, c.priority, c.definition), c.now_ms)

@@ -51,7 +51,7 @@ import secrets
 import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -382,6 +382,12 @@ class ClusterRuntime:
         if bootstrapping:
             await self._until(deadline, lambda: self.local_id in self.fsm.membership.members,
                               "elect itself and record itself as the first member")
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run ``work`` until the runtime stops (its tasks are cancelled then)."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.append(task)
+        return task
 
     async def stop(self) -> None:
         if self._stopped:

@@ -4,7 +4,18 @@ Every group of a node shares its host: one store, one disk thread, one fsync per
 for all of them, heartbeats coalesced per node pair, idle groups quiesced. A queue's
 group is created on each member from the metadata alone: the declare's entry names the
 members, so every member starts the group with the same voters (Raft's genesis
-configuration) and an empty log, and one of them is elected.
+configuration) and an empty log, and one of them is elected. The members at the declare
+are kept with the queue as ids (``QueueState.genesis``): a member added later starts from
+them too and replays the log, its configuration changes included.
+
+Membership follows the metadata: ``QueueState.members`` is the target (rabbitmq-queues
+add_member, delete_member, grow, shrink change it), and every RECONCILE_SECONDS each group's
+leader makes one change towards it, as the metadata group's leader does for the cluster:
+a missing member joins as a learner and becomes a voter once it has caught up (a new
+empty member never stalls commits); a voter that is no longer a target is removed once no
+new member is still catching up, or at once when it is down; a leader that is itself
+leaving hands its leadership to a caught-up target first. A replica that is no longer a
+target asks the group's leader until its removal has committed, then deletes itself.
 """
 
 from __future__ import annotations
@@ -18,11 +29,13 @@ from warren.io.cluster import ELECTION_TICKS, HEARTBEAT_TICKS, ClusterRuntime
 from warren.io.raft_host import ProposalFailed
 from warren.node.quorum import QuorumQueues
 from warren.raft.node import RaftNode, Role
+from warren.raft.types import ConfChange, ConfChangeKind
 from warren.store.raft_group_storage import GroupStorage
 
 log = logging.getLogger("warren.quorum")
 
 CAMPAIGN_DELAY_SECONDS = 0.03
+RECONCILE_SECONDS = 0.5
 
 
 class QuorumGroups:
@@ -31,33 +44,45 @@ class QuorumGroups:
 
     def __init__(self, cluster: ClusterRuntime, queues: QuorumQueues) -> None:
         self.cluster = cluster
+        self.queues = queues
         queues.raft = self
         cluster.groups.queues = queues
+        self._busy: dict[int, asyncio.Task[None]] = {}  # groups with a change under way
+        self._reconciler: asyncio.Task[None] | None = None
 
     # ---- RaftGroups --------------------------------------------------------------------
 
-    def host(self, group: int, members: list[str]) -> None:
+    def host(self, group: int, genesis: list[int], campaign: bool) -> None:
         cluster = self.cluster
         host = cluster.host
         assert host is not None and cluster.store is not None and cluster.rng is not None
+        if self._reconciler is None:
+            self._reconciler = cluster.spawn(self._reconcile_loop())
         if group in host.groups:
             return
-        ids = []
-        for name in members:
-            member = cluster.fsm.membership.by_name(name)
-            if member is None:
-                log.warning("quorum queue group %d: member %r is not in the cluster", group, name)
-                continue
-            ids.append(member.id)
         storage = GroupStorage(cluster.store, group)
-        node = RaftNode(cluster.local_id, group, storage, cluster.rng, voters=tuple(sorted(ids)),
+        node = RaftNode(cluster.local_id, group, storage, cluster.rng, voters=tuple(sorted(genesis)),
                         election_ticks=ELECTION_TICKS, heartbeat_ticks=HEARTBEAT_TICKS,
                         quiesce_after_ticks=cluster.limits.raft_quiesce_after_ticks, limits=cluster.limits)
         host.add_group(group, node, storage)
-        if members and members[0] == cluster.settings.node_name and node.log.last_index() == 0:
+        if campaign and node.log.last_index() == 0:
             # a new queue: its preferred leader campaigns once the others (which apply the
             # same declare moments later) host the group, rather than after a timeout
             asyncio.get_running_loop().call_later(CAMPAIGN_DELAY_SECONDS, self._campaign, group)
+
+    def member_ids(self, names: list[str]) -> list[int]:
+        ids = []
+        for name in names:
+            member = self.cluster.fsm.membership.by_name(name)
+            if member is None:
+                log.warning("quorum queue member %r is not in the cluster", name)
+                continue
+            ids.append(member.id)
+        return ids
+
+    def member_names(self, ids: list[int]) -> list[str]:
+        members = self.cluster.fsm.membership.members
+        return [members[i].name if i in members else f"#{i}" for i in ids]
 
     def _campaign(self, group: int) -> None:
         node = self._node(group)
@@ -91,6 +116,106 @@ class QuorumGroups:
     def status(self, group: int) -> dict[str, Any] | None:
         node = self._node(group)
         return node.status() if node is not None else None
+
+    # ---- membership: the Raft configuration follows the metadata's target --------------
+
+    async def _reconcile_loop(self) -> None:
+        while True:
+            await asyncio.sleep(RECONCILE_SECONDS)
+            try:
+                self._reconcile_all()
+            except Exception:  # one bad group must not stop every other's reconciling
+                log.exception("reconciling quorum queue members failed")
+
+    def _reconcile_all(self) -> None:
+        me = self.cluster.settings.node_name
+        for group, replica in list(self.queues.replicas.items()):
+            if group in self._busy:
+                continue
+            node = self._node(group)
+            if node is None:
+                continue
+            if node.role is Role.LEADER:
+                change = self._next_change(group, node, replica.queue)
+            elif me not in replica.queue.members:
+                change = self._leave_when_removed(group, replica.queue)
+            else:
+                continue
+            if change is not None:
+                self._busy[group] = asyncio.get_running_loop().create_task(self._run(group, change))
+
+    async def _run(self, group: int, change: Any) -> None:
+        try:
+            await change
+        finally:
+            self._busy.pop(group, None)
+
+    def _next_change(self, group: int, node: Any, queue: Any) -> Any:
+        """The coroutine of the leader's next configuration change (None: none is due)."""
+        host = self.cluster.host
+        assert host is not None
+        config = node.config()
+        target = set(self.member_ids(queue.members))
+        if not target:
+            return None
+        me = self.cluster.local_id
+        caught_up = self.cluster.limits.raft_max_append_entries
+        for learner in sorted(config.learners - target):
+            return self._change(group, ConfChange(ConfChangeKind.REMOVE, learner))
+        for missing in sorted(target - config.members):
+            return self._change(group, ConfChange(ConfChangeKind.ADD_LEARNER, missing))
+        catching_up = False
+        for learner in sorted(config.learners & target):
+            lag = node.lag(learner)
+            if lag is not None and lag <= caught_up:
+                return self._change(group, ConfChange(ConfChangeKind.ADD_VOTER, learner))
+            catching_up = True
+        for voter in sorted(config.voters - target - {me}):
+            if not catching_up or not self._up(voter):
+                return self._change(group, ConfChange(ConfChangeKind.REMOVE, voter))
+        if me not in target and not catching_up:
+            for voter in sorted(config.voters & target):
+                lag = node.lag(voter)
+                if lag is not None and lag <= caught_up and self._up(voter) and host.transfer_leadership(group, voter):
+                    log.info("handing quorum queue group %d to %s: this node leaves it", group,
+                             *self.member_names([voter]))
+                    break
+        return None
+
+    async def _change(self, group: int, change: ConfChange) -> None:
+        host = self.cluster.host
+        assert host is not None
+        try:
+            await host.change_membership(group, change)
+            log.info("quorum queue group %d: %s %s", group, change.kind.name.lower(), *self.member_names([change.node]))
+        except ProposalFailed as exc:
+            log.debug("quorum queue group %d: %s postponed: %s", group, change.kind.name.lower(), exc)
+
+    async def _leave_when_removed(self, group: int, queue: Any) -> None:
+        """Delete this replica once the group's leader has committed its removal."""
+        loop = asyncio.get_running_loop()
+        me = self.cluster.settings.node_name
+        timeout = self.cluster.limits.cluster_request_timeout_seconds
+        for member in queue.members:
+            if not self.cluster.is_up(member):
+                continue
+            future: asyncio.Future[Any] = loop.create_future()
+
+            def answer(ok: bool, value: Any, text: str, future: asyncio.Future[Any] = future) -> None:
+                if not future.done():
+                    future.set_result(value if ok else None)
+            self.queues.member_status(queue, member, answer, timeout)
+            self.queues.node.flush()
+            status = await future
+            if isinstance(status, dict) and status["role"] == "leader":
+                removed = me not in status["voters"] and me not in status["learners"]
+                if removed and status["commit"] >= status["config_index"]:
+                    self.queues.drop_replica(group)
+                return
+
+    def _up(self, member_id: int) -> bool:
+        host = self.cluster.host
+        return host is not None and member_id not in host.down
 
     def _node(self, group: int) -> Any:
         host = self.cluster.host

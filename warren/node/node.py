@@ -309,7 +309,7 @@ class Node(SessionHost):
                 if not queue.group:
                     queue.group = index  # unique, and the same on every member
                 if self.quorum is not None:
-                    self.quorum.queue_declared(queue)
+                    self.quorum.queue_declared(queue, declare=True)
             elif queue.durable and not queue.store_id:
                 queue.store_id = index  # unique, and the same on every member and after a replay
                 queue.journal = []
@@ -329,6 +329,8 @@ class Node(SessionHost):
         if applied.policy_vhost is not None:
             for queue in applied.policy_vhost.queues.values():
                 self.policy_applied(queue)
+        if applied.members_changed is not None and self.quorum is not None:
+            self.quorum.members_changed(applied.members_changed)
         self.flush()
 
     def declared_arguments(self, vhost: Any, name: str, arguments: dict[str, Any], durable: bool,

@@ -47,12 +47,14 @@ TICK_EVERY_MS = 1000  # a leader of a queue with expiring messages proposes a TI
 class RaftGroups(Protocol):
     """What this needs of the node's Raft host (warren.io.cluster provides it)."""
 
-    def host(self, group: int, members: list[str]) -> None: ...
+    def host(self, group: int, genesis: list[int], campaign: bool) -> None: ...
     def drop(self, group: int) -> None: ...
     def propose(self, group: int, payload: bytes, done: Callable[[int | None, Exception | None], None]) -> None: ...
     def leader(self, group: int) -> str | None: ...
     def is_leader(self, group: int) -> bool: ...
     def status(self, group: int) -> dict[str, Any] | None: ...
+    def member_ids(self, names: list[str]) -> list[int]: ...
+    def member_names(self, ids: list[int]) -> list[str]: ...
 
 
 @dataclass
@@ -136,13 +138,36 @@ class QuorumQueues:
 
     # ---- replicas: hosting, applying ---------------------------------------------------
 
-    def queue_declared(self, queue: Any) -> None:
-        """A quorum queue exists in the metadata: host its replica if this node is a member."""
+    def queue_declared(self, queue: Any, declare: bool = False) -> None:
+        """A quorum queue exists in the metadata (``declare``: its declare's entry was just
+        applied): host its replica if this node is a member. The group's first voters are
+        its members at the declare, by member id (names can be reused, ids are not), kept
+        with the queue: a member added later replays the log from those."""
+        assert self.raft is not None
+        if declare and not queue.genesis:
+            queue.genesis = self.raft.member_ids(queue.members)
         if queue.group and self.node.name in queue.members and queue.group not in self.replicas:
-            machine = QuorumQueueMachine(queue.name, queue.vhost, queue.arguments)
-            self.replicas[queue.group] = Replica(queue, machine)
-            assert self.raft is not None
-            self.raft.host(queue.group, list(queue.members))
+            self._host(queue, campaign=declare and queue.members[0] == self.node.name)
+
+    def _host(self, queue: Any, campaign: bool) -> None:
+        assert self.raft is not None
+        machine = QuorumQueueMachine(queue.name, queue.vhost, queue.arguments)
+        self.replicas[queue.group] = Replica(queue, machine)
+        self.raft.host(queue.group, queue.genesis or self.raft.member_ids(queue.members), campaign)
+
+    def members_changed(self, queue: Any) -> None:
+        """The metadata names new target members: a member new here hosts an empty replica
+        (not a voter: the leader adds it, first as a learner, and sends it the log). A
+        replica here that is no longer a target stays until its removal from the group's
+        configuration has committed (``warren.io.quorum_groups`` then drops it)."""
+        if self.node.name in queue.members and queue.group not in self.replicas:
+            self._host(queue, campaign=False)
+
+    def drop_replica(self, group: int) -> None:
+        """This node is no longer a member of the group: forget its replica and its log."""
+        if self.replicas.pop(group, None) is not None and self.raft is not None:
+            log.info("no longer a member of quorum queue group %d: its replica is deleted", group)
+            self.raft.drop(group)
 
     def queue_deleted(self, queue: Any) -> None:
         """The queue is gone: its consumers here are cancelled, its replica dropped."""
@@ -196,7 +221,10 @@ class QuorumQueues:
         raft = self.raft
         if op is QOp.STATUS:  # asked of this member, leader or not
             status = raft.status(group) if raft is not None and replica is not None else None
-            shown = None if status is None else {k: status[k] for k in _STATUS_FIELDS}
+            shown = None
+            if status is not None and raft is not None:
+                shown = {k: status[k] for k in _STATUS_FIELDS}
+                shown["voters"], shown["learners"] = (raft.member_names(status[k]) for k in ("voters", "learners"))
             self._reply(origin, {"f": Fwd.QANSWER, "t": token, "ok": True, "v": shown})
             return
         if replica is None or raft is None or not raft.is_leader(group):
@@ -561,7 +589,7 @@ class QuorumQueues:
                 del self.leader_hint[group]
 
 
-_STATUS_FIELDS = ("role", "term", "commit", "applied", "last_index", "snapshot_index")
+_STATUS_FIELDS = ("role", "term", "commit", "applied", "last_index", "snapshot_index", "config_index")
 
 
 def _ignore(index: int | None, error: Exception | None) -> None:

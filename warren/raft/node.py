@@ -979,6 +979,7 @@ class RaftNode:
             "last_index": self.log.last_index(),
             "snapshot_index": self.log.base_index,  # the log holds entries after it
             "quiesced": self.quiesced,
+            "config_index": self.log.last_config_index(),  # the entry of the config in effect
             "voters": sorted(self.log.config().voters),
             "learners": sorted(self.log.config().learners),
             # on a leader: how many entries each member lacks (its replication lag)
