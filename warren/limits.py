@@ -103,6 +103,14 @@ class Limits:
     # no-ack consumer, may hold (its node settles no-ack ones as its client takes them).
     quorum_default_group_size: int = 3
     quorum_unlimited_prefetch: int = 2000
+    # Membership that mends itself: every quorum_membership_check_seconds the metadata
+    # leader brings each quorum queue back to its size on alive nodes, replacing members
+    # that left the cluster and, if quorum_replace_down_after_seconds > 0, members down that
+    # long; leaders unevenly spread for quorum_rebalance_after_seconds (a node came back)
+    # are spread again (0: never).
+    quorum_membership_check_seconds: float = 5.0
+    quorum_replace_down_after_seconds: float = 300.0
+    quorum_rebalance_after_seconds: float = 10.0
 
     def validate(self) -> None:
         """Raise ValueError naming the setting when a limit is out of range."""
@@ -134,6 +142,8 @@ class Limits:
                              "must be positive")
         if self.forward_consumer_credit < 1:
             raise ValueError(f"forward_consumer_credit must be at least 1, got {self.forward_consumer_credit}")
+        if self.quorum_membership_check_seconds <= 0:
+            raise ValueError("quorum_membership_check_seconds must be positive")
         if not 1 <= self.cluster_max_members <= 7:
             raise ValueError(f"cluster_max_members must be in 1..7, got {self.cluster_max_members}")
         for f in fields(self):

@@ -13,7 +13,13 @@ import requests
 from typer.testing import CliRunner
 
 from tests.integration.cluster_procs import Member, wait_for
-from tests.integration.test_quorum_queues import channel, leader_of, listed, quorum_status, raft_series
+from tests.integration.test_quorum_queues import (
+    channel,
+    leader_of,
+    listed,
+    quorum_status,
+    raft_series,
+)
 from warren.cli.ctl_cmd import EXIT_ERROR
 from warren.cli.main import app
 
@@ -138,3 +144,23 @@ def test_bad_member_requests_name_the_problem(trio: list[Member]) -> None:
     result = ctl(a, "delete_member", "solo", "b")
     assert result.exit_code == EXIT_ERROR and "b is not a member of queue 'solo'" in result.output
     assert members_of(a, "solo") == ["a"]  # nothing changed
+
+
+def test_membership_grows_on_a_new_node_and_drops_a_forgotten_one(trio: list[Member], make: Any) -> None:
+    a, b, c = trio
+    channel(a).queue_declare("wide", durable=True, arguments={"x-queue-type": "quorum",
+                                                              "x-quorum-initial-group-size": 5})
+    assert sorted(members_of(a, "wide")) == ["a", "b", "c"]  # capped at the cluster's size
+    publish(b, "wide", [b"one", b"two"])
+    d = make("d")
+    d.start(seeds=[a])
+    wait_for(lambda: "d" in members_of(a, "wide"), 20, "the new node to be made a member")
+    wait_for(lambda: voters(b, "wide") == ["a", "b", "c", "d"], 15, "d to become a voter")
+    wait_for(lambda: listed(d, "wide").get("messages") == 2, 10, "d's replica to hold the messages")
+
+    d.kill()
+    result = ctl(a, "forget_cluster_node", "d")
+    assert result.exit_code == 0, result.output
+    wait_for(lambda: sorted(members_of(c, "wide")) == ["a", "b", "c"], 20, "the forgotten member to be dropped")
+    wait_for(lambda: voters(c, "wide") == ["a", "b", "c"], 15, "the group without d")
+    assert drain(c, "wide") == [b"one", b"two"]

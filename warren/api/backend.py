@@ -55,6 +55,9 @@ class ManagementBackend(Protocol):
                                  vhost_pattern: str = ".*", queue_pattern: str = ".*") -> list[dict[str, Any]]:
         """``node`` joins (grow) or leaves (shrink) every matching quorum queue; a row each."""
 
+    async def quorum_rebalance(self, vhost_pattern: str = ".*", queue_pattern: str = ".*") -> list[dict[str, Any]]:
+        """Move quorum queue leaderships to balance them over alive nodes; a row per move."""
+
     def quorum_critical(self) -> list[dict[str, str]] | None:
         """Quorum queues stopping this node would leave without a majority (None: standalone)."""
 

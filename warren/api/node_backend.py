@@ -242,7 +242,7 @@ class NodeBackend:
             raise precondition_failed(
                 f"{node} is the last member of queue '{name}' in vhost '{vhost}'; delete the queue instead")
         target = [*members, node] if add else [m for m in members if m != node]
-        await self._run(SetQueueMembers(vhost, name, tuple(target)))
+        await self._run(SetQueueMembers(vhost, name, tuple(target), len(target)))
         deadline = asyncio.get_running_loop().time() + wait
         asked = sorted(set(members) | set(target))
         while asyncio.get_running_loop().time() < deadline and not queue.deleted:
@@ -262,34 +262,49 @@ class NodeBackend:
         self._require_member(node)
         if strategy not in ("all", "even"):
             raise precondition_failed(f"strategy must be 'all' or 'even', not {strategy!r}")
+        rows = []
+        for queue in self._quorum_queues(vhost_pattern, queue_pattern):
+            members = list(queue.members)
+            if grow and (node in members or (strategy == "even" and len(members) % 2)):
+                continue
+            if not grow and node not in members:
+                continue
+            row = {"vhost": queue.vhost, "name": queue.name, "size": len(members), "result": "ok"}
+            if not grow and len(members) == 1:
+                row["result"] = "error: last member"
+            else:
+                target = [*members, node] if grow else [m for m in members if m != node]
+                try:
+                    await self._run(SetQueueMembers(queue.vhost, queue.name, tuple(target), len(target)))
+                    row["size"] = len(target)
+                except AMQPError as error:
+                    row["result"] = f"error: {error.text}"
+            rows.append(row)
+        return rows
+
+    async def quorum_rebalance(self, vhost_pattern: str = ".*", queue_pattern: str = ".*") -> list[dict[str, Any]]:
+        """rabbitmq-queues rebalance quorum: leaderships move so that alive nodes lead
+        about as many quorum queues each; a row per move (vhost, name, from, to, result)."""
+        quorum = self.node.quorum
+        if quorum is None:
+            raise precondition_failed("a standalone node has no quorum queues to rebalance")
+        queues = self._quorum_queues(vhost_pattern, queue_pattern)
+        before = {queue.group: quorum.listing(queue)["leader"] for queue in queues}
+        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        quorum.rebalance(quorum.leader_plan(queues), future.set_result)
+        self.node.flush()
+        return [{"vhost": queue.vhost, "name": queue.name, "from": before[queue.group], "to": target,
+                 "result": "ok" if started else "error: not moved"} for queue, target, started in await future]
+
+    def _quorum_queues(self, vhost_pattern: str, queue_pattern: str) -> list[Any]:
+        """The quorum queues whose vhost and name match these patterns (searched, as
+        rabbitmq-queues matches them)."""
         try:
             vhost_re, queue_re = re.compile(vhost_pattern), re.compile(queue_pattern)
         except re.error as exc:
             raise precondition_failed(f"invalid pattern: {exc}") from None
-        rows = []
-        for vhost in list(self.broker.vhosts.values()):
-            if not vhost_re.search(vhost.name):
-                continue
-            for queue in list(vhost.queues.values()):
-                members = list(queue.members)
-                if not members or not queue_re.search(queue.name):
-                    continue
-                if grow and (node in members or (strategy == "even" and len(members) % 2)):
-                    continue
-                if not grow and node not in members:
-                    continue
-                row = {"vhost": vhost.name, "name": queue.name, "size": len(members), "result": "ok"}
-                if not grow and len(members) == 1:
-                    row["result"] = "error: last member"
-                else:
-                    target = [*members, node] if grow else [m for m in members if m != node]
-                    try:
-                        await self._run(SetQueueMembers(vhost.name, queue.name, tuple(target)))
-                        row["size"] = len(target)
-                    except AMQPError as error:
-                        row["result"] = f"error: {error.text}"
-                rows.append(row)
-        return rows
+        return [queue for vhost in self.broker.vhosts.values() if vhost_re.search(vhost.name)
+                for queue in vhost.queues.values() if queue.members and queue_re.search(queue.name)]
 
     def _require_member(self, node: str) -> None:
         names = [m["name"] for m in self.cluster.members()]

@@ -605,12 +605,17 @@ class Endpoints:
     async def quorum_grow(self, request: web.Request, caller: Caller, node: str) -> web.Response:
         """``{"strategy": "all"|"even", "vhost_pattern", "queue_pattern"}``: rabbitmq-queues grow."""
         self._admin(caller)
-        body = await read_json(request)
-        options = {key: body.get(key, default) for key, default in
-                   (("strategy", "all"), ("vhost_pattern", ".*"), ("queue_pattern", ".*"))}
-        if not all(isinstance(v, str) for v in options.values()):
-            raise bad_request("strategy, vhost_pattern and queue_pattern must be strings")
+        options = await _string_options(request, strategy="all", vhost_pattern=".*", queue_pattern=".*")
         return json_response(await self.b.quorum_grow_shrink(node, True, **options))
+
+    async def rebalance_queues(self, request: web.Request, caller: Caller) -> web.Response:
+        """``{"type": "quorum"|"all", "vhost_pattern", "queue_pattern"}``: rabbitmq-queues
+        rebalance (classic queues have no leader to move)."""
+        self._admin(caller)
+        options = await _string_options(request, type="all", vhost_pattern=".*", queue_pattern=".*")
+        if options.pop("type") not in ("all", "quorum"):
+            raise bad_request("type must be 'quorum' or 'all'")
+        return json_response(await self.b.quorum_rebalance(**options))
 
     async def quorum_shrink(self, request: web.Request, caller: Caller, node: str) -> web.Response:
         """rabbitmq-queues shrink: ``node`` leaves every quorum queue it is a member of."""
@@ -827,6 +832,7 @@ class Endpoints:
         r.add("DELETE", "/api/queues/quorum/{vhost}/{name}/replicas/delete", self.quorum_delete_member)
         r.add("POST", "/api/queues/quorum/replicas/on/{node}/grow", self.quorum_grow)
         r.add("DELETE", "/api/queues/quorum/replicas/on/{node}/shrink", self.quorum_shrink)
+        r.add("POST", "/api/rebalance/queues", self.rebalance_queues)
         r.add("GET", "/api/bindings", self.bindings)
         r.add("GET", "/api/bindings/{vhost}", self.bindings)
         r.add("GET POST", "/api/bindings/{vhost}/e/{source}/{kind}/{destination}", self.binding_pair)
@@ -918,3 +924,12 @@ def _exchange_name(name: str) -> str:
 
 def _q(value: str) -> str:
     return quote(value, safe="")
+
+
+async def _string_options(request: web.Request, **defaults: str) -> dict[str, str]:
+    """The body's values for these keys (the defaults where absent); a 400 for a non-string."""
+    body = await read_json(request)
+    options = {key: body.get(key, default) for key, default in defaults.items()}
+    if not all(isinstance(v, str) for v in options.values()):
+        raise bad_request(f"{', '.join(defaults)} must be strings")
+    return options

@@ -221,6 +221,7 @@ class QueueState:
         self.members: list[str] = []  # a quorum queue's members (preferred leader first)
         self.group = 0  # a quorum queue's Raft group (its declare's index in the metadata log)
         self.genesis: list[int] = []  # its group's first voters (member ids, as at the declare)
+        self.target_size = 0  # members it keeps (0: x-quorum-initial-group-size); set by commands
         self.dead_letters: list[DeadLetter] = []
         self._ready = _Ready(self.args.max_priority)
         self._unacked: dict[int, _Unacked] = {}

@@ -700,7 +700,8 @@ class VirtualHost:
         queues: list[dict[str, Any]] = [
             {"name": q.name, "durable": q.durable, "exclusive": q.exclusive, "auto_delete": q.auto_delete,
              "arguments": q.arguments, "owner": q.owner, "store_id": q.store_id, "home": q.home,
-             **({"members": q.members, "group": q.group, "genesis": q.genesis} if q.group else {})}
+             **({"members": q.members, "group": q.group, "genesis": q.genesis,
+                 "target_size": q.target_size} if q.group else {})}
             for q in self.queues.values()
         ]
         bindings = [b.as_dict(self.name) for x in self.exchanges.values() for b in x.bindings.values()]
@@ -725,6 +726,7 @@ class VirtualHost:
             queue.members = list(q.get("members", ()))
             queue.group = q.get("group", 0)
             queue.genesis = list(q.get("genesis", ()))
+            queue.target_size = q.get("target_size", 0)
         for b in definition.get("bindings", []):
             if b["source"] not in vhost.exchanges:
                 continue

@@ -250,6 +250,16 @@ def shrink(ctx: typer.Context, node: str) -> None:
     _emit(ctx, rows, ["vhost", "name", "size", "result"], f"Shrinking quorum queues on {node} ...")
 
 
+@ctl.command("rebalance")
+def rebalance(ctx: typer.Context, queue_type: str = typer.Argument("all", help="quorum or all"),
+              vhost_pattern: str = typer.Option(".*", "--vhost-pattern"),
+              queue_pattern: str = typer.Option(".*", "--queue-pattern")) -> None:
+    """Spread quorum queue leaders evenly over the alive nodes (rabbitmq-queues rebalance)."""
+    rows = _call(ctx, "POST", "/api/rebalance/queues",
+                 {"type": queue_type, "vhost_pattern": vhost_pattern, "queue_pattern": queue_pattern})
+    _emit(ctx, rows, ["vhost", "name", "from", "to", "result"], "Re-balancing leaders of quorum queues ...")
+
+
 def _members(ctx: typer.Context) -> list[dict[str, Any]]:
     members: list[dict[str, Any]] = _call(ctx, "GET", "/v1/cluster/members")
     return members

@@ -199,12 +199,15 @@ class ClearPolicy(Command):
 class SetQueueMembers(Command):
     """A quorum queue's members from now on (rabbitmq-queues add_member, delete_member,
     grow, shrink): the metadata records the target; each group's leader then changes its
-    Raft configuration towards it, one member at a time (``warren.io.quorum_groups``)."""
+    Raft configuration towards it, one member at a time (``warren.io.quorum_groups``).
+    An operator's change also sets the size the queue keeps from then on (``size``); the
+    metadata leader's own repairs (``size`` 0) keep it."""
 
     kind: ClassVar[int] = 17
     vhost: str
     name: str
     members: tuple[str, ...]
+    size: int = 0
 
 
 COMMANDS: dict[int, type[Command]] = {cls.kind: cls for cls in (
@@ -349,6 +352,8 @@ def apply_command(broker: Broker, command: Command) -> Applied:
         if not c.members or len(set(c.members)) != len(c.members):
             raise precondition_failed(f"a quorum queue needs one or more distinct members, not {list(c.members)}")
         target.members = list(c.members)
+        if c.size:
+            target.target_size = c.size
         return Applied(members_changed=target)
     if kind is SetPolicy:
         c = command

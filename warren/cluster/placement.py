@@ -84,6 +84,54 @@ def replica_nodes(vhost: str, queue: str, size: int, locator: str, local: str,
     return tuple(walk[:size])
 
 
+def reconciled_members(vhost: str, queue: str, members: list[str], size: int, cluster: Iterable[str],
+                       alive: Iterable[str], replaceable: Iterable[str] = ()) -> tuple[str, ...] | None:
+    """A quorum queue's next target members, or None to leave them: members no longer in
+    the cluster (forgotten) go; members in ``replaceable`` (down too long) give way to alive
+    non-members; then the queue grows to ``size`` (capped at the cluster's size) with
+    alive non-members, each change in the queue's ring order so every node would choose
+    the same. Never empties a queue."""
+    cluster, alive = set(cluster), set(alive)
+    kept = [m for m in members if m in cluster]
+    candidates = [m for m in _ring(tuple(sorted(alive))).walk(f"{vhost}\x00{queue}")
+                  if m not in members] if alive else []
+    for member in [m for m in kept if m in set(replaceable)]:
+        if candidates:
+            kept.remove(member)
+            kept.append(candidates.pop(0))
+    while len(kept) < min(size, len(cluster)) and candidates:
+        kept.append(candidates.pop(0))
+    return tuple(kept) if kept and kept != members else None
+
+
+def leader_moves(queues: list[tuple[str, str, list[str]]], alive: Iterable[str]) -> list[tuple[str, str]]:
+    """rabbitmq-queues rebalance: ``queues`` as (key, leader, members); the (key, new
+    leader) moves after which no alive node leads more than one queue more than another
+    member of the same queue could."""
+    alive = set(alive)
+    counts = dict.fromkeys(sorted(alive), 0)
+    leaders = {key: leader for key, leader, _ in queues}
+    for leader in leaders.values():
+        if leader in counts:
+            counts[leader] += 1
+    moves: dict[str, str] = {}
+    moved = True
+    while moved:
+        moved = False
+        for key, _, members in sorted(queues):
+            leader = leaders[key]
+            others = [m for m in members if m in alive and m != leader]
+            if leader not in counts or not others:
+                continue
+            best = min(others, key=lambda m: (counts[m], m))
+            if counts[leader] - counts[best] > 1:
+                counts[leader] -= 1
+                counts[best] += 1
+                leaders[key] = moves[key] = best
+                moved = True
+    return sorted(moves.items())
+
+
 @lru_cache(maxsize=16)
 def _ring(members: tuple[str, ...]) -> Ring:
     return Ring(members)

@@ -18,8 +18,10 @@ Entries are msgpack lists ``[op, now_ms, ...]``; op codes are append-only::
     SETTLE   [4, now, channel, ids]      ack
     RETURN   [5, now, channel, ids]      nack/reject with requeue (delivery count + 1)
     DISCARD  [6, now, channel, ids]      nack/reject without requeue (dead-lettered)
-    GET      [7, now, channel, no_ack]   -> (msg_id, delivery count, redelivered, left, message)
-                                            or None
+    GET      [7, now, channel, no_ack, request]
+                                         -> (msg_id, delivery count, redelivered, left, message)
+                                            or None; the same request again (a resend after
+                                            a leader change) answers as the first did
     PURGE    [8, now]                    -> messages removed
     DOWN     [9, now, prefix]            every channel whose name starts with prefix is gone:
                                          its consumers cancelled, its messages returned
@@ -39,8 +41,8 @@ a machine that applies every later entry exactly as the one snapshotted would: t
 declaration (arguments as the metadata store encodes them), ``applied``, the channels'
 refs in order, the consumers (registration and delivery order, credit used, cancelled
 ones still holding messages), ready messages in order and unacknowledged ones in the
-order they went out (each with redelivered, deadline, holder), the next message id and
-the delivery counts. A message is stored as ``[exchange, routing_key, properties,
+order they went out (each with redelivered, deadline, holder), the next message id,
+the delivery counts and each channel's last get (request and answer). A message is stored as ``[exchange, routing_key, properties,
 body]``, the encoded property block as published, and re-derived with
 ``Message.from_publish``. (Bodies are in the snapshot for now; keeping them only in the
 retained log entries is a later step.)
@@ -63,6 +65,7 @@ from warren.store.broker_store import pack_definition, unpack_definition
 
 DEFAULT_DELIVERY_LIMIT = 20
 SNAPSHOT_FORMAT = 1
+Got = tuple[int, int, bool, int, Message]  # a get's answer: msg_id, delivery count, redelivered, left, message
 
 
 class QOp(IntEnum):
@@ -78,6 +81,7 @@ class QOp(IntEnum):
     TICK = 10
     STAT = 11  # a query, never in the log: the leader answers [ready, consumers] from its state
     STATUS = 12  # a query to one member, never in the log: its replica's Raft state
+    TRANSFER = 13  # to the leader, never in the log: hand the leadership to member a[0]
 
 
 @dataclass(slots=True)
@@ -120,6 +124,7 @@ class QuorumQueueMachine:
         self._channels: dict[int, str] = {}  # ref id -> channel
         self._tags: dict[str, tuple[str, str]] = {}  # the queue state's tag -> (channel, tag)
         self._counts: dict[int, int] = {}  # msg_id -> returns so far (x-delivery-count)
+        self._last_get: dict[str, tuple[int, Got | None]] = {}  # channel -> (request, answer)
         self._next_ref = 1
         self._expiring = 0  # messages enqueued with an expiration or under a message TTL
 
@@ -179,6 +184,8 @@ class QuorumQueueMachine:
             "refs": [[channel, *ref] for channel, ref in self._refs.items()],
             "tags": [[key, channel, tag] for key, (channel, tag) in self._tags.items()],
             "counts": list(self._counts.items()),
+            "gets": [[channel, request, None if got is None else [*got[:4], *_stored(got[4])]]
+                     for channel, (request, got) in self._last_get.items()],
             "consumers": state["consumers"],
             "registered": state["registered"],
             "order": state["order"],
@@ -206,6 +213,8 @@ class QuorumQueueMachine:
             machine._channels[session_id] = channel
         machine._tags = {key: (channel, tag) for key, channel, tag in s["tags"]}
         machine._counts = {msg_id: count for msg_id, count in s["counts"]}
+        machine._last_get = {channel: (request, None if got is None else (*got[:4], _message(*got[4:])))
+                             for channel, request, got in s.get("gets", ())}
         machine.queue.import_state({
             "consumers": s["consumers"],
             "registered": s["registered"],
@@ -317,12 +326,18 @@ class QuorumQueueMachine:
             self._counts.pop(msg_id, None)
         return self.queue.reject(held, now_ms)
 
-    def _get(self, now_ms: int, channel: str, no_ack: bool) -> tuple[int, int, bool, int, Message] | None:
+    def _get(self, now_ms: int, channel: str, no_ack: bool, request: int = 0) -> Got | None:
+        last = self._last_get.get(channel)
+        if request and last is not None and last[0] == request:
+            return last[1]  # a resend: taking another message would lose the first
         got = self.queue.get(now_ms, no_ack, None if no_ack else self._ref(channel))
-        if got is None:
-            return None
-        count = self._counts.pop(got.msg_id, 0) if no_ack else self._counts.get(got.msg_id, 0)
-        return got.msg_id, count, got.redelivered, got.message_count, got.message
+        answer = None
+        if got is not None:
+            count = self._counts.pop(got.msg_id, 0) if no_ack else self._counts.get(got.msg_id, 0)
+            answer = got.msg_id, count, got.redelivered, got.message_count, got.message
+        if request:
+            self._last_get[channel] = (request, answer)
+        return answer
 
     def _purge(self, now_ms: int) -> int:
         return self.queue.purge()
@@ -337,6 +352,7 @@ class QuorumQueueMachine:
                     self.queue.cancel_consumer(key)
                     del self._tags[key]
             returned += self._return_held(now_ms, self.queue.unacked_of(ref))
+            self._last_get.pop(channel, None)
             del self._refs[channel]
             del self._channels[ref.session_id]
         return returned
@@ -368,4 +384,4 @@ _HANDLERS: dict[QOp, str] = {
     QOp.DOWN: "_down",
     QOp.TICK: "_tick",
 }
-LOGGED_OPS = tuple(_HANDLERS)  # the ops an entry may carry (STAT and STATUS are queries)
+LOGGED_OPS = tuple(_HANDLERS)  # the ops an entry may carry (STAT, STATUS, TRANSFER are not)

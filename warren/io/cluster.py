@@ -264,6 +264,14 @@ class ClusterRuntime:
             })
         return out
 
+    def silent_seconds(self) -> dict[str, float]:
+        """Per member name, how long this node has not heard from it (0 for itself); one
+        never heard since this node started counts from then."""
+        now = time.time()
+        return {m.name: 0.0 if m.id == self.local_id
+                else now - max(self.last_seen.get(m.id, self.watching_since), self.watching_since)
+                for m in self.fsm.membership.sorted()}
+
     def info(self) -> dict[str, Any]:
         status = self._status()
         members = self.members()

@@ -16,6 +16,13 @@ empty member never stalls commits); a voter that is no longer a target is remove
 new member is still catching up, or at once when it is down; a leader that is itself
 leaving hands its leadership to a caught-up target first. A replica that is no longer a
 target asks the group's leader until its removal has committed, then deletes itself.
+
+The targets mend themselves (``_mend_loop``, on the metadata group's leader only, so one
+node decides): a queue below its size (``x-quorum-initial-group-size``, or what an
+operator's last change left) grows on alive non-members, members that left the cluster
+are replaced, and so are members down longer than ``quorum_replace_down_after_seconds``;
+leaders spread unevenly for ``quorum_rebalance_after_seconds`` (a node came back) are
+rebalanced.
 """
 
 from __future__ import annotations
@@ -25,6 +32,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from warren.cluster.definitions import Outcome, SetQueueMembers
+from warren.cluster.placement import reconciled_members
 from warren.io.cluster import ELECTION_TICKS, HEARTBEAT_TICKS, ClusterRuntime
 from warren.io.raft_host import ProposalFailed
 from warren.node.quorum import QuorumQueues
@@ -48,6 +57,7 @@ class QuorumGroups:
         queues.raft = self
         cluster.groups.queues = queues
         self._busy: dict[int, asyncio.Task[None]] = {}  # groups with a change under way
+        self._mending: set[int] = set()  # groups whose new target members are being committed
         self._reconciler: asyncio.Task[None] | None = None
 
     # ---- RaftGroups --------------------------------------------------------------------
@@ -58,6 +68,7 @@ class QuorumGroups:
         assert host is not None and cluster.store is not None and cluster.rng is not None
         if self._reconciler is None:
             self._reconciler = cluster.spawn(self._reconcile_loop())
+            cluster.spawn(self._mend_loop())
         if group in host.groups:
             return
         storage = GroupStorage(cluster.store, group)
@@ -112,6 +123,11 @@ class QuorumGroups:
     def is_leader(self, group: int) -> bool:
         node = self._node(group)
         return node is not None and node.role is Role.LEADER
+
+    def transfer(self, group: int, to: str) -> bool:
+        host = self.cluster.host
+        ids = self.member_ids([to])
+        return host is not None and bool(ids) and host.transfer_leadership(group, ids[0])
 
     def status(self, group: int) -> dict[str, Any] | None:
         node = self._node(group)
@@ -212,6 +228,64 @@ class QuorumGroups:
                 if removed and status["commit"] >= status["config_index"]:
                     self.queues.drop_replica(group)
                 return
+
+    async def _mend_loop(self) -> None:
+        limits = self.cluster.limits
+        uneven_since: float | None = None
+        while True:
+            await asyncio.sleep(limits.quorum_membership_check_seconds)
+            if not self.cluster.is_leader:
+                uneven_since = None
+                continue
+            try:
+                self._mend({m["name"] for m in self.cluster.members() if m["status"] == "alive"})
+                moves = self.queues.leader_plan(self._quorum_queues()) if limits.quorum_rebalance_after_seconds else []
+            except Exception:
+                log.exception("mending quorum queue members failed")
+                continue
+            now = asyncio.get_running_loop().time()
+            if not moves:
+                uneven_since = None
+            elif uneven_since is None:
+                uneven_since = now
+            elif now - uneven_since >= limits.quorum_rebalance_after_seconds:
+                uneven_since = None
+                self.queues.rebalance(moves, self._rebalanced)
+                self.queues.node.flush()
+
+    def _mend(self, alive: set[str]) -> None:
+        """Submit new targets for the quorum queues that need them (one change each)."""
+        limits = self.cluster.limits
+        silent = self.cluster.silent_seconds()
+        down_after = limits.quorum_replace_down_after_seconds
+        replaceable = {name for name, seconds in silent.items() if down_after and seconds > down_after}
+        for queue in self._quorum_queues():
+            if queue.group in self._mending:
+                continue
+            size = queue.target_size or queue.arguments.get("x-quorum-initial-group-size")
+            if not isinstance(size, int) or isinstance(size, bool):
+                size = limits.quorum_default_group_size
+            target = reconciled_members(queue.vhost, queue.name, list(queue.members), size, silent, alive, replaceable)
+            if target is None:
+                continue
+            log.info("quorum queue '%s' in vhost '%s': members %s -> %s", queue.name, queue.vhost,
+                     ",".join(queue.members), ",".join(target))
+            self._mending.add(queue.group)
+
+            def done(outcome: Outcome, group: int = queue.group) -> None:
+                self._mending.discard(group)
+                if outcome.error is not None:
+                    log.info("changing a quorum queue's members postponed: %s", outcome.error.text)
+            self.queues.node.commands.submit(SetQueueMembers(queue.vhost, queue.name, target), done)
+
+    def _quorum_queues(self) -> list[Any]:
+        return [q for v in self.queues.node.broker.vhosts.values() for q in v.queues.values() if q.members]
+
+    @staticmethod
+    def _rebalanced(moves: list[tuple[Any, str, bool]]) -> None:
+        started = [(q.name, to) for q, to, ok in moves if ok]
+        if started:
+            log.info("rebalanced quorum queue leaders: %s", ", ".join(f"{name} -> {to}" for name, to in started))
 
     def _up(self, member_id: int) -> bool:
         host = self.cluster.host

@@ -124,7 +124,13 @@ class SnapshottingStateMachine(StateMachine, Protocol):
 
 
 class ProposalFailed(WarrenError):
-    """A proposal was not committed: no leader here, leadership lost, or it timed out."""
+    """A proposal was not committed: no leader here, leadership lost, or it timed out.
+    ``never_appended``: refused before it reached the log, so proposing it again elsewhere
+    cannot duplicate it."""
+
+    def __init__(self, reason: str, never_appended: bool = False) -> None:
+        super().__init__(reason)
+        self.never_appended = never_appended
 
 
 Done = Callable[[int | None, ProposalFailed | None], None]
@@ -289,10 +295,10 @@ class RaftHost:
         future, no loop callback per proposal."""
         slot = self.groups.get(group)
         if slot is None:
-            done(None, ProposalFailed(f"no group {group!r} on this node"))
+            done(None, ProposalFailed(f"no group {group!r} on this node", never_appended=True))
             return
         if self.store_error is not None:
-            done(None, ProposalFailed(f"the raft store is failing: {self.store_error}"))
+            done(None, ProposalFailed(f"the raft store is failing: {self.store_error}", never_appended=True))
             return
         seq = next(self._seq)
         try:
@@ -302,7 +308,7 @@ class RaftHost:
         else:
             reason = f"not the leader of group {group!r}"
         if index is None:  # the core refuses: not the leader, or transferring leadership
-            done(None, ProposalFailed(reason))
+            done(None, ProposalFailed(reason, never_appended=True))
             return
         self._await_commit(group, slot, index, done)
 

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from warren.broker.message import Message
 from warren.cluster.forwarding import Fwd
+from warren.cluster.placement import leader_moves
 from warren.cluster.queue_fsm import QDelivery, QOp, QResult, QuorumQueueMachine, encode
 from warren.session.methods import encoded_properties
 
@@ -52,6 +53,7 @@ class RaftGroups(Protocol):
     def propose(self, group: int, payload: bytes, done: Callable[[int | None, Exception | None], None]) -> None: ...
     def leader(self, group: int) -> str | None: ...
     def is_leader(self, group: int) -> bool: ...
+    def transfer(self, group: int, to: str) -> bool: ...
     def status(self, group: int) -> dict[str, Any] | None: ...
     def member_ids(self, names: list[str]) -> list[int]: ...
     def member_names(self, ids: list[int]) -> list[str]: ...
@@ -232,6 +234,9 @@ class QuorumQueues:
             self._reply(origin, {"f": Fwd.QANSWER, "t": token, "ok": False, "l": leader or "",
                                  "e": "no leader", "retry": True})  # not proposed: safe to send again
             return
+        if op is QOp.TRANSFER:
+            self._reply(origin, {"f": Fwd.QANSWER, "t": token, "ok": True, "v": raft.transfer(group, str(args[0]))})
+            return
         if op is QOp.STAT:  # it has applied every entry it answered for (confirms included)
             q = replica.machine.queue
             self._reply(origin, {"f": Fwd.QANSWER, "t": token, "ok": True, "v": [q.messages_ready, q.consumer_count]})
@@ -243,8 +248,10 @@ class QuorumQueues:
             replica.commit_latency = self.node.monotonic() - proposed
             result = replica.last_result
             if error is not None or result is None:
+                # refused before the log (a leadership transfer under way): safe to send again
+                retry = bool(getattr(error, "never_appended", False))
                 self._reply(origin, {"f": Fwd.QANSWER, "t": token, "ok": False, "l": "",
-                                     "e": f"not committed: {error}"})
+                                     "e": f"not committed: {error}", "retry": retry})
                 return
             self._reply(origin, {"f": Fwd.QANSWER, "t": token, "ok": True, "v": _wire_value(op, result.value)})
 
@@ -372,11 +379,39 @@ class QuorumQueues:
     def get(self, queue: Any, session_id: int, number: int, no_ack: bool, answer: Answer) -> None:
         channel = self.channel_name(session_id, number)
         self.channels.setdefault((queue.group, channel), _Channel(queue))
-        self.command(queue, QOp.GET, [channel, no_ack], answer)
+        self.command(queue, QOp.GET, [channel, no_ack, next(self._tokens)], answer)  # (resent: answered once)
 
     def stat(self, queue: Any, answer: Answer) -> None:
         """``answer`` gets [ready messages, consumers] as the leader knows them."""
         self.command(queue, QOp.STAT, [], answer)
+
+    def leader_plan(self, queues: list[Any]) -> list[tuple[Any, str]]:
+        """The (queue, new leader) moves after which alive nodes lead about as many of
+        ``queues`` as each other. A queue whose leader this node does not know stays."""
+        alive = self.node.alive_members() if self.node.alive_members else [self.node.name]
+        known = {}
+        for queue in queues:
+            leader = self.raft.leader(queue.group) if self.raft is not None and queue.group in self.replicas else None
+            leader = leader or self.leader_hint.get(queue.group)
+            if leader:
+                known[f"{queue.vhost}\x00{queue.name}"] = (queue, leader)
+        moves = leader_moves([(key, leader, list(q.members)) for key, (q, leader) in known.items()], alive)
+        return [(known[key][0], target) for key, target in moves]
+
+    def rebalance(self, moves: list[tuple[Any, str]], done: Callable[[list[tuple[Any, str, bool]]], None]) -> None:
+        """rabbitmq-queues rebalance: ask each queue's leader to hand over to its new one;
+        ``done`` gets (queue, new leader, started) per move."""
+        results: list[tuple[Any, str, bool]] = []
+        if not moves:
+            done(results)
+            return
+        for queue, target in moves:
+
+            def answered(ok: bool, value: Any, text: str, queue: Any = queue, target: str = target) -> None:
+                results.append((queue, target, bool(ok and value)))
+                if len(results) == len(moves):
+                    done(results)
+            self.command(queue, QOp.TRANSFER, [target], answered)
 
     def purge(self, queue: Any, answer: Answer) -> None:
         self.command(queue, QOp.PURGE, [], answer)

@@ -234,6 +234,24 @@ def test_get_with_no_ack_takes_the_message_for_good() -> None:
     assert q(QOp.GET, C1, True).value is None  # empty
 
 
+def test_a_resent_get_answers_as_the_first_and_takes_nothing_more() -> None:
+    """A get whose answer a leader change lost is sent again with the same request: a no-ack
+    get must not take a second message (the first would be lost), nor an acked one hold two."""
+    for no_ack in (True, False):
+        q = Replica()
+        q.publish(b"a", b"b")
+        first = q(QOp.GET, C1, no_ack, 7).value
+        restored = QuorumQueueMachine.restore(q.m.snapshot())  # a new member may apply the resend
+        for machine in (q.m, restored):
+            again = machine.apply(q.index + 1, encode(QOp.GET, 0, C1, no_ack, 7)).value
+            assert again[:4] == first[:4] and again[4].body == b"a"
+        assert q.ready() == [(b"b", False)] and len(q.m.holders()) == (0 if no_ack else 1)
+        q.index += 1
+        assert q(QOp.GET, C1, no_ack, 8).value[4].body == b"b"  # a new request takes the next
+        assert q(QOp.GET, C1, no_ack, 9).value is None
+        assert q(QOp.GET, C1, no_ack, 9).value is None  # an empty answer is remembered too
+
+
 def test_get_with_ack_holds_the_message_for_its_channel() -> None:
     q = Replica()
     q.publish(b"a")
@@ -411,8 +429,8 @@ def random_entry(rng: random.Random, now: int, n: int) -> bytes:
         fields = (channel, rng.choice("ab"))
     elif op in (QOp.SETTLE, QOp.RETURN, QOp.DISCARD):
         fields = (channel, ids)
-    elif op == QOp.GET:
-        fields = (channel, rng.random() < 0.5)
+    elif op == QOp.GET:  # a small request space: some are resends
+        fields = (channel, rng.random() < 0.5, rng.randint(0, 3))
     elif op == QOp.DOWN:
         fields = (rng.choice(PREFIXES),)
     else:

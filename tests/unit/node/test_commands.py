@@ -172,7 +172,7 @@ EXAMPLES: list[d.Command] = [
     d.DeleteUser("u"),
     d.SetPermissions("u", "v", ".*", "", "^a"), d.ClearPermissions("u", "v"),
     d.SetPolicy("/", "p", "^q", "queues", 3, {"max-length": 2}, 55), d.ClearPolicy("/", "p", 56),
-    d.SetQueueMembers("/", "q", ("n2", "n3")),
+    d.SetQueueMembers("/", "q", ("n2", "n3"), 2),
 ]
 
 
