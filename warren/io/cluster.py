@@ -596,8 +596,23 @@ class ClusterRuntime:
 
     async def wait_recovered(self) -> None:
         """Returns once this node applied what it had committed before it stopped (its own
-        log: no quorum needed), so its model is at least as new as in its last run."""
-        await self._wait_applied(self._boot_commit, self._deadline())
+        log: no quorum needed), so its model is at least as new as in its last run. Replaying
+        a long log (quorum queues' included) takes as long as it takes: this fails only when
+        no group applied anything for ``cluster_request_timeout_seconds``. (It reads the Raft
+        node's applied index: the last committed entry may be a new leader's no-op, which
+        the state machine never sees.)"""
+        assert self.host is not None
+        meta = self.host.groups[META_GROUP].node
+        loop = asyncio.get_running_loop()
+        progress, stalled_since = -1, loop.time()
+        while meta.applied < self._boot_commit:  # type: ignore[attr-defined]
+            applied = sum(slot.node.applied for slot in self.host.groups.values())  # type: ignore[attr-defined]
+            if applied != progress:
+                progress, stalled_since = applied, loop.time()
+            elif loop.time() - stalled_since > self.limits.cluster_request_timeout_seconds:
+                raise ClusterUnavailable(f"entry {self._boot_commit} committed but not applied here: "
+                                         f"the log replay stopped at {meta.applied}")  # type: ignore[attr-defined]
+            await asyncio.sleep(0.02)
 
     async def _wait_applied(self, index: int, deadline: float) -> None:
         if self._applied_index >= index:

@@ -124,6 +124,12 @@ class QuorumGroups:
         node = self._node(group)
         return node is not None and node.role is Role.LEADER
 
+    def term_start(self, group: int) -> int:
+        node = self._node(group)
+        if node is None or node.role is not Role.LEADER or node.log.applied < node.term_start:
+            return 0
+        return int(node.term_start)
+
     def transfer(self, group: int, to: str) -> bool:
         host = self.cluster.host
         ids = self.member_ids([to])

@@ -326,7 +326,9 @@ class NodeRuntime:
         cluster.on_forwarded = forwarded
 
         def link_changed(name: str, up: bool) -> None:
-            if not up:
+            if up:
+                quorum.peer_up(name)
+            else:
                 forwarder.peer_down(name)
                 quorum.peer_down(name)
 

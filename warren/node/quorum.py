@@ -53,6 +53,8 @@ class RaftGroups(Protocol):
     def propose(self, group: int, payload: bytes, done: Callable[[int | None, Exception | None], None]) -> None: ...
     def leader(self, group: int) -> str | None: ...
     def is_leader(self, group: int) -> bool: ...
+    # where this node leads and has applied its term's first entry: that entry's index; else 0
+    def term_start(self, group: int) -> int: ...
     def transfer(self, group: int, to: str) -> bool: ...
     def status(self, group: int) -> dict[str, Any] | None: ...
     def member_ids(self, names: list[str]) -> list[int]: ...
@@ -193,7 +195,11 @@ class QuorumQueues:
             return
         result = replica.machine.apply(index, data)
         replica.last_result = result
-        if (result.deliveries or result.dead_letters) and self.raft is not None and self.raft.is_leader(group):
+        # Only a leader delivers, and only what its own term's entries hand out: entries of
+        # an earlier term were acted on by their leader, and what they checked out that is
+        # still out goes again once this leader has applied up to its term (``_took_over``);
+        # sending it now could repeat a delivery whose ack is further down the log.
+        if (result.deliveries or result.dead_letters) and self._serving(group, index):
             for delivery in result.deliveries:
                 self._send_delivery(replica, delivery)
             if result.dead_letters:  # the leader routes them (at most once, as RabbitMQ)
@@ -202,6 +208,11 @@ class QuorumQueues:
                     for queue in vhost.route_dead_letters(result.dead_letters, self.node.wall_ms()):
                         self.node.queue_changed(queue)
             self.schedule_flush()
+
+    def _serving(self, group: int, index: int) -> bool:
+        """This node leads ``group`` and ``index`` is of its own term."""
+        start = self.raft.term_start(group) if self.raft is not None else 0
+        return bool(start) and index >= start
 
     def _send_delivery(self, replica: Replica, d: QDelivery) -> None:
         message = d.message
@@ -574,7 +585,7 @@ class QuorumQueues:
             return
         now_ms = self.node.wall_ms()
         for group, replica in self.replicas.items():
-            leading = raft.is_leader(group)
+            leading = bool(raft.term_start(group))  # (once it has applied all before its term)
             if leading and not replica.leading:
                 self._took_over(replica)
             replica.leading = leading
@@ -611,6 +622,18 @@ class QuorumQueues:
             if name != self.node.name and not self.is_up(name):
                 assert self.raft is not None
                 self.raft.propose(replica.queue.group, encode(QOp.DOWN, self.node.wall_ms(), f"{name}#"), _ignore)
+
+    def peer_up(self, peer: str) -> None:
+        """``peer`` answers again. While it could not reach us it may have led a group whose
+        leader released our channels (``DOWN``: their consumers gone from its state, their
+        messages returned): register our consumers of the groups it leads again (a no-op for
+        a consumer the leader still has). What a channel's client holds comes back to the
+        same channel, so its acks still count."""
+        for key, consumer in list(self.consumers.items()):
+            leader = self.leader_hint.get(key[0])
+            if leader is None or leader == peer:
+                self.command(consumer.queue, QOp.CHECKOUT, consumer.args)
+        self.schedule_flush()
 
     def peer_down(self, peer: str) -> None:
         """Where this node leads, ``peer``'s channels are released (their messages return)."""
