@@ -121,3 +121,18 @@ def trio(make: Any) -> list[Any]:
     b.start(seeds=[a])
     c.start(seeds=[b])
     return [a, b, c]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's Chromium under Playwright (never a downloaded browser)."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.integration.test_ui import CHROMIUM, CHROMIUM_ARGS
+
+    # a missing browser is a broken test environment, not a reason to skip the UI test
+    assert os.path.exists(CHROMIUM), f"{CHROMIUM} is missing: install Debian's chromium (scripts/debian-packages.txt)"
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()

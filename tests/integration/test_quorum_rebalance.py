@@ -15,6 +15,30 @@ from tests.integration.test_quorum_queues import channel
 pytestmark = pytest.mark.timeout(180)
 
 
+def test_the_queue_page_shows_members_leader_and_who_is_online(trio: list[Member], browser: object) -> None:
+    from playwright.sync_api import expect
+
+    a, b, c = trio
+    channel(a).queue_declare("shown", durable=True, arguments={"x-queue-type": "quorum"})
+    page = browser.new_page()  # type: ignore[attr-defined]
+    page.goto(f"http://127.0.0.1:{b.http_port}/")
+    page.fill("#login-user", "guest")
+    page.fill("#login-pass", "guest")
+    page.click("#login-submit")
+    page.goto(f"http://127.0.0.1:{b.http_port}/#/queues")
+    expect(page.locator("#queues-table tr", has_text="shown")).to_contain_text("quorum")
+    expect(page.locator("#queues-table tr", has_text="shown")).to_contain_text("a")  # its leader
+    page.goto(f"http://127.0.0.1:{b.http_port}/#/queue/%2F/shown")
+    expect(page.locator("#queue-leader")).to_have_text("a")
+    rows = page.locator("#queue-members tbody tr")
+    expect(rows).to_have_count(3)
+    expect(page.locator("#queue-members tr[data-node='a']")).to_contain_text("leader")
+    for name in ("b", "c"):
+        expect(page.locator(f"#queue-members tr[data-node='{name}']")).to_contain_text("followeryes")
+    page.close()
+    channel(a).queue_delete("shown")  # (the rebalance test counts every quorum queue)
+
+
 def leaders(member: Member, queues: list[str]) -> dict[str, str]:
     shown = {q["name"]: q for q in member.get("/api/queues")}
     return {name: shown.get(name, {}).get("leader", "") for name in queues}

@@ -75,6 +75,19 @@ document.getElementById("logout").addEventListener("click", () => logout(""));
 
 // ---- tables -------------------------------------------------------------------------------
 // columns: [{key, title, num, get(row)->value, render(row)->node}]
+// A quorum queue's members: which one leads, which are online (as RabbitMQ's queue page).
+function quorumMembers(q) {
+  const online = new Set(q.online || []);
+  return el("div", {},
+    el("h3", {}, "Members"),
+    el("p", {}, "Leader: ", el("b", { id: "queue-leader" }, q.leader || "none (an election is under way)")),
+    el("table", { id: "queue-members" },
+      el("thead", {}, el("tr", {}, el("th", {}, "Node"), el("th", {}, "Role"), el("th", {}, "Online"))),
+      el("tbody", {}, (q.members || []).map((m) => el("tr", { "data-node": m },
+        el("td", {}, m), el("td", {}, m === q.leader ? "leader" : "follower"),
+        el("td", {}, online.has(m) ? "yes" : "no"))))));
+}
+
 function table(id, rows, columns, filterKeys) {
   const state = tableState[id] || (tableState[id] = { sort: columns[0].key, desc: false, filters: {} });
   const value = (row, col) => (col.get ? col.get(row) : row[col.key]);
@@ -218,6 +231,7 @@ const views = {
       { key: "messages", title: "Total", num: true },
       { key: "rate", title: "Rate", num: true, get: (q) => (q.messages_details || {}).rate || 0, render: (q) => fmtRate((q.messages_details || {}).rate) },
       { key: "consumers", title: "Consumers", num: true },
+      { key: "node", title: "Node", get: (q) => q.leader || q.node || "" },
     ], ["name", "type", "state"]),
     el("h3", {}, "Add a queue"),
     el("form", { class: "inline", id: "add-queue", onsubmit: async (e) => {
@@ -246,6 +260,7 @@ const views = {
         el("div", {}, "Policy", el("b", {}, q.policy || "none"))),
       el("p", {}, "Durable: " + q.durable + ", auto-delete: " + q.auto_delete + ", arguments: " + JSON.stringify(q.arguments)
         + ", effective policy: " + JSON.stringify(q.effective_policy_definition || {})),
+      q.type === "quorum" ? quorumMembers(q) : null,
       el("h3", {}, "Publish message"),
       el("form", { class: "inline", id: "publish-form", onsubmit: async (e) => {
         e.preventDefault(); const f = e.target;
