@@ -375,7 +375,23 @@ async def delete_queue(url: str, name: str, timeout: float) -> None:
 # ---- publisher ------------------------------------------------------------------------------
 
 
-def _content_prefix(queue: str, size: int, persistent: bool, frame_max: int) -> tuple[bytes, int]:
+def publish_frames(prefix: bytes, chunk: int, body: bytes) -> bytes:
+    """One publish's frames: ``prefix`` (``content_prefix``), then ``body`` in frames of ``chunk``."""
+    if len(body) <= chunk:
+        return b"".join((prefix, _FRAME_HEAD.pack(3, 1, len(body)), body, b"\xce"))
+    parts = [prefix]
+    for offset in range(0, len(body), chunk):
+        piece = body[offset:offset + chunk]
+        parts += (_FRAME_HEAD.pack(3, 1, len(piece)), piece, b"\xce")
+    return b"".join(parts)
+
+
+def ack_frame(delivery_tag: int) -> bytes:
+    """basic.ack of one delivery on channel 1."""
+    return _ACK_FRAME.pack(1, 1, 13, 60, 80, delivery_tag, 0, 0xCE)
+
+
+def content_prefix(queue: str, size: int, persistent: bool, frame_max: int) -> tuple[bytes, int]:
     """basic.publish to the default exchange + the content header, up to the first body frame head."""
     method = pamqp_frame.marshal(spec.Basic.Publish(exchange="", routing_key=queue), 1)
     props = spec.Basic.Properties(delivery_mode=2 if persistent else 1)
@@ -388,7 +404,7 @@ class Publisher:
                  deadline: float | None, counters: Any, slot: int) -> None:
         self.client = client
         self.window = config.confirm_window
-        self.prefix, self.chunk = _content_prefix(queue, config.size, config.persistent, client.frame_max)
+        self.prefix, self.chunk = content_prefix(queue, config.size, config.persistent, client.frame_max)
         self.padding = b"\x00" * (config.size - STAMP_BYTES)
         self.quota = quota
         self.deadline = deadline
@@ -411,14 +427,7 @@ class Publisher:
         return time.monotonic() < self.deadline
 
     def _message(self, seq: int) -> bytes:
-        body = _STAMP.pack(time.monotonic_ns(), seq) + self.padding
-        if len(body) <= self.chunk:
-            return b"".join((self.prefix, _FRAME_HEAD.pack(3, 1, len(body)), body, b"\xce"))
-        parts = [self.prefix]
-        for offset in range(0, len(body), self.chunk):
-            piece = body[offset:offset + self.chunk]
-            parts += (_FRAME_HEAD.pack(3, 1, len(piece)), piece, b"\xce")
-        return b"".join(parts)
+        return publish_frames(self.prefix, self.chunk, _STAMP.pack(time.monotonic_ns(), seq) + self.padding)
 
     def fill(self, limit: int) -> None:
         """Publish up to ``limit`` messages (the free part of the confirm window) in one write."""
@@ -512,7 +521,7 @@ class Consumer:
             self.redelivered += 1
         if stamp:
             self.latencies.append(now - stamp)
-        self._acks.append(_ACK_FRAME.pack(1, 1, 13, 60, 80, tag, 0, 0xCE))
+        self._acks.append(ack_frame(tag))
 
     def _flush_acks(self) -> None:
         if self._acks:

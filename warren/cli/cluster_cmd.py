@@ -292,11 +292,12 @@ def _haproxy_servers(directory: Path) -> dict[str, dict[str, str]]:
 
 # ---- up --------------------------------------------------------------------------------
 
-def _wait_ready(node: dict[str, Any], log_path: Path, deadline: float) -> None:
-    """Until the node prints its start-up line; a node that exits first is an error."""
+def _wait_ready(node: dict[str, Any], log_path: Path, deadline: float, offset: int = 0) -> None:
+    """Until the node prints its start-up line (after ``offset`` in its log); a node that
+    exits first is an error."""
     while time.monotonic() < deadline:
         try:
-            if " ready: AMQP on " in log_path.read_text(errors="replace"):
+            if " ready: AMQP on " in log_path.read_text(errors="replace")[offset:]:
                 return
         except OSError:
             pass
@@ -418,6 +419,34 @@ def up(
     typer.echo(f"Status: warren cluster status --dir {root}   Stop: warren cluster down --dir {root}")
 
 
+def node_command(node: dict[str, Any], seeds: list[str]) -> list[str]:
+    """The ``warren server`` command line of a node of ``cluster.json``."""
+    cmd = [sys.executable, "-m", "warren.cli", "server", "--data-dir", node["data_dir"],
+           "--node-name", node["name"], "--bind", HOST, "--amqp-port", str(node["amqp_port"]),
+           "--http-port", str(node["http_port"]), "--cluster-port", str(node["cluster_port"]),
+           "--prometheus-port", "-1"]
+    return cmd + (["--seeds", ",".join(seeds)] if seeds else [])
+
+
+def restart_node(root: Path, state: dict[str, Any], name: str, timeout: float = 30.0) -> None:
+    """Start a stopped node of the cluster again, from its own data (no seeds needed)."""
+    node = next(n for n in state["nodes"] if n["name"] == name)
+    log_path = Path(node["log"])
+    offset = len(log_path.read_text(errors="replace")) if log_path.exists() else 0
+    node.update(_spawn(node_command(node, []), log_path, {"WARREN_CLUSTER_SECRET": _secret(root, None)}))
+    _save_state(root, state)
+    _wait_ready(node, log_path, time.monotonic() + timeout, offset)
+
+
+def start_cluster(root: Path, count: int, timeout: float = 60.0) -> dict[str, Any]:
+    """``warren cluster up --nodes COUNT --dir ROOT`` for other commands (raises ClusterError)."""
+    return _up(root, count, None, False, None, timeout, lambda _message: None)
+
+
+def stop_cluster(state: dict[str, Any], timeout: float = 10.0) -> None:
+    _stop(_processes(state), timeout)
+
+
 def _up(root: Path, count: int, base_port: int | None, lb: bool, given_secret: str | None, timeout: float,
         say: Any) -> dict[str, Any]:
     previous = _load_state(root) if root.exists() else None
@@ -463,13 +492,8 @@ def _up(root: Path, count: int, base_port: int | None, lb: bool, given_secret: s
                            "log": str(root / f"{name}.log"), "pid": None}
                           for name, ports in zip(names, plan, strict=True)]
         for i, node in enumerate(state["nodes"]):
-            cmd = [sys.executable, "-m", "warren.cli", "server", "--data-dir", node["data_dir"],
-                   "--node-name", node["name"], "--bind", HOST, "--amqp-port", str(node["amqp_port"]),
-                   "--http-port", str(node["http_port"]), "--cluster-port", str(node["cluster_port"]),
-                   "--prometheus-port", "-1"]
-            if i > 0:
-                cmd += ["--seeds", f"{HOST}:{plan[0]['cluster']}"]
-            node.update(_spawn(cmd, Path(node["log"]), {"WARREN_CLUSTER_SECRET": secret}))
+            seeds = [f"{HOST}:{plan[0]['cluster']}"] if i > 0 else []
+            node.update(_spawn(node_command(node, seeds), Path(node["log"]), {"WARREN_CLUSTER_SECRET": secret}))
             _save_state(root, state)
             say(f"started {node['name']} (pid {node['pid']}), log {node['log']}")
             if i == 0 and not kept:

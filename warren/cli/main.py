@@ -14,7 +14,7 @@ app = typer.Typer(
 
 def _register() -> None:
     # Each module adds its commands to `app`; imported here so `--help` lists them all.
-    from warren.cli import bench_cmd, cluster_cmd, ctl_cmd, raft_cmd, server_cmd  # noqa: F401
+    from warren.cli import bench_cmd, chaos_cmd, cluster_cmd, ctl_cmd, raft_cmd, server_cmd  # noqa: F401
 
 
 def main() -> None:

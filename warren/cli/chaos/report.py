@@ -1,0 +1,72 @@
+"""A chaos run's report: ``report.json`` and ``timeline.html`` (an SVG drawn here: confirms
+and deliveries per second, publish-to-confirm p99 per second, fault spans)."""
+
+from __future__ import annotations
+
+import html
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+WIDTH, HEIGHT, MARGIN = 960, 220, 40
+
+
+def per_second(times: list[float]) -> dict[int, int]:
+    counts: dict[int, int] = defaultdict(int)
+    for t in times:
+        counts[int(t)] += 1
+    return counts
+
+
+def write_report(directory: Path, result: dict[str, Any]) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "report.json").write_text(json.dumps({k: v for k, v in result.items() if k != "series"}, indent=2))
+    (directory / "timeline.html").write_text(timeline_html(result))
+
+
+def timeline_html(result: dict[str, Any]) -> str:
+    series = result["series"]
+    confirms, deliveries = per_second(series["confirms"]), per_second(series["deliveries"])
+    p99: dict[int, float] = {}
+    by_second: dict[int, list[float]] = defaultdict(list)
+    for when, latency in series["latencies"]:
+        by_second[int(when)].append(latency)
+    for second, values in by_second.items():
+        values.sort()
+        p99[second] = values[min(len(values) - 1, int(len(values) * 0.99))]
+    end = max([*confirms, *deliveries, *(int(f["healed"]) + 1 for f in result["faults"]), 1])
+    top = max([*confirms.values(), *deliveries.values(), 1])
+    worst = max([*p99.values(), 0.001])
+
+    def x(t: float) -> float:
+        return MARGIN + (WIDTH - 2 * MARGIN) * t / end
+
+    def line(points: dict[int, float], scale: float, colour: str) -> str:
+        coords = " ".join(f"{x(s):.1f},{HEIGHT - MARGIN - (HEIGHT - 2 * MARGIN) * points.get(s, 0) / scale:.1f}"
+                          for s in range(end + 1))
+        return f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{coords}"/>'
+
+    spans = "".join(
+        f'<rect x="{x(f["start"]):.1f}" y="{MARGIN}" width="{max(1.0, x(f["healed"]) - x(f["start"])):.1f}" '
+        f'height="{HEIGHT - 2 * MARGIN}" fill="#f4b6b6" opacity="0.5"><title>{html.escape(f["nemesis"])} '
+        f'{html.escape(f["node"])}</title></rect>'
+        f'<text x="{x(f["start"]):.1f}" y="{MARGIN - 5}" font-size="11">{html.escape(f["nemesis"])} '
+        f'{html.escape(f["node"])}</text>'
+        for f in result["faults"])
+    verdict = result["verdict"]
+    rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>"
+                   for k, v in verdict.items() if k != "samples")
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>warren chaos</title></head>
+<body style="font-family: sans-serif">
+<h1>warren chaos: {"OK" if verdict["ok"] else "FAILED"}</h1>
+<p>{result["nodes"]} nodes, {len(result["queues"])} {html.escape(result["queue_type"])} queues,
+{result["duration"]:.0f} s, {len(result["faults"])} faults.</p>
+<h2>Throughput (per second: confirms blue, deliveries green; top {top}) and faults</h2>
+<svg width="{WIDTH}" height="{HEIGHT}">{spans}{line(dict(confirms), top, "#1f5fbf")}
+{line(dict(deliveries), top, "#2a9d3a")}</svg>
+<h2>Publish-to-confirm p99 per second (top {worst * 1000:.0f} ms)</h2>
+<svg width="{WIDTH}" height="{HEIGHT}">{spans}{line(p99, worst, "#b5522b")}</svg>
+<h2>Verdict</h2><table>{rows}</table>
+</body></html>
+"""

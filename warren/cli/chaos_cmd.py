@@ -1,0 +1,200 @@
+"""``warren chaos``: start a local cluster, run a confirmed workload through a schedule of
+real faults, heal, drain every queue, and check that nothing confirmed was lost.
+
+The schedule: after a quiet ``--interval`` seconds, one fault at a time, taking the
+``--nemesis`` kinds in turn (so every kind runs once before any runs twice), each lasting
+``--fault-seconds`` before it heals, then ``--interval`` seconds of calm; the next fault
+starts only if it can heal before ``--duration`` ends. Then publishers stop, the faults
+are healed, consumers drain every queue (until it is empty and quiet for 2 s, at most
+``--drain-timeout``), and the checker (``warren.cli.chaos.checker``) gives the verdict.
+Exit status 1 when anything confirmed was lost, anything unexpected arrived, or a duplicate
+came without the redelivered flag.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import shutil
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from warren.cli.amqp_bench import connect
+from warren.cli.chaos.checker import Ledger, check
+from warren.cli.chaos.nemesis import NEMESES, Fault, LocalNemesis, _authorised, unavailable_seconds
+from warren.cli.chaos.report import write_report
+from warren.cli.chaos.workload import ChaosConsumer, ChaosPublisher, Stats
+from warren.cli.cluster_cmd import ClusterError, start_cluster, stop_cluster
+from warren.cli.main import app
+
+QUIET_SECONDS = 2.0
+
+
+@app.command()
+def chaos(
+    nodes: int = typer.Option(3, "--nodes", min=1, max=7, help="Nodes of the local cluster to start."),
+    duration: float = typer.Option(60.0, "--duration", min=5.0, help="Seconds of workload and faults."),
+    nemesis: str = typer.Option("kill,pause,leader", "--nemesis", help=f"Faults, comma-separated: {', '.join(NEMESES)}."),
+    queues: int = typer.Option(2, "--queues", min=1),
+    publishers: int = typer.Option(2, "--publishers", min=1),
+    consumers: int = typer.Option(2, "--consumers", min=1),
+    queue_type: str = typer.Option("quorum", "--queue-type", help="quorum or classic."),
+    interval: float = typer.Option(8.0, "--interval", min=0.5, help="Calm seconds before and after each fault."),
+    fault_seconds: float = typer.Option(5.0, "--fault-seconds", min=0.5, help="How long each fault lasts."),
+    window: int = typer.Option(32, "--confirm-window", min=1, help="Unconfirmed publishes per publisher."),
+    size: int = typer.Option(64, "--size", min=16, help="Message body bytes."),
+    drain_timeout: float = typer.Option(120.0, "--drain-timeout", min=1.0),
+    seed: int = typer.Option(0, "--seed", help="Chooses the faults' nodes (0: random)."),
+    directory: str | None = typer.Option(None, "--dir", help="The cluster's directory (default: a temporary one)."),
+    keep: bool = typer.Option(False, "--keep", help="Leave the cluster running and its data in place."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object."),
+    report: str | None = typer.Option(None, "--report", help="Write report.json and timeline.html to DIR."),
+) -> None:
+    """Faults against a local cluster under a confirmed workload; exits 1 if a confirmed
+    message was lost (Jepsen's total-queue check)."""
+    kinds = [k.strip() for k in nemesis.split(",") if k.strip()]
+    unknown = [k for k in kinds if k not in NEMESES]
+    if unknown or not kinds:
+        raise typer.BadParameter(f"unknown nemesis {', '.join(unknown) or '(none)'}; choose from {', '.join(NEMESES)}")
+    if queue_type not in ("quorum", "classic"):
+        raise typer.BadParameter("--queue-type must be quorum or classic")
+    say = (lambda _m: None) if as_json else (lambda m: typer.echo(m, err=True))
+    root = Path(directory).resolve() if directory else Path(tempfile.mkdtemp(prefix="warren-chaos-"))
+    try:
+        state = start_cluster(root, nodes)
+    except ClusterError as exc:
+        typer.echo(f"Error: cannot start the cluster: {exc}", err=True)
+        raise typer.Exit(2) from None
+    say(f"cluster of {nodes} up in {root}")
+    names = [f"chaos-{i}" for i in range(queues)]
+    rng = random.Random(seed or None)
+    local = LocalNemesis(root, state, names, rng)
+    ok = False
+    try:
+        result = asyncio.run(_run(state, local, kinds, names, queue_type, duration, interval, fault_seconds,
+                                  publishers, consumers, window, size, drain_timeout, say))
+        ok = result["verdict"]["ok"]
+    finally:
+        local.heal_all()
+        if not keep:
+            stop_cluster(state)
+            if ok and not directory:
+                shutil.rmtree(root, ignore_errors=True)
+            elif not ok:
+                typer.echo(f"the nodes' data and logs are kept in {root}", err=True)
+    if report:
+        write_report(Path(report), result)
+    verdict = result["verdict"]
+    if as_json:
+        typer.echo(json.dumps({k: v for k, v in result.items() if k != "series"}))
+    else:
+        _print(result)
+    raise typer.Exit(0 if verdict["ok"] else 1)
+
+
+async def _run(state: dict[str, Any], local: LocalNemesis, kinds: list[str], names: list[str], queue_type: str,
+               duration: float, interval: float, fault_seconds: float, publishers: int, consumers: int,
+               window: int, size: int, drain_timeout: float, say: Any) -> dict[str, Any]:
+    urls = [f"amqp://guest:guest@127.0.0.1:{n['amqp_port']}/%2F" for n in state["nodes"]]
+    await _declare(urls[0], names, queue_type)
+    ledger, stats = Ledger(), Stats()
+    stop = asyncio.Event()
+    consumer_tasks = [asyncio.ensure_future(ChaosConsumer(i, urls, names[i % len(names)], ledger, stats, 64).run(stop))
+                      for i in range(consumers)]
+    until = time.monotonic() + duration
+    publisher_tasks = [asyncio.ensure_future(
+        ChaosPublisher(i, urls, names[i % len(names)], ledger, stats, window, size).run(until))
+        for i in range(publishers)]
+    faults: list[Fault] = []
+    turn = 0
+    while True:
+        await asyncio.sleep(interval)
+        if time.monotonic() + fault_seconds > until:
+            break
+        kind = kinds[turn % len(kinds)]
+        turn += 1
+        node = local.target(kind)
+        fault = Fault(kind, node, stats.now())
+        say(f"{fault.start:6.1f}s  {kind} {node}")
+        local.start(kind, node)
+        await asyncio.sleep(fault_seconds)
+        await asyncio.to_thread(local.heal, node)
+        fault.healed = stats.now()
+        say(f"{fault.healed:6.1f}s  healed {node}")
+        faults.append(fault)
+    await asyncio.gather(*publisher_tasks)
+    await asyncio.to_thread(local.heal_all)
+    say(f"{stats.now():6.1f}s  publishers done; draining")
+    drained = await _drain(state, names, consumers, consumer_tasks, stats, drain_timeout)
+    stop.set()
+    await asyncio.gather(*consumer_tasks)
+    for fault in faults:
+        fault.unavailable_seconds = unavailable_seconds(stats.confirms, fault.start, fault.healed + interval)
+    verdict = check(ledger)
+    return {"verdict": verdict, "drained": drained, "faults": [f.as_dict() for f in faults],
+            "nodes": len(state["nodes"]), "queues": names, "queue_type": queue_type, "duration": duration,
+            "reconnects": stats.reconnects,
+            "series": {"confirms": [t for times in stats.confirms.values() for t in times],
+                       "deliveries": stats.deliveries, "latencies": stats.latencies}}
+
+
+async def _declare(url: str, names: list[str], queue_type: str) -> None:
+    from pamqp import commands as spec
+
+    arguments: dict[str, Any] = {"x-queue-type": "quorum"} if queue_type == "quorum" else {}
+    client = await connect(url, 10.0, name="warren-chaos")
+    try:
+        for name in names:
+            await client.call(spec.Queue.Declare(queue=name, durable=True, arguments=arguments), spec.Queue.DeclareOk)
+            await client.call(spec.Queue.Purge(queue=name), spec.Queue.PurgeOk)
+    finally:
+        await client.close()
+
+
+async def _drain(state: dict[str, Any], names: list[str], consumers: int, tasks: list[Any], stats: Stats,
+                 timeout: float) -> bool:
+    """Until every queue is empty on every node's view and no delivery came for a while."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+        quiet = not stats.deliveries or stats.now() - stats.deliveries[-1] > QUIET_SECONDS
+        if quiet and await asyncio.to_thread(_all_empty, state, names):
+            return True
+    return False
+
+
+def _all_empty(state: dict[str, Any], names: list[str]) -> bool:
+    for node in state["nodes"]:
+        try:
+            with urllib.request.urlopen(_authorised(f"http://127.0.0.1:{node['http_port']}/api/queues"),
+                                        timeout=3) as answer:
+                listed = {q["name"]: q for q in json.loads(answer.read())}
+        except (OSError, ValueError):
+            return False
+        if any(listed.get(name, {}).get("messages", 1) for name in names):
+            return False
+    return True
+
+
+def _print(result: dict[str, Any]) -> None:
+    v = result["verdict"]
+    typer.echo(f"attempted {v['attempted']}  confirmed {v['confirmed']}  nacked {v['nacked']}  "
+               f"consumed {v['consumed']}")
+    typer.echo(f"lost {v['lost']}  unexpected {v['unexpected']}  duplicated {v['duplicated']} "
+               f"({v['duplicated_flagged_redelivered']} flagged redelivered, {v['duplicated_unflagged']} not)  "
+               f"recovered {v['recovered']}")
+    for fault in result["faults"]:
+        typer.echo(f"  {fault['start']:6.1f}s {fault['nemesis']:<7} {fault['node']:<10} "
+                   f"no confirms on some queue for at most {fault['unavailable_seconds']:.2f}s")
+    if not result["drained"]:
+        typer.echo("warning: the queues did not drain in time; lost counts may include messages still queued")
+    typer.echo("OK: nothing confirmed was lost" if v["ok"] else f"FAILED: {json.dumps(v['samples'])}")
+
+
+
