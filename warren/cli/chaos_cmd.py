@@ -139,7 +139,7 @@ async def _run(state: dict[str, Any], local: LocalNemesis, kinds: list[str], nam
     verdict = check(ledger)
     return {"verdict": verdict, "drained": drained, "faults": [f.as_dict() for f in faults],
             "nodes": len(state["nodes"]), "queues": names, "queue_type": queue_type, "duration": duration,
-            "reconnects": stats.reconnects,
+            "failed_connects": stats.failed_connects,
             "series": {"confirms": [t for times in stats.confirms.values() for t in times],
                        "deliveries": stats.deliveries, "latencies": stats.latencies}}
 

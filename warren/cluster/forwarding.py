@@ -42,6 +42,8 @@ class Fwd(IntEnum):
     QANSWER = 14  # leader -> access: t, ok, v (value) or e (error text), l (the leader, if known)
     QDELIVER = 15  # leader -> access: g, ch (channel), tag, id, r, n (delivery count), x, k, p, b
     QLEADER = 16  # leader -> every member: g, l: this node leads the group now
+    RELEASED = 17  # any -> a peer it saw come back: while you were unreachable I let go of
+    #                your consumers (of my classic queues, of the quorum queues I lead)
 
 
 QUORUM_KINDS = frozenset({Fwd.QCOMMAND, Fwd.QANSWER, Fwd.QDELIVER, Fwd.QLEADER})

@@ -318,15 +318,20 @@ class NodeRuntime:
         forwarder = node.forwarder = Forwarder(node, cluster.send_to, cluster.is_up,
                                                self.config.limits.forward_consumer_credit,
                                                schedule_flush=self._flusher.schedule)
-        from warren.cluster.forwarding import QUORUM_KINDS
+        from warren.cluster.forwarding import QUORUM_KINDS, Fwd
 
         def forwarded(peer: str, message: dict[str, Any]) -> None:
+            if message.get("f") == Fwd.RELEASED:
+                forwarder.released_by(peer)
+                quorum.peer_up(peer)
+                return
             (quorum.on_message if message.get("f") in QUORUM_KINDS else forwarder.on_message)(peer, message)
 
         cluster.on_forwarded = forwarded
 
         def link_changed(name: str, up: bool) -> None:
-            if up:
+            if up:  # it may not know it was away (a pause): tell it what we let go of
+                cluster.send_to(name, {"f": Fwd.RELEASED})
                 quorum.peer_up(name)
             else:
                 forwarder.peer_down(name)

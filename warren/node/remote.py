@@ -190,6 +190,18 @@ class Forwarder:
 
     # ---- link changes ------------------------------------------------------------------
 
+    def released_by(self, peer: str) -> None:
+        """``peer`` saw this node unreachable and let go of our consumers of its queues (we
+        may not have noticed: a pause looks like nothing from inside): cancel them, as
+        RabbitMQ does when a queue's node goes away, so their clients consume again."""
+        for key, remote in list(self.consumers.items()):
+            if remote.home == peer:
+                del self.consumers[key]
+                session = self.node.sessions.get(key[0])
+                if session is not None:
+                    session.consumer_cancelled_by_server(key[1], key[2])
+        self.node.flush()
+
     def peer_down(self, peer: str) -> None:
         """``peer`` is unreachable: what waited on it fails, what it held here is released."""
         for token, (home, outcome) in list(self.publishes.items()):
@@ -201,12 +213,7 @@ class Forwarder:
             if home == peer:
                 del self.calls[token]
                 answer(ReplyCode.NOT_FOUND, f"node '{peer}' is down or inaccessible", None)
-        for key, remote in list(self.consumers.items()):
-            if remote.home == peer:
-                del self.consumers[key]
-                session = self.node.sessions.get(key[0])
-                if session is not None:  # as RabbitMQ when a queue's node goes away
-                    session.consumer_cancelled_by_server(key[1], key[2])
+        self.released_by(peer)  # its consumers here are gone (as RabbitMQ when a queue's node goes away)
         for proxy in list(self.proxies.values()):
             if proxy.peer == peer:
                 self._release_proxy(proxy)

@@ -38,7 +38,7 @@ class Stats:
     confirms: dict[str, list[float]] = field(default_factory=dict)  # queue -> confirm times (s since start)
     deliveries: list[float] = field(default_factory=list)
     latencies: list[tuple[float, float]] = field(default_factory=list)  # (when, publish-to-confirm seconds)
-    reconnects: int = 0
+    failed_connects: int = 0  # connection attempts that failed (a node down or paused)
 
     def now(self) -> float:
         return time.monotonic() - self.started
@@ -69,7 +69,7 @@ class ChaosPublisher:
                 client = await connect(url, CONNECT_TIMEOUT, name="warren-chaos")
                 await client.call(spec.Confirm.Select(), spec.Confirm.SelectOk, timeout=CONNECT_TIMEOUT)
             except (BenchError, OSError):
-                self.stats.reconnects += 1
+                self.stats.failed_connects += 1
                 await asyncio.sleep(RECONNECT_SECONDS)
                 continue
             try:
@@ -156,7 +156,7 @@ class ChaosConsumer:
                 await client.call(spec.Basic.Consume(queue=self.queue, consumer_tag=f"chaos-{self.index}-{attempt}"),
                                   spec.Basic.ConsumeOk, timeout=CONNECT_TIMEOUT)
             except (BenchError, OSError):
-                self.stats.reconnects += 1
+                self.stats.failed_connects += 1
                 await asyncio.sleep(RECONNECT_SECONDS)
                 continue
             stopping = asyncio.ensure_future(stop.wait())
