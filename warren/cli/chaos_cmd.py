@@ -27,7 +27,7 @@ import typer
 
 from warren.cli.amqp_bench import connect
 from warren.cli.chaos.checker import Ledger, check
-from warren.cli.chaos.nemesis import NEMESES, Fault, LocalNemesis, _authorised, unavailable_seconds
+from warren.cli.chaos.nemesis import NEMESES, Fault, LocalNemesis, authorised, unavailable_seconds
 from warren.cli.chaos.report import write_report
 from warren.cli.chaos.workload import ChaosConsumer, ChaosPublisher, Stats
 from warren.cli.cluster_cmd import ClusterError, start_cluster, stop_cluster
@@ -131,7 +131,7 @@ async def _run(state: dict[str, Any], local: LocalNemesis, kinds: list[str], nam
     await asyncio.gather(*publisher_tasks)
     await asyncio.to_thread(local.heal_all)
     say(f"{stats.now():6.1f}s  publishers done; draining")
-    drained = await _drain(state, names, consumers, consumer_tasks, stats, drain_timeout)
+    drained = await _drain(state, names, stats, drain_timeout)
     stop.set()
     await asyncio.gather(*consumer_tasks)
     for fault in faults:
@@ -157,8 +157,7 @@ async def _declare(url: str, names: list[str], queue_type: str) -> None:
         await client.close()
 
 
-async def _drain(state: dict[str, Any], names: list[str], consumers: int, tasks: list[Any], stats: Stats,
-                 timeout: float) -> bool:
+async def _drain(state: dict[str, Any], names: list[str], stats: Stats, timeout: float) -> bool:
     """Until every queue is empty on every node's view and no delivery came for a while."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -172,7 +171,7 @@ async def _drain(state: dict[str, Any], names: list[str], consumers: int, tasks:
 def _all_empty(state: dict[str, Any], names: list[str]) -> bool:
     for node in state["nodes"]:
         try:
-            with urllib.request.urlopen(_authorised(f"http://127.0.0.1:{node['http_port']}/api/queues"),
+            with urllib.request.urlopen(authorised(f"http://127.0.0.1:{node['http_port']}/api/queues"),
                                         timeout=3) as answer:
                 listed = {q["name"]: q for q in json.loads(answer.read())}
         except (OSError, ValueError):

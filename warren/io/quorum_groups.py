@@ -58,7 +58,9 @@ class QuorumGroups:
         cluster.groups.queues = queues
         self._busy: dict[int, asyncio.Task[None]] = {}  # groups with a change under way
         self._mending: set[int] = set()  # groups whose new target members are being committed
-        self._reconciler: asyncio.Task[None] | None = None
+        # (the metadata leader mends every queue's targets, also where it hosts no replica)
+        cluster.spawn(self._reconcile_loop())
+        cluster.spawn(self._mend_loop())
 
     # ---- RaftGroups --------------------------------------------------------------------
 
@@ -66,9 +68,6 @@ class QuorumGroups:
         cluster = self.cluster
         host = cluster.host
         assert host is not None and cluster.store is not None and cluster.rng is not None
-        if self._reconciler is None:
-            self._reconciler = cluster.spawn(self._reconcile_loop())
-            cluster.spawn(self._mend_loop())
         if group in host.groups:
             return
         storage = GroupStorage(cluster.store, group)

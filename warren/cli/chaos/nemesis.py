@@ -86,7 +86,7 @@ class LocalNemesis:
             if node["name"] in self.down:
                 continue
             try:
-                with urllib.request.urlopen(_authorised(f"http://127.0.0.1:{node['http_port']}/api/queues"),
+                with urllib.request.urlopen(authorised(f"http://127.0.0.1:{node['http_port']}/api/queues"),
                                             timeout=3) as answer:
                     listed = json.loads(answer.read())
             except (OSError, ValueError):
@@ -97,7 +97,7 @@ class LocalNemesis:
         return None
 
 
-def _authorised(url: str) -> urllib.request.Request:
+def authorised(url: str) -> urllib.request.Request:
     request = urllib.request.Request(url)
     request.add_header("Authorization", "Basic Z3Vlc3Q6Z3Vlc3Q=")  # guest:guest, the local cluster's user
     return request
