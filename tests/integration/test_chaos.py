@@ -38,8 +38,9 @@ def test_each_nemesis_once_loses_nothing_confirmed(tmp_path: Path) -> None:
     assert verdict["confirmed"] > 1000 and verdict["lost"] == 0 and verdict["unexpected"] == 0, verdict
     assert verdict["duplicated_unflagged"] == 0, verdict
     assert code == 0
-    for fault in result["faults"]:  # publishes were confirmed again within the fault
-        assert fault["unavailable_seconds"] < fault["healed"] - fault["start"] + 4, fault
+    for fault in result["faults"]:  # a killed leader's queues confirm again before it returns
+        if fault["nemesis"] != "pause":  # (a publisher on a paused node waits out the pause)
+            assert fault["unavailable_seconds"] < fault["healed"] - fault["start"], fault
     html = (tmp_path / "report" / "timeline.html").read_text()
     assert "warren chaos: OK" in html and "kill warren-" in html
     assert json.loads((tmp_path / "report" / "report.json").read_text())["verdict"]["ok"] is True

@@ -52,6 +52,7 @@ from warren.cluster.definitions import (
 )
 from warren.errors import AMQPError, ReplyCode, not_found, precondition_failed
 from warren.node.commands import Outcome
+from warren.node.quorum import member_role, settled_leader
 
 PROTOCOL = "AMQP 0-9-1"
 CONFIRM_TIMEOUT_SECONDS = 30.0  # how long the API's publish waits for the store, as a confirm
@@ -221,7 +222,7 @@ class NodeBackend:
                 rows.append({"node": member, "raft_state": status["role"], "log_index": status["last_index"],
                              "commit_index": status["commit"], "applied_index": status["applied"],
                              "snapshot_index": status["snapshot_index"], "term": status["term"],
-                             "machine_version": 0, "membership": _membership(member, status)})
+                             "machine_version": 0, "membership": member_role(status, member)})
             else:
                 rows.append({"node": member, "raft_state": status or "noproc"})
         return rows
@@ -247,10 +248,8 @@ class NodeBackend:
         asked = sorted(set(members) | set(target))
         while asyncio.get_running_loop().time() < deadline and not queue.deleted:
             for status in await self._member_statuses(queue, asked, 2.0):
-                if isinstance(status, dict) and status["role"] == "leader":
-                    voter, learner = node in status["voters"], node in status["learners"]
-                    if (voter if add else not (voter or learner)) and status["commit"] >= status["config_index"]:
-                        return True
+                if settled_leader(status) and member_role(status, node) == ("voter" if add else "non_voter"):
+                    return True
             await asyncio.sleep(0.1)
         return False
 
@@ -797,11 +796,3 @@ def _tags(tags: Any) -> list[str]:
     if isinstance(tags, str):
         return [t.strip() for t in tags.split(",") if t.strip()]
     return [str(t) for t in tags]
-
-
-def _membership(member: str, status: dict[str, Any]) -> str:
-    """RabbitMQ's quorum_status column: a voter, a learner still catching up
-    ("promotable"), or neither (a replica whose member has just been removed)."""
-    if member in status["voters"]:
-        return "voter"
-    return "promotable" if member in status["learners"] else "non_voter"

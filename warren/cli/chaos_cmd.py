@@ -19,15 +19,21 @@ import random
 import shutil
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import typer
+from pamqp import commands as spec
 
 from warren.cli.amqp_bench import connect
 from warren.cli.chaos.checker import Ledger, check
-from warren.cli.chaos.nemesis import NEMESES, Fault, LocalNemesis, authorised, unavailable_seconds
+from warren.cli.chaos.nemesis import (
+    NEMESES,
+    Fault,
+    LocalNemesis,
+    listed_queues,
+    unavailable_seconds,
+)
 from warren.cli.chaos.report import write_report
 from warren.cli.chaos.workload import ChaosConsumer, ChaosPublisher, Stats
 from warren.cli.cluster_cmd import ClusterError, start_cluster, stop_cluster
@@ -145,8 +151,6 @@ async def _run(state: dict[str, Any], local: LocalNemesis, kinds: list[str], nam
 
 
 async def _declare(url: str, names: list[str], queue_type: str) -> None:
-    from pamqp import commands as spec
-
     arguments: dict[str, Any] = {"x-queue-type": "quorum"} if queue_type == "quorum" else {}
     client = await connect(url, 10.0, name="warren-chaos")
     try:
@@ -170,13 +174,11 @@ async def _drain(state: dict[str, Any], names: list[str], stats: Stats, timeout:
 
 def _all_empty(state: dict[str, Any], names: list[str]) -> bool:
     for node in state["nodes"]:
-        try:
-            with urllib.request.urlopen(authorised(f"http://127.0.0.1:{node['http_port']}/api/queues"),
-                                        timeout=3) as answer:
-                listed = {q["name"]: q for q in json.loads(answer.read())}
-        except (OSError, ValueError):
+        listed = listed_queues(node)
+        if listed is None:
             return False
-        if any(listed.get(name, {}).get("messages", 1) for name in names):
+        counts = {q["name"]: q.get("messages", 1) for q in listed}
+        if any(counts.get(name, 1) for name in names):
             return False
     return True
 

@@ -36,7 +36,7 @@ from warren.cluster.definitions import Outcome, SetQueueMembers
 from warren.cluster.placement import reconciled_members
 from warren.io.cluster import ELECTION_TICKS, HEARTBEAT_TICKS, ClusterRuntime
 from warren.io.raft_host import ProposalFailed
-from warren.node.quorum import QuorumQueues
+from warren.node.quorum import QuorumQueues, member_role, settled_leader
 from warren.raft.node import RaftNode, Role
 from warren.raft.types import ConfChange, ConfChangeKind
 from warren.store.raft_group_storage import GroupStorage
@@ -181,10 +181,10 @@ class QuorumGroups:
             return None
         me = self.cluster.local_id
         caught_up = self.cluster.limits.raft_max_append_entries
-        for learner in sorted(config.learners - target):
-            return self._change(group, ConfChange(ConfChangeKind.REMOVE, learner))
-        for missing in sorted(target - config.members):
-            return self._change(group, ConfChange(ConfChangeKind.ADD_LEARNER, missing))
+        if config.learners - target:
+            return self._change(group, ConfChange(ConfChangeKind.REMOVE, min(config.learners - target)))
+        if target - config.members:
+            return self._change(group, ConfChange(ConfChangeKind.ADD_LEARNER, min(target - config.members)))
         catching_up = False
         for learner in sorted(config.learners & target):
             lag = node.lag(learner)
@@ -228,9 +228,8 @@ class QuorumGroups:
             self.queues.member_status(queue, member, answer, timeout)
             self.queues.node.flush()
             status = await future
-            if isinstance(status, dict) and status["role"] == "leader":
-                removed = me not in status["voters"] and me not in status["learners"]
-                if removed and status["commit"] >= status["config_index"]:
+            if settled_leader(status):
+                if member_role(status, me) == "non_voter":
                     self.queues.drop_replica(group)
                 return
 

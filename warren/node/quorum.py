@@ -647,6 +647,20 @@ class QuorumQueues:
                 del self.leader_hint[group]
 
 
+def settled_leader(status: Any) -> bool:
+    """A member's STATUS answer is the leader's, with its configuration committed: what it
+    says of the group's membership is in effect."""
+    return isinstance(status, dict) and status["role"] == "leader" and status["commit"] >= status["config_index"]
+
+
+def member_role(status: dict[str, Any], member: str) -> str:
+    """RabbitMQ's quorum_status ``membership`` of ``member`` in a STATUS answer: a voter, a
+    learner still catching up ("promotable"), or neither ("non_voter")."""
+    if member in status["voters"]:
+        return "voter"
+    return "promotable" if member in status["learners"] else "non_voter"
+
+
 _STATUS_FIELDS = ("role", "term", "commit", "applied", "last_index", "snapshot_index", "config_index")
 
 

@@ -83,13 +83,8 @@ class LocalNemesis:
 
     def _busiest_leader(self) -> str | None:
         for node in self.nodes():
-            if node["name"] in self.down:
-                continue
-            try:
-                with urllib.request.urlopen(authorised(f"http://127.0.0.1:{node['http_port']}/api/queues"),
-                                            timeout=3) as answer:
-                    listed = json.loads(answer.read())
-            except (OSError, ValueError):
+            listed = None if node["name"] in self.down else listed_queues(node)
+            if listed is None:
                 continue
             leaders = Counter(q.get("leader") for q in listed if q["name"] in self.queues and q.get("leader"))
             if leaders:
@@ -97,10 +92,16 @@ class LocalNemesis:
         return None
 
 
-def authorised(url: str) -> urllib.request.Request:
-    request = urllib.request.Request(url)
-    request.add_header("Authorization", "Basic Z3Vlc3Q6Z3Vlc3Q=")  # guest:guest, the local cluster's user
-    return request
+def listed_queues(node: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """A node's ``/api/queues`` (as guest, the local cluster's user); None if it does not answer."""
+    request = urllib.request.Request(f"http://127.0.0.1:{node['http_port']}/api/queues")
+    request.add_header("Authorization", "Basic Z3Vlc3Q6Z3Vlc3Q=")
+    try:
+        with urllib.request.urlopen(request, timeout=3) as answer:
+            listed: list[dict[str, Any]] = json.loads(answer.read())
+    except (OSError, ValueError):
+        return None
+    return listed
 
 
 def _reap(pid: int) -> None:
