@@ -24,15 +24,10 @@ import pika
 import pytest
 import requests
 
+from tests.integration.cluster_procs import free_port
 from tests.integration.conftest import ServerProcess, start_server
 
 HAPROXY = "/usr/sbin/haproxy"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class HAProxy:

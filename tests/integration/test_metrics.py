@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,8 @@ from pathlib import Path
 
 import pika
 import pytest
+
+from tests.integration.cluster_procs import free_port
 
 READY = re.compile(r"AMQP on [^:]+:(\d+).*HTTP on [^:]+:(\d+).*Prometheus on [^:]+:(\d+)")
 
@@ -41,12 +42,6 @@ DASHBOARD_METRICS = [
     "rabbitmq_alarms_memory_used_watermark", "rabbitmq_alarms_free_disk_space_watermark",
     "warren_uptime_seconds", "warren_messages_ready",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Server:
