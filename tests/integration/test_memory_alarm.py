@@ -41,51 +41,82 @@ def low_watermark_server(tmp_path: Path, request: pytest.FixtureRequest) -> Iter
         server.kill()
 
 
+class _FillingPublisher(threading.Thread):
+    """A pika publisher that fills the node until it is blocked, waits to be unblocked, then
+    publishes one confirmed message.
+
+    It runs in its own thread because a blocked connection is not read: whatever pika still
+    writes after the block waits in the kernel until the alarm clears, and how much fits
+    there depends on how far the node lagged behind (nothing on a slow machine). pika's
+    BlockingConnection runs the blocked callbacks only in process_data_events, so the
+    callbacks are seen once that write returns.
+    """
+
+    def __init__(self, url: str, deadline: float) -> None:
+        super().__init__(daemon=True)
+        self.url, self.deadline = url, deadline
+        self.events: list[tuple[str, float]] = []
+        self.confirmed_after_unblock = False
+        self.error: BaseException | None = None
+
+    def _kinds(self) -> list[str]:
+        return [kind for kind, _ in self.events]
+
+    def run(self) -> None:
+        try:
+            connection = pika.BlockingConnection(pika.URLParameters(self.url))
+            connection.add_on_connection_blocked_callback(
+                lambda *_: self.events.append(("blocked", time.monotonic())))
+            connection.add_on_connection_unblocked_callback(
+                lambda *_: self.events.append(("unblocked", time.monotonic())))
+            channel = connection.channel()
+            channel.queue_declare("fill")
+            body = b"x" * 10_000
+            while "blocked" not in self._kinds() and time.monotonic() < self.deadline:
+                channel.basic_publish("", "fill", body)  # transient: it stays in memory
+                connection.process_data_events(time_limit=0)
+            while "unblocked" not in self._kinds() and time.monotonic() < self.deadline:
+                connection.process_data_events(time_limit=0.1)
+            if "unblocked" in self._kinds():
+                channel.confirm_delivery()
+                channel.basic_publish("", "fill", b"after")
+                self.confirmed_after_unblock = True
+            connection.close()
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            self.error = exc
+
+
 @pytest.mark.parametrize("low_watermark_server", [120 * MIB], indirect=True)
 def test_memory_alarm_clears_after_the_queue_is_drained(low_watermark_server: ServerProcess) -> None:
     server = low_watermark_server
     baseline = psutil.Process(server.proc.pid).memory_info().rss
     assert baseline < 100 * MIB, "the idle node alone is near the watermark: the test means nothing"
-    publisher = pika.BlockingConnection(pika.URLParameters(server.url))
-    events: list[tuple[str, float]] = []
-    publisher.add_on_connection_blocked_callback(lambda *_: events.append(("blocked", time.monotonic())))
-    publisher.add_on_connection_unblocked_callback(lambda *_: events.append(("unblocked", time.monotonic())))
-    channel = publisher.channel()
-    channel.queue_declare("fill")
-    body = b"x" * 10_000
-    deadline = time.monotonic() + 60
-    while not events:  # transient messages until the node runs into its watermark
-        assert time.monotonic() < deadline, "never blocked"
-        # pika's BlockingConnection runs the blocked callback only in process_data_events, and
-        # a blocked connection is not read: what is sent after the block must fit in the
-        # socket buffers (50 kB does: loopback's receive buffer alone starts at 128 kB), or
-        # basic_publish waits forever for a socket the node no longer reads
-        for _ in range(5):
-            channel.basic_publish("", "fill", body)
-        publisher.process_data_events(time_limit=0)
-    assert _alarms_health(server) == 503
+    deadline = time.monotonic() + 120
+    publisher = _FillingPublisher(server.url, deadline)
+    publisher.start()
+    while _alarms_health(server) != 503:
+        assert time.monotonic() < deadline - 60 and publisher.is_alive(), f"never blocked ({publisher.error!r})"
+        time.sleep(0.1)
 
     consumer = pika.BlockingConnection(pika.URLParameters(server.url))
     consumer_channel = consumer.channel()
     consumer_channel.basic_qos(prefetch_count=2000)
     consumer_channel.basic_consume("fill", lambda ch, m, p, b: None, auto_ack=True)
     drained_at: float | None = None
-    while not any(kind == "unblocked" for kind, _ in events):
+    while _alarms_health(server) != 200:
         now = time.monotonic()
-        assert now < deadline + 60, "the queue was never drained"
+        assert now < deadline, "the queue was never drained"
         # the alarm watcher reads memory once a second: a few readings at most after the drain
-        assert drained_at is None or now - drained_at < 10, "connection.unblocked never came after the drain"
+        assert drained_at is None or now - drained_at < 10, "the alarm did not clear after the drain"
         consumer.process_data_events(time_limit=0.1)
-        publisher.process_data_events(time_limit=0)
         if drained_at is None and consumer_channel.queue_declare("fill", passive=True).method.message_count == 0:
             drained_at = time.monotonic()
-    assert _alarms_health(server) == 200
+    publisher.join(timeout=max(0.0, deadline - time.monotonic()))
     consumer.close()
-    # the publisher works again: a confirmed publish goes through
-    channel.confirm_delivery()
-    channel.basic_publish("", "fill", b"after")
-    assert channel.queue_declare("fill", passive=True).method.message_count >= 1
-    publisher.close()
+    assert publisher.error is None, publisher.error
+    assert [kind for kind, _ in publisher.events] == ["blocked", "unblocked"], publisher.events
+    # the same publisher works again: a confirmed publish went through
+    assert publisher.confirmed_after_unblock
 
 
 class _RawPublisher:
