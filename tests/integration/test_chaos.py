@@ -1,5 +1,5 @@
-"""``warren chaos`` as a user runs it: a 3-node cluster, each nemesis once, a confirmed
-workload, then Jepsen's total-queue check. The same run with a planted fault (a leader that
+"""``warren chaos`` as a user runs it: a 3-node cluster, each nemesis once (kill, pause,
+leader kill, partition, full disk), a confirmed workload, then Jepsen's total-queue check. The same run with a planted fault (a leader that
 confirms publishes it never enqueued) must fail: the check can see a loss."""
 
 from __future__ import annotations
@@ -29,21 +29,51 @@ def chaos(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> tupl
     return done.returncode, json.loads(lines[-1]), done.stderr
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="partitions and a full disk need root (namespaces, nftables, tmpfs)")
 def test_each_nemesis_once_loses_nothing_confirmed(tmp_path: Path) -> None:
-    code, result, log = chaos(tmp_path, "--duration", "33", "--interval", "4", "--fault-seconds", "4",
-                              "--nemesis", "kill,pause,leader")
+    """Every node in its own network namespace on its own tmpfs; each fault once. Clients
+    reach every node all along, so a cut-off node's behaviour shows."""
+    before = namespaces()
+    code, result, log = chaos(tmp_path, "--duration", "50", "--interval", "4", "--fault-seconds", "4",
+                              "--nemesis", "partition,disk,kill,pause,leader",  # clients spread: one per node
+                              "--queues", "3", "--publishers", "3", "--consumers", "3")
     verdict = result["verdict"]
-    assert [f["nemesis"] for f in result["faults"]] == ["kill", "pause", "leader"], log
-    assert result["drained"], log
+    assert [f["nemesis"] for f in result["faults"]] == ["partition", "disk", "kill", "pause", "leader"], log
+    assert result["drained"], log  # healed with no manual step: every queue drained
     assert verdict["confirmed"] > 1000 and verdict["lost"] == 0 and verdict["unexpected"] == 0, verdict
     assert verdict["duplicated_unflagged"] == 0, verdict
     assert code == 0
-    for fault in result["faults"]:  # a killed leader's queues confirm again before it returns
+    for fault in result["faults"][2:]:  # a killed leader's queues confirm again before it returns
         if fault["nemesis"] != "pause":  # (a publisher on a paused node waits out the pause)
             assert fault["unavailable_seconds"] < fault["healed"] - fault["start"], fault
+    partition, disk = result["faults"][:2]
+    assert partition["node"].startswith("isolate "), partition
+    minority = [node for node, side in partition["sides"].items() if side == "minority"]
+    majority = [node for node, side in partition["sides"].items() if side == "majority"]
+    assert len(minority) == 1 and len(majority) == 2, partition
+    for node in minority:  # cut off: nothing confirmed or delivered there, metadata refused
+        seen = partition["observed"][node]
+        assert seen["confirms_per_second"] == 0 and seen["deliveries_per_second"] == 0, partition
+        assert seen["metadata"]["declare"] == "refused", partition
+        assert "541" in seen["metadata"]["error"] and "timed out" in seen["metadata"]["error"], partition
+    # the majority carries on (a new leader, confirms, deliveries, declares) wherever it has clients
+    assert all(partition["observed"][node]["metadata"]["declare"] == "ok" for node in majority), partition
+    for node in majority:
+        seen = partition["observed"][node]
+        assert (seen["confirms_per_second"] > 0) == (seen["publishers"] > 0), partition
+        assert (seen["deliveries_per_second"] > 0) == (seen["consumers"] > 0), partition
+    assert sum(partition["observed"][node]["publishers"] for node in majority) == 2, partition
+    for node, side in disk["sides"].items():  # the full node blocks its publishers; the others go on
+        seen = disk["observed"][node]
+        if side == "full disk":
+            assert seen["confirms_per_second"] == 0, disk
+        else:
+            assert (seen["confirms_per_second"] > 0) == (seen["publishers"] > 0), disk
+            assert seen["metadata"]["declare"] == "ok", disk
     html = (tmp_path / "report" / "timeline.html").read_text()
-    assert "warren chaos: OK" in html and "kill warren-" in html
+    assert "warren chaos: OK" in html and "kill warren-" in html and "partition isolate" in html
     assert json.loads((tmp_path / "report" / "report.json").read_text())["verdict"]["ok"] is True
+    assert namespaces() == before  # the run removed its namespaces
 
 
 def test_a_planted_confirm_without_enqueue_is_caught(tmp_path: Path) -> None:
@@ -53,3 +83,8 @@ def test_a_planted_confirm_without_enqueue_is_caught(tmp_path: Path) -> None:
                                    "PYTHONPATH": os.pathsep.join([str(PLANT), os.environ.get("PYTHONPATH", "")])})
     assert code == 1, log
     assert result["verdict"]["lost"] > 0 and not result["verdict"]["ok"]
+
+
+def namespaces() -> set[str]:
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+    return {line.split()[0] for line in listed.splitlines() if line.startswith("warren-")}

@@ -4,7 +4,9 @@ real faults, heal, drain every queue, and check that nothing confirmed was lost.
 The schedule: after a quiet ``--interval`` seconds, one fault at a time, taking the
 ``--nemesis`` kinds in turn (so every kind runs once before any runs twice), each lasting
 ``--fault-seconds`` before it heals, then ``--interval`` seconds of calm; the next fault
-starts only if it can heal before ``--duration`` ends. Then publishers stop, the faults
+starts only if it can heal before ``--duration`` ends. A partition or a full disk lasts until a
+metadata probe (a queue.declare on every node, 1 s in) has its answer: the minority's
+refusal comes after the cluster's request timeout. Then publishers stop, the faults
 are healed, consumers drain every queue (until it is empty and quiet for 2 s, at most
 ``--drain-timeout``), and the checker (``warren.cli.chaos.checker``) gives the verdict.
 Exit status 1 when anything confirmed was lost, anything unexpected arrived, or a duplicate
@@ -25,7 +27,7 @@ from typing import Any
 import typer
 from pamqp import commands as spec
 
-from warren.cli.amqp_bench import connect
+from warren.cli.amqp_bench import BenchError, connect
 from warren.cli.chaos.checker import Ledger, check
 from warren.cli.chaos.nemesis import (
     NEMESES,
@@ -36,17 +38,22 @@ from warren.cli.chaos.nemesis import (
 )
 from warren.cli.chaos.report import write_report
 from warren.cli.chaos.workload import ChaosConsumer, ChaosPublisher, Stats
-from warren.cli.cluster_cmd import ClusterError, start_cluster, stop_cluster
+from warren.cli.cluster_cmd import ClusterError, node_amqp_url, start_cluster, stop_cluster
 from warren.cli.main import app
 
 QUIET_SECONDS = 2.0
+OBSERVED = ("partition", "disk")  # faults that leave nodes up: each node's clients are watched, metadata probed
+GRACE_SECONDS = 1.0  # what was in flight when the fault came is not counted
+PROBE_DELAY_SECONDS = 1.0
+PROBE_TIMEOUT_SECONDS = 15.0  # above the cluster's request timeout (5 s), which answers a minority
 
 
 @app.command()
 def chaos(
     nodes: int = typer.Option(3, "--nodes", min=1, max=7, help="Nodes of the local cluster to start."),
     duration: float = typer.Option(60.0, "--duration", min=5.0, help="Seconds of workload and faults."),
-    nemesis: str = typer.Option("kill,pause,leader", "--nemesis", help=f"Faults, comma-separated: {', '.join(NEMESES)}."),
+    nemesis: str = typer.Option(",".join(NEMESES), "--nemesis",
+                                help="Faults, comma-separated (partition and disk need root)."),
     queues: int = typer.Option(2, "--queues", min=1),
     publishers: int = typer.Option(2, "--publishers", min=1),
     consumers: int = typer.Option(2, "--consumers", min=1),
@@ -73,7 +80,7 @@ def chaos(
     say = (lambda _m: None) if as_json else (lambda m: typer.echo(m, err=True))
     root = Path(directory).resolve() if directory else Path(tempfile.mkdtemp(prefix="warren-chaos-"))
     try:
-        state = start_cluster(root, nodes)
+        state = start_cluster(root, nodes, netns="partition" in kinds, own_disks="disk" in kinds)
     except ClusterError as exc:
         typer.echo(f"Error: cannot start the cluster: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -107,17 +114,18 @@ def chaos(
 async def _run(state: dict[str, Any], local: LocalNemesis, kinds: list[str], names: list[str], queue_type: str,
                duration: float, interval: float, fault_seconds: float, publishers: int, consumers: int,
                window: int, size: int, drain_timeout: float, say: Any) -> dict[str, Any]:
-    urls = [f"amqp://guest:guest@127.0.0.1:{n['amqp_port']}/%2F" for n in state["nodes"]]
-    await _declare(urls[0], names, queue_type)
+    endpoints = [(str(n["name"]), node_amqp_url(n)) for n in state["nodes"]]
+    await _declare(endpoints[0][1], names, queue_type)
     ledger, stats = Ledger(), Stats()
     stop = asyncio.Event()
-    consumer_tasks = [asyncio.ensure_future(ChaosConsumer(i, urls, names[i % len(names)], ledger, stats, 64).run(stop))
+    consumer_tasks = [asyncio.ensure_future(ChaosConsumer(i, endpoints, names[i % len(names)], ledger, stats, 64).run(stop))
                       for i in range(consumers)]
     until = time.monotonic() + duration
     publisher_tasks = [asyncio.ensure_future(
-        ChaosPublisher(i, urls, names[i % len(names)], ledger, stats, window, size).run(until))
+        ChaosPublisher(i, endpoints, names[i % len(names)], ledger, stats, window, size).run(until))
         for i in range(publishers)]
     faults: list[Fault] = []
+    probes_made: list[str] = []
     turn = 0
     while True:
         await asyncio.sleep(interval)
@@ -129,13 +137,25 @@ async def _run(state: dict[str, Any], local: LocalNemesis, kinds: list[str], nam
         fault = Fault(kind, node, stats.now())
         say(f"{fault.start:6.1f}s  {kind} {node}")
         local.start(kind, node)
-        await asyncio.sleep(fault_seconds)
+        if kind in OBSERVED:
+            fault.sides = local.sides(kind, node)
+            placement = dict(stats.placement)
+            probes_made.append(f"chaos-probe-{turn}")
+            probes = asyncio.ensure_future(_probe_metadata(endpoints, probes_made[-1]))
+            await asyncio.sleep(fault_seconds)
+            probed = await probes
+        else:
+            await asyncio.sleep(fault_seconds)
+        healing = stats.now()  # what arrives once the heal starts is not the fault's
         await asyncio.to_thread(local.heal, node)
         fault.healed = stats.now()
+        if kind in OBSERVED:
+            fault.observed = _observed(stats, fault, healing, probed, placement)
         say(f"{fault.healed:6.1f}s  healed {node}")
         faults.append(fault)
     await asyncio.gather(*publisher_tasks)
     await asyncio.to_thread(local.heal_all)
+    await _delete_probes(endpoints[0][1], [f"{prefix}-{name}" for prefix in probes_made for name, _url in endpoints])
     say(f"{stats.now():6.1f}s  publishers done; draining")
     drained = await _drain(state, names, stats, drain_timeout)
     stop.set()
@@ -143,10 +163,14 @@ async def _run(state: dict[str, Any], local: LocalNemesis, kinds: list[str], nam
     for fault in faults:
         fault.unavailable_seconds = unavailable_seconds(stats.confirms, fault.start, fault.healed + interval)
     verdict = check(ledger)
+    all_confirms = [t for times in stats.confirms.values() for t in times]
+    calm_end = faults[0].start if faults else duration  # before the first fault, after a warm-up second
+    calm = sum(1 for t in all_confirms if 1.0 <= t < calm_end) / max(calm_end - 1.0, 0.001)
     return {"verdict": verdict, "drained": drained, "faults": [f.as_dict() for f in faults],
+            "calm_confirms_per_second": round(calm, 1),
             "nodes": len(state["nodes"]), "queues": names, "queue_type": queue_type, "duration": duration,
             "failed_connects": stats.failed_connects,
-            "series": {"confirms": [t for times in stats.confirms.values() for t in times],
+            "series": {"confirms": all_confirms,
                        "deliveries": stats.deliveries, "latencies": stats.latencies}}
 
 
@@ -157,6 +181,61 @@ async def _declare(url: str, names: list[str], queue_type: str) -> None:
         for name in names:
             await client.call(spec.Queue.Declare(queue=name, durable=True, arguments=arguments), spec.Queue.DeclareOk)
             await client.call(spec.Queue.Purge(queue=name), spec.Queue.PurgeOk)
+    finally:
+        await client.close()
+
+
+async def _probe_metadata(endpoints: list[tuple[str, str]], prefix: str) -> dict[str, dict[str, Any]]:
+    """A queue.declare through every node, at once, a second into a partition: how each
+    side answers a metadata change (the queue is ``PREFIX-NODE``, deleted after the run)."""
+    await asyncio.sleep(PROBE_DELAY_SECONDS)
+
+    async def probe(node: str, url: str) -> dict[str, Any]:
+        started = time.monotonic()
+        client = None
+        try:
+            client = await connect(url, PROBE_TIMEOUT_SECONDS, name="warren-chaos-probe")
+            await client.call(spec.Queue.Declare(queue=f"{prefix}-{node}"), spec.Queue.DeclareOk,
+                              timeout=PROBE_TIMEOUT_SECONDS)
+            outcome: dict[str, Any] = {"declare": "ok"}
+        except (BenchError, OSError) as exc:
+            outcome = {"declare": "refused", "error": str(exc)}
+        finally:
+            if client is not None and client.transport is not None:
+                client.transport.close()
+        return {**outcome, "seconds": round(time.monotonic() - started, 2)}
+
+    answers = await asyncio.gather(*(probe(node, url) for node, url in endpoints))
+    return {node: answer for (node, _url), answer in zip(endpoints, answers, strict=True)}
+
+
+def _observed(stats: Stats, fault: Fault, end: float, probed: dict[str, dict[str, Any]],
+              placement: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """Per node, what its clients saw while the fault stood: how many were on it, confirms
+    and deliveries per second (after a grace second), and the metadata probe's answer."""
+    start = fault.start + GRACE_SECONDS
+    span = max(end - start, 0.001)
+
+    def rate(times: list[float]) -> float:
+        return round(sum(1 for t in times if start <= t <= end) / span, 1)
+
+    def clients(node: str, kind: str) -> int:
+        return sum(1 for client, on in placement.items() if on == node and client.startswith(kind))
+
+    return {node: {"publishers": clients(node, "publisher"), "consumers": clients(node, "consumer"),
+                   "confirms_per_second": rate(stats.node_confirms.get(node, [])),
+                   "deliveries_per_second": rate(stats.node_deliveries.get(node, [])),
+                   "metadata": probed.get(node, {})}
+            for node in fault.sides}
+
+
+async def _delete_probes(url: str, queues: list[str]) -> None:
+    if not queues:
+        return
+    client = await connect(url, 10.0, name="warren-chaos")
+    try:
+        for queue in queues:
+            await client.call(spec.Queue.Delete(queue=queue), spec.Queue.DeleteOk, timeout=30.0)
     finally:
         await client.close()
 
@@ -190,9 +269,17 @@ def _print(result: dict[str, Any]) -> None:
     typer.echo(f"lost {v['lost']}  unexpected {v['unexpected']}  duplicated {v['duplicated']} "
                f"({v['duplicated_flagged_redelivered']} flagged redelivered, {v['duplicated_unflagged']} not)  "
                f"recovered {v['recovered']}")
+    typer.echo(f"confirms/s before the first fault: {result['calm_confirms_per_second']}")
     for fault in result["faults"]:
-        typer.echo(f"  {fault['start']:6.1f}s {fault['nemesis']:<7} {fault['node']:<10} "
+        typer.echo(f"  {fault['start']:6.1f}s {fault['nemesis']:<9} {fault['node']:<10} "
                    f"no confirms on some queue for at most {fault['unavailable_seconds']:.2f}s")
+        for node, seen in fault.get("observed", {}).items():
+            metadata = seen["metadata"]
+            answer = metadata.get("declare", "?") + (f" ({metadata['error']})" if "error" in metadata else "")
+            typer.echo(f"           {node:<10} {fault['sides'][node]:<9} {seen['publishers']}p/{seen['consumers']}c "
+                       f"confirms/s {seen['confirms_per_second']:>7} "
+                       f" deliveries/s {seen['deliveries_per_second']:>7}  declare {answer} "
+                       f"in {metadata.get('seconds', 0)}s")
     if not result["drained"]:
         typer.echo("warning: the queues did not drain in time; lost counts may include messages still queued")
     typer.echo("OK: nothing confirmed was lost" if v["ok"] else f"FAILED: {json.dumps(v['samples'])}")

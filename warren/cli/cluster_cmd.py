@@ -27,6 +27,8 @@ from typing import Any, NoReturn
 import psutil
 import typer
 
+from warren.cli.chaos import tmpfs
+from warren.cli.chaos.netlab import NetLab, NetLabError
 from warren.cli.main import app
 
 cluster_app = typer.Typer(help="A local cluster of warren server processes (for development and tests).",
@@ -43,6 +45,7 @@ MAX_NODES = 7  # the cluster's member limit
 HTTP_OFFSET, CLUSTER_OFFSET = 10000, 20000  # RabbitMQ's 5672 / 15672 / 25672 spacing
 MAX_BASE_PORT = 65535 - CLUSTER_OFFSET - MAX_NODES
 HEALTH_CHECK = "/api/health/checks/alarms"
+NETNS_PORTS = {"amqp": 5672, "http": 15672, "cluster": 25672}  # a node alone in its namespace: the defaults
 
 DIR_OPTION = typer.Option("./warren-cluster", "--dir", "-d", envvar="WARREN_CLUSTER_DIR",
                           help="The cluster's directory: data dirs, logs, secret, state file.")
@@ -200,16 +203,29 @@ def _get_json(url: str, timeout: float = 2.0) -> Any:
 
 
 def _cluster_info(node: dict[str, Any]) -> dict[str, Any]:
-    info: dict[str, Any] = _get_json(f"http://{HOST}:{node['http_port']}/v1/cluster/info")
+    info: dict[str, Any] = _get_json(f"{node_http_url(node)}/v1/cluster/info")
     return info
 
 
-def _amqp_url(port: int) -> str:
-    return f"amqp://guest:guest@{HOST}:{port}/%2F"
+def _amqp_url(port: int, host: str = HOST) -> str:
+    return f"amqp://guest:guest@{host}:{port}/%2F"
 
 
-def _http_url(port: int) -> str:
-    return f"http://{HOST}:{port}"
+def _http_url(port: int, host: str = HOST) -> str:
+    return f"http://{host}:{port}"
+
+
+def node_host(node: dict[str, Any]) -> str:
+    """Where a node of ``cluster.json`` listens: loopback, or its namespace's address."""
+    return str(node.get("host", HOST))
+
+
+def node_amqp_url(node: dict[str, Any]) -> str:
+    return _amqp_url(node["amqp_port"], node_host(node))
+
+
+def node_http_url(node: dict[str, Any]) -> str:
+    return _http_url(node["http_port"], node_host(node))
 
 
 # ---- HAProxy ---------------------------------------------------------------------------
@@ -351,8 +367,9 @@ def _wait_lb(directory: Path, lb: dict[str, Any], count: int, deadline: float) -
 def _summary(directory: Path, state: dict[str, Any]) -> dict[str, Any]:
     lb = state.get("lb")
     return {
-        "nodes": [{"name": n["name"], "amqp_url": _amqp_url(n["amqp_port"]), "http_url": _http_url(n["http_port"]),
-                   "cluster_address": f"{HOST}:{n['cluster_port']}", "pid": n["pid"], "data_dir": n["data_dir"]}
+        "nodes": [{"name": n["name"], "amqp_url": node_amqp_url(n), "http_url": node_http_url(n),
+                   "cluster_address": f"{node_host(n)}:{n['cluster_port']}", "pid": n["pid"],
+                   "data_dir": n["data_dir"]}
                   for n in state["nodes"]],
         "lb": None if not lb else {"amqp_url": _amqp_url(lb["amqp_port"]), "http_url": _http_url(lb["http_port"]),
                                    "pid": lb["pid"]},
@@ -420,11 +437,15 @@ def up(
 
 
 def node_command(node: dict[str, Any], seeds: list[str]) -> list[str]:
-    """The ``warren server`` command line of a node of ``cluster.json``."""
-    cmd = [sys.executable, "-m", "warren.cli", "server", "--data-dir", node["data_dir"],
-           "--node-name", node["name"], "--bind", HOST, "--amqp-port", str(node["amqp_port"]),
+    """The ``warren server`` command line of a node of ``cluster.json`` (run inside its
+    network namespace when it has one)."""
+    prefix = ["ip", "netns", "exec", node["netns"]] if node.get("netns") else []
+    cmd = [*prefix, sys.executable, "-m", "warren.cli", "server", "--data-dir", node["data_dir"],
+           "--node-name", node["name"], "--bind", node_host(node), "--amqp-port", str(node["amqp_port"]),
            "--http-port", str(node["http_port"]), "--cluster-port", str(node["cluster_port"]),
            "--prometheus-port", "-1"]
+    if node.get("netns"):
+        cmd += ["--loopback-users", "none"]  # its clients come from the bridge, not from loopback
     return cmd + (["--seeds", ",".join(seeds)] if seeds else [])
 
 
@@ -438,17 +459,35 @@ def restart_node(root: Path, state: dict[str, Any], name: str, timeout: float = 
     _wait_ready(node, log_path, time.monotonic() + timeout, offset)
 
 
-def start_cluster(root: Path, count: int, timeout: float = 60.0) -> dict[str, Any]:
-    """``warren cluster up --nodes COUNT --dir ROOT`` for other commands (raises ClusterError)."""
-    return _up(root, count, None, False, None, timeout, lambda _message: None)
+def start_cluster(root: Path, count: int, timeout: float = 60.0, netns: bool = False,
+                  own_disks: bool = False) -> dict[str, Any]:
+    """``warren cluster up --nodes COUNT --dir ROOT`` for other commands (raises ClusterError).
+
+    With ``netns`` every node runs in its own network namespace (:class:`NetLab`, recorded
+    as the state's ``network``), so that partitions between nodes can be made for real;
+    with ``own_disks`` every node's data dir is a small tmpfs of its own, one that can be
+    filled (:mod:`warren.cli.chaos.tmpfs`). Both need root and go with the processes.
+    """
+    return _up(root, count, None, False, None, timeout, lambda _message: None, netns, own_disks)
 
 
 def stop_cluster(state: dict[str, Any], timeout: float = 10.0) -> None:
     _stop(_processes(state), timeout)
+    _release_lab(state)
+
+
+def _release_lab(state: dict[str, Any]) -> None:
+    """Remove the namespaces and unmount the tmpfs data dirs of a stopped cluster."""
+    if state.get("network"):
+        NetLab.from_dict(state["network"]).destroy()
+        state["network"] = None
+    for node in state.get("nodes", []):
+        if node.pop("tmpfs", False):
+            tmpfs.unmount(Path(node["data_dir"]))
 
 
 def _up(root: Path, count: int, base_port: int | None, lb: bool, given_secret: str | None, timeout: float,
-        say: Any) -> dict[str, Any]:
+        say: Any, netns: bool = False, own_disks: bool = False) -> dict[str, Any]:
     previous = _load_state(root) if root.exists() else None
     if previous is not None:
         running = [p for p in _processes(previous) if _alive(p)]
@@ -461,6 +500,12 @@ def _up(root: Path, count: int, base_port: int | None, lb: bool, given_secret: s
 
     names = [f"warren-{i}" for i in range(1, count + 1)]
     kept = previous is not None and (root / names[0]).exists()
+    if kept and previous is not None and not netns and any(n.get("netns") for n in previous["nodes"]):
+        raise ClusterError(f"{root} holds the data of nodes that ran in network namespaces, now gone: "
+                           f"`warren cluster down --purge --dir {root}` to start afresh")
+    if (netns or own_disks) and (kept or lb):
+        raise ClusterError("nodes in network namespaces or on their own tmpfs start from empty data and "
+                           "without a load balancer")
     plan, lb_plan = _plan_ports(count, base_port, lb)
     if kept and previous is not None:
         # Members find each other at the addresses in their logs: restart on the recorded ports.
@@ -479,10 +524,19 @@ def _up(root: Path, count: int, base_port: int | None, lb: bool, given_secret: s
               for name, p in zip(names, plan, strict=True) for kind in ("amqp", "http", "cluster")]
     if lb:
         wanted += [(lb_plan["amqp"], "AMQP of the HAProxy"), (lb_plan["http"], "HTTP of the HAProxy")]
-    _check_ports(wanted)
+    if netns:
+        plan = [dict(NETNS_PORTS) for _ in names]  # every node has its own address
+        try:
+            network = NetLab.create(names)
+        except NetLabError as exc:
+            raise ClusterError(str(exc)) from None
+    else:
+        network = None
+        _check_ports(wanted)
 
     secret = _secret(root, given_secret)
-    state: dict[str, Any] = {"version": 1, "dir": str(root), "nodes": [], "lb": None, "lb_ports": lb_plan}
+    state: dict[str, Any] = {"version": 1, "dir": str(root), "nodes": [], "lb": None, "lb_ports": lb_plan,
+                             "network": network.as_dict() if network else None}
     deadline = time.monotonic() + timeout
     try:
         # Every node's record (and ports) is saved before the first starts: a failed `up`
@@ -491,8 +545,17 @@ def _up(root: Path, count: int, base_port: int | None, lb: bool, given_secret: s
                            "cluster_port": ports["cluster"], "data_dir": str(root / name),
                            "log": str(root / f"{name}.log"), "pid": None}
                           for name, ports in zip(names, plan, strict=True)]
+        for node in state["nodes"]:
+            if network is not None:
+                node.update(host=network.host(node["name"]), netns=network.namespace(node["name"]))
+            if own_disks:
+                try:
+                    tmpfs.mount(Path(node["data_dir"]))
+                except tmpfs.TmpfsError as exc:
+                    raise ClusterError(str(exc)) from None
+                node["tmpfs"] = True
         for i, node in enumerate(state["nodes"]):
-            seeds = [f"{HOST}:{plan[0]['cluster']}"] if i > 0 else []
+            seeds = [f"{node_host(state['nodes'][0])}:{plan[0]['cluster']}"] if i > 0 else []
             node.update(_spawn(node_command(node, seeds), Path(node["log"]), {"WARREN_CLUSTER_SECRET": secret}))
             _save_state(root, state)
             say(f"started {node['name']} (pid {node['pid']}), log {node['log']}")
@@ -519,6 +582,7 @@ def _up(root: Path, count: int, base_port: int | None, lb: bool, given_secret: s
             _wait_lb(root, state["lb"], count, deadline)
     except BaseException:
         _stop(_processes(state), timeout=5)
+        _release_lab(state)
         for proc in _processes(state):
             proc["pid"] = None
         _save_state(root, state)
@@ -550,6 +614,7 @@ def down(
         running = [p for p in procs if _alive(p)]
         started = time.monotonic()
         killed = _stop(running, timeout)
+        _release_lab(state)
         for proc in procs:
             proc["pid"] = None
         if not purge:
@@ -596,7 +661,7 @@ def status(
     healthy = True
     for n in state["nodes"]:
         row: dict[str, Any] = {"name": n["name"], "pid": n["pid"], "running": _alive(n),
-                               "amqp_url": _amqp_url(n["amqp_port"]), "http_url": _http_url(n["http_port"])}
+                               "amqp_url": node_amqp_url(n), "http_url": node_http_url(n)}
         if row["running"]:
             try:
                 info = _cluster_info(n)

@@ -20,7 +20,7 @@ from warren.limits import Limits
 CONFIG_KEYS = {
     "data_dir", "amqp_port", "http_port", "prometheus_port", "bind", "node_name", "tls_port",
     "tls_cert", "tls_key", "tls_ca", "tls_verify_peer", "default_user", "default_pass",
-    "default_vhost", "health_checks_require_auth", "cluster_secret", "cluster_port", "seeds",
+    "default_vhost", "health_checks_require_auth", "loopback_users", "cluster_secret", "cluster_port", "seeds",
     "cluster_tls_cert", "cluster_tls_key", "cluster_tls_ca",
 }
 
@@ -68,6 +68,10 @@ def server(
     cluster_tls_cert: str | None = typer.Option(None, envvar="WARREN_CLUSTER_TLS_CERT", help="PEM certificate for the cluster port."),
     cluster_tls_key: str | None = typer.Option(None, envvar="WARREN_CLUSTER_TLS_KEY", help="PEM key for the cluster port."),
     cluster_tls_ca: str | None = typer.Option(None, envvar="WARREN_CLUSTER_TLS_CA", help="PEM CA that signs every member's certificate."),
+    loopback_users: str = typer.Option(
+        "guest", envvar="WARREN_LOOPBACK_USERS",
+        help="Users who may log in only from localhost (RabbitMQ's loopback_users), comma-separated; "
+             "'none' lets every user log in from anywhere."),
     log_level: str = typer.Option("info", envvar="WARREN_LOG_LEVEL"),
 ) -> None:
     """Run one Warren node (vhost '/', user guest/guest from localhost only)."""
@@ -84,7 +88,7 @@ def server(
             "prometheus_port": None if prometheus_port < 0 else prometheus_port,
             "cluster_secret": cluster_secret, "cluster_port": cluster_port, "seeds": seeds,
             "cluster_tls_cert": cluster_tls_cert, "cluster_tls_key": cluster_tls_key,
-            "cluster_tls_ca": cluster_tls_ca,
+            "cluster_tls_ca": cluster_tls_ca, "loopback_users": loopback_users,
         }
         # Command-line and environment values win over the file only where they were given.
         for key, value in cli.items():

@@ -54,6 +54,8 @@ class NodeConfig:
     default_pass: str = "guest"
     default_vhost: str = "/"
     health_checks_require_auth: bool = False
+    # RabbitMQ's loopback_users: who may log in only from localhost ("none": nobody)
+    loopback_users: str | list[str] = "guest"
     # Cluster mode is on when a cluster secret is set; without one the node is standalone
     # (no cluster port). See warren.io.cluster.
     cluster_secret: str | None = None
@@ -200,6 +202,7 @@ class NodeRuntime:
                 limits=limits)
             persistence.recover(broker)
             self._released_recovery_memory()
+        broker.loopback_users = set(parse_loopback_users(config.loopback_users))
         self.node = Node(
             name=config.node_name,
             limits=limits,
@@ -510,6 +513,13 @@ class NodeRuntime:
         if self.store is not None:
             self.store.close()
             self.store = None
+
+
+def parse_loopback_users(users: str | list[str]) -> list[str]:
+    """``guest,admin`` or a TOML list; ``none`` (or nothing) for no loopback-only user."""
+    items = users.split(",") if isinstance(users, str) else list(users)
+    names = [item.strip() for item in items if item.strip()]
+    return [] if names == ["none"] else names
 
 
 def parse_seeds(seeds: str | list[str]) -> list[tuple[str, int]]:

@@ -1,11 +1,15 @@
 """Faults on a local cluster (``warren cluster up``'s processes), for real: signals to the
-node processes, restarts from their own data.
+node processes, restarts from their own data, packets dropped between namespaces.
 
 - ``kill``: SIGKILL a node, restart it ``fault_seconds`` later;
 - ``pause``: SIGSTOP a node, SIGCONT it ``fault_seconds`` later (a node that wakes up late);
-- ``leader``: SIGKILL the node leading the most of the run's quorum queues, then restart it.
-
-Network partitions are not here yet (the README's limitations say so).
+- ``leader``: SIGKILL the node leading the most of the run's quorum queues, then restart it;
+- ``partition``: cut the network between nodes (:class:`~warren.cli.chaos.netlab.NetLab`),
+  taking Jepsen's shapes in turn: ``isolate`` (the busiest leader alone), ``halves``,
+  ``bridge`` (two sides that one node sees both of) and ``ring`` (every node sees a
+  majority, no two the same one). Clients keep reaching every node;
+- ``disk``: fill a node's data dir (its own tmpfs, :mod:`~warren.cli.chaos.tmpfs`) to the
+  last byte, then empty it.
 """
 
 from __future__ import annotations
@@ -16,13 +20,15 @@ import random
 import signal
 import urllib.request
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from warren.cli.cluster_cmd import restart_node
+from warren.cli.chaos import tmpfs
+from warren.cli.chaos.netlab import NetLab
+from warren.cli.cluster_cmd import node_http_url, restart_node
 
-NEMESES = ("kill", "pause", "leader")
+NEMESES = ("kill", "pause", "leader", "partition", "disk")
 
 
 @dataclass
@@ -32,10 +38,49 @@ class Fault:
     start: float  # seconds since the run started
     healed: float = 0.0
     unavailable_seconds: float = 0.0  # the longest stretch without a confirm on any queue
+    sides: dict[str, str] = field(default_factory=dict)  # node -> "majority" | "minority" | "full disk" | "ok"
+    observed: dict[str, dict[str, Any]] = field(default_factory=dict)  # per node, what its clients saw
 
     def as_dict(self) -> dict[str, Any]:
-        return {"nemesis": self.nemesis, "node": self.node, "start": round(self.start, 3),
-                "healed": round(self.healed, 3), "unavailable_seconds": round(self.unavailable_seconds, 3)}
+        fault = {"nemesis": self.nemesis, "node": self.node, "start": round(self.start, 3),
+                 "healed": round(self.healed, 3), "unavailable_seconds": round(self.unavailable_seconds, 3)}
+        if self.sides:
+            fault.update(sides=self.sides, observed=self.observed)
+        return fault
+
+
+def partition_shapes(count: int) -> list[str]:
+    """The shapes that differ from each other and from "no partition" for ``count`` nodes."""
+    return [shape for shape, least in (("isolate", 2), ("halves", 4), ("bridge", 3), ("ring", 5))
+            if count >= least]
+
+
+def partition_reach(shape: str, order: list[str]) -> dict[str, set[str]]:
+    """Which nodes each node still reaches (itself included), symmetric; ``order[0]`` is the
+    isolated node, or the bridge."""
+    count = len(order)
+    if shape == "ring":
+        span = (count // 2 + 1) // 2  # neighbours each way: 2 * span + 1 nodes make a majority
+        return {node: {order[(i + k) % count] for k in range(-span, span + 1)} for i, node in enumerate(order)}
+    if shape == "isolate":
+        sides = [{order[0]}, set(order[1:])]
+    elif shape == "halves":
+        sides = [set(order[:count // 2]), set(order[count // 2:])]
+    elif shape == "bridge":
+        rest = order[1:]
+        sides = [{order[0], *rest[:len(rest) // 2]}, {order[0], *rest[len(rest) // 2:]}]
+    else:
+        raise ValueError(f"unknown partition shape {shape!r}")
+    return {node: set().union(*(side for side in sides if node in side)) for node in order}
+
+
+def describe_partition(shape: str, reach: dict[str, set[str]]) -> str:
+    if shape == "ring":
+        return "ring " + " ".join(reach)
+    sides = {frozenset(r) for r in reach.values()}
+    if shape == "bridge":
+        sides = {side for side in sides if len(side) < len(reach)}  # the bridge itself sees everyone
+    return f"{shape} " + " | ".join(sorted(" ".join(sorted(side)) for side in sides))
 
 
 class LocalNemesis:
@@ -45,11 +90,17 @@ class LocalNemesis:
         self.queues = queues
         self.rng = rng
         self.down: dict[str, str] = {}  # node -> how it is down ("kill" | "pause")
+        self.network = NetLab.from_dict(state["network"]) if state.get("network") else None
+        self.partitions = 0
+        self.reach: dict[str, set[str]] = {}  # the partition being made or in place
 
     def nodes(self) -> list[dict[str, Any]]:
         return list(self.state["nodes"])
 
     def target(self, nemesis: str) -> str:
+        """The node a fault hits, or for a partition its description (its plan is kept)."""
+        if nemesis == "partition":
+            return self._plan_partition()
         if nemesis == "leader":
             leader = self._busiest_leader()
             if leader is not None:
@@ -57,8 +108,16 @@ class LocalNemesis:
         return str(self.rng.choice(self.nodes())["name"])
 
     def start(self, nemesis: str, name: str) -> None:
+        if nemesis == "partition":
+            assert self.network is not None, "partitions need the cluster started with netns=True"
+            self.network.partition(self.reach)
+            self.down[name] = "partition"
+            return
         node = self._node(name)
-        if nemesis == "pause":
+        if nemesis == "disk":
+            tmpfs.fill(Path(node["data_dir"]))
+            self.down[name] = "disk"
+        elif nemesis == "pause":
             os.kill(int(node["pid"]), signal.SIGSTOP)
             self.down[name] = "pause"
         else:
@@ -67,8 +126,14 @@ class LocalNemesis:
 
     def heal(self, name: str) -> None:
         how = self.down.pop(name, None)
+        if how == "partition":
+            assert self.network is not None
+            self.network.heal()
+            return
         node = self._node(name)
-        if how == "pause":
+        if how == "disk":
+            tmpfs.empty(Path(node["data_dir"]))
+        elif how == "pause":
             os.kill(int(node["pid"]), signal.SIGCONT)
         elif how == "kill":
             _reap(int(node["pid"]))
@@ -77,6 +142,29 @@ class LocalNemesis:
     def heal_all(self) -> None:
         for name in list(self.down):
             self.heal(name)
+
+    def sides(self, nemesis: str, target: str) -> dict[str, str]:
+        """Per node, where the fault in place leaves it: for a partition, whether it reaches
+        a majority of the members; for a full disk, whether it is the full one."""
+        if nemesis == "disk":
+            return {str(n["name"]): "full disk" if n["name"] == target else "ok" for n in self.nodes()}
+        return {node: "majority" if len(reach) > len(self.reach) // 2 else "minority"
+                for node, reach in self.reach.items()}
+
+    def _plan_partition(self) -> str:
+        names = [str(n["name"]) for n in self.nodes()]
+        shapes = partition_shapes(len(names))
+        if not shapes:
+            raise ValueError("a partition needs at least 2 nodes")
+        shape = shapes[self.partitions % len(shapes)]
+        self.partitions += 1
+        order = self.rng.sample(names, len(names))
+        leader = self._busiest_leader() if shape == "isolate" else None
+        if leader in order:
+            order.remove(leader)
+            order.insert(0, leader)
+        self.reach = partition_reach(shape, order)
+        return describe_partition(shape, self.reach)
 
     def _node(self, name: str) -> dict[str, Any]:
         return next(n for n in self.state["nodes"] if n["name"] == name)
@@ -94,7 +182,7 @@ class LocalNemesis:
 
 def listed_queues(node: dict[str, Any]) -> list[dict[str, Any]] | None:
     """A node's ``/api/queues`` (as guest, the local cluster's user); None if it does not answer."""
-    request = urllib.request.Request(f"http://127.0.0.1:{node['http_port']}/api/queues")
+    request = urllib.request.Request(f"{node_http_url(node)}/api/queues")
     request.add_header("Authorization", "Basic Z3Vlc3Q6Z3Vlc3Q=")
     try:
         with urllib.request.urlopen(request, timeout=3) as answer:

@@ -2,10 +2,12 @@
 
 Each is an asyncio task with one connection at a time (``warren.cli.amqp_bench``'s small
 client), moving to the next node's URL whenever its connection fails, so a client of a
-killed or paused node carries on elsewhere, as one behind HAProxy would. Every body is a
-unique message id (8 bytes, then padding); what was attempted, confirmed, nacked and
-delivered goes to the :class:`~warren.cli.chaos.checker.Ledger`, and confirm times per
-queue to ``Stats`` for the availability figures and the timeline.
+killed or paused node carries on elsewhere, as one behind HAProxy would (a client of a
+node cut off by a partition stays: its connection lives, so the minority's behaviour is
+seen). Every body is a unique message id (8 bytes, then padding); what was attempted,
+confirmed, nacked and delivered goes to the :class:`~warren.cli.chaos.checker.Ledger`, and
+confirm and delivery times per queue and per node to ``Stats`` for the availability
+figures and the timeline.
 """
 
 from __future__ import annotations
@@ -37,6 +39,9 @@ class Stats:
     started: float = field(default_factory=time.monotonic)
     confirms: dict[str, list[float]] = field(default_factory=dict)  # queue -> confirm times (s since start)
     deliveries: list[float] = field(default_factory=list)
+    node_confirms: dict[str, list[float]] = field(default_factory=dict)  # node the client is on -> times
+    node_deliveries: dict[str, list[float]] = field(default_factory=dict)
+    placement: dict[str, str] = field(default_factory=dict)  # client ("publisher 0") -> node it is on
     latencies: list[tuple[float, float]] = field(default_factory=list)  # (when, publish-to-confirm seconds)
     failed_connects: int = 0  # connection attempts that failed (a node down or paused)
 
@@ -45,10 +50,10 @@ class Stats:
 
 
 class ChaosPublisher:
-    def __init__(self, index: int, urls: list[str], queue: str, ledger: Ledger, stats: Stats,
+    def __init__(self, index: int, endpoints: list[tuple[str, str]], queue: str, ledger: Ledger, stats: Stats,
                  window: int, size: int) -> None:
         self.index = index
-        self.urls = urls
+        self.endpoints = endpoints  # (node name, AMQP URL)
         self.queue = queue
         self.ledger = ledger
         self.stats = stats
@@ -63,7 +68,7 @@ class ChaosPublisher:
     async def run(self, until: float) -> None:
         attempt = self.index
         while time.monotonic() < until:
-            url = self.urls[attempt % len(self.urls)]
+            node, url = self.endpoints[attempt % len(self.endpoints)]
             attempt += 1
             try:
                 client = await connect(url, CONNECT_TIMEOUT, name="warren-chaos")
@@ -72,13 +77,14 @@ class ChaosPublisher:
                 self.stats.failed_connects += 1
                 await asyncio.sleep(RECONNECT_SECONDS)
                 continue
+            self.stats.placement[f"publisher {self.index}"] = node
             try:
-                await self._publish(client, until)
+                await self._publish(client, until, self.stats.node_confirms.setdefault(node, []))
             finally:
                 if client.transport is not None:
                     client.transport.close()
 
-    async def _publish(self, client: BenchClient, until: float) -> None:
+    async def _publish(self, client: BenchClient, until: float, node_confirms: list[float]) -> None:
         prefix, chunk = content_prefix(self.queue, self.size, True, client.frame_max)
         padding = b"\x00" * (self.size - _ID.size)
         outstanding: dict[int, tuple[int, float]] = {}  # delivery tag -> (message id, sent at)
@@ -100,6 +106,7 @@ class ChaosPublisher:
                 else:
                     self.ledger.confirmed.add(message_id)
                     confirms.append(now)
+                    node_confirms.append(now)
                     self.stats.latencies.append((now, now - sent))
             room.set()
 
@@ -119,10 +126,10 @@ class ChaosPublisher:
 
 
 class ChaosConsumer:
-    def __init__(self, index: int, urls: list[str], queue: str, ledger: Ledger, stats: Stats,
+    def __init__(self, index: int, endpoints: list[tuple[str, str]], queue: str, ledger: Ledger, stats: Stats,
                  prefetch: int) -> None:
         self.index = index
-        self.urls = urls
+        self.endpoints = endpoints  # (node name, AMQP URL)
         self.queue = queue
         self.ledger = ledger
         self.stats = stats
@@ -132,17 +139,21 @@ class ChaosConsumer:
     async def run(self, stop: asyncio.Event) -> None:
         attempt = self.index
         while not stop.is_set():
-            url = self.urls[attempt % len(self.urls)]
+            node, url = self.endpoints[attempt % len(self.endpoints)]
             attempt += 1
+            node_deliveries = self.stats.node_deliveries.setdefault(node, [])
             try:
                 client = await connect(url, CONNECT_TIMEOUT, name="warren-chaos")
                 await client.call(spec.Basic.Qos(prefetch_count=self.prefetch), spec.Basic.QosOk,
                                   timeout=CONNECT_TIMEOUT)
                 acks: list[bytes] = []
 
-                def on_delivery(tag: int, redelivered: bool, stamp: int, acks: list[bytes] = acks) -> None:
+                def on_delivery(tag: int, redelivered: bool, stamp: int, acks: list[bytes] = acks,
+                                node_deliveries: list[float] = node_deliveries) -> None:
                     self.ledger.delivered(stamp, redelivered)
-                    self.stats.deliveries.append(self.stats.now())
+                    now = self.stats.now()
+                    self.stats.deliveries.append(now)
+                    node_deliveries.append(now)
                     self.last_delivery = time.monotonic()
                     acks.append(ack_frame(tag))
 
@@ -155,6 +166,7 @@ class ChaosConsumer:
                 client.on_chunk_done = flush
                 await client.call(spec.Basic.Consume(queue=self.queue, consumer_tag=f"chaos-{self.index}-{attempt}"),
                                   spec.Basic.ConsumeOk, timeout=CONNECT_TIMEOUT)
+                self.stats.placement[f"consumer {self.index}"] = node
             except (BenchError, OSError):
                 self.stats.failed_connects += 1
                 await asyncio.sleep(RECONNECT_SECONDS)
