@@ -93,6 +93,10 @@ class CoreNode(Protocol):
     def ready(self) -> Any: ...
     def advance(self, ready: Any) -> None: ...
     def persist_failed(self, ready: Any, applied: bool) -> None: ...
+    def lag(self, node_id: int) -> int | None:
+        """On a leader: the entries ``node_id`` lacks; None elsewhere."""
+        ...
+    def transfer_leadership(self, target: int) -> bool: ...
 
 
 class StateMachine(Protocol):
@@ -603,9 +607,13 @@ class RaftHost:
         meanwhile new proposals are refused (``store_error``), so a failing disk costs
         availability, never a confirm for what is not durable.
         """
-        if self.store_error is None:
+        first = self.store_error is None
+        if first:
             log.error("raft store write failed, proposals refused until it recovers: %s", exc)
         self.store_error = str(exc)
+        handed = self._hand_off_leaderships()
+        if first and handed:
+            log.warning("handing the leadership of %d group(s) to other members while the store fails", handed)
         for group, ready in readies:
             slot = self.groups.get(group)
             if slot is not None:
@@ -613,6 +621,19 @@ class RaftHost:
                 self._dirty.add(group)
         await asyncio.sleep(STORE_RETRY_SECONDS)
         self._wake.set()
+
+    def _hand_off_leaderships(self) -> int:
+        """A leader that cannot write its log can apply nothing, so its groups would stall
+        while a healthy majority waits: each group it leads goes to its most caught-up
+        reachable member (leadership transfer; the full node cannot win an election back,
+        its vote needs a write). Asked again on every failed retry until it took; the
+        number of groups asked."""
+        handed = 0
+        for group, slot in self.groups.items():
+            lags = [(lag, peer) for peer in self.peers - self.down if (lag := slot.node.lag(peer)) is not None]
+            if lags and self.transfer_leadership(group, min(lags)[1]):
+                handed += 1
+        return handed
 
     def _send_all(self, messages: Iterable[Any]) -> None:
         """Send one pump pass's messages of every group: appends merged per peer, and every

@@ -8,8 +8,8 @@ node processes, restarts from their own data, packets dropped between namespaces
   taking Jepsen's shapes in turn: ``isolate`` (the busiest leader alone), ``halves``,
   ``bridge`` (two sides that one node sees both of) and ``ring`` (every node sees a
   majority, no two the same one). Clients keep reaching every node;
-- ``disk``: fill a node's data dir (its own tmpfs, :mod:`~warren.cli.chaos.tmpfs`) to the
-  last byte, then empty it.
+- ``disk``: fill the metadata leader's data dir (its own tmpfs,
+  :mod:`~warren.cli.chaos.tmpfs`) to the last byte, then empty it.
 """
 
 from __future__ import annotations
@@ -101,6 +101,10 @@ class LocalNemesis:
         """The node a fault hits, or for a partition its description (its plan is kept)."""
         if nemesis == "partition":
             return self._plan_partition()
+        if nemesis == "disk":
+            leader = self._metadata_leader()
+            if leader is not None:
+                return leader
         if nemesis == "leader":
             leader = self._busiest_leader()
             if leader is not None:
@@ -180,16 +184,31 @@ class LocalNemesis:
         return None
 
 
+    def _metadata_leader(self) -> str | None:
+        for node in self.nodes():
+            if node["name"] in self.down:
+                continue
+            info = _get(node, "/v1/cluster/info")
+            if isinstance(info, dict):
+                return next((str(m["name"]) for m in info.get("members", []) if m.get("is_leader")), None)
+        return None
+
+
 def listed_queues(node: dict[str, Any]) -> list[dict[str, Any]] | None:
     """A node's ``/api/queues`` (as guest, the local cluster's user); None if it does not answer."""
-    request = urllib.request.Request(f"{node_http_url(node)}/api/queues")
+    listed = _get(node, "/api/queues")
+    return listed if isinstance(listed, list) else None
+
+
+def _get(node: dict[str, Any], path: str) -> Any:
+    """A node's HTTP API answer (as guest, the local cluster's user); None if it does not answer."""
+    request = urllib.request.Request(f"{node_http_url(node)}{path}")
     request.add_header("Authorization", "Basic Z3Vlc3Q6Z3Vlc3Q=")
     try:
         with urllib.request.urlopen(request, timeout=3) as answer:
-            listed: list[dict[str, Any]] = json.loads(answer.read())
+            return json.loads(answer.read())
     except (OSError, ValueError):
         return None
-    return listed
 
 
 def _reap(pid: int) -> None:
