@@ -202,9 +202,19 @@ def _get_json(url: str, timeout: float = 2.0) -> Any:
         return json.loads(response.read())
 
 
+def node_api(node: dict[str, Any], path: str, timeout: float = 2.0) -> Any:
+    """GET a node's HTTP API as guest (the local cluster's user); raises OSError or ValueError."""
+    return _get_json(f"{node_http_url(node)}{path}", timeout)
+
+
 def _cluster_info(node: dict[str, Any]) -> dict[str, Any]:
-    info: dict[str, Any] = _get_json(f"{node_http_url(node)}/v1/cluster/info")
+    info: dict[str, Any] = node_api(node, "/v1/cluster/info")
     return info
+
+
+def metadata_leader(info: dict[str, Any]) -> str | None:
+    """The member a ``/v1/cluster/info`` answer names as the metadata group's leader."""
+    return next((str(m["name"]) for m in info["members"] if m.get("is_leader")), None)
 
 
 def _amqp_url(port: int, host: str = HOST) -> str:
@@ -439,7 +449,7 @@ def up(
 def node_command(node: dict[str, Any], seeds: list[str]) -> list[str]:
     """The ``warren server`` command line of a node of ``cluster.json`` (run inside its
     network namespace when it has one)."""
-    prefix = ["ip", "netns", "exec", node["netns"]] if node.get("netns") else []
+    prefix = ["ip", "netns", "exec", node["netns"]] if node.get("netns") else []  # it execs: the pid is the node's
     cmd = [*prefix, sys.executable, "-m", "warren.cli", "server", "--data-dir", node["data_dir"],
            "--node-name", node["name"], "--bind", node_host(node), "--amqp-port", str(node["amqp_port"]),
            "--http-port", str(node["http_port"]), "--cluster-port", str(node["cluster_port"]),
@@ -665,8 +675,7 @@ def status(
         if row["running"]:
             try:
                 info = _cluster_info(n)
-                leader = next((m["name"] for m in info["members"] if m.get("is_leader")), None)
-                row.update(member_id=info.get("local_id"), leader=leader,
+                row.update(member_id=info.get("local_id"), leader=metadata_leader(info),
                            members={m["name"]: m["status"] for m in info["members"]})
                 healthy &= set(row["members"].values()) == {"alive"} and len(row["members"]) == len(state["nodes"])
             except (OSError, ValueError, KeyError) as exc:

@@ -14,11 +14,9 @@ node processes, restarts from their own data, packets dropped between namespaces
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
-import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +24,7 @@ from typing import Any
 
 from warren.cli.chaos import tmpfs
 from warren.cli.chaos.netlab import NetLab
-from warren.cli.cluster_cmd import node_http_url, restart_node
+from warren.cli.cluster_cmd import metadata_leader, node_api, restart_node
 
 NEMESES = ("kill", "pause", "leader", "partition", "disk")
 
@@ -183,32 +181,23 @@ class LocalNemesis:
                 return str(leaders.most_common(1)[0][0])
         return None
 
-
     def _metadata_leader(self) -> str | None:
         for node in self.nodes():
-            if node["name"] in self.down:
-                continue
-            info = _get(node, "/v1/cluster/info")
-            if isinstance(info, dict):
-                return next((str(m["name"]) for m in info.get("members", []) if m.get("is_leader")), None)
+            if node["name"] not in self.down:
+                try:
+                    return metadata_leader(node_api(node, "/v1/cluster/info", timeout=3))
+                except (OSError, ValueError, KeyError):
+                    continue
         return None
 
 
 def listed_queues(node: dict[str, Any]) -> list[dict[str, Any]] | None:
     """A node's ``/api/queues`` (as guest, the local cluster's user); None if it does not answer."""
-    listed = _get(node, "/api/queues")
-    return listed if isinstance(listed, list) else None
-
-
-def _get(node: dict[str, Any], path: str) -> Any:
-    """A node's HTTP API answer (as guest, the local cluster's user); None if it does not answer."""
-    request = urllib.request.Request(f"{node_http_url(node)}{path}")
-    request.add_header("Authorization", "Basic Z3Vlc3Q6Z3Vlc3Q=")
     try:
-        with urllib.request.urlopen(request, timeout=3) as answer:
-            return json.loads(answer.read())
+        listed: list[dict[str, Any]] = node_api(node, "/api/queues", timeout=3)
     except (OSError, ValueError):
         return None
+    return listed
 
 
 def _reap(pid: int) -> None:

@@ -71,10 +71,6 @@ class NetLab:
     def namespace(self, node: str) -> str:
         return f"warren-{self.lab_id}-{self.nodes.index(node) + 1}"
 
-    def command_prefix(self, node: str) -> list[str]:
-        """What a node's command line is run under: ``ip netns exec`` execs, so the pid is the node's."""
-        return ["ip", "netns", "exec", self.namespace(node)]
-
     @classmethod
     def create(cls, nodes: list[str]) -> NetLab:
         missing = [tool for tool in ("ip", "nft") if shutil.which(tool) is None]

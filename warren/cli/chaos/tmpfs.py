@@ -1,9 +1,9 @@
 """A full disk for real: a node's data dir on its own small tmpfs, filled by a ballast file.
 
 The ``disk`` nemesis fills the mount with ``posix_fallocate`` until not a byte is free, so
-the node's next store write fails with ENOSPC as on a full disk (and its free-space check
-sees 0 bytes below ``disk_free_limit_bytes``); healing deletes the ballast. Mounting needs
-root; :func:`mount` says so.
+the node's next store write that needs a new page fails as on a full disk (LMDB reports
+ENOSPC, or EIO) and its free-space check sees 0 bytes; healing deletes the ballast.
+Mounting needs root; :func:`mount` says so.
 """
 
 from __future__ import annotations
