@@ -1,5 +1,6 @@
-"""``warren chaos``: start a local cluster, run a confirmed workload through a schedule of
-real faults, heal, drain every queue, and check that nothing confirmed was lost.
+"""``warren chaos``: start a local cluster (or take an existing one, Warren's or RabbitMQ's,
+from ``--cluster-file``), run a confirmed workload through a schedule of real faults, heal,
+drain every queue, and check that nothing confirmed was lost.
 
 The schedule: after a quiet ``--interval`` seconds, one fault at a time, taking the
 ``--nemesis`` kinds in turn (so every kind runs once before any runs twice), each lasting
@@ -28,11 +29,14 @@ import typer
 from pamqp import commands as spec
 
 from warren.cli.amqp_bench import BenchError, connect
+from warren.cli.chaos import external
 from warren.cli.chaos.checker import Ledger, check
 from warren.cli.chaos.nemesis import (
     NEMESES,
     Fault,
-    LocalNemesis,
+    LocalProcesses,
+    Nemesis,
+    Processes,
     listed_queues,
     unavailable_seconds,
 )
@@ -51,6 +55,9 @@ PROBE_TIMEOUT_SECONDS = 15.0  # above the cluster's request timeout (5 s), which
 @app.command()
 def chaos(
     nodes: int = typer.Option(3, "--nodes", min=1, max=7, help="Nodes of the local cluster to start."),
+    cluster_file: str | None = typer.Option(
+        None, "--cluster-file", help="Run against an existing cluster (Warren or RabbitMQ) this JSON file "
+        "describes: nodes' AMQP and HTTP URLs and the commands that kill, pause and restart them."),
     duration: float = typer.Option(60.0, "--duration", min=5.0, help="Seconds of workload and faults."),
     nemesis: str = typer.Option(",".join(NEMESES), "--nemesis",
                                 help="Faults, comma-separated (partition and disk need root)."),
@@ -69,8 +76,8 @@ def chaos(
     as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object."),
     report: str | None = typer.Option(None, "--report", help="Write report.json and timeline.html to DIR."),
 ) -> None:
-    """Faults against a local cluster under a confirmed workload; exits 1 if a confirmed
-    message was lost (Jepsen's total-queue check)."""
+    """Faults against a cluster under a confirmed workload; exits 1 if a confirmed message
+    was lost (Jepsen's total-queue check)."""
     kinds = [k.strip() for k in nemesis.split(",") if k.strip()]
     unknown = [k for k in kinds if k not in NEMESES]
     if unknown or not kinds:
@@ -78,24 +85,36 @@ def chaos(
     if queue_type not in ("quorum", "classic"):
         raise typer.BadParameter("--queue-type must be quorum or classic")
     say = (lambda _m: None) if as_json else (lambda m: typer.echo(m, err=True))
-    root = Path(directory).resolve() if directory else Path(tempfile.mkdtemp(prefix="warren-chaos-"))
-    try:
-        state = start_cluster(root, nodes, netns="partition" in kinds, own_disks="disk" in kinds)
-    except ClusterError as exc:
-        typer.echo(f"Error: cannot start the cluster: {exc}", err=True)
-        raise typer.Exit(2) from None
-    say(f"cluster of {nodes} up in {root}")
+    if cluster_file:
+        try:
+            state = external.load(Path(cluster_file))
+        except external.ClusterFileError as exc:
+            raise typer.BadParameter(str(exc)) from None
+        missing = external.missing_for(state, kinds)
+        if missing:
+            raise typer.BadParameter(f"{cluster_file} cannot run these faults: {'; '.join(missing)}")
+        processes: Processes = external.CommandProcesses(state)
+        say(f"{state['broker']} cluster of {len(state['nodes'])} from {cluster_file}")
+    else:
+        root = Path(directory).resolve() if directory else Path(tempfile.mkdtemp(prefix="warren-chaos-"))
+        try:
+            state = start_cluster(root, nodes, netns="partition" in kinds, own_disks="disk" in kinds)
+        except ClusterError as exc:
+            typer.echo(f"Error: cannot start the cluster: {exc}", err=True)
+            raise typer.Exit(2) from None
+        processes = LocalProcesses(root, state)
+        say(f"cluster of {nodes} up in {root}")
     names = [f"chaos-{i}" for i in range(queues)]
     rng = random.Random(seed or None)
-    local = LocalNemesis(root, state, names, rng)
+    nemeses = Nemesis(state, processes, names, rng)
     ok = False
     try:
-        result = asyncio.run(_run(state, local, kinds, names, queue_type, duration, interval, fault_seconds,
+        result = asyncio.run(_run(state, nemeses, kinds, names, queue_type, duration, interval, fault_seconds,
                                   publishers, consumers, window, size, drain_timeout, say))
         ok = result["verdict"]["ok"]
     finally:
-        local.heal_all()
-        if not keep:
+        nemeses.heal_all()
+        if not keep and not cluster_file:
             stop_cluster(state)
             if ok and not directory:
                 shutil.rmtree(root, ignore_errors=True)
@@ -111,7 +130,7 @@ def chaos(
     raise typer.Exit(0 if verdict["ok"] else 1)
 
 
-async def _run(state: dict[str, Any], local: LocalNemesis, kinds: list[str], names: list[str], queue_type: str,
+async def _run(state: dict[str, Any], nemeses: Nemesis, kinds: list[str], names: list[str], queue_type: str,
                duration: float, interval: float, fault_seconds: float, publishers: int, consumers: int,
                window: int, size: int, drain_timeout: float, say: Any) -> dict[str, Any]:
     endpoints = [(str(n["name"]), node_amqp_url(n)) for n in state["nodes"]]
@@ -133,12 +152,12 @@ async def _run(state: dict[str, Any], local: LocalNemesis, kinds: list[str], nam
             break
         kind = kinds[turn % len(kinds)]
         turn += 1
-        node = local.target(kind)
+        node = nemeses.target(kind)
         fault = Fault(kind, node, stats.now())
         say(f"{fault.start:6.1f}s  {kind} {node}")
-        local.start(kind, node)
+        nemeses.start(kind, node)
         if kind in OBSERVED:
-            fault.sides = local.sides(kind, node)
+            fault.sides = nemeses.sides(kind, node)
             placement = dict(stats.placement)
             probes_made.append(f"chaos-probe-{turn}")
             probes = asyncio.ensure_future(_probe_metadata(endpoints, probes_made[-1]))
@@ -147,14 +166,14 @@ async def _run(state: dict[str, Any], local: LocalNemesis, kinds: list[str], nam
         else:
             await asyncio.sleep(fault_seconds)
         healing = stats.now()  # what arrives once the heal starts is not the fault's
-        await asyncio.to_thread(local.heal, node)
+        await asyncio.to_thread(nemeses.heal, node)
         fault.healed = stats.now()
         if kind in OBSERVED:
             fault.observed = _observed(stats, fault, healing, probed, placement)
         say(f"{fault.healed:6.1f}s  healed {node}")
         faults.append(fault)
     await asyncio.gather(*publisher_tasks)
-    await asyncio.to_thread(local.heal_all)
+    await asyncio.to_thread(nemeses.heal_all)
     await _delete_probes(endpoints[0][1], [f"{prefix}-{name}" for prefix in probes_made for name, _url in endpoints])
     say(f"{stats.now():6.1f}s  publishers done; draining")
     drained = await _drain(state, names, stats, drain_timeout)
@@ -168,7 +187,7 @@ async def _run(state: dict[str, Any], local: LocalNemesis, kinds: list[str], nam
     calm = sum(1 for t in all_confirms if 1.0 <= t < calm_end) / max(calm_end - 1.0, 0.001)
     return {"verdict": verdict, "drained": drained, "faults": [f.as_dict() for f in faults],
             "calm_confirms_per_second": round(calm, 1),
-            "nodes": len(state["nodes"]), "queues": names, "queue_type": queue_type, "duration": duration,
+            "broker": state.get("broker", "warren"), "nodes": len(state["nodes"]), "queues": names, "queue_type": queue_type, "duration": duration,
             "failed_connects": stats.failed_connects,
             "series": {"confirms": all_confirms,
                        "deliveries": stats.deliveries, "latencies": stats.latencies}}

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any, NoReturn
@@ -196,15 +197,19 @@ def _check_ports(wanted: list[tuple[int, str]]) -> None:
 # ---- HTTP ------------------------------------------------------------------------------
 
 def _get_json(url: str, timeout: float = 2.0) -> Any:
-    request = urllib.request.Request(url, headers={
-        "Authorization": "Basic " + base64.b64encode(b"guest:guest").decode()})
+    """GET as the URL's user (``http://user:password@host:port``), else as guest."""
+    parts = urllib.parse.urlsplit(url)
+    user = f"{urllib.parse.unquote(parts.username or 'guest')}:{urllib.parse.unquote(parts.password or 'guest')}"
+    bare = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    request = urllib.request.Request(bare, headers={"Authorization": "Basic " + base64.b64encode(user.encode()).decode()})
     with urllib.request.urlopen(request, timeout=timeout) as response:
         return json.loads(response.read())
 
 
 def node_api(node: dict[str, Any], path: str, timeout: float = 2.0) -> Any:
-    """GET a node's HTTP API as guest (the local cluster's user); raises OSError or ValueError."""
-    return _get_json(f"{node_http_url(node)}{path}", timeout)
+    """GET a node's HTTP API (as guest, the local cluster's user, unless its ``http`` URL
+    names one); raises OSError or ValueError."""
+    return _get_json(f"{node_http_url(node).rstrip('/')}{path}", timeout)
 
 
 def _cluster_info(node: dict[str, Any]) -> dict[str, Any]:
@@ -231,11 +236,12 @@ def node_host(node: dict[str, Any]) -> str:
 
 
 def node_amqp_url(node: dict[str, Any]) -> str:
-    return _amqp_url(node["amqp_port"], node_host(node))
+    """A node's AMQP URL: given (a ``--cluster-file`` node's ``amqp``), or from its port."""
+    return str(node.get("amqp") or _amqp_url(node["amqp_port"], node_host(node)))
 
 
 def node_http_url(node: dict[str, Any]) -> str:
-    return _http_url(node["http_port"], node_host(node))
+    return str(node.get("http") or _http_url(node["http_port"], node_host(node)))
 
 
 # ---- HAProxy ---------------------------------------------------------------------------

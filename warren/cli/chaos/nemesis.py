@@ -1,5 +1,6 @@
-"""Faults on a local cluster (``warren cluster up``'s processes), for real: signals to the
-node processes, restarts from their own data, packets dropped between namespaces.
+"""Faults on a cluster, for real: signals to the node processes (``warren cluster up``'s, or
+an existing cluster's through its own commands, :mod:`~warren.cli.chaos.external`),
+restarts from their own data, packets dropped between namespaces, a filled disk.
 
 - ``kill``: SIGKILL a node, restart it ``fault_seconds`` later;
 - ``pause``: SIGSTOP a node, SIGCONT it ``fault_seconds`` later (a node that wakes up late);
@@ -20,7 +21,7 @@ import signal
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from warren.cli.chaos import tmpfs
 from warren.cli.chaos.netlab import NetLab
@@ -81,10 +82,43 @@ def describe_partition(shape: str, reach: dict[str, set[str]]) -> str:
     return f"{shape} " + " | ".join(sorted(" ".join(sorted(side)) for side in sides))
 
 
-class LocalNemesis:
-    def __init__(self, root: Path, state: dict[str, Any], queues: list[str], rng: random.Random) -> None:
+class Processes(Protocol):
+    """How the nemesis stops and starts a cluster's nodes."""
+
+    def kill(self, name: str) -> None: ...
+    def pause(self, name: str) -> None: ...
+    def resume(self, name: str) -> None: ...
+    def restart(self, name: str) -> None: ...  # a killed node, from its own data; returns once it serves
+
+
+class LocalProcesses:
+    """``warren cluster up``'s node processes: signals to their pids, ``restart_node``."""
+
+    def __init__(self, root: Path, state: dict[str, Any]) -> None:
         self.root = root
         self.state = state
+
+    def _pid(self, name: str) -> int:
+        return int(next(n for n in self.state["nodes"] if n["name"] == name)["pid"])
+
+    def kill(self, name: str) -> None:
+        os.kill(self._pid(name), signal.SIGKILL)
+
+    def pause(self, name: str) -> None:
+        os.kill(self._pid(name), signal.SIGSTOP)
+
+    def resume(self, name: str) -> None:
+        os.kill(self._pid(name), signal.SIGCONT)
+
+    def restart(self, name: str) -> None:
+        _reap(self._pid(name))
+        restart_node(self.root, self.state, name)
+
+
+class Nemesis:
+    def __init__(self, state: dict[str, Any], processes: Processes, queues: list[str], rng: random.Random) -> None:
+        self.state = state
+        self.processes = processes
         self.queues = queues
         self.rng = rng
         self.down: dict[str, str] = {}  # node -> how it is down ("kill" | "pause")
@@ -99,8 +133,8 @@ class LocalNemesis:
         """The node a fault hits, or for a partition its description (its plan is kept)."""
         if nemesis == "partition":
             return self._plan_partition()
-        if nemesis == "disk":
-            leader = self._metadata_leader()
+        if nemesis == "disk":  # the metadata leader; a broker without one (RabbitMQ): the busiest queue leader
+            leader = self._metadata_leader() or self._busiest_leader()
             if leader is not None:
                 return leader
         if nemesis == "leader":
@@ -115,15 +149,14 @@ class LocalNemesis:
             self.network.partition(self.reach)
             self.down[name] = "partition"
             return
-        node = self._node(name)
         if nemesis == "disk":
-            tmpfs.fill(Path(node["data_dir"]))
+            tmpfs.fill(Path(self._node(name)["data_dir"]))
             self.down[name] = "disk"
         elif nemesis == "pause":
-            os.kill(int(node["pid"]), signal.SIGSTOP)
+            self.processes.pause(name)
             self.down[name] = "pause"
         else:
-            os.kill(int(node["pid"]), signal.SIGKILL)
+            self.processes.kill(name)
             self.down[name] = "kill"
 
     def heal(self, name: str) -> None:
@@ -132,14 +165,12 @@ class LocalNemesis:
             assert self.network is not None
             self.network.heal()
             return
-        node = self._node(name)
         if how == "disk":
-            tmpfs.empty(Path(node["data_dir"]))
+            tmpfs.empty(Path(self._node(name)["data_dir"]))
         elif how == "pause":
-            os.kill(int(node["pid"]), signal.SIGCONT)
+            self.processes.resume(name)
         elif how == "kill":
-            _reap(int(node["pid"]))
-            restart_node(self.root, self.state, name)
+            self.processes.restart(name)
 
     def heal_all(self) -> None:
         for name in list(self.down):
