@@ -73,6 +73,8 @@ def test_each_nemesis_once_loses_nothing_confirmed(tmp_path: Path) -> None:
     html = (tmp_path / "report" / "timeline.html").read_text()
     assert "warren chaos: OK" in html and "kill warren-" in html and "partition isolate" in html
     assert json.loads((tmp_path / "report" / "report.json").read_text())["verdict"]["ok"] is True
+    png = (tmp_path / "report" / "timeline.png").read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 20_000  # a drawn chart, not an empty canvas
     assert namespaces() == before  # the run removed its namespaces
 
 

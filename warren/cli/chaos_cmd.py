@@ -20,6 +20,7 @@ import asyncio
 import json
 import random
 import shutil
+import signal
 import tempfile
 import time
 from pathlib import Path
@@ -36,6 +37,7 @@ from warren.cli.chaos.nemesis import (
     Fault,
     LocalProcesses,
     Nemesis,
+    NemesisError,
     Processes,
     listed_queues,
     unavailable_seconds,
@@ -74,7 +76,7 @@ def chaos(
     directory: str | None = typer.Option(None, "--dir", help="The cluster's directory (default: a temporary one)."),
     keep: bool = typer.Option(False, "--keep", help="Leave the cluster running and its data in place."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object."),
-    report: str | None = typer.Option(None, "--report", help="Write report.json and timeline.html to DIR."),
+    report: str | None = typer.Option(None, "--report", help="Write report.json, timeline.html and timeline.png to DIR."),
 ) -> None:
     """Faults against a cluster under a confirmed workload; exits 1 if a confirmed message
     was lost (Jepsen's total-queue check)."""
@@ -85,14 +87,18 @@ def chaos(
     if queue_type not in ("quorum", "classic"):
         raise typer.BadParameter("--queue-type must be quorum or classic")
     say = (lambda _m: None) if as_json else (lambda m: typer.echo(m, err=True))
+    signal.signal(signal.SIGTERM, _terminated)
     if cluster_file:
         try:
             state = external.load(Path(cluster_file))
         except external.ClusterFileError as exc:
-            raise typer.BadParameter(str(exc)) from None
+            typer.echo(f"Error: {exc}", err=True)
+            raise typer.Exit(2) from None
         missing = external.missing_for(state, kinds)
-        if missing:
-            raise typer.BadParameter(f"{cluster_file} cannot run these faults: {'; '.join(missing)}")
+        if missing:  # plain lines, not a wrapped box: they name the keys to add
+            typer.echo(f"Error: {cluster_file} cannot run these faults (add the keys, or leave the "
+                       "faults out of --nemesis):\n" + "\n".join(f"  {m}" for m in missing), err=True)
+            raise typer.Exit(2)
         processes: Processes = external.CommandProcesses(state)
         say(f"{state['broker']} cluster of {len(state['nodes'])} from {cluster_file}")
     else:
@@ -121,13 +127,23 @@ def chaos(
             elif not ok:
                 typer.echo(f"the nodes' data and logs are kept in {root}", err=True)
     if report:
-        write_report(Path(report), result)
+        no_png = write_report(Path(report), result)
+        if no_png:
+            typer.echo(f"note: {no_png}", err=True)
     verdict = result["verdict"]
     if as_json:
         typer.echo(json.dumps({k: v for k, v in result.items() if k != "series"}))
     else:
         _print(result)
+    if verdict["ok"] and result["nemesis_errors"]:
+        typer.echo("Error: the schedule did not run as asked: " + "; ".join(result["nemesis_errors"]), err=True)
+        raise typer.Exit(2)
     raise typer.Exit(0 if verdict["ok"] else 1)
+
+
+def _terminated(_signum: int, _frame: object) -> None:
+    """SIGTERM ends a run as Ctrl-C does: faults healed, the cluster stopped, namespaces gone."""
+    raise KeyboardInterrupt
 
 
 async def _run(state: dict[str, Any], nemeses: Nemesis, kinds: list[str], names: list[str], queue_type: str,
@@ -144,6 +160,7 @@ async def _run(state: dict[str, Any], nemeses: Nemesis, kinds: list[str], names:
         ChaosPublisher(i, endpoints, names[i % len(names)], ledger, stats, window, size).run(until))
         for i in range(publishers)]
     faults: list[Fault] = []
+    nemesis_errors: list[str] = []  # a fault not made or not healed (a node gone, a command failed)
     probes_made: list[str] = []
     turn = 0
     while True:
@@ -155,7 +172,12 @@ async def _run(state: dict[str, Any], nemeses: Nemesis, kinds: list[str], names:
         node = nemeses.target(kind)
         fault = Fault(kind, node, stats.now())
         say(f"{fault.start:6.1f}s  {kind} {node}")
-        nemeses.start(kind, node)
+        try:
+            nemeses.start(kind, node)
+        except NemesisError as exc:
+            nemesis_errors.append(str(exc))
+            say(f"{stats.now():6.1f}s  {exc}; no more faults")
+            break
         if kind in OBSERVED:
             fault.sides = nemeses.sides(kind, node)
             placement = dict(stats.placement)
@@ -166,14 +188,18 @@ async def _run(state: dict[str, Any], nemeses: Nemesis, kinds: list[str], names:
         else:
             await asyncio.sleep(fault_seconds)
         healing = stats.now()  # what arrives once the heal starts is not the fault's
-        await asyncio.to_thread(nemeses.heal, node)
+        try:
+            await asyncio.to_thread(nemeses.heal, node)
+        except NemesisError as exc:
+            nemesis_errors.append(str(exc))
+            say(f"{stats.now():6.1f}s  {exc}")
         fault.healed = stats.now()
         if kind in OBSERVED:
             fault.observed = _observed(stats, fault, healing, probed, placement)
         say(f"{fault.healed:6.1f}s  healed {node}")
         faults.append(fault)
     await asyncio.gather(*publisher_tasks)
-    await asyncio.to_thread(nemeses.heal_all)
+    nemesis_errors += await asyncio.to_thread(nemeses.heal_all)
     await _delete_probes(endpoints[0][1], [f"{prefix}-{name}" for prefix in probes_made for name, _url in endpoints])
     say(f"{stats.now():6.1f}s  publishers done; draining")
     drained = await _drain(state, names, stats, drain_timeout)
@@ -186,6 +212,7 @@ async def _run(state: dict[str, Any], nemeses: Nemesis, kinds: list[str], names:
     calm_end = faults[0].start if faults else duration  # before the first fault, after a warm-up second
     calm = sum(1 for t in all_confirms if 1.0 <= t < calm_end) / max(calm_end - 1.0, 0.001)
     return {"verdict": verdict, "drained": drained, "faults": [f.as_dict() for f in faults],
+            "nemesis_errors": nemesis_errors,
             "calm_confirms_per_second": round(calm, 1),
             "broker": state.get("broker", "warren"), "nodes": len(state["nodes"]), "queues": names, "queue_type": queue_type, "duration": duration,
             "failed_connects": stats.failed_connects,
@@ -299,6 +326,8 @@ def _print(result: dict[str, Any]) -> None:
                        f"confirms/s {seen['confirms_per_second']:>7} "
                        f" deliveries/s {seen['deliveries_per_second']:>7}  declare {answer} "
                        f"in {metadata.get('seconds', 0)}s")
+    for error in result["nemesis_errors"]:
+        typer.echo(f"fault not made or not healed: {error}")
     if not result["drained"]:
         typer.echo("warning: the queues did not drain in time; lost counts may include messages still queued")
     typer.echo("OK: nothing confirmed was lost" if v["ok"] else f"FAILED: {json.dumps(v['samples'])}")

@@ -114,7 +114,10 @@ class FrameDecoder:
         self.max_frame_bytes = max_frame_bytes
         self._buffer = bytearray()
 
-    def feed(self, data: bytes) -> list[Any]:
+    def feed(self, data: bytes, at_most: int | None = None) -> list[Any]:
+        """The frames complete so far, ``at_most`` of them: the rest stays undecoded, so a
+        frame that followed the handshake in the same read is checked against the limit in
+        force once the handshake is done, not against the handshake's."""
         # Frames are decoded straight out of the bytes read (no copy into the buffer, no copy
         # of each body); only an incomplete tail waits in the buffer for the next read.
         buffered = bool(self._buffer)
@@ -125,7 +128,7 @@ class FrameDecoder:
         pos = 0
         end_of_data = len(buf)
         with memoryview(buf) as view:
-            while end_of_data - pos >= 4:
+            while end_of_data - pos >= 4 and (at_most is None or len(out) < at_most):
                 (size,) = _LENGTH.unpack_from(buf, pos)
                 if size > self.max_frame_bytes:
                     raise PeerProtocolError(
@@ -196,15 +199,18 @@ class _FrameStream:
         self.pending: deque[Any] = deque()
 
     async def next(self) -> Any:
+        """One frame; what came after it stays undecoded until asked for (see ``feed``)."""
+        self.pending.extend(self.decoder.feed(b"", at_most=1))
         while not self.pending:
             data = await self.reader.read(256 * 1024)
             if not data:
                 raise ConnectionError("peer closed the connection")
-            self.pending.extend(self.decoder.feed(data))
+            self.pending.extend(self.decoder.feed(data, at_most=1))
         return self.pending.popleft()
 
     async def batches(self) -> Any:
         """Yields lists of frames, as many as one read delivered."""
+        self.pending.extend(self.decoder.feed(b""))  # what arrived with the handshake's last frame
         if self.pending:
             batch = list(self.pending)
             self.pending.clear()
@@ -365,7 +371,7 @@ async def dial_handshake(reader: asyncio.StreamReader, writer: asyncio.StreamWri
             "--cluster-tls-cert, --cluster-tls-key and --cluster-tls-ca too")
     if not first:
         raise ConnectionError("peer closed the connection")
-    stream.pending.extend(stream.decoder.feed(first))
+    stream.pending.extend(stream.decoder.feed(first, at_most=1))
     reply = await stream.next()
     their_nonce = _field(reply, "nonce", bytes)
     expected = handshake_mac(secret, "listener", my_nonce, their_nonce, peer_id, my_id)

@@ -28,6 +28,19 @@ def test_oversize_frame_is_refused_before_its_body_arrives() -> None:
     assert FrameDecoder(100).feed(encode_frame(b"x" * 90)) == [b"x" * 90]
 
 
+def test_a_large_frame_read_with_the_handshakes_last_is_decoded_under_the_later_limit() -> None:
+    """A dialer sends its proof and at once its first Raft messages: one read may hold both.
+    Found by `warren chaos` (a reconnect after a partition was dropped, "frame of 1803
+    bytes exceeds the limit of 512")."""
+    decoder = FrameDecoder(512)
+    big = {"append": b"x" * 1800}
+    assert decoder.feed(encode_frame({"mac": b"m"}) + encode_frame(big), at_most=1) == [{"mac": b"m"}]
+    decoder.max_frame_bytes = 64 * 1024
+    assert decoder.feed(b"") == [big]
+    with pytest.raises(PeerProtocolError, match="exceeds the limit of 512"):
+        FrameDecoder(512).feed(encode_frame({"mac": b"m"}) + encode_frame(big))  # all at once: the old way
+
+
 def test_garbage_bytes_are_a_protocol_error() -> None:
     # An HTTP request on the peer port: "GET " read as a length is ~1.2 GB.
     with pytest.raises(PeerProtocolError):

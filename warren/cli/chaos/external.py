@@ -29,6 +29,8 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
+from warren.cli.chaos.nemesis import NemesisError
+
 COMMAND_TIMEOUT_SECONDS = 60.0
 RESTART_TIMEOUT_SECONDS = 120.0  # a RabbitMQ node restarting with quorum queues takes a while
 NEEDS = {"kill": ("kill", "restart"), "leader": ("kill", "restart"), "pause": ("pause", "resume"),
@@ -74,6 +76,10 @@ def missing_for(state: dict[str, Any], nemeses: list[str]) -> list[str]:
     return missing
 
 
+class CommandError(NemesisError):
+    """A node's command failed, or a restarted node did not serve in time."""
+
+
 class CommandProcesses:
     """A node's kill, pause, resume and restart are the cluster file's shell commands."""
 
@@ -84,7 +90,7 @@ class CommandProcesses:
         command = self.nodes[name][what]
         done = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=COMMAND_TIMEOUT_SECONDS)
         if done.returncode != 0:
-            raise RuntimeError(f"{what} {name}: `{command}` exited {done.returncode}: {done.stderr.strip()}")
+            raise CommandError(f"{what} {name}: `{command}` exited {done.returncode}: {done.stderr.strip()}")
 
     def kill(self, name: str) -> None:
         self._run(name, "kill")
@@ -115,5 +121,5 @@ def wait_amqp(url: str, timeout: float) -> None:
         except OSError:
             pass
         if time.monotonic() > deadline:
-            raise RuntimeError(f"{address[0]}:{address[1]} does not serve AMQP {timeout:.0f} s after its restart")
+            raise CommandError(f"{address[0]}:{address[1]} does not serve AMQP {timeout:.0f} s after its restart")
         time.sleep(0.5)

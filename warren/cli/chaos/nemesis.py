@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import subprocess
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,6 +83,10 @@ def describe_partition(shape: str, reach: dict[str, set[str]]) -> str:
     return f"{shape} " + " | ".join(sorted(" ".join(sorted(side)) for side in sides))
 
 
+class NemesisError(RuntimeError):
+    """A fault could not be made or healed (a node gone on its own, a command that failed)."""
+
+
 class Processes(Protocol):
     """How the nemesis stops and starts a cluster's nodes."""
 
@@ -101,14 +106,22 @@ class LocalProcesses:
     def _pid(self, name: str) -> int:
         return int(next(n for n in self.state["nodes"] if n["name"] == name)["pid"])
 
+    def _signal(self, name: str, sig: signal.Signals) -> None:
+        pid = self._pid(name)
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            raise NemesisError(f"{name} is not running (pid {pid} is gone): it stopped on its own, "
+                               "see its log") from None
+
     def kill(self, name: str) -> None:
-        os.kill(self._pid(name), signal.SIGKILL)
+        self._signal(name, signal.SIGKILL)
 
     def pause(self, name: str) -> None:
-        os.kill(self._pid(name), signal.SIGSTOP)
+        self._signal(name, signal.SIGSTOP)
 
     def resume(self, name: str) -> None:
-        os.kill(self._pid(name), signal.SIGCONT)
+        self._signal(name, signal.SIGCONT)
 
     def restart(self, name: str) -> None:
         _reap(self._pid(name))
@@ -172,9 +185,15 @@ class Nemesis:
         elif how == "kill":
             self.processes.restart(name)
 
-    def heal_all(self) -> None:
+    def heal_all(self) -> list[str]:
+        """Heal every fault in place; what failed (a restart command, say) does not stop the rest."""
+        errors = []
         for name in list(self.down):
-            self.heal(name)
+            try:
+                self.heal(name)
+            except (OSError, NemesisError, subprocess.SubprocessError) as exc:
+                errors.append(str(exc))
+        return errors
 
     def sides(self, nemesis: str, target: str) -> dict[str, str]:
         """Per node, where the fault in place leaves it: for a partition, whether it reaches

@@ -1,5 +1,6 @@
-"""A chaos run's report: ``report.json`` and ``timeline.html`` (an SVG drawn here: confirms
-and deliveries per second, publish-to-confirm p99 per second, fault spans)."""
+"""A chaos run's report: ``report.json``, ``timeline.html`` (an SVG drawn here) and
+``timeline.png`` (matplotlib, the ``chaos`` extra): confirms and deliveries per second,
+publish-to-confirm p99 per second, and the fault spans."""
 
 from __future__ import annotations
 
@@ -19,22 +20,61 @@ def per_second(times: list[float]) -> dict[int, int]:
     return counts
 
 
-def write_report(directory: Path, result: dict[str, Any]) -> None:
+def write_report(directory: Path, result: dict[str, Any]) -> str | None:
+    """Write the three files; returns why the PNG is missing, if it is."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "report.json").write_text(json.dumps({k: v for k, v in result.items() if k != "series"}, indent=2))
     (directory / "timeline.html").write_text(timeline_html(result))
+    return timeline_png(result, directory / "timeline.png")
+
+
+def p99_per_second(latencies: list[tuple[float, float]]) -> dict[int, float]:
+    by_second: dict[int, list[float]] = defaultdict(list)
+    for when, latency in latencies:
+        by_second[int(when)].append(latency)
+    return {second: sorted(values)[min(len(values) - 1, int(len(values) * 0.99))]
+            for second, values in by_second.items()}
+
+
+def timeline_png(result: dict[str, Any], path: Path) -> str | None:
+    try:
+        import matplotlib
+    except ImportError:
+        return "timeline.png needs matplotlib: pip install 'warrenmq[chaos]'"
+    matplotlib.use("Agg")  # no display
+    from matplotlib import pyplot
+
+    series = result["series"]
+    confirms, deliveries = per_second(series["confirms"]), per_second(series["deliveries"])
+    p99 = p99_per_second(series["latencies"])
+    figure, (rates, latency) = pyplot.subplots(2, 1, figsize=(12, 6), sharex=True)
+    for axis in (rates, latency):
+        for fault in result["faults"]:
+            axis.axvspan(fault["start"], fault["healed"], color="#f4b6b6", alpha=0.5)
+    for fault in result["faults"]:
+        rates.annotate(f"{fault['nemesis']} {fault['node']}"[:40], (fault["start"], 1.0),
+                       xycoords=("data", "axes fraction"), fontsize=7, rotation=20, va="bottom")
+    rates.plot(sorted(confirms), [confirms[s] for s in sorted(confirms)], color="#1f5fbf", label="confirms/s")
+    rates.plot(sorted(deliveries), [deliveries[s] for s in sorted(deliveries)], color="#2a9d3a", label="deliveries/s")
+    rates.set_ylabel("per second")
+    rates.legend(loc="lower right", fontsize=8)
+    latency.plot(sorted(p99), [p99[s] * 1000 for s in sorted(p99)], color="#b5522b")
+    latency.set_ylabel("publish-to-confirm p99, ms")
+    latency.set_xlabel("seconds since the run started")
+    verdict = result["verdict"]
+    figure.suptitle(f"warren chaos, {result.get('broker', 'warren')}: {'OK' if verdict['ok'] else 'FAILED'}, "
+                    f"{verdict['confirmed']:,} confirmed, {verdict['lost']} lost, {verdict['duplicated']} duplicated",
+                    y=0.995)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    pyplot.close(figure)
+    return None
 
 
 def timeline_html(result: dict[str, Any]) -> str:
     series = result["series"]
     confirms, deliveries = per_second(series["confirms"]), per_second(series["deliveries"])
-    p99: dict[int, float] = {}
-    by_second: dict[int, list[float]] = defaultdict(list)
-    for when, latency in series["latencies"]:
-        by_second[int(when)].append(latency)
-    for second, values in by_second.items():
-        values.sort()
-        p99[second] = values[min(len(values) - 1, int(len(values) * 0.99))]
+    p99 = p99_per_second(series["latencies"])
     end = max([*confirms, *deliveries, *(int(f["healed"]) + 1 for f in result["faults"]), 1])
     top = max([*confirms.values(), *deliveries.values(), 1])
     worst = max([*p99.values(), 0.001])
@@ -60,7 +100,7 @@ def timeline_html(result: dict[str, Any]) -> str:
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>warren chaos</title></head>
 <body style="font-family: sans-serif">
 <h1>warren chaos: {"OK" if verdict["ok"] else "FAILED"}</h1>
-<p>{result["nodes"]} nodes, {len(result["queues"])} {html.escape(result["queue_type"])} queues,
+<p>{html.escape(result.get("broker", "warren"))}: {result["nodes"]} nodes, {len(result["queues"])} {html.escape(result["queue_type"])} queues,
 {result["duration"]:.0f} s, {len(result["faults"])} faults.</p>
 <h2>Throughput (per second: confirms blue, deliveries green; top {top}) and faults</h2>
 <svg width="{WIDTH}" height="{HEIGHT}">{spans}{line(dict(confirms), top, "#1f5fbf")}
