@@ -232,6 +232,38 @@ def test_max_length_reject_publish_nacks_and_drop_head_drops(trio: list[Member])
     assert [channel(c).basic_get("rolling", auto_ack=True)[2] for _ in range(2)] == [b"1", b"2"]
 
 
+def test_a_policy_changes_a_quorum_queue_on_every_member(trio: list[Member]) -> None:
+    """As RabbitMQ: a policy set after the declare applies at once (a lower max-length drops
+    the head, dead-lettered to the policy's DLX), on every replica; apply-to classic_queues
+    leaves quorum queues alone; clearing the policy lifts the limit."""
+    a, b, c = trio
+    ch = channel(b)
+    ch.queue_declare("pol.q", durable=True, arguments=QUORUM)
+    ch.queue_declare("pol.dead", durable=True, arguments=QUORUM)
+    ch.confirm_delivery()
+    for i in range(5):
+        ch.basic_publish("", "pol.q", b"%d" % i)
+    assert a.put("/api/policies/%2F/classic-cap", {"pattern": "^pol\\.q$", "apply-to": "classic_queues",
+                                                     "priority": 9, "definition": {"max-length": 1}}).ok
+    assert a.put("/api/policies/%2F/quorum-cap", {
+        "pattern": "^pol\\.q$", "apply-to": "quorum_queues",
+        "definition": {"max-length": 2, "dead-letter-exchange": "", "dead-letter-routing-key": "pol.dead"}}).ok
+    for member in trio:  # each member's listing counts its own replica
+        wait_for(lambda member=member: listed(member, "pol.q").get("messages") == 2, 10,
+                 f"{member.name}'s replica to apply the policy")
+    assert listed(c, "pol.q")["policy"] == "quorum-cap"
+    wait_for(lambda: ch.queue_declare("pol.dead", passive=True).method.message_count == 3, 10,
+             "the dropped head dead-lettered to the policy's DLX")
+    assert [channel(c).basic_get("pol.q", auto_ack=True)[2] for _ in range(2)] == [b"3", b"4"]
+    assert requests.delete(f"http://127.0.0.1:{a.http_port}/api/policies/%2F/quorum-cap",
+                           auth=("guest", "guest"), timeout=15).status_code == 204
+    wait_for(lambda: listed(c, "pol.q").get("policy") in (None, ""), 10, "the policy cleared")
+    for i in range(4):
+        ch.basic_publish("", "pol.q", b"%d" % i)
+    wait_for(lambda: ch.queue_declare("pol.q", passive=True).method.message_count == 4, 10,
+             "no max-length once the policy is gone")
+
+
 def test_requeue_counts_deliveries_and_the_limit_drops_poison(trio: list[Member]) -> None:
     a, b, c = trio
     ch = channel(b)

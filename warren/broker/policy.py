@@ -18,7 +18,10 @@ from typing import Any
 from warren.broker.queue_args import OVERFLOW_MODES, QueueArgs
 from warren.errors import precondition_failed
 
-APPLY_TO = ("queues", "classic_queues", "exchanges", "all")
+APPLY_TO = ("queues", "classic_queues", "quorum_queues", "exchanges", "all")
+_KINDS = {"queue": ("queues", "classic_queues", "all"),  # a classic queue
+          "quorum_queue": ("queues", "quorum_queues", "all"),
+          "exchange": ("exchanges", "all")}
 
 _MIN_WINS = {
     "message-ttl": "message_ttl",
@@ -55,11 +58,8 @@ class Policy:
         validate_definition(self.definition)
 
     def applies_to(self, kind: str, name: str) -> bool:
-        if kind == "queue" and self.apply_to not in ("queues", "classic_queues", "all"):
-            return False
-        if kind == "exchange" and self.apply_to not in ("exchanges", "all"):
-            return False
-        return re.search(self.pattern, name) is not None
+        """``kind``: "queue" (classic), "quorum_queue" or "exchange" (see ``queue_kind``)."""
+        return self.apply_to in _KINDS[kind] and re.search(self.pattern, name) is not None
 
     def as_dict(self, vhost: str) -> dict[str, Any]:
         return {
@@ -98,11 +98,21 @@ def matching_policy(policies: list[Policy] | Any, kind: str, name: str) -> Polic
     return best
 
 
+def queue_kind(args: QueueArgs) -> str:
+    """What ``Policy.applies_to`` calls a queue with these arguments."""
+    return "quorum_queue" if args.queue_type == "quorum" else "queue"
+
+
 def effective_queue_args(declared: QueueArgs, policy: Policy | None) -> QueueArgs:
-    if policy is None:
+    return args_with_definition(declared, policy.definition if policy is not None else None)
+
+
+def args_with_definition(declared: QueueArgs, definition: dict[str, Any] | None) -> QueueArgs:
+    """The queue's arguments under a policy's definition (a quorum queue's replicas take it
+    from their log, so it is passed as data)."""
+    if not definition:
         return declared
     changes: dict[str, Any] = {}
-    definition = policy.definition
     for key, attr in _MIN_WINS.items():
         if key in definition:
             own = getattr(declared, attr)

@@ -33,7 +33,7 @@ from typing import Any
 
 from warren.broker.exchange import EXCHANGE_TYPES, Binding, Exchange
 from warren.broker.message import Message, death_history, routing_keys_of
-from warren.broker.policy import Policy, effective_queue_args, matching_policy
+from warren.broker.policy import Policy, effective_queue_args, matching_policy, queue_kind
 from warren.broker.queue import DeadLetter, QueueState
 from warren.broker.queue_args import (
     check_equivalent_arguments,
@@ -370,7 +370,7 @@ class VirtualHost:
             )
         if declared.queue_type == "quorum":
             _check_quorum_properties(self._rs("queue", name), durable, exclusive, auto_delete)
-        policy = matching_policy(self.policies.values(), "queue", name)
+        policy = matching_policy(self.policies.values(), queue_kind(declared), name)
         queue = QueueState(
             name, self.name, durable, exclusive, auto_delete, arguments,
             owner if exclusive else None, effective_queue_args(declared, policy),
@@ -580,7 +580,7 @@ class VirtualHost:
             if exchange.name:
                 self._apply_exchange_policy(exchange)
         for queue in self.queues.values():
-            policy = matching_policy(self.policies.values(), "queue", queue.name)
+            policy = matching_policy(self.policies.values(), queue_kind(queue.declared_args), queue.name)
             queue.policy = policy.name if policy else None
             queue.apply_args(effective_queue_args(queue.declared_args, policy), now_ms)
         self._route_dead_letters(list(self.queues.values()), now_ms)

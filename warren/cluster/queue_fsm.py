@@ -26,11 +26,18 @@ Entries are msgpack lists ``[op, now_ms, ...]``; op codes are append-only::
     DOWN     [9, now, prefix]            every channel whose name starts with prefix is gone:
                                          its consumers cancelled, its messages returned
     TICK     [10, now]                   expire messages at the head
+    POLICY   [14, now, name, definition] the policy that applies now ("" and None: none);
+                                         a lower max-length drops or dead-letters at once
 
 A *channel* is ``"node#boot#session/channel"`` (so ``"node#"`` names everything of one
 node, ``"node#boot#session/"`` one connection). Settlements name the channel that holds
 the message and count only when it still does: a resent or late ack cannot touch a
 message that has since gone to another consumer.
+
+Policies apply as RabbitMQ applies them to quorum queues: the leader writes the one that
+matches into the log when policies change or it takes over, so every replica changes its
+arguments at the same entry (``warren.broker.policy``: the lower of a limit wins, the
+queue's own dead-letter and overflow arguments win).
 
 A message returned more than ``x-delivery-limit`` times (RabbitMQ 4's default: 20; a
 negative limit turns it off) is dead-lettered with reason ``delivery_limit`` instead.
@@ -58,6 +65,7 @@ import msgpack
 
 from warren.amqp.properties import decode_properties, encode_properties
 from warren.broker.message import Message
+from warren.broker.policy import args_with_definition
 from warren.broker.queue import Consumer, ConsumerRef, DeadLetter, QueueState
 from warren.broker.queue_args import QueueArgs
 from warren.errors import AMQPError
@@ -82,6 +90,7 @@ class QOp(IntEnum):
     STAT = 11  # a query, never in the log: the leader answers [ready, consumers] from its state
     STATUS = 12  # a query to one member, never in the log: its replica's Raft state
     TRANSFER = 13  # to the leader, never in the log: hand the leadership to member a[0]
+    POLICY = 14
 
 
 @dataclass(slots=True)
@@ -127,6 +136,7 @@ class QuorumQueueMachine:
         self._last_get: dict[str, tuple[int, Got | None]] = {}  # channel -> (request, answer)
         self._next_ref = 1
         self._expiring = 0  # messages enqueued with an expiration or under a message TTL
+        self.policy: list[Any] | None = None  # [name, definition] of the policy applied, from the log
 
     # ---- reading -------------------------------------------------------------------
 
@@ -181,6 +191,7 @@ class QuorumQueueMachine:
             "applied": self.applied,
             "next_ref": self._next_ref,
             "expiring": self._expiring,
+            "policy": self.policy,
             "refs": [[channel, *ref] for channel, ref in self._refs.items()],
             "tags": [[key, channel, tag] for key, (channel, tag) in self._tags.items()],
             "counts": list(self._counts.items()),
@@ -208,6 +219,8 @@ class QuorumQueueMachine:
         machine.applied = s["applied"]
         machine._next_ref = s["next_ref"]
         machine._expiring = s["expiring"]
+        if s.get("policy"):
+            machine._set_policy(*s["policy"])
         for channel, session_id, number in s["refs"]:
             machine._refs[channel] = ConsumerRef(session_id, number)
             machine._channels[session_id] = channel
@@ -360,6 +373,19 @@ class QuorumQueueMachine:
     def _tick(self, now_ms: int) -> int:
         return self.queue.expire(now_ms)
 
+    def _policy(self, now_ms: int, name: str, definition: dict[str, Any] | None) -> None:
+        # a lower max-length applies now; a message TTL to what is published from now on (as
+        # for a classic queue: a message's deadline is stamped when it is enqueued)
+        self.queue.apply_args(self._set_policy(name, definition), now_ms)
+
+    def _set_policy(self, name: str, definition: dict[str, Any] | None) -> QueueArgs:
+        self.policy = [name, definition] if name else None
+        args = args_with_definition(self.queue.declared_args, definition if name else None)
+        self.queue.args = args
+        self.queue.policy = name or None
+        self.delivery_limit = delivery_limit_of(args)
+        return args
+
 
 def _stored(message: Message) -> list[Any]:
     properties = message.properties
@@ -383,5 +409,6 @@ _HANDLERS: dict[QOp, str] = {
     QOp.PURGE: "_purge",
     QOp.DOWN: "_down",
     QOp.TICK: "_tick",
+    QOp.POLICY: "_policy",
 }
 LOGGED_OPS = tuple(_HANDLERS)  # the ops an entry may carry (STAT, STATUS, TRANSFER are not)

@@ -329,6 +329,8 @@ class Node(SessionHost):
         if applied.policy_vhost is not None:
             for queue in applied.policy_vhost.queues.values():
                 self.policy_applied(queue)
+            if self.quorum is not None:
+                self.quorum.policies_changed(applied.policy_vhost)
         if applied.members_changed is not None and self.quorum is not None:
             self.quorum.members_changed(applied.members_changed)
         self.flush()
@@ -356,7 +358,8 @@ class Node(SessionHost):
                     "is a cluster of one)")
             return "", ()
         v = self.broker.vhosts.get(vhost)
-        policy = matching_policy(v.policies.values(), "queue", name) if v is not None else None
+        kind = "quorum_queue" if quorum else "queue"
+        policy = matching_policy(v.policies.values(), kind, name) if v is not None else None
         locator = queue_locator(arguments, policy.definition.get("queue-leader-locator") if policy else None)
         alive = self.alive_members()
         if quorum:

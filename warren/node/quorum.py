@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from warren.broker.message import Message
+from warren.broker.policy import matching_policy
 from warren.cluster.forwarding import Fwd
 from warren.cluster.placement import leader_moves
 from warren.cluster.queue_fsm import QDelivery, QOp, QResult, QuorumQueueMachine, encode
@@ -615,6 +616,26 @@ class QuorumQueues:
         for delivery in machine.checked_out():
             self._send_delivery(replica, delivery)
         self._release_down_nodes(replica)
+        self._propose_policy(replica)  # a change made while the group had no leader
+
+    def policies_changed(self, vhost: Any) -> None:
+        """The policies of ``vhost`` changed: where this node leads one of its quorum queues,
+        the policy that applies now goes into the queue's log."""
+        for replica in self.replicas.values():
+            if replica.queue.vhost == vhost.name:
+                self._propose_policy(replica)
+
+    def _propose_policy(self, replica: Replica) -> None:
+        """If the policy matching the queue is not the one its replica applied, propose it
+        (a leader only; one that takes over checks again, so a lost proposal is made good)."""
+        raft, group = self.raft, replica.queue.group
+        vhost = self.node.broker.vhosts.get(replica.queue.vhost)
+        if raft is None or vhost is None or not raft.term_start(group):
+            return
+        policy = matching_policy(vhost.policies.values(), "quorum_queue", replica.queue.name)
+        name, definition = (policy.name, policy.definition) if policy is not None else ("", None)
+        if ([name, definition] if name else None) != replica.machine.policy:
+            raft.propose(group, encode(QOp.POLICY, self.node.wall_ms(), name, definition), _ignore)
 
     def _release_down_nodes(self, replica: Replica) -> None:
         nodes = {channel.split("#", 1)[0] for channel in replica.machine.channels()}

@@ -21,6 +21,17 @@ def test_highest_priority_matching_policy_applies() -> None:
     assert matching_policy(policies, "exchange", "jobs.a").name == "ex"  # type: ignore[union-attr]
 
 
+def test_apply_to_classic_or_quorum_queues_picks_the_queue_type() -> None:
+    """RabbitMQ 3.12's apply-to values: "queues" covers both types."""
+    policies = [Policy("classic", ".*", "classic_queues", 2, {"max-length": 1}),
+                Policy("quorum", ".*", "quorum_queues", 1, {"max-length": 2}),
+                Policy("any", ".*", "queues", 0, {"max-length": 3})]
+    assert matching_policy(policies, "queue", "q").name == "classic"  # type: ignore[union-attr]
+    assert matching_policy(policies, "quorum_queue", "q").name == "quorum"  # type: ignore[union-attr]
+    assert matching_policy(policies[2:], "quorum_queue", "q").name == "any"  # type: ignore[union-attr]
+    assert matching_policy(policies[:1], "quorum_queue", "q") is None
+
+
 def test_lower_limit_wins_and_queue_argument_wins_for_dlx_and_overflow() -> None:
     declared = QueueArgs(max_length=50, message_ttl=None, dead_letter_exchange="mine")
     policy = Policy("p", ".*", "all", 0, {

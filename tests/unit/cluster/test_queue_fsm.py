@@ -378,6 +378,41 @@ def test_message_ttl_expires_messages_on_a_tick() -> None:
     assert not q.m.needs_ticks
 
 
+def test_a_policy_from_the_log_lowers_max_length_at_once_and_clearing_it_restores_the_queue() -> None:
+    q = Replica(**{"x-max-length": 5, "x-dead-letter-exchange": "dlx"})
+    q.publish(b"a", b"b", b"c", b"d")
+    applied = q(QOp.POLICY, "cap", {"max-length": 2, "dead-letter-exchange": "other"})
+    # the lower limit wins and drops the head now; the queue's own DLX wins over the policy's
+    assert [(d.reason, d.exchange, d.message.body) for d in applied.dead_letters] == [
+        ("maxlen", "dlx", b"a"), ("maxlen", "dlx", b"b")]
+    assert q.ready() == [(b"c", False), (b"d", False)] and q.m.policy == ["cap", {"max-length": 2,
+                                                                                 "dead-letter-exchange": "other"}]
+    assert q.m.queue.policy == "cap"
+    q(QOp.POLICY, "", None)
+    q.publish(b"e", b"f", b"g")
+    assert len(q.ready()) == 5 and q.m.policy is None and q.m.queue.policy is None
+
+
+def test_a_policy_sets_the_delivery_limit_and_a_message_ttl_for_later_publishes() -> None:
+    q = Replica()
+    q.publish(b"old", now=0)
+    q(QOp.POLICY, "strict", {"delivery-limit": 0, "message-ttl": 50, "dead-letter-exchange": "dlx"}, now=10)
+    q.publish(b"new", now=20)  # stamped with the TTL in force when it is enqueued, as RabbitMQ does
+    assert q.m.needs_ticks
+    assert q(QOp.GET, C1, False, 1).value[4].body == b"old"
+    returned = q(QOp.RETURN, C1, [1])  # the first return is over a limit of 0
+    assert [(d.reason, d.message.body) for d in returned.dead_letters] == [("delivery_limit", b"old")]
+    assert [(d.reason, d.message.body) for d in q(QOp.TICK, now=71).dead_letters] == [("expired", b"new")]
+
+
+def test_a_snapshot_keeps_the_policy_applied() -> None:
+    q = Replica()
+    q(QOp.POLICY, "cap", {"max-length": 1, "overflow": "reject-publish"})
+    restored = QuorumQueueMachine.restore(q.m.snapshot())
+    assert restored.policy == ["cap", {"max-length": 1, "overflow": "reject-publish"}]
+    assert [restored.apply(i, encode(QOp.ENQUEUE, 0, "", "q", PLAIN, b"x")).value for i in (2, 3)] == [True, False]
+
+
 def test_per_message_expiration_is_stamped_with_the_entry_time() -> None:
     q = Replica()
     q.publish(b"short", now=1000, properties=encode_properties({"expiration": "10"}))
@@ -414,6 +449,13 @@ ARGUMENTS: tuple[dict[str, Any], ...] = (
     {"x-max-priority": 5, "x-delivery-limit": -1},
 )
 
+POLICIES: tuple[tuple[str, dict[str, Any] | None], ...] = (
+    ("", None),
+    ("short", {"max-length": 1}),
+    ("ttl", {"message-ttl": 20, "dead-letter-exchange": "dlx"}),
+    ("poison", {"delivery-limit": 0, "overflow": "reject-publish", "max-length": 4}),
+)
+
 
 def random_entry(rng: random.Random, now: int, n: int) -> bytes:
     """One entry of a random workload (``n`` numbers the published bodies)."""
@@ -433,6 +475,8 @@ def random_entry(rng: random.Random, now: int, n: int) -> bytes:
         fields = (channel, rng.random() < 0.5, rng.randint(0, 3))
     elif op == QOp.DOWN:
         fields = (rng.choice(PREFIXES),)
+    elif op == QOp.POLICY:
+        fields = rng.choice(POLICIES)
     else:
         fields = ()
     return encode(op, now, *fields)
