@@ -67,6 +67,8 @@ def test_each_nemesis_once_loses_nothing_confirmed(tmp_path: Path) -> None:
         seen = disk["observed"][node]
         if side == "full disk":
             assert seen["confirms_per_second"] == 0, disk
+            if seen["metadata"]["declare"] == "refused":  # it says why: its disk, not the majority
+                assert "disk is full" in seen["metadata"]["error"], disk
         else:
             assert (seen["confirms_per_second"] > 0) == (seen["publishers"] > 0), disk
             assert seen["metadata"]["declare"] == "ok", disk

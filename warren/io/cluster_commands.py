@@ -40,11 +40,15 @@ class MetadataGroup(Protocol):
     async def read_barrier(self) -> None: ...
 
 
-def unavailable(what: str, reason: Exception, change: bool = True) -> AMQPError:
+def unavailable(what: str, reason: Exception, change: bool = True, disk_full: bool = False) -> AMQPError:
     # A change that timed out may be in the leader's log: it can still commit once a
     # majority is back, as with RabbitMQ's Khepri. Say so rather than promise it failed.
     # The reply text is a short string (255 bytes): the cause goes to the log.
     log.warning("metadata operation failed: %s: %s", what, reason)
+    if disk_full:  # this node cannot store the entry: the cause is here, not a lost majority
+        later = "; it may still take effect once the disk has room" if change else ""
+        return AMQPError(ReplyCode.INTERNAL_ERROR, f"failed to {what} because this node's disk is full "
+                                                   f"(disk alarm){later}")
     later = "; it may still take effect once a majority of the cluster is reachable" if change else ""
     return AMQPError(ReplyCode.INTERNAL_ERROR, f"failed to {what} because the operation timed out{later}")
 
@@ -89,7 +93,7 @@ class ReplicatedCommands:
         except WarrenError as exc:
             done = self._waiting.pop(correlation, None)
             if done is not None:
-                done(Outcome(error=unavailable(what, exc)))
+                done(Outcome(error=unavailable(what, exc, disk_full=bool(self.node.disk_alarm))))
                 self.node.flush()
 
     async def _barrier(self, done: Done) -> None:
@@ -97,7 +101,8 @@ class ReplicatedCommands:
         try:
             await self.group.read_barrier()
         except WarrenError as exc:
-            done(Outcome(error=unavailable("read the metadata store", exc, change=False)))
+            done(Outcome(error=unavailable("read the metadata store", exc, change=False,
+                                           disk_full=bool(self.node.disk_alarm))))
         else:
             done(Outcome())
         self.node.flush()

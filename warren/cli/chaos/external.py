@@ -29,10 +29,9 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from warren.cli.chaos.nemesis import NemesisError
+from warren.cli.chaos.nemesis import RESTART_TIMEOUT_SECONDS, NemesisError
 
 COMMAND_TIMEOUT_SECONDS = 60.0
-RESTART_TIMEOUT_SECONDS = 120.0  # a RabbitMQ node restarting with quorum queues takes a while
 NEEDS = {"kill": ("kill", "restart"), "leader": ("kill", "restart"), "pause": ("pause", "resume"),
          "disk": ("data_dir",), "partition": ()}
 

@@ -26,9 +26,10 @@ from typing import Any, Protocol
 
 from warren.cli.chaos import tmpfs
 from warren.cli.chaos.netlab import NetLab
-from warren.cli.cluster_cmd import metadata_leader, node_api, restart_node
+from warren.cli.cluster_cmd import ClusterError, metadata_leader, node_api, restart_node
 
 NEMESES = ("kill", "pause", "leader", "partition", "disk")
+RESTART_TIMEOUT_SECONDS = 120.0  # a node recovering its logs on a loaded 2-core machine took 30+ s
 
 
 @dataclass
@@ -125,7 +126,10 @@ class LocalProcesses:
 
     def restart(self, name: str) -> None:
         _reap(self._pid(name))
-        restart_node(self.root, self.state, name)
+        try:
+            restart_node(self.root, self.state, name, timeout=RESTART_TIMEOUT_SECONDS)
+        except ClusterError as exc:
+            raise NemesisError(f"restarting {name}: {exc}") from None
 
 
 class Nemesis:

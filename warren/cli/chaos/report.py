@@ -54,8 +54,9 @@ def timeline_png(result: dict[str, Any], path: Path) -> str | None:
     for fault in result["faults"]:
         rates.annotate(f"{fault['nemesis']} {fault['node']}"[:40], (fault["start"], 1.0),
                        xycoords=("data", "axes fraction"), fontsize=7, rotation=20, va="bottom")
-    rates.plot(sorted(confirms), [confirms[s] for s in sorted(confirms)], color="#1f5fbf", label="confirms/s")
-    rates.plot(sorted(deliveries), [deliveries[s] for s in sorted(deliveries)], color="#2a9d3a", label="deliveries/s")
+    seconds = range(int(max([*confirms, *deliveries, 0])) + 1)  # a second without any is a 0, not a gap
+    rates.plot(seconds, [confirms.get(s, 0) for s in seconds], color="#1f5fbf", label="confirms/s")
+    rates.plot(seconds, [deliveries.get(s, 0) for s in seconds], color="#2a9d3a", label="deliveries/s")
     rates.set_ylabel("per second")
     rates.legend(loc="lower right", fontsize=8)
     latency.plot(sorted(p99), [p99[s] * 1000 for s in sorted(p99)], color="#b5522b")
