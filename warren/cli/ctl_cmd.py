@@ -250,11 +250,16 @@ def shrink(ctx: typer.Context, node: str) -> None:
     _emit(ctx, rows, ["vhost", "name", "size", "result"], f"Shrinking quorum queues on {node} ...")
 
 
+REBALANCE_TIMEOUT_SECONDS = 45.0  # above a quorum command's answer timeout (30 s) on the node
+
+
 @ctl.command("rebalance")
 def rebalance(ctx: typer.Context, queue_type: str = typer.Argument("all", help="quorum or all"),
               vhost_pattern: str = typer.Option(".*", "--vhost-pattern"),
               queue_pattern: str = typer.Option(".*", "--queue-pattern")) -> None:
     """Spread quorum queue leaders evenly over the alive nodes (rabbitmq-queues rebalance)."""
+    target: Target = ctx.obj  # the node answers once every leader did, or after 30 s for one that cannot
+    target.client.timeout = max(target.client.timeout, REBALANCE_TIMEOUT_SECONDS)
     rows = _call(ctx, "POST", "/api/rebalance/queues",
                  {"type": queue_type, "vhost_pattern": vhost_pattern, "queue_pattern": queue_pattern})
     _emit(ctx, rows, ["vhost", "name", "from", "to", "result"], "Re-balancing leaders of quorum queues ...")
