@@ -81,14 +81,28 @@ def _save_state(directory: Path, state: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def _start_ticks(pid: int) -> int | None:
+    """When the process started, in clock ticks since boot (Linux): unlike a wall-clock start
+    time it does not move when the clock is stepped (a VM's was by 16 s in 20 minutes, and
+    ``warren cluster down`` then took its own nodes for strangers and left them running)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rpartition(")")[2].split()[19])  # field 22, counted after "pid (comm)"
+
+
 def _alive(proc: dict[str, Any] | None) -> bool:
-    """Is the recorded process still the one we started (same pid and start time), not a zombie?"""
+    """Is the recorded process still the one we started (same pid and start), not a zombie?"""
     if not proc or not proc.get("pid"):
         return False
     try:
         p = psutil.Process(int(proc["pid"]))
-        if abs(p.create_time() - float(proc.get("create_time", 0))) > 1.0:
-            return False  # the pid was reused by another process
+        if proc.get("start_ticks") is not None:
+            if _start_ticks(p.pid) != proc["start_ticks"]:
+                return False  # the pid was reused by another process
+        elif abs(p.create_time() - float(proc.get("create_time", 0))) > 1.0:  # a record without ticks
+            return False
         return p.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
@@ -110,7 +124,7 @@ def _spawn(cmd: list[str], log_path: Path, env: dict[str, str] | None = None) ->
         created = psutil.Process(proc.pid).create_time()
     except psutil.Error:
         created = time.time()
-    return {"pid": proc.pid, "create_time": created}
+    return {"pid": proc.pid, "create_time": created, "start_ticks": _start_ticks(proc.pid)}
 
 
 def _signal(proc: dict[str, Any], sig: int) -> None:
