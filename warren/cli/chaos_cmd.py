@@ -206,7 +206,9 @@ async def _run(state: dict[str, Any], nemeses: Nemesis, kinds: list[str], names:
     stop.set()
     await asyncio.gather(*consumer_tasks)
     for fault in faults:
-        fault.unavailable_seconds = unavailable_seconds(stats.confirms, fault.start, fault.healed + interval)
+        # over the fault and the calm after it, but not past the end of publishing
+        fault.unavailable_seconds = unavailable_seconds(stats.confirms, fault.start,
+                                                        min(fault.healed + interval, duration))
     verdict = check(ledger)
     all_confirms = [t for times in stats.confirms.values() for t in times]
     calm_end = faults[0].start if faults else duration  # before the first fault, after a warm-up second
@@ -214,7 +216,7 @@ async def _run(state: dict[str, Any], nemeses: Nemesis, kinds: list[str], names:
     return {"verdict": verdict, "drained": drained, "faults": [f.as_dict() for f in faults],
             "nemesis_errors": nemesis_errors,
             "calm_confirms_per_second": round(calm, 1),
-            "broker": state.get("broker", "warren"), "nodes": len(state["nodes"]), "queues": names, "queue_type": queue_type, "duration": duration,
+            "broker": state.get("broker", "warren"), "nodes": len(state["nodes"]), "queues": names, "queue_type": queue_type, "duration": duration, "interval": interval,
             "failed_connects": stats.failed_connects,
             "series": {"confirms": all_confirms,
                        "deliveries": stats.deliveries, "latencies": stats.latencies}}
