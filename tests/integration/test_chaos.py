@@ -34,7 +34,7 @@ def test_each_nemesis_once_loses_nothing_confirmed(tmp_path: Path) -> None:
     """Every node in its own network namespace on its own tmpfs; each fault once. Clients
     reach every node all along, so a cut-off node's behaviour shows."""
     before = namespaces()
-    code, result, log = chaos(tmp_path, "--duration", "50", "--interval", "4", "--fault-seconds", "4",
+    code, result, log = chaos(tmp_path, "--duration", "60", "--interval", "4", "--fault-seconds", "4",
                               "--nemesis", "partition,disk,kill,pause,leader",  # clients spread: one per node
                               "--queues", "3", "--publishers", "3", "--consumers", "3")
     verdict = result["verdict"]
