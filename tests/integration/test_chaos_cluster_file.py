@@ -96,7 +96,7 @@ def test_a_file_without_what_a_fault_needs_is_refused(tmp_path: Path) -> None:
 def test_the_same_schedule_against_rabbitmq() -> None:
     directory = Path(tempfile.mkdtemp(prefix="warren-rabbitmq-"))  # pytest's tmp_path is closed to user rabbitmq
     script = str(ROOT / "scripts" / "rabbitmq-cluster")
-    subprocess.run([script, "up", "--nodes", "3", "--dir", str(directory)], check=True, timeout=300)
+    subprocess.run([sys.executable, script, "up", "--nodes", "3", "--dir", str(directory)], check=True, timeout=300)
     try:
         code, result, log = chaos("--cluster-file", str(directory / "cluster-file.json"),
                                   "--nemesis", "partition,disk,kill,pause,leader", "--queues", "3",
@@ -107,5 +107,5 @@ def test_the_same_schedule_against_rabbitmq() -> None:
         assert result["broker"] == "rabbitmq" and kinds[:3] == ["partition", "disk", "kill"], log
         assert result["verdict"]["lost"] == 0 and code == 0, result["verdict"]
     finally:
-        subprocess.run([script, "down", "--dir", str(directory)], check=False, timeout=300)
+        subprocess.run([sys.executable, script, "down", "--dir", str(directory)], check=False, timeout=300)
         shutil.rmtree(directory, ignore_errors=True)
