@@ -36,6 +36,11 @@ def p99_per_second(latencies: list[tuple[float, float]]) -> dict[int, float]:
             for second, values in by_second.items()}
 
 
+def series_per_second(series: dict[str, Any]) -> tuple[dict[int, int], dict[int, int], dict[int, float]]:
+    """Per second: confirms, deliveries, and the publish-to-confirm p99 (both timelines')."""
+    return per_second(series["confirms"]), per_second(series["deliveries"]), p99_per_second(series["latencies"])
+
+
 def timeline_png(result: dict[str, Any], path: Path) -> str | None:
     try:
         import matplotlib
@@ -44,9 +49,7 @@ def timeline_png(result: dict[str, Any], path: Path) -> str | None:
     matplotlib.use("Agg")  # no display
     from matplotlib import pyplot
 
-    series = result["series"]
-    confirms, deliveries = per_second(series["confirms"]), per_second(series["deliveries"])
-    p99 = p99_per_second(series["latencies"])
+    confirms, deliveries, p99 = series_per_second(result["series"])
     figure, (rates, latency) = pyplot.subplots(2, 1, figsize=(12, 6), sharex=True)
     for axis in (rates, latency):
         for fault in result["faults"]:
@@ -73,9 +76,7 @@ def timeline_png(result: dict[str, Any], path: Path) -> str | None:
 
 
 def timeline_html(result: dict[str, Any]) -> str:
-    series = result["series"]
-    confirms, deliveries = per_second(series["confirms"]), per_second(series["deliveries"])
-    p99 = p99_per_second(series["latencies"])
+    confirms, deliveries, p99 = series_per_second(result["series"])
     end = max([*confirms, *deliveries, *(int(f["healed"]) + 1 for f in result["faults"]), 1])
     top = max([*confirms.values(), *deliveries.values(), 1])
     worst = max([*p99.values(), 0.001])
