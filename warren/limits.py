@@ -103,6 +103,11 @@ class Limits:
     # no-ack consumer, may hold (its node settles no-ack ones as its client takes them).
     quorum_default_group_size: int = 3
     quorum_unlimited_prefetch: int = 2000
+    # A quorum queue's log is its message store: each replica snapshots and truncates it once
+    # max(this, 2 x the messages it holds) entries were applied since it last did, and its
+    # leader copies forward a message whose entry is more than 4 x the messages held plus
+    # this many entries old (see warren.cluster.queue_fsm), so disk follows the queue's depth.
+    quorum_snapshot_min_entries: int = 4096
     # Membership that mends itself: every quorum_membership_check_seconds the metadata
     # leader brings each quorum queue back to its size on alive nodes, replacing members
     # that left the cluster and, if quorum_replace_down_after_seconds > 0, members down that
@@ -142,6 +147,8 @@ class Limits:
                              "must be positive")
         if self.forward_consumer_credit < 1:
             raise ValueError(f"forward_consumer_credit must be at least 1, got {self.forward_consumer_credit}")
+        if self.quorum_snapshot_min_entries < 1:
+            raise ValueError(f"quorum_snapshot_min_entries must be at least 1, got {self.quorum_snapshot_min_entries}")
         if self.quorum_membership_check_seconds <= 0:
             raise ValueError("quorum_membership_check_seconds must be positive")
         if not 1 <= self.cluster_max_members <= 7:

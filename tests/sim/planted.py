@@ -181,7 +181,19 @@ class RefusesButKeeps(QuorumQueueMachine):
         return accepted
 
 
+class RelocatesOneOff(QuorumQueueMachine):
+    """Records a relocated message's body at the entry before its RELOCATE: it reads
+    another entry's last field back (a body nobody published, or one delivered twice)."""
+
+    def _relocate(self, now_ms: int, msg_id: int, body: bytes) -> None:
+        super()._relocate(now_ms, msg_id, body)
+        message = self.queue.message_of(msg_id)
+        if message is not None and message.seq == self.applied:
+            message.seq -= 1
+
+
 PLANTED_QUEUE: dict[str, type[QuorumQueueMachine]] = {
+    "relocates-one-off": RelocatesOneOff,
     "settle-acks-next": SettleAcksNext,
     "forgets-redelivered": ForgetsRedelivered,
     "snapshot-forgets-counts": SnapshotForgetsCounts,

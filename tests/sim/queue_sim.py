@@ -6,7 +6,9 @@ everything: the network (delay, loss, duplication, one-way and symmetric partiti
 leader cut off), the disks (latency; a crash loses every write not yet fsynced, and maybe
 what the node had sent), crashes and restarts (the machine comes back from the node's
 snapshot and re-applies the log), leadership transfers, snapshots (every few entries in
-most seeds, sent in chunks) and the clients:
+most seeds, sent in chunks, keeping the log from the oldest live message's entry: the
+machines keep no bodies in RAM and read them from their node's log, and the leader
+relocates old messages with ``RELOCATE`` as the node does) and the clients:
 
 - publishers propose ``ENQUEUE`` of a unique body through whichever node leads (a
   deposed one too, now and then). A publish counts as *confirmed* only when the proposing
@@ -47,6 +49,7 @@ import random
 import sys
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,6 +69,7 @@ NODES = (1, 2, 3)
 GROUP = 0
 PLAIN = encode_properties({"delivery_mode": 2})
 STEPS_PER_TICK = 400  # far above what clean runs use: more is a livelock
+MIN_SPAN = 4  # quorum_snapshot_min_entries here: small, so old messages get relocated
 
 
 @dataclass
@@ -147,6 +151,7 @@ class Replica:
     machine: QuorumQueueMachine
     writing: Ready | None = None
     announced: int = 0  # the last term in which this node, leading, sent checked_out() again
+    span_checked_at: int = 0  # the applied index when, leading, it last looked for old messages
 
 
 @dataclass
@@ -200,7 +205,7 @@ def state_of(m: QuorumQueueMachine) -> bytes:
     registration and in delivery order, what a new leader would resend, delivery counts."""
     q = m.queue
     view = (
-        [(i, msg.body, redelivered) for i, msg, redelivered in q.ready_messages()],
+        [(i, m.body_of(msg), redelivered) for i, msg, redelivered in q.ready_messages()],
         m.holders(),
         [(ch, tag, c.prefetch, c.unacked) for ch, tag, c in m.consumers()],
         [c.tag for c in q._consumers],
@@ -212,7 +217,7 @@ def state_of(m: QuorumQueueMachine) -> bytes:
     return hashlib.blake2b(repr(view).encode(), digest_size=12).digest()
 
 
-def result_of(result: QResult | None) -> bytes:
+def result_of(m: QuorumQueueMachine, result: QResult | None) -> bytes:
     if result is None:
         return b""
     value = result.value
@@ -220,7 +225,8 @@ def result_of(result: QResult | None) -> bytes:
         value = (*value[:4], value[4].body)
     view = (
         value,
-        [(d.channel, d.tag, d.msg_id, d.message.body, d.redelivered, d.delivery_count) for d in result.deliveries],
+        [(d.channel, d.tag, d.msg_id, d.body if d.body is not None else m.body_of(d.message), d.redelivered,
+          d.delivery_count) for d in result.deliveries],
         [(d.reason, d.exchange, d.message.body) for d in result.dead_letters],
     )
     return hashlib.blake2b(repr(view).encode(), digest_size=12).digest()
@@ -305,14 +311,23 @@ class QueueSimulation(EventLoop):
         )  # fmt: skip
         saved = disk.load_snapshot()
         if saved is None:
-            machine = self.machine_class("q", "/", self.arguments)
+            machine = self.machine_class("q", "/", self.arguments, self._log_of(n), MIN_SPAN)
         else:
             machine = self._restore(n, saved[0].index, saved[1])
             self.stats["restarts from a snapshot"] += 1
         self.replicas[n] = Replica(raft, disk, machine)
 
+    def _log_of(self, n: int) -> Callable[[int], bytes | None]:
+        disk = self.disks[n]
+
+        def read(index: int) -> bytes | None:
+            found = disk.retained_entries(index, index + 1, 1 << 30)
+            return found[0].data if found else None
+
+        return read
+
     def _restore(self, n: int, index: int, data: bytes) -> QuorumQueueMachine:
-        machine = self.machine_class.restore(data)
+        machine = self.machine_class.restore(data, self._log_of(n), MIN_SPAN)
         state = state_of(machine)
         if self.state_at.setdefault(index, state) != state:
             self.fail(f"n{n} restored a snapshot of index {index} that differs from the state "
@@ -365,9 +380,10 @@ class QueueSimulation(EventLoop):
             resent = rep.machine.checked_out()
             self.stats["resent deliveries"] += len(resent)
             for d in resent:
-                self._deliver_later(n, d.channel, d.msg_id, d.message.body, d.redelivered, d.delivery_count)
+                self._deliver_later(n, d.channel, d.msg_id, rep.machine.body_of(d.message), d.redelivered,
+                                    d.delivery_count)
         if self.p.snapshot_every and raft.applied - raft.log.base_index >= self.p.snapshot_every:
-            raft.take_snapshot(raft.applied, rep.machine.snapshot())
+            raft.take_snapshot(raft.applied, rep.machine.snapshot(), keep_from=rep.machine.keep_from())
         self._pump(n)
 
     def _send(self, m: Message) -> None:
@@ -389,7 +405,9 @@ class QueueSimulation(EventLoop):
         if self.entry_at.setdefault(index, entry) != entry:
             self.fail(f"n{n} applied a different entry at index {index}")
         result = rep.machine.apply(index, data) if kind == EntryKind.NORMAL else None
-        state, outcome = state_of(rep.machine), result_of(result)
+        if result is not None:
+            rep.machine.fill_bodies(result.dead_letters)
+        state, outcome = state_of(rep.machine), result_of(rep.machine, result)
         if self.state_at.setdefault(index, state) != state:
             self.fail(f"n{n}'s queue differs from the other replicas' after index {index}")
         if self.result_at.setdefault(index, outcome) != outcome:
@@ -405,7 +423,8 @@ class QueueSimulation(EventLoop):
                 self.stats["dead letters"] += len(result.dead_letters)
             if leads:  # only the leader acts on deliveries
                 for d in result.deliveries:
-                    self._deliver_later(n, d.channel, d.msg_id, d.message.body, d.redelivered, d.delivery_count)
+                    body = d.body if d.body is not None else rep.machine.body_of(d.message)
+                    self._deliver_later(n, d.channel, d.msg_id, body, d.redelivered, d.delivery_count)
         pid = self.waiting.pop((n, index), None)
         if pid is not None:
             p = self.proposals.pop(pid)
@@ -657,6 +676,19 @@ class QueueSimulation(EventLoop):
                 self.stats["transfers"] += 1
                 self._pump(leader)
 
+    def _relocate_old(self, n: int) -> None:
+        """As warren.node.quorum's leader does: copy old messages forward in the log."""
+        rep = self.replicas[n]
+        raft, machine = rep.raft, rep.machine
+        span = max(MIN_SPAN, 2 * machine.queue.messages)
+        if raft.role != Role.LEADER or raft.applied < raft.term_start or machine.applied - rep.span_checked_at < span:
+            return
+        rep.span_checked_at = machine.applied
+        for msg_id, message in machine.stale(8):
+            if raft.propose(encode(QOp.RELOCATE, self.now, msg_id, machine.body_of(message))) is not None:
+                self.stats["relocations"] += 1
+                self._log(f"n{n} relocates message {msg_id} from index {message.seq}")
+
     # ------------------------------------------------------------------ main loop
     def run(self) -> None:
         try:
@@ -684,6 +716,7 @@ class QueueSimulation(EventLoop):
                 self._schedule(self.node_tick, "tick", n)
                 if self.alive[n]:
                     self.replicas[n].raft.tick()
+                    self._relocate_old(n)
                     self._pump(n)
             elif kind == "msg":
                 wire, frm, epoch = payload
@@ -714,7 +747,7 @@ class QueueSimulation(EventLoop):
     def _final_checks(self) -> None:
         machine = self.final_machine()
         queue = machine.queue
-        left = {m.body for m in queue.held_messages()}
+        left = {machine.body_of(m) for m in queue.held_messages()}
         self.stats["left in the queue"] = len(left)
         self.stats["drained"] = not left
         for body, receipts in sorted(self.receipts.items()):

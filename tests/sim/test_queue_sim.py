@@ -46,6 +46,7 @@ PLANTED: dict[str, tuple[Callable[[int], QueueSimulation], str]] = {
                                 "restored a snapshot"),
     "refuses-but-keeps": (partial(QueueSimulation, machine_class="refuses-but-keeps"), "which the queue refused"),
     "confirms-before-commit": (ConfirmsBeforeCommit, "confirmed messages lost"),
+    "relocates-one-off": (partial(QueueSimulation, machine_class="relocates-one-off"), "which the queue refused"),
 }
 
 
@@ -72,7 +73,7 @@ def test_clean_seeds_exercise_what_the_checkers_guard(start: int) -> None:
         ("snapshot installs", 0.3), ("resent deliveries", 0.5), ("duplicate sends ignored", 0.3),
         ("return", 0.4), ("received redelivered", 0.8), ("dead letters", 0.3), ("downs", 0.8),
         ("refused", 0.05), ("gets", 0.1), ("cancels", 0.1), ("partitions", 0.3), ("transfers", 0.2),
-        ("drained", 0.6),
+        ("drained", 0.6), ("relocations", 0.2),
     ]:  # fmt: skip
         assert share.get(what, 0) >= least, (what, share)
 

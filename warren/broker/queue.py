@@ -42,6 +42,7 @@ store's id for the queue.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Container, Hashable, Iterable, Iterator
 from dataclasses import dataclass
@@ -103,6 +104,7 @@ class DeadLetter:
     reason: str  # "rejected" | "expired" | "maxlen"
     queue: str
     exchange: str  # the DLX to publish to
+    origin_seq: int = 0  # the dead message's ``seq`` (a quorum queue reads its body from there)
 
 
 @dataclass(slots=True)
@@ -119,6 +121,10 @@ class _Entry:
         self.message = message
         self.expires_at = expires_at
         self.redelivered = False
+
+
+def _msg_id(entry: _Entry) -> int:
+    return entry.msg_id
 
 
 class _Unacked:
@@ -288,6 +294,18 @@ class QueueState:
     def unacked_records(self) -> list[tuple[int, Consumer | None, Message]]:
         """(msg_id, consumer or None for a basic.get, message) of every unacknowledged one."""
         return [(msg_id, r.consumer, r.entry.message) for msg_id, r in self._unacked.items()]
+
+    def message_of(self, msg_id: int) -> Message | None:
+        """The message ``msg_id`` if the queue still holds it (ready: by bisection, as each
+        priority level is in msg_id order)."""
+        record = self._unacked.get(msg_id)
+        if record is not None:
+            return record.entry.message
+        for level in self._ready.levels:
+            i = bisect_left(level, msg_id, key=_msg_id)
+            if i < len(level) and level[i].msg_id == msg_id:
+                return level[i].message
+        return None
 
     def unacked_of(self, ref: ConsumerRef) -> list[int]:
         """The unacknowledged messages of one channel, in msg_id order."""
@@ -606,7 +624,7 @@ class QueueState:
         copy = dead_lettered_copy(
             message, reason, self.name, now_ms, exchange, self.args.dead_letter_routing_key
         )
-        self.dead_letters.append(DeadLetter(copy, reason, self.name, exchange))
+        self.dead_letters.append(DeadLetter(copy, reason, self.name, exchange, message.seq))
 
     def take_dead_letters(self) -> list[DeadLetter]:
         taken, self.dead_letters = self.dead_letters, []

@@ -28,6 +28,8 @@ Entries are msgpack lists ``[op, now_ms, ...]``; op codes are append-only::
     TICK     [10, now]                   expire messages at the head
     POLICY   [14, now, name, definition] the policy that applies now ("" and None: none);
                                          a lower max-length drops or dead-letters at once
+    RELOCATE [15, now, msg_id, body]     the leader copies an old message's body forward in
+                                         the log: it lives at this entry from now on
 
 A *channel* is ``"node#boot#session/channel"`` (so ``"node#"`` names everything of one
 node, ``"node#boot#session/"`` one connection). Settlements name the channel that holds
@@ -42,6 +44,17 @@ queue's own dead-letter and overflow arguments win).
 A message returned more than ``x-delivery-limit`` times (RabbitMQ 4's default: 20; a
 negative limit turns it off) is dead-lettered with reason ``delivery_limit`` instead.
 
+The log is the message store. A machine built with a ``log`` (a reader of its group's
+entries by index) keeps no bodies in RAM: a message remembers the index of the entry
+holding its body (``Message.seq``: its ENQUEUE, or a later RELOCATE) and ``body_of``
+reads it back when the leader delivers it again later, a get takes it or it is
+dead-lettered (``fill_bodies``). ``keep_from()`` is the oldest index a live message reads,
+so a snapshot keeps the log from there on, and ``stale()`` names the live messages whose
+entries lie further back than the queue's depth warrants (four times the messages held
+plus ``quorum_snapshot_min_entries``), which the leader relocates: one old unacknowledged
+message at the head then pins a few entries, not the queue's history. Without a ``log``
+(tests, tools) bodies stay in RAM.
+
 Snapshots: ``machine.snapshot()`` is the replica's whole state as msgpack bytes, and
 ``QuorumQueueMachine.restore(data)`` (a classmethod: a subclass restores as itself) builds
 a machine that applies every later entry exactly as the one snapshotted would: the queue's
@@ -49,15 +62,16 @@ declaration (arguments as the metadata store encodes them), ``applied``, the cha
 refs in order, the consumers (registration and delivery order, credit used, cancelled
 ones still holding messages), ready messages in order and unacknowledged ones in the
 order they went out (each with redelivered, deadline, holder), the next message id,
-the delivery counts and each channel's last get (request and answer). A message is stored as ``[exchange, routing_key, properties,
-body]``, the encoded property block as published, and re-derived with
-``Message.from_publish``. (Bodies are in the snapshot for now; keeping them only in the
-retained log entries is a later step.)
+the delivery counts and each channel's last get (request and answer). A message is stored
+as ``[exchange, routing_key, properties, body, seq, size]``, the encoded property block as
+published, and re-derived with ``Message.from_publish``; ``body`` is None where it lives in
+the log (format 1, older, held every body: ``[exchange, routing_key, properties, body]``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from enum import IntEnum
 from typing import Any, Self
 
@@ -72,7 +86,10 @@ from warren.errors import AMQPError
 from warren.store.broker_store import pack_definition, unpack_definition
 
 DEFAULT_DELIVERY_LIMIT = 20
-SNAPSHOT_FORMAT = 1
+SNAPSHOT_FORMAT = 2
+LogReader = Callable[[int], "bytes | None"]  # the data of the group's entry at an index, None: not held
+STALE_SPAN_FACTOR = 4  # a message older than this many entries per message held is relocated
+_INTERN_LIMIT = 65_536  # distinct names / property blocks shared before the caches start afresh
 Got = tuple[int, int, bool, int, Message]  # a get's answer: msg_id, delivery count, redelivered, left, message
 
 
@@ -91,6 +108,7 @@ class QOp(IntEnum):
     STATUS = 12  # a query to one member, never in the log: its replica's Raft state
     TRANSFER = 13  # to the leader, never in the log: hand the leadership to member a[0]
     POLICY = 14
+    RELOCATE = 15
 
 
 @dataclass(slots=True)
@@ -103,6 +121,7 @@ class QDelivery:
     message: Message
     redelivered: bool
     delivery_count: int
+    body: bytes | None = None  # the body, when it was at hand (else ``machine.body_of(message)``)
 
 
 @dataclass(slots=True)
@@ -125,8 +144,15 @@ def delivery_limit_of(args: QueueArgs) -> int | None:
 class QuorumQueueMachine:
     """One replica of a quorum queue (see the module docstring)."""
 
-    def __init__(self, name: str, vhost: str, arguments: dict[str, Any]) -> None:
+    def __init__(self, name: str, vhost: str, arguments: dict[str, Any], log: LogReader | None = None,
+                 min_span: int = 4096) -> None:
         self.queue = QueueState(name, vhost, durable=True, arguments=arguments)
+        self.log = log  # set: bodies live in the log (see the module docstring)
+        self.min_span = min_span  # Limits.quorum_snapshot_min_entries
+        self._fresh: Message | None = None  # enqueued by the entry being applied (body still held)
+        # One object per distinct name and property block, shared by the messages
+        self._names: dict[str, str] = {}
+        self._blocks: dict[bytes, tuple[bytes, dict[str, Any]]] = {}
         self.delivery_limit = delivery_limit_of(self.queue.args)
         self.applied = 0
         self._refs: dict[str, ConsumerRef] = {}  # channel -> its ref in the queue state
@@ -162,7 +188,8 @@ class QuorumQueueMachine:
         for msg_id, consumer, message in queue.unacked_records():
             if consumer is not None:  # a basic.get's message stays with its channel
                 channel, tag = self._where(consumer)
-                out.append(QDelivery(channel, tag, msg_id, message, True, self._counts.get(msg_id, 0)))
+                out.append(QDelivery(channel, tag, msg_id, message, True, self._counts.get(msg_id, 0),
+                                     message.body))
         return out
 
     def holders(self) -> list[tuple[int, str]]:
@@ -178,6 +205,45 @@ class QuorumQueueMachine:
         """(channel, tag) of a consumer, cancelled or not (its key is "channel tag")."""
         channel = self._channels[consumer.owner.session_id]
         return channel, consumer.tag[len(channel) + 1 :]
+
+    # ---- bodies in the log -----------------------------------------------------------
+
+    def body_of(self, message: Message) -> bytes:
+        """A message's body: held, or read from the log entry ``message.seq``."""
+        return message.body if message.body is not None else self._body_at(message.seq)
+
+    def _body_at(self, index: int) -> bytes:
+        data = self.log(index) if self.log is not None else None
+        assert data is not None, f"the log entry {index} holding a live message's body is gone"
+        body: bytes = msgpack.unpackb(data, raw=False)[-1]  # ENQUEUE's and RELOCATE's last field
+        return body
+
+    def fill_bodies(self, letters: list[DeadLetter]) -> None:
+        """Give dead letters whose body is in the log their body (their router needs it)."""
+        for letter in letters:
+            if letter.message.body is None:
+                letter.message.body = self._body_at(letter.origin_seq)
+
+    def _live(self) -> list[Message]:
+        return [m for m in self.queue.held_messages() if m.body is None]
+
+    def keep_from(self) -> int | None:
+        """The oldest log index a live message's body is read from (None: none is)."""
+        return min((m.seq for m in self._live()), default=None)
+
+    def stale(self, limit: int) -> list[tuple[int, Message]]:
+        """(msg_id, message) of up to ``limit`` live messages, oldest first, whose entries lie
+        further back than the queue's depth warrants (the leader relocates them)."""
+        queue = self.queue
+        held = queue.messages
+        oldest_allowed = self.applied - STALE_SPAN_FACTOR * held - self.min_span
+        if self.log is None or oldest_allowed <= 0:
+            return []
+        ready = [(msg_id, m) for msg_id, m, _ in queue.ready_messages()]
+        unacked = [(msg_id, m) for msg_id, _, m in queue.unacked_records()]
+        old = [(m.seq, msg_id, m) for msg_id, m in ready + unacked if m.body is None and m.seq < oldest_allowed]
+        old.sort(key=lambda item: item[0])
+        return [(msg_id, m) for _, msg_id, m in old[:limit]]
 
     # ---- snapshots -----------------------------------------------------------------
 
@@ -210,12 +276,13 @@ class QuorumQueueMachine:
         }, use_bin_type=True)  # fmt: skip
 
     @classmethod
-    def restore(cls, data: bytes) -> Self:
-        """A new machine in the state ``snapshot()`` captured."""
+    def restore(cls, data: bytes, log: LogReader | None = None, min_span: int = 4096) -> Self:
+        """A new machine in the state ``snapshot()`` captured (``log``: as for ``__init__``)."""
         s = msgpack.unpackb(data, raw=False)
-        assert s["format"] == SNAPSHOT_FORMAT, f"unknown queue snapshot format {s['format']}"
+        assert s["format"] in (1, SNAPSHOT_FORMAT), f"unknown queue snapshot format {s['format']}"
         name, vhost, arguments = s["queue"]
-        machine = cls(name, vhost, unpack_definition(arguments))
+        machine = cls(name, vhost, unpack_definition(arguments), log, min_span)
+        _message = machine._message
         machine.applied = s["applied"]
         machine._next_ref = s["next_ref"]
         machine._expiring = s["expiring"]
@@ -251,14 +318,18 @@ class QuorumQueueMachine:
         handler = getattr(self, _HANDLERS[QOp(op)])  # by name: a subclass may override one
         result = QResult(handler(now_ms, *fields))
         self._hand_out(now_ms, result)
+        if self._fresh is not None:
+            self._fresh.body = None
+            self._fresh = None
         return result
 
     def _hand_out(self, now_ms: int, result: QResult) -> None:
         queue = self.queue
         for delivery in queue.take_deliveries(now_ms):
             channel, tag = self._tags[delivery.consumer.tag]
-            result.deliveries.append(QDelivery(channel, tag, delivery.msg_id, delivery.message,
-                                               delivery.redelivered, self._counts.get(delivery.msg_id, 0)))
+            message = delivery.message
+            result.deliveries.append(QDelivery(channel, tag, delivery.msg_id, message, delivery.redelivered,
+                                               self._counts.get(delivery.msg_id, 0), message.body))
         result.dead_letters = queue.take_dead_letters()
         self._forget_settled()
 
@@ -287,11 +358,37 @@ class QuorumQueueMachine:
         return [i for i in dict.fromkeys(ids) if owner(i) == ref]  # each id once
 
     def _enqueue(self, now_ms: int, exchange: str, routing_key: str, properties: bytes, body: bytes) -> bool:
-        message = Message.from_publish(exchange, routing_key, body, properties, decode_properties(properties))
+        message = self._message(exchange, routing_key, properties, body, self.applied)
         accepted = self.queue.enqueue(message, now_ms).accepted
         if accepted and (message.expiration_ms is not None or self.queue.args.message_ttl is not None):
             self._expiring += 1
+        if self.log is not None:
+            self._fresh = message  # its body leaves RAM once this apply has handed it out
         return accepted
+
+    def _relocate(self, now_ms: int, msg_id: int, body: bytes) -> None:
+        message = self.queue.message_of(msg_id)
+        if message is not None and message.body is None:  # (else settled meanwhile, or held in RAM)
+            message.seq = self.applied
+
+    def _message(self, exchange: str, routing_key: str, properties: bytes, body: bytes | None,
+                 seq: int = 0, size: int | None = None) -> Message:
+        names, blocks = self._names, self._blocks
+        if len(names) > _INTERN_LIMIT or len(blocks) > _INTERN_LIMIT:
+            names.clear()
+            blocks.clear()
+        exchange = names.setdefault(exchange, exchange)
+        routing_key = names.setdefault(routing_key, routing_key)
+        shared = blocks.get(properties)
+        if shared is None:
+            shared = blocks[properties] = (properties, decode_properties(properties))
+        message = Message.from_publish(exchange, routing_key, body if body is not None else b"", shared[0],
+                                       shared[1])
+        message.seq = seq
+        if body is None:
+            message.body = None
+            message.size = size or 0
+        return message
 
     def _checkout(self, now_ms: int, channel: str, tag: str, prefetch: int, priority: int,
                   exclusive: bool) -> str | None:
@@ -347,7 +444,10 @@ class QuorumQueueMachine:
         answer = None
         if got is not None:
             count = self._counts.pop(got.msg_id, 0) if no_ack else self._counts.get(got.msg_id, 0)
-            answer = got.msg_id, count, got.redelivered, got.message_count, got.message
+            message = got.message
+            if message.body is None:  # the answer (kept for a resend) holds its body
+                message = replace(message, body=self.body_of(message))
+            answer = got.msg_id, count, got.redelivered, got.message_count, message
         if request:
             self._last_get[channel] = (request, answer)
         return answer
@@ -391,11 +491,7 @@ def _stored(message: Message) -> list[Any]:
     properties = message.properties
     if properties is None:  # never for a published message; a changed one re-encodes
         properties = encode_properties(message.props)
-    return [message.exchange, message.routing_key, properties, message.body]
-
-
-def _message(exchange: str, routing_key: str, properties: bytes, body: bytes) -> Message:
-    return Message.from_publish(exchange, routing_key, body, properties, decode_properties(properties))
+    return [message.exchange, message.routing_key, properties, message.body, message.seq, message.size]
 
 
 _HANDLERS: dict[QOp, str] = {
@@ -410,5 +506,6 @@ _HANDLERS: dict[QOp, str] = {
     QOp.DOWN: "_down",
     QOp.TICK: "_tick",
     QOp.POLICY: "_policy",
+    QOp.RELOCATE: "_relocate",
 }
 LOGGED_OPS = tuple(_HANDLERS)  # the ops an entry may carry (STAT, STATUS, TRANSFER are not)

@@ -163,6 +163,13 @@ class _Groups:
         snapshot: bytes = self.queues.snapshot(group)
         return snapshot
 
+    def keep_from(self, group: Any) -> int | None:
+        """The first entry a quorum queue still reads its bodies from (see RaftHost)."""
+        if group == META_GROUP or self.queues is None:
+            return None
+        keep: int | None = self.queues.keep_from(group)
+        return keep
+
     def restore(self, group: Any, index: int, data: bytes) -> None:
         if group == META_GROUP:
             self.fsm.restore(index, data)

@@ -36,6 +36,7 @@ from warren.cluster.definitions import Outcome, SetQueueMembers
 from warren.cluster.placement import reconciled_members
 from warren.io.cluster import ELECTION_TICKS, HEARTBEAT_TICKS, ClusterRuntime
 from warren.io.raft_host import ProposalFailed
+from warren.io.raft_wire import ENVELOPE_BYTES
 from warren.node.quorum import QuorumQueues, member_role, settled_leader
 from warren.raft.node import RaftNode, Role
 from warren.raft.types import ConfChange, ConfChangeKind
@@ -111,6 +112,17 @@ class QuorumGroups:
             done(None, ProposalFailed("the raft host is not running"))
             return
         host.propose_with(group, payload, done)
+
+    def entry(self, group: int, index: int) -> bytes | None:
+        host = self.cluster.host
+        slot = host.groups.get(group) if host is not None else None
+        storage = slot.storage if slot is not None else None
+        data = storage.entry_data(index) if isinstance(storage, GroupStorage) else None
+        return data[ENVELOPE_BYTES:] if data is not None else None  # as the host applies it
+
+    def compact(self, group: int) -> None:
+        if self.cluster.host is not None:
+            self.cluster.host.compact(group)
 
     def leader(self, group: int) -> str | None:
         node = self._node(group)

@@ -44,6 +44,7 @@ log = logging.getLogger("warren.quorum")
 Answer = Callable[[bool, Any, str], None]  # (ok, value, error text)
 PROPOSAL_RETRY_HOPS = 5  # redirects a command follows before it fails
 TICK_EVERY_MS = 1000  # a leader of a queue with expiring messages proposes a TICK this often
+RELOCATE_BATCH = 64  # old messages a leader copies forward in the log per tick
 
 
 class RaftGroups(Protocol):
@@ -58,6 +59,8 @@ class RaftGroups(Protocol):
     def term_start(self, group: int) -> int: ...
     def transfer(self, group: int, to: str) -> bool: ...
     def status(self, group: int) -> dict[str, Any] | None: ...
+    def entry(self, group: int, index: int) -> bytes | None: ...  # an entry's data, also a retained one
+    def compact(self, group: int) -> None: ...  # snapshot the group soon (keeping what keep_from says)
     def member_ids(self, names: list[str]) -> list[int]: ...
     def member_names(self, ids: list[int]) -> list[str]: ...
 
@@ -70,6 +73,9 @@ class Replica:
     last_result: QResult | None = None  # of the entry applied last (its proposer reads it)
     ticked_ms: int = 0
     commit_latency: float = 0.0  # seconds from the leader's proposal to its apply, last entry
+    compacted_at: int = 0  # the applied index when this replica last asked for a snapshot
+    span_checked_at: int = 0  # ... when its leader last looked for messages to relocate
+    relocating: int = 0  # RELOCATE proposals in flight
 
 
 @dataclass
@@ -156,9 +162,16 @@ class QuorumQueues:
 
     def _host(self, queue: Any, campaign: bool) -> None:
         assert self.raft is not None
-        machine = QuorumQueueMachine(queue.name, queue.vhost, queue.arguments)
+        machine = QuorumQueueMachine(queue.name, queue.vhost, queue.arguments, self._log_of(queue.group),
+                                     self.node.limits.quorum_snapshot_min_entries)
         self.replicas[queue.group] = Replica(queue, machine)
         self.raft.host(queue.group, queue.genesis or self.raft.member_ids(queue.members), campaign)
+
+    def _log_of(self, group: int) -> Callable[[int], bytes | None]:
+        """The reader of ``group``'s log the replica reads its bodies back with."""
+        raft = self.raft
+        assert raft is not None
+        return lambda index: raft.entry(group, index)
 
     def members_changed(self, queue: Any) -> None:
         """The metadata names new target members: a member new here hosts an empty replica
@@ -206,6 +219,7 @@ class QuorumQueues:
             if result.dead_letters:  # the leader routes them (at most once, as RabbitMQ)
                 vhost = self.node.broker.vhosts.get(replica.queue.vhost)
                 if vhost is not None:
+                    replica.machine.fill_bodies(result.dead_letters)
                     for queue in vhost.route_dead_letters(result.dead_letters, self.node.wall_ms()):
                         self.node.queue_changed(queue)
             self.schedule_flush()
@@ -222,7 +236,7 @@ class QuorumQueues:
         target = d.channel.split("#", 1)[0]
         m = {"f": Fwd.QDELIVER, "g": replica.queue.group, "ch": d.channel, "tag": d.tag, "id": d.msg_id,
              "r": d.redelivered, "n": d.delivery_count, "x": message.exchange, "k": message.routing_key,
-             "p": properties, "b": message.body}
+             "p": properties, "b": d.body if d.body is not None else replica.machine.body_of(message)}
         if target == self.node.name:
             self._on_deliver(target, m)
         elif self.is_up(target):
@@ -444,7 +458,34 @@ class QuorumQueues:
     def restore(self, group: int, index: int, data: bytes) -> None:
         replica = self.replicas.get(group)
         if replica is not None:
-            replica.machine = QuorumQueueMachine.restore(data)
+            replica.machine = QuorumQueueMachine.restore(data, self._log_of(group),
+                                                         self.node.limits.quorum_snapshot_min_entries)
+            replica.compacted_at = replica.span_checked_at = index
+
+    def keep_from(self, group: int) -> int | None:
+        replica = self.replicas.get(group)
+        return replica.machine.keep_from() if replica is not None else None
+
+    def _mind_the_log(self, group: int, replica: Replica, leading: bool, now_ms: int) -> None:
+        """Keep the group's log the size of the queue: snapshot (every replica) and, on the
+        leader, relocate old messages that would pin the log's start (see queue_fsm)."""
+        raft, machine = self.raft, replica.machine
+        assert raft is not None
+        span = max(machine.min_span, 2 * machine.queue.messages)
+        if machine.applied - replica.compacted_at >= span:
+            replica.compacted_at = machine.applied
+            raft.compact(group)
+        if leading and not replica.relocating and machine.applied - replica.span_checked_at >= span:
+            stale = machine.stale(RELOCATE_BATCH)
+            if len(stale) < RELOCATE_BATCH:  # (else the next tick, once these are in, looks again)
+                replica.span_checked_at = machine.applied
+            for msg_id, message in stale:
+                replica.relocating += 1
+
+                def relocated(index: int | None, error: Exception | None, replica: Replica = replica) -> None:
+                    replica.relocating -= 1
+
+                raft.propose(group, encode(QOp.RELOCATE, now_ms, msg_id, machine.body_of(message)), relocated)
 
     def listing(self, queue: Any) -> dict[str, Any]:
         """A quorum queue's fields in the management API, as RabbitMQ shows them (counts
@@ -595,6 +636,7 @@ class QuorumQueues:
             if leading and replica.machine.needs_ticks and now_ms - replica.ticked_ms >= TICK_EVERY_MS:
                 replica.ticked_ms = now_ms
                 raft.propose(group, encode(QOp.TICK, now_ms), _ignore)
+            self._mind_the_log(group, replica, leading, now_ms)
         for token, pending in list(self.pending.items()):
             if pending.deadline < now:
                 self._fail(token, "no answer in time")

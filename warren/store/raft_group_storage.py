@@ -92,6 +92,17 @@ class GroupStorage:
             return self._cache[i]
         return None
 
+    def entry_data(self, index: int) -> bytes | None:
+        """The data of the entry at ``index``, also one a snapshot retained; None if not held."""
+        cached = self._cached(index)
+        if cached is not None:
+            return cached.data
+        store, group = self.store, self.group
+        if not store.retained_from(group) <= index <= store.last_index(group):
+            return None
+        found = store.entries(group, index, index + 1)
+        return found[0][3] if found else None
+
     # LogStorage
     def first_index(self) -> int:
         return self.store.first_index(self.group)

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import msgpack
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -477,6 +478,8 @@ def random_entry(rng: random.Random, now: int, n: int) -> bytes:
         fields = (rng.choice(PREFIXES),)
     elif op == QOp.POLICY:
         fields = rng.choice(POLICIES)
+    elif op == QOp.RELOCATE:  # the body is made honest by ``honest`` where it matters
+        fields = (rng.randint(1, 15), b"moved")
     else:
         fields = ()
     return encode(op, now, *fields)
@@ -491,34 +494,60 @@ def workload(seed: int, length: int) -> tuple[dict[str, Any], list[bytes]]:
     return rng.choice(ARGUMENTS), entries
 
 
-def observe_result(result: QResult) -> list[Any]:
+def observe_result(result: QResult, m: QuorumQueueMachine | None = None) -> list[Any]:
+    """What an apply gives clients (``m``: the machine, to read bodies kept in the log)."""
     value = result.value
     if isinstance(value, tuple):  # a get's answer carries the message
         value = [*value[:4], value[4].body]
+    if m is not None:
+        m.fill_bodies(result.dead_letters)
     return [
         value,
-        [[d.channel, d.tag, d.msg_id, d.message.body, d.redelivered, d.delivery_count] for d in result.deliveries],
+        [[d.channel, d.tag, d.msg_id, d.body if m is None or d.body is not None else m.body_of(d.message),
+          d.redelivered, d.delivery_count] for d in result.deliveries],
         [[d.reason, d.exchange, d.message.routing_key, d.message.body] for d in result.dead_letters],
     ]
 
 
-def observe(m: QuorumQueueMachine) -> list[Any]:
+def observe(m: QuorumQueueMachine, snapshot: bool = True) -> list[Any]:
     """What clients and a new leader can see: ready messages in order, who holds what,
     the consumers, what a new leader would send again."""
     queue = m.queue
     return [
-        [[i, msg.body, redelivered] for i, msg, redelivered in queue.ready_messages()],
+        [[i, m.body_of(msg), redelivered] for i, msg, redelivered in queue.ready_messages()],
         [list(h) for h in m.holders()],
         [[ch, tag, c.prefetch, c.priority, c.unacked] for ch, tag, c in m.consumers()],
-        [[d.channel, d.tag, d.msg_id, d.delivery_count] for d in m.checked_out()],
+        [[d.channel, d.tag, d.msg_id, d.delivery_count, m.body_of(d.message)] for d in m.checked_out()],
         [queue.messages, queue.message_bytes, m.needs_ticks, m.applied],
-        hashlib.blake2b(m.snapshot(), digest_size=8).hexdigest(),  # snapshots are deterministic too
+        # snapshots are deterministic too
+        hashlib.blake2b(m.snapshot(), digest_size=8).hexdigest() if snapshot else "",
     ]
 
 
-def run(arguments: dict[str, Any], entries: list[bytes]) -> list[Any]:
+def in_log(entries: list[bytes]) -> Any:
+    """A log reader over ``entries`` (index 1 first), as the Raft store serves one."""
+    return lambda index: entries[index - 1] if 0 < index <= len(entries) else None
+
+
+def run(arguments: dict[str, Any], entries: list[bytes], log: bool = False, snapshot: bool = True) -> list[Any]:
+    m = QuorumQueueMachine("q", "/", arguments, in_log(entries) if log else None)
+    return [[observe_result(m.apply(i, data), m), observe(m, snapshot)] for i, data in enumerate(entries, 1)]
+
+
+def honest(arguments: dict[str, Any], entries: list[bytes]) -> list[bytes]:
+    """The workload with each RELOCATE carrying the body of the message it names, as the
+    leader proposes it (one naming no live message is left as it is: a no-op)."""
     m = QuorumQueueMachine("q", "/", arguments)
-    return [[observe_result(m.apply(i, data)), observe(m)] for i, data in enumerate(entries, 1)]
+    out = []
+    for i, data in enumerate(entries, 1):
+        op, now, *fields = msgpack.unpackb(data)
+        if op == QOp.RELOCATE:
+            message = m.queue.message_of(fields[0])
+            if message is not None:
+                data = encode(QOp.RELOCATE, now, fields[0], message.body)
+        out.append(data)
+        m.apply(i, data)
+    return out
 
 
 @settings(max_examples=150, deadline=None)
@@ -526,6 +555,15 @@ def run(arguments: dict[str, Any], entries: list[bytes]) -> list[Any]:
 def test_the_same_entries_give_the_same_queue_on_every_replica(seed: int, length: int) -> None:
     arguments, entries = workload(seed, length)
     assert run(arguments, entries) == run(arguments, entries)
+    assert run(arguments, entries, log=True) == run(arguments, entries, log=True)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(0, 2**32), st.integers(1, 120))
+def test_bodies_kept_in_the_log_give_clients_what_bodies_in_ram_give(seed: int, length: int) -> None:
+    arguments, entries = workload(seed, length)
+    entries = honest(arguments, entries)
+    assert run(arguments, entries, log=True, snapshot=False) == run(arguments, entries, snapshot=False)
 
 
 def test_replicas_agree_across_processes_with_different_hash_seeds() -> None:
@@ -555,15 +593,17 @@ def test_a_restored_snapshot_applies_the_rest_of_the_log_as_the_original(
 ) -> None:
     arguments, entries = workload(seed, length)
     cut = int(where * length)
-    original = QuorumQueueMachine("q", "/", arguments)
-    for i, data in enumerate(entries[:cut], 1):
-        original.apply(i, data)
-    data = original.snapshot()
-    restored = QuorumQueueMachine.restore(data)
-    assert restored.snapshot() == data and observe(restored) == observe(original)
-    for i, entry in enumerate(entries[cut:], cut + 1):
-        assert observe_result(restored.apply(i, entry)) == observe_result(original.apply(i, entry))
-        assert observe(restored) == observe(original)
+    for log in (None, in_log(entries)):
+        original = QuorumQueueMachine("q", "/", arguments, log)
+        for i, data in enumerate(entries[:cut], 1):
+            original.apply(i, data)
+        data = original.snapshot()
+        restored = QuorumQueueMachine.restore(data, log)
+        assert restored.snapshot() == data and observe(restored) == observe(original)
+        for i, entry in enumerate(entries[cut:], cut + 1):
+            assert (observe_result(restored.apply(i, entry), restored)
+                    == observe_result(original.apply(i, entry), original))
+            assert observe(restored) == observe(original)
 
 
 def test_a_snapshot_keeps_credit_of_a_cancelled_consumer_apart_from_its_successor() -> None:
@@ -628,3 +668,63 @@ def test_a_subclass_overrides_one_op_handler() -> None:
     m = RefusesAll("q", "/", {})
     assert m.apply(1, encode(QOp.ENQUEUE, 0, "", "q", PLAIN, b"a")).value is False
     assert m.queue.messages == 0
+
+
+# ---- bodies in the log ---------------------------------------------------------------------
+
+
+class LoggedReplica(Replica):
+    """A replica whose bodies live in its log (the entries it applied)."""
+
+    def __init__(self, min_span: int = 4096, **arguments: Any) -> None:
+        self.entries: list[bytes] = []
+        self.m = QuorumQueueMachine("q", "/", arguments, in_log(self.entries), min_span)
+        self.index = 0
+
+    def __call__(self, op: QOp, *fields: Any, now: int = 0) -> QResult:
+        self.entries.append(encode(op, now, *fields))
+        self.index += 1
+        return self.m.apply(self.index, self.entries[-1])
+
+
+def test_a_replica_with_a_log_holds_no_bodies_and_reads_them_back_to_deliver() -> None:
+    q = LoggedReplica()
+    q.publish(b"one", b"two")
+    assert [msg.body for _, msg, _ in q.m.queue.ready_messages()] == [None, None]
+    assert q.m.queue.message_bytes == 6  # sizes are kept
+    (first,) = q.checkout(C1, prefetch=1).deliveries  # a stored message: read back from the log
+    assert first.body is None and q.m.body_of(first.message) == b"one"
+    got = q(QOp.GET, C2, True).value  # a get's answer carries its body (kept for a resend)
+    assert got is not None and got[4].body == b"two"
+    q(QOp.SETTLE, C1, [first.msg_id])
+    (fresh,) = q.publish(b"three")[0].deliveries  # delivered by the apply that enqueued it
+    assert fresh.body == b"three" and fresh.message.body is None
+    assert b"one" not in q.m.snapshot() and b"three" not in q.m.snapshot()
+
+
+def test_dead_letters_of_a_logged_queue_get_their_bodies() -> None:
+    q = LoggedReplica(**{"x-dead-letter-exchange": "dlx", "x-max-length": 1})
+    q.publish(b"old", b"new")  # drop-head dead-letters "old", whose body is in the log
+    (letter,) = q.publish(b"newer")[0].dead_letters
+    q.m.fill_bodies([letter])
+    assert letter.message.body == b"new" and letter.reason == "maxlen"
+
+
+def test_keep_from_follows_the_oldest_live_message_and_relocation_unpins_it() -> None:
+    q = LoggedReplica(min_span=10)
+    q.checkout(C1, prefetch=1)  # index 1
+    q.publish(b"stuck")  # index 2: delivered to C1, never acked
+    assert q.m.keep_from() == 2 and q.m.stale(8) == []
+    for n in range(30):  # a stream that C2 gets and acks meanwhile
+        q.publish(b"m%d" % n)
+        got = q(QOp.GET, C2, True).value
+        assert got is not None
+    assert q.m.keep_from() == 2
+    (stale,) = q.m.stale(8)  # 62 entries on, for one message held: relocate it
+    msg_id, message = stale
+    q(QOp.RELOCATE, msg_id, q.m.body_of(message))
+    assert q.m.keep_from() == q.index and q.m.stale(8) == []
+    q.entries[1] = b""  # the old entry is gone from the log: the body is read from its new place
+    assert q.m.body_of(q.m.checked_out()[0].message) == b"stuck"
+    restored = QuorumQueueMachine.restore(q.m.snapshot(), in_log(q.entries))
+    assert restored.keep_from() == q.index and restored.body_of(restored.checked_out()[0].message) == b"stuck"
