@@ -38,7 +38,8 @@ def test_each_nemesis_once_loses_nothing_confirmed(tmp_path: Path) -> None:
                               "--nemesis", "partition,disk,kill,pause,leader",  # clients spread: one per node
                               "--queues", "3", "--publishers", "3", "--consumers", "3")
     verdict = result["verdict"]
-    assert [f["nemesis"] for f in result["faults"]] == ["partition", "disk", "kill", "pause", "leader"], log
+    # each nemesis in turn (a sixth fault fits when restarts are quick: the schedule starts over)
+    assert [f["nemesis"] for f in result["faults"]][:5] == ["partition", "disk", "kill", "pause", "leader"], log
     assert result["drained"], log  # healed with no manual step: every queue drained
     assert verdict["confirmed"] > 1000 and verdict["lost"] == 0 and verdict["unexpected"] == 0, verdict
     assert verdict["duplicated_unflagged"] == 0, verdict
