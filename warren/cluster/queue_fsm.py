@@ -151,7 +151,7 @@ class QuorumQueueMachine:
         self.min_span = min_span  # Limits.quorum_snapshot_min_entries
         self._fresh: Message | None = None  # enqueued by the entry being applied (body still held)
         # One object per distinct name and property block, shared by the messages
-        self._names: dict[str, str] = {}
+        self._names: dict[Any, Any] = {}  # names, and sizes (an int object per message costs 28 B)
         self._blocks: dict[bytes, tuple[bytes, dict[str, Any]]] = {}
         self.delivery_limit = delivery_limit_of(self.queue.args)
         self.applied = 0
@@ -388,6 +388,7 @@ class QuorumQueueMachine:
         if body is None:
             message.body = None
             message.size = size or 0
+        message.size = names.setdefault(message.size, message.size)  # one int object per size
         return message
 
     def _checkout(self, now_ms: int, channel: str, tag: str, prefetch: int, priority: int,
