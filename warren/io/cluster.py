@@ -163,6 +163,13 @@ class _Groups:
         snapshot: bytes = self.queues.snapshot(group)
         return snapshot
 
+    def snapshot_every(self, group: Any) -> int | None:
+        """A quorum queue's snapshot interval (see SnapshotPolicy); None: the host's limits."""
+        if group == META_GROUP or self.queues is None:
+            return None
+        every: int | None = self.queues.snapshot_every(group)
+        return every
+
     def keep_from(self, group: Any) -> int | None:
         """The first entry a quorum queue still reads its bodies from (see RaftHost)."""
         if group == META_GROUP or self.queues is None:

@@ -120,10 +120,6 @@ class QuorumGroups:
         data = storage.entry_data(index) if isinstance(storage, GroupStorage) else None
         return data[ENVELOPE_BYTES:] if data is not None else None  # as the host applies it
 
-    def compact(self, group: int) -> None:
-        if self.cluster.host is not None:
-            self.cluster.host.compact(group)
-
     def leader(self, group: int) -> str | None:
         node = self._node(group)
         if node is None or not node.leader:

@@ -8,7 +8,11 @@ is the state as of ``node.applied``. A snapshot is taken
 - when the entries applied since the group's last snapshot reach
   ``Limits.raft_snapshot_every_entries`` or their data ``raft_snapshot_every_bytes``
   (0 turns either off), for a state machine that has ``snapshot``;
-- when the state machine (or anyone) asked for one with ``RaftHost.compact``.
+- when the state machine (or anyone) asked for one with ``RaftHost.compact``;
+- for a group whose state machine names its own interval (an optional
+  ``snapshot_every(group) -> int | None``: a quorum queue snapshots every
+  max(``quorum_snapshot_min_entries``, 2 x its depth) entries, as a snapshot costs it time
+  in proportion to its depth), at that many entries instead of the two limits above.
 
 The core then compacts its log: its model stays "snapshot at S, log from S+1". A state
 machine that keeps data in the log (a quorum queue keeps its message bodies there) says
@@ -54,6 +58,7 @@ class SnapshotPolicy:
         # Looked up once: the host asks on every pass over every dirty group.
         self._snapshot = getattr(state_machine, "snapshot", None)
         self._keep_from = getattr(state_machine, "keep_from", None)
+        self._every = getattr(state_machine, "snapshot_every", None)
         self.every_entries = limits.raft_snapshot_every_entries
         self.every_bytes = limits.raft_snapshot_every_bytes
         self._since: dict[GroupId, _Since] = {}
@@ -93,10 +98,14 @@ class SnapshotPolicy:
         if behind <= 0:
             return False
         due = since is not None and since.requested
-        due = due or (self.every_entries > 0 and behind >= self.every_entries)
-        due = due or (
-            self.every_bytes > 0 and since is not None and since.data_bytes >= self.every_bytes
-        )
+        own = self._every(group) if self._every is not None else None
+        if own is not None:
+            due = due or behind >= own
+        else:
+            due = due or (self.every_entries > 0 and behind >= self.every_entries)
+            due = due or (
+                self.every_bytes > 0 and since is not None and since.data_bytes >= self.every_bytes
+            )
         if not due:
             return False
         if node.local_snapshot is not None or node.log.pending_snapshot is not None:

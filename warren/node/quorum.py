@@ -60,7 +60,6 @@ class RaftGroups(Protocol):
     def transfer(self, group: int, to: str) -> bool: ...
     def status(self, group: int) -> dict[str, Any] | None: ...
     def entry(self, group: int, index: int) -> bytes | None: ...  # an entry's data, also a retained one
-    def compact(self, group: int) -> None: ...  # snapshot the group soon (keeping what keep_from says)
     def member_ids(self, names: list[str]) -> list[int]: ...
     def member_names(self, ids: list[int]) -> list[str]: ...
 
@@ -73,8 +72,7 @@ class Replica:
     last_result: QResult | None = None  # of the entry applied last (its proposer reads it)
     ticked_ms: int = 0
     commit_latency: float = 0.0  # seconds from the leader's proposal to its apply, last entry
-    compacted_at: int = 0  # the applied index when this replica last asked for a snapshot
-    span_checked_at: int = 0  # ... when its leader last looked for messages to relocate
+    span_checked_at: int = 0  # the applied index when its leader last looked for messages to relocate
     relocating: int = 0  # RELOCATE proposals in flight
 
 
@@ -460,22 +458,23 @@ class QuorumQueues:
         if replica is not None:
             replica.machine = QuorumQueueMachine.restore(data, self._log_of(group),
                                                          self.node.limits.quorum_snapshot_min_entries)
-            replica.compacted_at = replica.span_checked_at = index
+            replica.span_checked_at = index
 
     def keep_from(self, group: int) -> int | None:
         replica = self.replicas.get(group)
         return replica.machine.keep_from() if replica is not None else None
 
+    def snapshot_every(self, group: int) -> int | None:
+        """Entries between a replica's snapshots: a snapshot holds every message's record,
+        so its interval grows with the queue (the Raft host asks)."""
+        replica = self.replicas.get(group)
+        return _span(replica.machine) if replica is not None else None
+
     def _mind_the_log(self, group: int, replica: Replica, leading: bool, now_ms: int) -> None:
-        """Keep the group's log the size of the queue: snapshot (every replica) and, on the
-        leader, relocate old messages that would pin the log's start (see queue_fsm)."""
+        """On the leader: relocate old messages that would pin the log's start (queue_fsm)."""
         raft, machine = self.raft, replica.machine
         assert raft is not None
-        span = max(machine.min_span, 2 * machine.queue.messages)
-        if machine.applied - replica.compacted_at >= span:
-            replica.compacted_at = machine.applied
-            raft.compact(group)
-        if leading and not replica.relocating and machine.applied - replica.span_checked_at >= span:
+        if leading and not replica.relocating and machine.applied - replica.span_checked_at >= _span(machine):
             stale = machine.stale(RELOCATE_BATCH)
             if len(stale) < RELOCATE_BATCH:  # (else the next tick, once these are in, looks again)
                 replica.span_checked_at = machine.applied
@@ -725,6 +724,10 @@ def member_role(status: dict[str, Any], member: str) -> str:
 
 
 _STATUS_FIELDS = ("role", "term", "commit", "applied", "last_index", "snapshot_index", "config_index")
+
+
+def _span(machine: QuorumQueueMachine) -> int:
+    return max(machine.min_span, 2 * machine.queue.messages)
 
 
 def _ignore(index: int | None, error: Exception | None) -> None:
