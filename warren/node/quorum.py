@@ -11,6 +11,11 @@ members each apply its entries to a :class:`QuorumQueueMachine`
   again every message checked out to a consumer (the old leader may have died before it
   left; the consumer's node drops what its client has already), and releases the channels
   of nodes that are down (``DOWN``).
+- *the log as the message store*: a replica holds no bodies; it reads them from the group's
+  log (``RaftGroups.entry``) when the leader sends a stored message, and the Raft host
+  snapshots it every ``snapshot_every`` entries keeping the log from ``keep_from``. A
+  leader relocates messages whose entries lie too far back (``RELOCATE``), so the log's
+  length follows the queue's depth.
 - *access*: this node's clients' commands go to the group's leader (``QCOMMAND``), which
   proposes them stamped with its clock and answers once they are committed and applied
   (``QANSWER``). A publish is confirmed then; an answer naming another leader sends the
