@@ -224,12 +224,9 @@ class QuorumQueueMachine:
             if letter.message.body is None:
                 letter.message.body = self._body_at(letter.origin_seq)
 
-    def _live(self) -> list[Message]:
-        return [m for m in self.queue.held_messages() if m.body is None]
-
     def keep_from(self) -> int | None:
         """The oldest log index a live message's body is read from (None: none is)."""
-        return min((m.seq for m in self._live()), default=None)
+        return min((m.seq for m in self.queue.held_messages() if m.body is None), default=None)
 
     def stale(self, limit: int) -> list[tuple[int, Message]]:
         """(msg_id, message) of up to ``limit`` live messages, oldest first, whose entries lie
