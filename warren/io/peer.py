@@ -255,8 +255,8 @@ class _Outbound:
     def flush(self) -> None:
         self.flush_scheduled = False
         writer = self.writer
-        if writer is None or not self.queue:
-            return
+        if writer is None or not self.queue or writer.is_closing():
+            return  # (a connection going down: the frames wait for the next one)
         if (
             writer.transport.get_write_buffer_size()
             > self.transport.limits.peer_max_write_buffer_bytes

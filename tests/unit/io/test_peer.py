@@ -78,3 +78,26 @@ def test_backoff_doubles_to_a_cap_with_jitter_and_resets() -> None:
     # The same seed gives the same schedule (jitter comes from the injected random).
     again = Backoff(0.1, 1.0, random.Random(7))
     assert [again.next_delay() for _ in range(8)] == delays
+
+
+def test_a_flush_onto_a_closing_connection_keeps_the_frames_for_the_next_one() -> None:
+    """The peer went away between the enqueue and the flush: writing would raise in the
+    loop's callback (seen in a chaos run); the frames wait for the reconnect instead."""
+    from types import SimpleNamespace
+
+    from warren.io.peer import _Outbound
+    from warren.limits import Limits
+
+    class ClosingWriter:
+        def is_closing(self) -> bool:
+            return True
+
+        def write(self, data: bytes) -> None:
+            raise RuntimeError("unable to perform operation on a closed transport")
+
+    transport = SimpleNamespace(limits=Limits(), rng=random.Random(1))
+    outbound = _Outbound(transport, 2, ("127.0.0.1", 1))  # type: ignore[arg-type]
+    outbound.writer = ClosingWriter()  # type: ignore[assignment]
+    outbound.queue.append(b"frame")
+    outbound.flush()
+    assert list(outbound.queue) == [b"frame"]
