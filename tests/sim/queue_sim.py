@@ -680,8 +680,8 @@ class QueueSimulation(EventLoop):
         """As warren.node.quorum's leader does: copy old messages forward in the log."""
         rep = self.replicas[n]
         raft, machine = rep.raft, rep.machine
-        span = max(MIN_SPAN, 2 * machine.queue.messages)
-        if raft.role != Role.LEADER or raft.applied < raft.term_start or machine.applied - rep.span_checked_at < span:
+        if (raft.role != Role.LEADER or raft.applied < raft.term_start
+                or machine.applied - rep.span_checked_at < machine.log_span):
             return
         rep.span_checked_at = machine.applied
         for msg_id, message in machine.stale(8):

@@ -150,9 +150,11 @@ class QuorumQueueMachine:
         self.log = log  # set: bodies live in the log (see the module docstring)
         self.min_span = min_span  # Limits.quorum_snapshot_min_entries
         self._fresh: Message | None = None  # enqueued by the entry being applied (body still held)
-        # One object per distinct name and property block, shared by the messages
-        self._names: dict[Any, Any] = {}  # names, and sizes (an int object per message costs 28 B)
+        # One object per distinct name, property block and size, shared by the messages
+        # (an int object of its own costs a message 28 B)
+        self._names: dict[str, str] = {}
         self._blocks: dict[bytes, tuple[bytes, dict[str, Any]]] = {}
+        self._sizes: dict[int, int] = {}
         self.delivery_limit = delivery_limit_of(self.queue.args)
         self.applied = 0
         self._refs: dict[str, ConsumerRef] = {}  # channel -> its ref in the queue state
@@ -223,6 +225,13 @@ class QuorumQueueMachine:
         for letter in letters:
             if letter.message.body is None:
                 letter.message.body = self._body_at(letter.origin_seq)
+
+    @property
+    def log_span(self) -> int:
+        """Entries between this replica's snapshots, and between its leader's looks for
+        messages to relocate: a snapshot holds every message's record, so it grows with the
+        queue (max(``min_span``, 2 x messages))."""
+        return max(self.min_span, 2 * self.queue.messages)
 
     def keep_from(self) -> int | None:
         """The oldest log index a live message's body is read from (None: none is)."""
@@ -370,22 +379,19 @@ class QuorumQueueMachine:
 
     def _message(self, exchange: str, routing_key: str, properties: bytes, body: bytes | None,
                  seq: int = 0, size: int | None = None) -> Message:
-        names, blocks = self._names, self._blocks
-        if len(names) > _INTERN_LIMIT or len(blocks) > _INTERN_LIMIT:
+        names, blocks, sizes = self._names, self._blocks, self._sizes
+        if len(names) > _INTERN_LIMIT or len(blocks) > _INTERN_LIMIT or len(sizes) > _INTERN_LIMIT:
             names.clear()
             blocks.clear()
-        exchange = names.setdefault(exchange, exchange)
-        routing_key = names.setdefault(routing_key, routing_key)
+            sizes.clear()
         shared = blocks.get(properties)
         if shared is None:
             shared = blocks[properties] = (properties, decode_properties(properties))
-        message = Message.from_publish(exchange, routing_key, body if body is not None else b"", shared[0],
-                                       shared[1])
-        message.seq = seq
-        if body is None:
-            message.body = None
-            message.size = size or 0
-        message.size = names.setdefault(message.size, message.size)  # one int object per size
+        exchange, routing_key = names.setdefault(exchange, exchange), names.setdefault(routing_key, routing_key)
+        message = Message.from_publish(exchange, routing_key, b"" if body is None else body, *shared)
+        message.body, message.seq = body, seq
+        length = len(body) if body is not None else size or 0
+        message.size = sizes.setdefault(length, length)
         return message
 
     def _checkout(self, now_ms: int, channel: str, tag: str, prefetch: int, priority: int,

@@ -473,13 +473,13 @@ class QuorumQueues:
         """Entries between a replica's snapshots: a snapshot holds every message's record,
         so its interval grows with the queue (the Raft host asks)."""
         replica = self.replicas.get(group)
-        return _span(replica.machine) if replica is not None else None
+        return replica.machine.log_span if replica is not None else None
 
     def _mind_the_log(self, group: int, replica: Replica, leading: bool, now_ms: int) -> None:
         """On the leader: relocate old messages that would pin the log's start (queue_fsm)."""
         raft, machine = self.raft, replica.machine
         assert raft is not None
-        if leading and not replica.relocating and machine.applied - replica.span_checked_at >= _span(machine):
+        if leading and not replica.relocating and machine.applied - replica.span_checked_at >= machine.log_span:
             stale = machine.stale(RELOCATE_BATCH)
             if len(stale) < RELOCATE_BATCH:  # (else the next tick, once these are in, looks again)
                 replica.span_checked_at = machine.applied
@@ -729,10 +729,6 @@ def member_role(status: dict[str, Any], member: str) -> str:
 
 
 _STATUS_FIELDS = ("role", "term", "commit", "applied", "last_index", "snapshot_index", "config_index")
-
-
-def _span(machine: QuorumQueueMachine) -> int:
-    return max(machine.min_span, 2 * machine.queue.messages)
 
 
 def _ignore(index: int | None, error: Exception | None) -> None:

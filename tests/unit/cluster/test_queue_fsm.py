@@ -704,8 +704,8 @@ def test_a_replica_with_a_log_holds_no_bodies_and_reads_them_back_to_deliver() -
 
 def test_dead_letters_of_a_logged_queue_get_their_bodies() -> None:
     q = LoggedReplica(**{"x-dead-letter-exchange": "dlx", "x-max-length": 1})
-    q.publish(b"old", b"new")  # drop-head dead-letters "old", whose body is in the log
-    (letter,) = q.publish(b"newer")[0].dead_letters
+    q.publish(b"old", b"new")
+    (letter,) = q.publish(b"newer")[0].dead_letters  # drop-head pushes out "new", its body in the log
     q.m.fill_bodies([letter])
     assert letter.message.body == b"new" and letter.reason == "maxlen"
 

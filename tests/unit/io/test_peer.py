@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import random
+from types import SimpleNamespace
 
 import msgpack
 import pytest
 
 from warren.errors import PeerProtocolError
-from warren.io.peer import Backoff, FrameDecoder, encode_frame, handshake_mac
+from warren.io.peer import Backoff, FrameDecoder, _Outbound, encode_frame, handshake_mac
+from warren.limits import Limits
 
 
 def test_frames_split_across_reads_and_joined_in_one_read_decode_in_order() -> None:
@@ -83,10 +85,6 @@ def test_backoff_doubles_to_a_cap_with_jitter_and_resets() -> None:
 def test_a_flush_onto_a_closing_connection_keeps_the_frames_for_the_next_one() -> None:
     """The peer went away between the enqueue and the flush: writing would raise in the
     loop's callback (seen in a chaos run); the frames wait for the reconnect instead."""
-    from types import SimpleNamespace
-
-    from warren.io.peer import _Outbound
-    from warren.limits import Limits
 
     class ClosingWriter:
         def is_closing(self) -> bool:
