@@ -108,6 +108,10 @@ class Limits:
     # leader copies forward a message whose entry is more than 4 x the messages held plus
     # this many entries old (see warren.cluster.queue_fsm), so disk follows the queue's depth.
     quorum_snapshot_min_entries: int = 4096
+    # a node's publishes to one quorum queue in one loop iteration go as one log entry, of
+    # at most this many messages (<= queue_fsm.BATCH_SLOTS) and about this many body bytes
+    quorum_publish_batch_messages: int = 512
+    quorum_publish_batch_bytes: int = 512 * 1024
     # Membership that mends itself: every quorum_membership_check_seconds the metadata
     # leader brings each quorum queue back to its size on alive nodes, replacing members
     # that left the cluster and, if quorum_replace_down_after_seconds > 0, members down that
@@ -147,6 +151,8 @@ class Limits:
                              "must be positive")
         if self.forward_consumer_credit < 1:
             raise ValueError(f"forward_consumer_credit must be at least 1, got {self.forward_consumer_credit}")
+        if not 1 <= self.quorum_publish_batch_messages <= 4096:
+            raise ValueError(f"quorum_publish_batch_messages must be 1..4096, got {self.quorum_publish_batch_messages}")
         if self.quorum_snapshot_min_entries < 1:
             raise ValueError(f"quorum_snapshot_min_entries must be at least 1, got {self.quorum_snapshot_min_entries}")
         if self.quorum_membership_check_seconds <= 0:

@@ -14,14 +14,33 @@ if os.environ.get("WARREN_CHAOS_PLANT") == "confirm-without-enqueue":
     from warren.node import quorum
 
     _lead = quorum.QuorumQueues._lead
+    _reply = quorum.QuorumQueues._reply
     _seen = [0]
+    _planted_in: dict = {}  # (origin, token) -> (places confirmed unproposed, messages in the batch)
 
     def _planted(self, origin, token, group, op, args):  # type: ignore[no-untyped-def]
-        if op is QOp.ENQUEUE and self.raft is not None and self.raft.is_leader(group):
-            _seen[0] += 1
-            if _seen[0] % 500 == 0:
-                self._reply(origin, {"f": Fwd.QANSWER, "t": token, "ok": True, "v": True})
-                return
+        if op is QOp.PUBLISH and self.raft is not None and self.raft.is_leader(group):
+            messages, planted = args[0], []
+            for place in range(len(messages)):
+                _seen[0] += 1
+                if _seen[0] % 500 == 0:
+                    planted.append(place)
+            if planted:
+                kept = [m for place, m in enumerate(messages) if place not in planted]
+                if not kept:
+                    self._reply(origin, {"f": Fwd.QANSWER, "t": token, "ok": True, "v": [True] * len(messages)})
+                    return
+                _planted_in[(origin, token)] = (planted, len(messages))
+                args = [kept]
         _lead(self, origin, token, group, op, args)
 
+    def _answer(self, origin, m):  # type: ignore[no-untyped-def]
+        found = _planted_in.pop((origin, m.get("t")), None)
+        if found is not None and m.get("ok"):
+            planted, count = found
+            kept = iter(m["v"])
+            m = {**m, "v": [True if place in planted else next(kept) for place in range(count)]}
+        _reply(self, origin, m)
+
     quorum.QuorumQueues._lead = _planted
+    quorum.QuorumQueues._reply = _answer

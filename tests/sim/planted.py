@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import fields
 
 from warren.broker.message import Message as QueuedMessage
-from warren.cluster.queue_fsm import QResult, QuorumQueueMachine
+from warren.cluster.queue_fsm import BATCH_SLOTS_BITS, QResult, QuorumQueueMachine
 from warren.raft.node import RaftNode, Role
 from warren.raft.types import Config, Entry, Message, MsgType, SnapshotMeta
 
@@ -174,8 +174,9 @@ class RefusesButKeeps(QuorumQueueMachine):
     """Answers a publish over x-max-length with a refusal (the publisher gets a nack) but
     keeps the message: consumers receive what its publisher was told was rejected."""
 
-    def _enqueue(self, now_ms: int, exchange: str, routing_key: str, properties: bytes, body: bytes) -> bool:
-        accepted = super()._enqueue(now_ms, exchange, routing_key, properties, body)
+    def _enqueue(self, now_ms: int, exchange: str, routing_key: str, properties: bytes, body: bytes,
+                 place: int = 0) -> bool:
+        accepted = super()._enqueue(now_ms, exchange, routing_key, properties, body, place)
         if not accepted:
             self.queue._append(QueuedMessage.from_publish(exchange, routing_key, body, properties, {}), now_ms)
         return accepted
@@ -188,8 +189,8 @@ class RelocatesOneOff(QuorumQueueMachine):
     def _relocate(self, now_ms: int, msg_id: int, body: bytes) -> None:
         super()._relocate(now_ms, msg_id, body)
         message = self.queue.message_of(msg_id)
-        if message is not None and message.seq == self.applied:
-            message.seq -= 1
+        if message is not None and message.seq == self.applied << BATCH_SLOTS_BITS:
+            message.seq -= 1 << BATCH_SLOTS_BITS
 
 
 PLANTED_QUEUE: dict[str, type[QuorumQueueMachine]] = {

@@ -10,10 +10,10 @@ most seeds, sent in chunks, keeping the log from the oldest live message's entry
 machines keep no bodies in RAM and read them from their node's log, and the leader
 relocates old messages with ``RELOCATE`` as the node does) and the clients:
 
-- publishers propose ``ENQUEUE`` of a unique body through whichever node leads (a
-  deposed one too, now and then). A publish counts as *confirmed* only when the proposing
-  node applies its own entry at the proposed index while it leads, and the machine
-  accepted it (``x-max-length`` with ``reject-publish`` refuses some in some seeds);
+- publishers propose ``PUBLISH`` of one to three unique bodies (as a node batches a loop
+  iteration's publishes) through whichever node leads (a deposed one too, now and then). A
+  publish counts as *confirmed* only when the proposing node applies its own entry at the
+  proposed index while it leads, and the machine accepted that message (``x-max-length`` with ``reject-publish`` refuses some in some seeds);
 - consumers open a channel ``"n<home>#<boot>#<consumer>.<session>/1"`` on a node, propose
   ``CHECKOUT`` (resent until applied), receive what the leader's applies deliver (over the
   link from the leader to their node: lost when it is cut or the leader crashes), and ack,
@@ -58,7 +58,7 @@ import msgpack
 from tests.sim.planted import PLANTED_QUEUE
 from tests.sim.sim import EventLoop, Violation
 from warren.amqp.properties import encode_properties
-from warren.cluster.queue_fsm import QOp, QResult, QuorumQueueMachine, encode
+from warren.cluster.queue_fsm import BATCH_SLOTS_BITS, QOp, QResult, QuorumQueueMachine, encode
 from warren.limits import Limits
 from warren.raft.node import RaftNode, Ready, Role
 from warren.raft.storage import MemoryStorage
@@ -414,8 +414,9 @@ class QueueSimulation(EventLoop):
             self.fail(f"n{n} got another result than the other replicas at index {index}")
         leads = rep.raft.role == Role.LEADER
         if result is not None:
-            if result.value is False:  # an ENQUEUE the queue refused (max-length)
-                self.refused.add(msgpack.unpackb(data)[5])
+            entry = msgpack.unpackb(data)
+            if entry[0] == QOp.PUBLISH:  # the messages the queue refused (max-length)
+                self.refused.update(fields[3] for fields, ok in zip(entry[2], result.value, strict=True) if not ok)
             self.dead_lettered.update(
                 d.message.body for d in result.dead_letters if d.reason == "delivery_limit" and d.message.body
             )
@@ -471,11 +472,10 @@ class QueueSimulation(EventLoop):
             publisher.pending = None
             if outcome == "ok" and leads:
                 assert result is not None
-                if result.value:
-                    self.confirmed.add(p.detail)
-                    self.stats["confirmed"] += 1
-                else:
-                    self.stats["refused"] += 1
+                for body, accepted in zip(p.detail, result.value, strict=True):
+                    if accepted:
+                        self.confirmed.add(body)
+                    self.stats["confirmed" if accepted else "refused"] += 1
             return
         if p.kind == "down":
             if outcome == "ok":
@@ -546,11 +546,14 @@ class QueueSimulation(EventLoop):
         draining = self.now >= self.drain_at
         for pub in self.publishers:
             if pub.pending is None and self.now >= pub.busy_until and not draining:
-                pub.sent += 1
-                body = f"p{pub.k}.{pub.sent}".encode()
-                pid = self._propose("publish", encode(QOp.ENQUEUE, self.now, "", "q", PLAIN, body), pub, body)
+                bodies = []
+                for _ in range(self.rng.randint(1, 3)):
+                    pub.sent += 1
+                    bodies.append(f"p{pub.k}.{pub.sent}".encode())
+                data = encode(QOp.PUBLISH, self.now, [["", "q", PLAIN, body] for body in bodies])
+                pid = self._propose("publish", data, pub, bodies)
                 if pid is not None:
-                    self.published.add(body)
+                    self.published.update(bodies)
                     pub.pending = pid
                     pub.busy_until = self.now + self.rng.randint(0, self.p.publish_think) * TICK
         for c in self.consumers:
@@ -687,7 +690,7 @@ class QueueSimulation(EventLoop):
         for msg_id, message in machine.stale(8):
             if raft.propose(encode(QOp.RELOCATE, self.now, msg_id, machine.body_of(message))) is not None:
                 self.stats["relocations"] += 1
-                self._log(f"n{n} relocates message {msg_id} from index {message.seq}")
+                self._log(f"n{n} relocates message {msg_id} from index {message.seq >> BATCH_SLOTS_BITS}")
 
     # ------------------------------------------------------------------ main loop
     def run(self) -> None:

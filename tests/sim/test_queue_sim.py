@@ -36,7 +36,7 @@ class ConfirmsBeforeCommit(QueueSimulation):
 
     def _on_proposed(self, p: Proposal) -> None:
         if p.kind == "publish":
-            self.confirmed.add(p.detail)
+            self.confirmed.update(p.detail)
 
 
 PLANTED: dict[str, tuple[Callable[[int], QueueSimulation], str]] = {
@@ -46,7 +46,7 @@ PLANTED: dict[str, tuple[Callable[[int], QueueSimulation], str]] = {
                                 "restored a snapshot"),
     "refuses-but-keeps": (partial(QueueSimulation, machine_class="refuses-but-keeps"), "which the queue refused"),
     "confirms-before-commit": (ConfirmsBeforeCommit, "confirmed messages lost"),
-    "relocates-one-off": (partial(QueueSimulation, machine_class="relocates-one-off"), "which the queue refused"),
+    "relocates-one-off": (partial(QueueSimulation, machine_class="relocates-one-off"), "without redelivered"),
 }
 
 

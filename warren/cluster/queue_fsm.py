@@ -13,6 +13,9 @@ deliveries and dead letters an apply returns; the others drop them.
 Entries are msgpack lists ``[op, now_ms, ...]``; op codes are append-only::
 
     ENQUEUE  [1, now, exchange, routing_key, properties, body]   -> accepted (bool)
+    PUBLISH  [16, now, [[exchange, routing_key, properties, body], ...]]
+                                         -> accepted (a bool per message): the publishes of
+                                            one channel in one loop iteration, one entry
     CHECKOUT [2, now, channel, tag, prefetch, priority, exclusive] -> None, or the 403 text
     CANCEL   [3, now, channel, tag]      consumer stops; what it holds stays with its channel
     SETTLE   [4, now, channel, ids]      ack
@@ -46,8 +49,9 @@ negative limit turns it off) is dead-lettered with reason ``delivery_limit`` ins
 
 The log is the message store. A machine built with a ``log`` (a reader of its group's
 entries by index) keeps no bodies in RAM: a message remembers the index of the entry
-holding its body (``Message.seq``: its ENQUEUE, or a later RELOCATE) and ``body_of``
-reads it back when the leader delivers it again later, a get takes it or it is
+holding its body (``Message.seq``, a *locator*: the index of its ENQUEUE, PUBLISH or
+later RELOCATE times ``BATCH_SLOTS`` plus its place in the entry) and ``body_of`` reads it
+back when the leader delivers it again later, a get takes it or it is
 dead-lettered (``fill_bodies``). ``keep_from()`` is the oldest index a live message reads,
 so a snapshot keeps the log from there on, and ``stale()`` names the live messages whose
 entries lie further back than the queue's depth warrants (four times the messages held
@@ -65,7 +69,8 @@ order they went out (each with redelivered, deadline, holder), the next message 
 the delivery counts and each channel's last get (request and answer). A message is stored
 as ``[exchange, routing_key, properties, body, seq, size]``, the encoded property block as
 published, and re-derived with ``Message.from_publish``; ``body`` is None where it lives in
-the log (format 1, older, held every body: ``[exchange, routing_key, properties, body]``).
+the log, ``seq`` its locator (format 2 stored the entry's index; format 1 held every body:
+``[exchange, routing_key, properties, body]``).
 """
 
 from __future__ import annotations
@@ -86,7 +91,10 @@ from warren.errors import AMQPError
 from warren.store.broker_store import pack_definition, unpack_definition
 
 DEFAULT_DELIVERY_LIMIT = 20
-SNAPSHOT_FORMAT = 2
+SNAPSHOT_FORMAT = 3
+# A body's locator is entry index * BATCH_SLOTS + its place in the entry (PUBLISH holds many)
+BATCH_SLOTS_BITS = 12
+BATCH_SLOTS = 1 << BATCH_SLOTS_BITS  # at most this many messages in one PUBLISH entry
 LogReader = Callable[[int], "bytes | None"]  # the data of the group's entry at an index, None: not held
 STALE_SPAN_FACTOR = 4  # a message older than this many entries per message held is relocated
 _INTERN_LIMIT = 65_536  # distinct names / property blocks shared before the caches start afresh
@@ -109,6 +117,7 @@ class QOp(IntEnum):
     TRANSFER = 13  # to the leader, never in the log: hand the leadership to member a[0]
     POLICY = 14
     RELOCATE = 15
+    PUBLISH = 16
 
 
 @dataclass(slots=True)
@@ -149,7 +158,8 @@ class QuorumQueueMachine:
         self.queue = QueueState(name, vhost, durable=True, arguments=arguments)
         self.log = log  # set: bodies live in the log (see the module docstring)
         self.min_span = min_span  # Limits.quorum_snapshot_min_entries
-        self._fresh: Message | None = None  # enqueued by the entry being applied (body still held)
+        self._fresh: list[Message] = []  # enqueued by the entry being applied (bodies still held)
+        self._read: tuple[int, list[Any]] | None = None  # the entry body_of read last, decoded
         # One object per distinct name, property block and size, shared by the messages
         # (an int object of its own costs a message 28 B)
         self._names: dict[str, str] = {}
@@ -211,13 +221,18 @@ class QuorumQueueMachine:
     # ---- bodies in the log -----------------------------------------------------------
 
     def body_of(self, message: Message) -> bytes:
-        """A message's body: held, or read from the log entry ``message.seq``."""
+        """A message's body: held, or read from the log entry its locator names."""
         return message.body if message.body is not None else self._body_at(message.seq)
 
-    def _body_at(self, index: int) -> bytes:
-        data = self.log(index) if self.log is not None else None
-        assert data is not None, f"the log entry {index} holding a live message's body is gone"
-        body: bytes = msgpack.unpackb(data, raw=False)[-1]  # ENQUEUE's and RELOCATE's last field
+    def _body_at(self, locator: int) -> bytes:
+        index, place = locator >> BATCH_SLOTS_BITS, locator & (BATCH_SLOTS - 1)
+        read = self._read
+        if read is None or read[0] != index:  # deliveries read one PUBLISH's bodies in a row
+            data = self.log(index) if self.log is not None else None
+            assert data is not None, f"the log entry {index} holding a live message's body is gone"
+            read = self._read = (index, msgpack.unpackb(data, raw=False))
+        entry = read[1]
+        body: bytes = entry[2][place][3] if entry[0] == QOp.PUBLISH else entry[-1]  # (ENQUEUE, RELOCATE: last)
         return body
 
     def fill_bodies(self, letters: list[DeadLetter]) -> None:
@@ -235,14 +250,15 @@ class QuorumQueueMachine:
 
     def keep_from(self) -> int | None:
         """The oldest log index a live message's body is read from (None: none is)."""
-        return min((m.seq for m in self.queue.held_messages() if m.body is None), default=None)
+        oldest = min((m.seq for m in self.queue.held_messages() if m.body is None), default=None)
+        return None if oldest is None else oldest >> BATCH_SLOTS_BITS
 
     def stale(self, limit: int) -> list[tuple[int, Message]]:
         """(msg_id, message) of up to ``limit`` live messages, oldest first, whose entries lie
         further back than the queue's depth warrants (the leader relocates them)."""
         queue = self.queue
         held = queue.messages
-        oldest_allowed = self.applied - STALE_SPAN_FACTOR * held - self.min_span
+        oldest_allowed = (self.applied - STALE_SPAN_FACTOR * held - self.min_span) << BATCH_SLOTS_BITS
         if self.log is None or oldest_allowed <= 0:
             return []
         ready = [(msg_id, m) for msg_id, m, _ in queue.ready_messages()]
@@ -285,10 +301,15 @@ class QuorumQueueMachine:
     def restore(cls, data: bytes, log: LogReader | None = None, min_span: int = 4096) -> Self:
         """A new machine in the state ``snapshot()`` captured (``log``: as for ``__init__``)."""
         s = msgpack.unpackb(data, raw=False)
-        assert s["format"] in (1, SNAPSHOT_FORMAT), f"unknown queue snapshot format {s['format']}"
+        assert s["format"] in (1, 2, SNAPSHOT_FORMAT), f"unknown queue snapshot format {s['format']}"
         name, vhost, arguments = s["queue"]
         machine = cls(name, vhost, unpack_definition(arguments), log, min_span)
-        _message = machine._message
+        shift = BATCH_SLOTS_BITS if s["format"] == 2 else 0  # format 2's seq: its entry's index
+
+        def _message(exchange: str, routing_key: str, properties: bytes, body: bytes | None, seq: int = 0,
+                     size: int | None = None) -> Message:
+            return machine._message(exchange, routing_key, properties, body, seq << shift, size)
+
         machine.applied = s["applied"]
         machine._next_ref = s["next_ref"]
         machine._expiring = s["expiring"]
@@ -324,9 +345,10 @@ class QuorumQueueMachine:
         handler = getattr(self, _HANDLERS[QOp(op)])  # by name: a subclass may override one
         result = QResult(handler(now_ms, *fields))
         self._hand_out(now_ms, result)
-        if self._fresh is not None:
-            self._fresh.body = None
-            self._fresh = None
+        if self._fresh:
+            for message in self._fresh:
+                message.body = None
+            self._fresh = []
         return result
 
     def _hand_out(self, now_ms: int, result: QResult) -> None:
@@ -363,19 +385,28 @@ class QuorumQueueMachine:
         owner = self.queue.unacked_owner
         return [i for i in dict.fromkeys(ids) if owner(i) == ref]  # each id once
 
-    def _enqueue(self, now_ms: int, exchange: str, routing_key: str, properties: bytes, body: bytes) -> bool:
-        message = self._message(exchange, routing_key, properties, body, self.applied)
+    def _enqueue(self, now_ms: int, exchange: str, routing_key: str, properties: bytes, body: bytes,
+                 place: int = 0) -> bool:
+        message = self._message(exchange, routing_key, properties, body, self.applied << BATCH_SLOTS_BITS | place)
         accepted = self.queue.enqueue(message, now_ms).accepted
         if accepted and (message.expiration_ms is not None or self.queue.args.message_ttl is not None):
             self._expiring += 1
         if self.log is not None:
-            self._fresh = message  # its body leaves RAM once this apply has handed it out
+            self._fresh.append(message)  # its body leaves RAM once this apply has handed it out
+        return accepted
+
+    def _publish(self, now_ms: int, messages: list[list[Any]]) -> list[bool]:
+        accepted = []
+        for place, (exchange, routing_key, properties, body) in enumerate(messages):
+            # (a proposer never sends more than BATCH_SLOTS: the rest would be refused)
+            accepted.append(place < BATCH_SLOTS and self._enqueue(now_ms, exchange, routing_key, properties, body,
+                                                                  place))
         return accepted
 
     def _relocate(self, now_ms: int, msg_id: int, body: bytes) -> None:
         message = self.queue.message_of(msg_id)
         if message is not None and message.body is None:  # (else settled meanwhile, or held in RAM)
-            message.seq = self.applied
+            message.seq = self.applied << BATCH_SLOTS_BITS
 
     def _message(self, exchange: str, routing_key: str, properties: bytes, body: bytes | None,
                  seq: int = 0, size: int | None = None) -> Message:
@@ -511,5 +542,6 @@ _HANDLERS: dict[QOp, str] = {
     QOp.TICK: "_tick",
     QOp.POLICY: "_policy",
     QOp.RELOCATE: "_relocate",
+    QOp.PUBLISH: "_publish",
 }
 LOGGED_OPS = tuple(_HANDLERS)  # the ops an entry may carry (STAT, STATUS, TRANSFER are not)

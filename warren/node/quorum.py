@@ -108,6 +108,19 @@ class QConsumer:
 
 
 @dataclass
+class _Publishes:
+    """A queue's publishes since the last flush: one PUBLISH entry's messages."""
+
+    queue: Any
+    messages: list[list[Any]] = field(default_factory=list)
+    outcomes: list[Callable[[bool], None] | None] = field(default_factory=list)
+    size: int = 0
+
+
+_PUBLISHING = (QOp.ENQUEUE, QOp.PUBLISH)  # proposed then failed: outcome unknown, so a nack
+
+
+@dataclass
 class _Channel:
     """Per (group, channel): the messages its client holds (delivered, not yet settled
     for good): a leader's resend of one of them is a duplicate to drop."""
@@ -133,6 +146,7 @@ class QuorumQueues:
         self.consumers: dict[tuple[int, str, str], QConsumer] = {}  # (group, channel, tag)
         self.channels: dict[tuple[int, str], _Channel] = {}
         self._settles: dict[tuple[int, str, QOp], tuple[Any, list[int]]] = {}
+        self._publishes: dict[int, _Publishes] = {}  # group -> publishes since the last flush
         self._tokens = itertools.count(1)
         self.unacked_cap = node.limits.quorum_unlimited_prefetch
 
@@ -298,7 +312,7 @@ class QuorumQueues:
     def command(self, queue: Any, op: QOp, args: list[Any], answer: Answer | None = None) -> None:
         """Send a command to ``queue``'s leader; ``answer(ok, value, error)`` once it is
         committed (or has failed)."""
-        if self._settles:
+        if self._settles or self._publishes:
             self.flush()
         # every command waits for its answer, also those nobody needs an answer to: one that
         # met no leader (an election) is sent again
@@ -349,9 +363,30 @@ class QuorumQueues:
             pending.answer(False, None, text)
 
     def publish(self, queue: Any, message: Message, outcome: Callable[[bool], None] | None) -> None:
-        answer = None if outcome is None else (lambda ok, value, _text: outcome(bool(ok and value)))
-        self.command(queue, QOp.ENQUEUE, [message.exchange, message.routing_key, encoded_properties(message),
-                                          message.body], answer)
+        """Publishes wait for the node's flush: one PUBLISH entry per queue and flush (up to
+        ``quorum_publish_batch_messages`` / ``_bytes``), not one entry per message."""
+        batch = self._publishes.get(queue.group)
+        if batch is None:
+            batch = self._publishes[queue.group] = _Publishes(queue)
+        body = message.body
+        batch.messages.append([message.exchange, message.routing_key, encoded_properties(message), body])
+        batch.outcomes.append(outcome)
+        batch.size += len(body)
+        limits = self.node.limits
+        if len(batch.messages) >= limits.quorum_publish_batch_messages or batch.size >= limits.quorum_publish_batch_bytes:
+            del self._publishes[queue.group]
+            self._send_publishes(batch)
+
+    def _send_publishes(self, batch: _Publishes) -> None:
+        outcomes = batch.outcomes
+
+        def answered(ok: bool, value: Any, text: str) -> None:
+            accepted = value if ok and isinstance(value, list) else ()
+            for n, outcome in enumerate(outcomes):
+                if outcome is not None:
+                    outcome(bool(n < len(accepted) and accepted[n]))
+
+        self.command(batch.queue, QOp.PUBLISH, [batch.messages], answered)
 
     def consume(self, queue: Any, session_id: int, number: int, tag: str, prefetch: int, priority: int,
                 exclusive: bool, no_ack: bool, answer: Answer) -> None:
@@ -384,9 +419,10 @@ class QuorumQueues:
             batch[1].extend(ids)
 
     def flush(self) -> None:
-        """Send the settlements batched since the last flush (before any other command, so
-        a channel's commands keep their order)."""
+        """Send the settlements and publishes batched since the last flush (before any other
+        command, so a channel's commands keep their order)."""
         settles, self._settles = self._settles, {}
+        publishes, self._publishes = self._publishes, {}
         for (_, channel, op), (queue, ids) in settles.items():
             state = self.channels.get((queue.group, channel))
 
@@ -395,6 +431,8 @@ class QuorumQueues:
                     state.held.difference_update(ids)
 
             self.command(queue, op, [channel, ids], settled)
+        for batch in publishes.values():
+            self._send_publishes(batch)
 
     def cancel(self, queue: Any, session_id: int, number: int, tag: str) -> None:
         channel = self.channel_name(session_id, number)
@@ -573,7 +611,7 @@ class QuorumQueues:
         if pending.queue.deleted:
             self._fail(token, "the queue is gone")
             return
-        if not m.get("retry") and pending.op is QOp.ENQUEUE:
+        if not m.get("retry") and pending.op in _PUBLISHING:
             self._fail(token, m.get("e", ""))  # proposed, outcome unknown: a nack
             return
         if leader and leader != peer:
@@ -614,7 +652,7 @@ class QuorumQueues:
         for token, pending in list(self.pending.items()):
             if pending.queue.group != group or pending.sent_to == leader or pending.op is QOp.STATUS:
                 continue  # (a STATUS is for the member it went to)
-            if pending.op is QOp.ENQUEUE and not pending.stalled:
+            if pending.op in _PUBLISHING and not pending.stalled:
                 self._fail(token, "the queue's leader changed")  # it may be in the log: a nack
             else:
                 pending.stalled = False

@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 
 from warren.amqp.properties import encode_properties
 from warren.cluster.queue_fsm import (
+    BATCH_SLOTS_BITS,
     DEFAULT_DELIVERY_LIMIT,
     LOGGED_OPS,
     QDelivery,
@@ -460,12 +461,14 @@ POLICIES: tuple[tuple[str, dict[str, Any] | None], ...] = (
 
 def random_entry(rng: random.Random, now: int, n: int) -> bytes:
     """One entry of a random workload (``n`` numbers the published bodies)."""
-    op = rng.choice([QOp.ENQUEUE] * 4 + [QOp.SETTLE] * 2 + [QOp.RETURN] * 2 + list(LOGGED_OPS))
+    op = rng.choice([QOp.ENQUEUE] * 2 + [QOp.PUBLISH] * 2 + [QOp.SETTLE] * 2 + [QOp.RETURN] * 2 + list(LOGGED_OPS))
     channel = rng.choice(CHANNELS)
     ids = rng.sample(range(1, 16), rng.randint(1, 3))
     fields: tuple[Any, ...]
     if op == QOp.ENQUEUE:
         fields = ("", "q", rng.choice(PROPERTIES), b"m%d" % n)
+    elif op == QOp.PUBLISH:  # one channel's publishes of one loop iteration
+        fields = ([["", "q", rng.choice(PROPERTIES), b"m%d.%d" % (n, k)] for k in range(rng.randint(1, 3))],)
     elif op == QOp.CHECKOUT:
         fields = (channel, rng.choice("ab"), rng.randint(0, 3), rng.randint(0, 1), rng.random() < 0.1)
     elif op == QOp.CANCEL:
@@ -728,3 +731,50 @@ def test_keep_from_follows_the_oldest_live_message_and_relocation_unpins_it() ->
     assert q.m.body_of(q.m.checked_out()[0].message) == b"stuck"
     restored = QuorumQueueMachine.restore(q.m.snapshot(), in_log(q.entries))
     assert restored.keep_from() == q.index and restored.body_of(restored.checked_out()[0].message) == b"stuck"
+
+
+# ---- one entry for a loop iteration's publishes ------------------------------------------
+
+
+def publish_entry(*bodies: bytes) -> tuple[Any, ...]:
+    return (QOp.PUBLISH, [["", "q", PLAIN, body] for body in bodies])
+
+
+def test_a_publish_entry_enqueues_each_message_and_answers_for_each() -> None:
+    q = LoggedReplica(**{"x-max-length": 2, "x-overflow": "reject-publish"})
+    assert q(*publish_entry(b"a", b"b", b"c")).value == [True, True, False]  # the third is nacked
+    assert q.m.queue.messages == 2
+    first, second = q.checkout(C1).deliveries  # their bodies are read from their places in one entry
+    assert [q.m.body_of(first.message), q.m.body_of(second.message)] == [b"a", b"b"]
+    assert q.m.keep_from() == 1
+    q(QOp.SETTLE, C1, [first.msg_id, second.msg_id])
+    (fresh,) = q(*publish_entry(b"d")).deliveries  # a consumer waiting: delivered with its body
+    assert fresh.body == b"d" and fresh.message.body is None
+
+
+def test_a_batched_message_is_relocated_and_restored_from_its_place() -> None:
+    q = LoggedReplica(min_span=4)
+    q.checkout(C1, prefetch=2)
+    q(*publish_entry(b"x", b"stuck"))  # both go to C1, never acked
+    for n in range(20):  # a stream that C2 gets meanwhile
+        q(QOp.GET, C2, True)
+        q(*publish_entry(b"m%d" % n))
+    (stale,) = [s for s in q.m.stale(8) if q.m.body_of(s[1]) == b"stuck"]
+    q(QOp.RELOCATE, stale[0], b"stuck")
+    q.entries[1] = b""  # the batch is gone from the log
+    restored = QuorumQueueMachine.restore(q.m.snapshot(), in_log(q.entries))
+    assert restored.body_of(restored.queue.message_of(stale[0])) == b"stuck"  # type: ignore[arg-type]
+
+
+def test_a_snapshot_of_format_2_still_restores_bodies_from_the_log() -> None:
+    """Format 2 stored each message's entry index (one message per entry): a replica
+    upgraded from it reads the same bodies."""
+    q = LoggedReplica()
+    q.publish(b"one", b"two")
+    s = msgpack.unpackb(q.m.snapshot(), raw=False)
+    s["format"] = 2
+    for record in s["ready"]:
+        record[-2] >>= BATCH_SLOTS_BITS  # [..., body, seq, size]
+    restored = QuorumQueueMachine.restore(msgpack.packb(s, use_bin_type=True), in_log(q.entries))
+    assert [restored.body_of(m) for _, m, _ in restored.queue.ready_messages()] == [b"one", b"two"]
+    assert restored.keep_from() == 1
