@@ -91,11 +91,13 @@ def reconciled_members(vhost: str, queue: str, members: list[str], size: int, cl
     non-members; then the queue grows to ``size`` (capped at the cluster's size) with
     alive non-members, each change in the queue's ring order so every node would choose
     the same. Never empties a queue."""
-    cluster, alive = set(cluster), set(alive)
+    cluster, alive, replaceable = set(cluster), set(alive), set(replaceable)
+    if len(members) >= min(size, len(cluster)) and cluster.issuperset(members) and replaceable.isdisjoint(members):
+        return None  # the common case, asked of every queue every few seconds: no ring walk
     kept = [m for m in members if m in cluster]
     candidates = [m for m in _ring(tuple(sorted(alive))).walk(f"{vhost}\x00{queue}")
                   if m not in members] if alive else []
-    for member in [m for m in kept if m in set(replaceable)]:
+    for member in [m for m in kept if m in replaceable]:
         if candidates:
             kept.remove(member)
             kept.append(candidates.pop(0))
