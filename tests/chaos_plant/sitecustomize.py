@@ -31,7 +31,7 @@ if os.environ.get("WARREN_CHAOS_PLANT") == "confirm-without-enqueue":
                     self._reply(origin, {"f": Fwd.QANSWER, "t": token, "ok": True, "v": [True] * len(messages)})
                     return
                 _planted_in[(origin, token)] = (planted, len(messages))
-                args = [kept]
+                args = [kept, *args[1:]]
         _lead(self, origin, token, group, op, args)
 
     def _answer(self, origin, m):  # type: ignore[no-untyped-def]

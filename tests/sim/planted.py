@@ -15,6 +15,7 @@ subclasses overriding one method each), which ``tests/sim/queue_sim.py`` must ca
 from __future__ import annotations
 
 from dataclasses import fields
+from typing import Any
 
 from warren.broker.message import Message as QueuedMessage
 from warren.cluster.queue_fsm import BATCH_SLOTS_BITS, QResult, QuorumQueueMachine
@@ -193,7 +194,16 @@ class RelocatesOneOff(QuorumQueueMachine):
             message.seq -= 1 << BATCH_SLOTS_BITS
 
 
+class ForgetsPublishes(QuorumQueueMachine):
+    """Ignores a PUBLISH's (enqueuer, seq): a publish resent after its outcome was unknown
+    is enqueued a second time when the first made it into the log."""
+
+    def _publish(self, now_ms: int, messages: list[list[Any]], enqueuer: str = "", seq: int = 0) -> list[bool]:
+        return super()._publish(now_ms, messages)
+
+
 PLANTED_QUEUE: dict[str, type[QuorumQueueMachine]] = {
+    "forgets-publishes": ForgetsPublishes,
     "relocates-one-off": RelocatesOneOff,
     "settle-acks-next": SettleAcksNext,
     "forgets-redelivered": ForgetsRedelivered,

@@ -11,9 +11,11 @@ machines keep no bodies in RAM and read them from their node's log, and the lead
 relocates old messages with ``RELOCATE`` as the node does) and the clients:
 
 - publishers propose ``PUBLISH`` of one to three unique bodies (as a node batches a loop
-  iteration's publishes) through whichever node leads (a deposed one too, now and then). A
-  publish counts as *confirmed* only when the proposing node applies its own entry at the
-  proposed index while it leads, and the machine accepted that message (``x-max-length`` with ``reject-publish`` refuses some in some seeds);
+  iteration's publishes, with its enqueuer name and seq) through whichever node leads (a
+  deposed one too, now and then), and propose the same entry again, up to three times, when
+  its outcome is unknown (as a node does after a leadership change; the machine must not
+  enqueue it twice). A publish counts as *confirmed* only when the proposing node applies
+  its own entry at the proposed index while it leads, and the machine accepted that message (``x-max-length`` with ``reject-publish`` refuses some in some seeds);
 - consumers open a channel ``"n<home>#<boot>#<consumer>.<session>/1"`` on a node, propose
   ``CHECKOUT`` (resent until applied), receive what the leader's applies deliver (over the
   link from the leader to their node: lost when it is cut or the leader crashes), and ack,
@@ -171,6 +173,8 @@ class Publisher:
     busy_until: int = 0
     pending: int | None = None  # the proposal id it waits for
     sent: int = 0
+    batches: int = 0  # its PUBLISH seq
+    resend: tuple[int, list[bytes], int] | None = None  # (seq, bodies, attempts) of one whose outcome is unknown
 
 
 @dataclass
@@ -470,12 +474,16 @@ class QueueSimulation(EventLoop):
         if p.kind == "publish":
             publisher: Publisher = p.client
             publisher.pending = None
+            tried = publisher.resend[2] if publisher.resend is not None else 0
+            publisher.resend = None
             if outcome == "ok" and leads:
                 assert result is not None
                 for body, accepted in zip(p.detail, result.value, strict=True):
                     if accepted:
                         self.confirmed.add(body)
                     self.stats["confirmed" if accepted else "refused"] += 1
+            elif tried < 3:
+                publisher.resend = (msgpack.unpackb(p.data)[4], p.detail, tried + 1)
             return
         if p.kind == "down":
             if outcome == "ok":
@@ -536,6 +544,8 @@ class QueueSimulation(EventLoop):
         assert c.channel is not None
         c.seen.add((msg_id, count))
         c.held[msg_id] = (count, self.now + self.rng.randint(0, self.p.consumer_think) * TICK)
+        if not isinstance(body, bytes):  # (a machine that read another entry's last field)
+            self.fail(f"received {body!r}, which nobody published")
         self.receipts.setdefault(body, []).append(Receipt(body, redelivered, c.channel, self.now, how))
         self.stats["received"] += 1
         self.stats["received redelivered"] += redelivered
@@ -546,11 +556,17 @@ class QueueSimulation(EventLoop):
         draining = self.now >= self.drain_at
         for pub in self.publishers:
             if pub.pending is None and self.now >= pub.busy_until and not draining:
-                bodies = []
-                for _ in range(self.rng.randint(1, 3)):
-                    pub.sent += 1
-                    bodies.append(f"p{pub.k}.{pub.sent}".encode())
-                data = encode(QOp.PUBLISH, self.now, [["", "q", PLAIN, body] for body in bodies])
+                if pub.resend is not None:
+                    seq, bodies, _ = pub.resend
+                    self.stats["publishes resent"] += 1
+                else:
+                    bodies = []
+                    for _ in range(self.rng.randint(1, 3)):
+                        pub.sent += 1
+                        bodies.append(f"p{pub.k}.{pub.sent}".encode())
+                    pub.batches += 1
+                    seq = pub.batches
+                data = encode(QOp.PUBLISH, self.now, [["", "q", PLAIN, body] for body in bodies], f"p{pub.k}#", seq)
                 pid = self._propose("publish", data, pub, bodies)
                 if pid is not None:
                     self.published.update(bodies)

@@ -13,9 +13,11 @@ deliveries and dead letters an apply returns; the others drop them.
 Entries are msgpack lists ``[op, now_ms, ...]``; op codes are append-only::
 
     ENQUEUE  [1, now, exchange, routing_key, properties, body]   -> accepted (bool)
-    PUBLISH  [16, now, [[exchange, routing_key, properties, body], ...]]
-                                         -> accepted (a bool per message): the publishes of
-                                            one channel in one loop iteration, one entry
+    PUBLISH  [16, now, [[exchange, routing_key, properties, body], ...], enqueuer, seq]
+                                         -> accepted (a bool per message): a node's publishes
+                                            to the queue in one loop iteration, one entry;
+                                            the same (enqueuer, seq) again is a resend,
+                                            answered as the first was and not enqueued twice
     CHECKOUT [2, now, channel, tag, prefetch, priority, exclusive] -> None, or the 403 text
     CANCEL   [3, now, channel, tag]      consumer stops; what it holds stays with its channel
     SETTLE   [4, now, channel, ids]      ack
@@ -43,6 +45,14 @@ Policies apply as RabbitMQ applies them to quorum queues: the leader writes the 
 matches into the log when policies change or it takes over, so every replica changes its
 arguments at the same entry (``warren.broker.policy``: the lower of a limit wins, the
 queue's own dead-letter and overflow arguments win).
+
+Publisher deduplication: an enqueuer (a node's boot, ``"node#boot#"``) numbers its PUBLISH
+entries per queue, and sends one again to the new leader when a leadership change leaves
+its outcome unknown. The machine remembers, per enqueuer, the highest seq applied and which
+of the ``DEDUP_WINDOW`` seqs below it were applied (a bit mask) and their refused places, so
+a resend that is already in the log is answered, not enqueued again; a resend older than the
+window is refused (a nack: its outcome is unknown). At most ``MAX_ENQUEUERS`` enqueuers are
+remembered (the least recently heard one is forgotten).
 
 A message returned more than ``x-delivery-limit`` times (RabbitMQ 4's default: 20; a
 negative limit turns it off) is dead-lettered with reason ``delivery_limit`` instead.
@@ -96,6 +106,8 @@ SNAPSHOT_FORMAT = 3
 BATCH_SLOTS_BITS = 12
 BATCH_SLOTS = 1 << BATCH_SLOTS_BITS  # at most this many messages in one PUBLISH entry
 LogReader = Callable[[int], "bytes | None"]  # the data of the group's entry at an index, None: not held
+DEDUP_WINDOW = 256  # PUBLISH seqs per enqueuer below its highest whose outcome is remembered
+MAX_ENQUEUERS = 64
 STALE_SPAN_FACTOR = 4  # a message older than this many entries per message held is relocated
 _INTERN_LIMIT = 65_536  # distinct names / property blocks shared before the caches start afresh
 Got = tuple[int, int, bool, int, Message]  # a get's answer: msg_id, delivery count, redelivered, left, message
@@ -175,6 +187,7 @@ class QuorumQueueMachine:
         self._next_ref = 1
         self._expiring = 0  # messages enqueued with an expiration or under a message TTL
         self.policy: list[Any] | None = None  # [name, definition] of the policy applied, from the log
+        self._enqueuers: dict[str, _Enqueuer] = {}  # least recently heard first
 
     # ---- reading -------------------------------------------------------------------
 
@@ -280,6 +293,8 @@ class QuorumQueueMachine:
             "next_ref": self._next_ref,
             "expiring": self._expiring,
             "policy": self.policy,
+            "enqueuers": [[name, e.last, e.mask.to_bytes(DEDUP_WINDOW // 8, "big"), list(e.refused.items())]
+                          for name, e in self._enqueuers.items()],  # (msgpack's ints end at 64 bits)
             "refs": [[channel, *ref] for channel, ref in self._refs.items()],
             "tags": [[key, channel, tag] for key, (channel, tag) in self._tags.items()],
             "counts": list(self._counts.items()),
@@ -319,6 +334,8 @@ class QuorumQueueMachine:
             machine._refs[channel] = ConsumerRef(session_id, number)
             machine._channels[session_id] = channel
         machine._tags = {key: (channel, tag) for key, channel, tag in s["tags"]}
+        machine._enqueuers = {name: _Enqueuer(last, int.from_bytes(mask, "big"), dict(refused_by_seq))
+                              for name, last, mask, refused_by_seq in s.get("enqueuers", ())}
         machine._counts = {msg_id: count for msg_id, count in s["counts"]}
         machine._last_get = {channel: (request, None if got is None else (*got[:4], _message(*got[4:])))
                              for channel, request, got in s.get("gets", ())}
@@ -395,7 +412,21 @@ class QuorumQueueMachine:
             self._fresh.append(message)  # its body leaves RAM once this apply has handed it out
         return accepted
 
-    def _publish(self, now_ms: int, messages: list[list[Any]]) -> list[bool]:
+    def _publish(self, now_ms: int, messages: list[list[Any]], enqueuer: str = "", seq: int = 0) -> list[bool]:
+        if not enqueuer:
+            return self._publish_all(now_ms, messages)
+        known = self._enqueuers.pop(enqueuer, None) or _Enqueuer()
+        self._enqueuers[enqueuer] = known  # (to the end: the most recently heard)
+        if len(self._enqueuers) > MAX_ENQUEUERS:
+            del self._enqueuers[next(iter(self._enqueuers))]
+        seen = known.outcome(seq, len(messages))
+        if seen is not None:
+            return seen
+        accepted = self._publish_all(now_ms, messages)
+        known.record(seq, accepted)
+        return accepted
+
+    def _publish_all(self, now_ms: int, messages: list[list[Any]]) -> list[bool]:
         accepted = []
         for place, (exchange, routing_key, properties, body) in enumerate(messages):
             # (a proposer never sends more than BATCH_SLOTS: the rest would be refused)
@@ -520,6 +551,36 @@ class QuorumQueueMachine:
         self.queue.policy = name or None
         self.delivery_limit = delivery_limit_of(args)
         return args
+
+
+@dataclass(slots=True)
+class _Enqueuer:
+    """What one enqueuer's PUBLISH entries did (see "Publisher deduplication" above)."""
+
+    last: int = 0  # the highest seq applied
+    mask: int = 0  # bit k: seq last - k was applied (k < DEDUP_WINDOW)
+    refused: dict[int, list[int]] = field(default_factory=dict)  # seq -> places refused, in the window
+
+    def outcome(self, seq: int, count: int) -> list[bool] | None:
+        """The answer a resend of ``seq`` gets, or None: it is new, apply it."""
+        behind = self.last - seq
+        if behind < 0 or (behind < DEDUP_WINDOW and not self.mask >> behind & 1):
+            return None
+        if behind >= DEDUP_WINDOW:
+            return [False] * count  # too old to tell: refused (a nack, the outcome is unknown)
+        refused = self.refused.get(seq, ())
+        return [place not in refused for place in range(count)]
+
+    def record(self, seq: int, accepted: list[bool]) -> None:
+        if seq > self.last:
+            self.mask = (self.mask << (seq - self.last) | 1) & ((1 << DEDUP_WINDOW) - 1)
+            self.last = seq
+            if self.refused:
+                self.refused = {s: r for s, r in self.refused.items() if self.last - s < DEDUP_WINDOW}
+        else:
+            self.mask |= 1 << (self.last - seq)
+        if not all(accepted):
+            self.refused[seq] = [place for place, ok in enumerate(accepted) if not ok]
 
 
 def _stored(message: Message) -> list[Any]:

@@ -117,8 +117,6 @@ class _Publishes:
     size: int = 0
 
 
-_PUBLISHING = (QOp.ENQUEUE, QOp.PUBLISH)  # proposed then failed: outcome unknown, so a nack
-
 
 @dataclass
 class _Channel:
@@ -147,6 +145,7 @@ class QuorumQueues:
         self.channels: dict[tuple[int, str], _Channel] = {}
         self._settles: dict[tuple[int, str, QOp], tuple[Any, list[int]]] = {}
         self._publishes: dict[int, _Publishes] = {}  # group -> publishes since the last flush
+        self._publish_seq: dict[int, int] = {}  # group -> the seq of this boot's last PUBLISH to it
         self._tokens = itertools.count(1)
         self.unacked_cap = node.limits.quorum_unlimited_prefetch
 
@@ -386,7 +385,10 @@ class QuorumQueues:
                 if outcome is not None:
                     outcome(bool(n < len(accepted) and accepted[n]))
 
-        self.command(batch.queue, QOp.PUBLISH, [batch.messages], answered)
+        group = batch.queue.group
+        seq = self._publish_seq[group] = self._publish_seq.get(group, 0) + 1
+        # (enqueuer, seq): a resend after a leadership change is not enqueued twice
+        self.command(batch.queue, QOp.PUBLISH, [batch.messages, self.node.owner_prefix, seq], answered)
 
     def consume(self, queue: Any, session_id: int, number: int, tag: str, prefetch: int, priority: int,
                 exclusive: bool, no_ack: bool, answer: Answer) -> None:
@@ -611,9 +613,6 @@ class QuorumQueues:
         if pending.queue.deleted:
             self._fail(token, "the queue is gone")
             return
-        if not m.get("retry") and pending.op in _PUBLISHING:
-            self._fail(token, m.get("e", ""))  # proposed, outcome unknown: a nack
-            return
         if leader and leader != peer:
             self.leader_hint[group] = leader
             pending.hops += 1
@@ -652,11 +651,8 @@ class QuorumQueues:
         for token, pending in list(self.pending.items()):
             if pending.queue.group != group or pending.sent_to == leader or pending.op is QOp.STATUS:
                 continue  # (a STATUS is for the member it went to)
-            if pending.op in _PUBLISHING and not pending.stalled:
-                self._fail(token, "the queue's leader changed")  # it may be in the log: a nack
-            else:
-                pending.stalled = False
-                self._dispatch(token, pending)
+            pending.stalled = False  # (a PUBLISH resent is not enqueued twice: see queue_fsm)
+            self._dispatch(token, pending)
         for key, consumer in list(self.consumers.items()):
             if key[0] == group:
                 self.command(consumer.queue, QOp.CHECKOUT, consumer.args)

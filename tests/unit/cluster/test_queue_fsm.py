@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from warren.amqp.properties import encode_properties
 from warren.cluster.queue_fsm import (
     BATCH_SLOTS_BITS,
+    DEDUP_WINDOW,
     DEFAULT_DELIVERY_LIMIT,
     LOGGED_OPS,
     QDelivery,
@@ -468,7 +469,8 @@ def random_entry(rng: random.Random, now: int, n: int) -> bytes:
     if op == QOp.ENQUEUE:
         fields = ("", "q", rng.choice(PROPERTIES), b"m%d" % n)
     elif op == QOp.PUBLISH:  # one channel's publishes of one loop iteration
-        fields = ([["", "q", rng.choice(PROPERTIES), b"m%d.%d" % (n, k)] for k in range(rng.randint(1, 3))],)
+        messages = [["", "q", rng.choice(PROPERTIES), b"m%d.%d" % (n, k)] for k in range(rng.randint(1, 3))]
+        fields = (messages, rng.choice(["", "n1#1#", "n2#1#"]), rng.randint(1, 6))  # some are resends
     elif op == QOp.CHECKOUT:
         fields = (channel, rng.choice("ab"), rng.randint(0, 3), rng.randint(0, 1), rng.random() < 0.1)
     elif op == QOp.CANCEL:
@@ -778,3 +780,34 @@ def test_a_snapshot_of_format_2_still_restores_bodies_from_the_log() -> None:
     restored = QuorumQueueMachine.restore(msgpack.packb(s, use_bin_type=True), in_log(q.entries))
     assert [restored.body_of(m) for _, m, _ in restored.queue.ready_messages()] == [b"one", b"two"]
     assert restored.keep_from() == 1
+
+
+# ---- publisher deduplication ---------------------------------------------------------------
+
+
+def test_a_resent_publish_is_answered_as_the_first_and_not_enqueued_twice() -> None:
+    q = Replica(**{"x-max-length": 2, "x-overflow": "reject-publish"})
+    batch = [["", "q", PLAIN, body] for body in (b"a", b"b", b"c")]
+    assert q(QOp.PUBLISH, batch, "n1#7#", 1).value == [True, True, False]
+    assert q(QOp.PUBLISH, batch, "n1#7#", 1).value == [True, True, False]  # the resend: same answer
+    assert q.ready() == [(b"a", False), (b"b", False)]
+    assert q(QOp.PUBLISH, batch[2:], "n2#1#", 1).value == [False]  # another enqueuer's seq 1 is its own
+
+
+def test_a_publish_that_never_reached_the_log_is_applied_when_resent_late() -> None:
+    """Seq 2 went to a new leader while seq 1 was lost with the old one: 1's resend is new."""
+    q = Replica()
+    assert q(QOp.PUBLISH, [["", "q", PLAIN, b"two"]], "n1#1#", 2).value == [True]
+    assert q(QOp.PUBLISH, [["", "q", PLAIN, b"one"]], "n1#1#", 1).value == [True]
+    assert q(QOp.PUBLISH, [["", "q", PLAIN, b"one"]], "n1#1#", 1).value == [True]
+    assert q.ready() == [(b"two", False), (b"one", False)]
+    restored = QuorumQueueMachine.restore(q.m.snapshot())  # the memory survives a snapshot
+    assert restored.apply(q.index + 1, encode(QOp.PUBLISH, 0, [["", "q", PLAIN, b"two"]], "n1#1#", 2)).value == [True]
+    assert restored.queue.messages == 2
+
+
+def test_a_resend_older_than_the_window_is_refused() -> None:
+    q = Replica()
+    q(QOp.PUBLISH, [["", "q", PLAIN, b"new"]], "n1#1#", DEDUP_WINDOW + 1)
+    assert q(QOp.PUBLISH, [["", "q", PLAIN, b"old"]], "n1#1#", 1).value == [False]  # unknown: a nack
+    assert q.ready() == [(b"new", False)]
