@@ -76,7 +76,8 @@ declaration (arguments as the metadata store encodes them), ``applied``, the cha
 refs in order, the consumers (registration and delivery order, credit used, cancelled
 ones still holding messages), ready messages in order and unacknowledged ones in the
 order they went out (each with redelivered, deadline, holder), the next message id,
-the delivery counts and each channel's last get (request and answer). A message is stored
+the delivery counts, each channel's last get (request and answer) and each enqueuer's
+memory of its publishes. A message is stored
 as ``[exchange, routing_key, properties, body, seq, size]``, the encoded property block as
 published, and re-derived with ``Message.from_publish``; ``body`` is None where it lives in
 the log, ``seq`` its locator (format 2 stored the entry's index; format 1 held every body:

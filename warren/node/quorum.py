@@ -117,7 +117,6 @@ class _Publishes:
     size: int = 0
 
 
-
 @dataclass
 class _Channel:
     """Per (group, channel): the messages its client holds (delivered, not yet settled
