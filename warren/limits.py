@@ -67,6 +67,9 @@ class Limits:
     # Bounds restart work (replay after the snapshot) and what a lagging follower is sent.
     raft_snapshot_every_entries: int = 65_536
     raft_snapshot_every_bytes: int = 256 * MIB
+    # A state machine holding at least this many records (its snapshot_size) is snapshotted
+    # by a forked child, not on the event loop (warren.io.snapshot_child); 0: never forked.
+    raft_snapshot_fork_records: int = 20_000
     peer_max_message_bytes: int = 64 * MIB
     peer_handshake_timeout_seconds: float = 5.0
     peer_max_queued_messages: int = 100_000  # per peer while disconnected/slow; older ones drop

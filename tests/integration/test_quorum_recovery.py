@@ -1,6 +1,7 @@
 """A quorum queue's member that was killed catches up by itself when it restarts, from the
-others' log and snapshots (groups snapshot every 64 entries here), and then serves every
-confirmed message when the old leader dies in turn."""
+others' log and snapshots (groups snapshot every 64 entries here, each one built by a forked
+child as a deep queue's is), and then serves every confirmed message when the old leader
+dies in turn."""
 
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ QUORUM = {"x-queue-type": "quorum"}
 @pytest.fixture(scope="module")
 def members(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Member]]:
     started: list[Member] = []
-    make = member_factory(tmp_path_factory.mktemp("qrecovery"), started, "raft_snapshot_every_entries = 64\n")
+    make = member_factory(tmp_path_factory.mktemp("qrecovery"), started,
+                          "raft_snapshot_every_entries = 64\nquorum_snapshot_min_entries = 64\n"
+                          "raft_snapshot_fork_records = 1\n")
     try:
         a, b, c = make("a"), make("b"), make("c")
         a.start()
@@ -47,6 +50,14 @@ def publish(member: Member, queue: str, bodies: range) -> None:
     ch.connection.close()
 
 
+def settle(member: Member, queue: str, count: int) -> None:
+    ch = channel(member)
+    for _ in range(count):
+        method, _, _ = ch.basic_get(queue)
+        ch.basic_ack(method.delivery_tag)
+    ch.connection.close()
+
+
 def test_a_restarted_member_catches_up_and_takes_over(members: list[Member]) -> None:
     a, b, c = members
     channel(a).queue_declare("book", durable=True, arguments=QUORUM)
@@ -54,15 +65,15 @@ def test_a_restarted_member_catches_up_and_takes_over(members: list[Member]) -> 
     leader = {m.name: m for m in members}[shown(a, "book")["leader"]]
     follower, other = [m for m in members if m is not leader]
     publish(leader, "book", range(300))
+    settle(leader, "book", 100)  # 500 entries for 200 messages: past each replica's snapshot span
+    status = "/api/queues/quorum/%2F/book/status"
+    wait_for(lambda: all(row["snapshot_index"] > 0 for row in leader.get(status)), 10, "every member's snapshot")
+    assert all("a child built the snapshot" in "".join(m.output) for m in members)
     follower.kill()
     publish(other, "book", range(300, 500))
-    ch = channel(other)
-    for _ in range(100):  # settled while the follower is down: it must learn that too
-        method, _, _ = ch.basic_get("book")
-        ch.basic_ack(method.delivery_tag)
-    ch.connection.close()
-    follower.start()  # from its own data, no seeds
-    wait_for(lambda: shown(follower, "book").get("messages") == 400, 30, "the restarted member to catch up")
+    settle(other, "book", 100)  # settled while the follower is down: it must learn that too
+    follower.start()  # from its own data (its snapshot and the log after it), no seeds
+    wait_for(lambda: shown(follower, "book").get("messages") == 300, 30, "the restarted member to catch up")
     leader.kill()
     consumer = channel(follower)
     got = []
@@ -71,4 +82,4 @@ def test_a_restarted_member_catches_up_and_takes_over(members: list[Member]) -> 
         if method is None:
             break
         got.append(int(body))
-    assert got == list(range(100, 500))
+    assert got == list(range(200, 500))

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -129,5 +131,91 @@ async def test_a_restart_restores_the_snapshot_and_applies_only_the_entries_afte
     assert second.restored == [("q", snap_index)]
     assert second.total["q"] == total
     assert second.applied_entries == applied - snap_index  # replayed only the tail
+    await host.stop()
+    store.close()
+
+
+class SlowCounter(Counter):
+    """A Counter whose snapshot costs ``cost`` seconds of CPU, as a deep queue's does, and
+    which reports ``records`` records (so the host forks for it). ``fail_in_child``: its
+    snapshot raises in a forked child (the parent's still works)."""
+
+    def __init__(self, cost: float, records: int, fail_in_child: bool = False) -> None:
+        super().__init__()
+        self.cost, self.records = cost, records
+        self.fail_in_child = fail_in_child
+        self.parent = os.getpid()
+
+    def snapshot_size(self, group: Any) -> int:
+        return self.records
+
+    def snapshot(self, group: Any) -> bytes:
+        if self.fail_in_child and os.getpid() != self.parent:
+            raise RuntimeError("planted: the child cannot build it")
+        until = time.process_time() + self.cost
+        while time.process_time() < until:
+            pass
+        return super().snapshot(group)
+
+
+async def _longest_stall(host: RaftHost, node: RaftNode, taken: int, seconds: float) -> float:
+    """Propose steadily until ``host`` took a snapshot after ``taken`` and ``seconds`` passed;
+    the longest the event loop went without running this task meanwhile."""
+    loop = asyncio.get_running_loop()
+    longest, last, started = 0.0, loop.time(), loop.time()
+    while host.snapshots.taken <= taken or loop.time() - started < seconds:
+        assert loop.time() - started < 20, "no snapshot taken"
+        await host.propose("q", b"1")
+        await asyncio.sleep(0.002)
+        now = loop.time()
+        longest, last = max(longest, now - last), now
+    await _settled(node, host, taken)
+    return longest
+
+
+async def test_a_large_snapshot_is_built_by_a_child_while_the_loop_goes_on(tmp_path: Path) -> None:
+    limits = Limits(raft_snapshot_every_entries=50, raft_snapshot_fork_records=1000)
+    machine = SlowCounter(cost=1.0, records=1000)
+    host, node, store = await _host(tmp_path, machine, limits)
+    longest = await _longest_stall(host, node, 0, 1.5)
+    assert host.snapshots.forked >= 1
+    assert longest < 0.3, f"the loop stopped for {longest:.2f} s"
+    index, _, _, data = store.snapshot("q")  # type: ignore[misc]
+    # The state as of the index it was forked at, although entries were applied meanwhile.
+    assert msgpack.unpackb(data) == [index - 1, index]
+    assert node.applied > index
+    total = machine.total["q"]
+    await host.stop()
+    store.close()
+
+    again = Counter()
+    host, node, store = await _host(tmp_path, again, limits)
+    for _ in range(400):
+        if again.total.get("q") == total:
+            break
+        await asyncio.sleep(0.005)
+    assert again.restored == [("q", index)] and again.total["q"] == total
+    await host.stop()
+    store.close()
+
+
+async def test_without_a_child_the_same_snapshot_stops_the_loop(tmp_path: Path) -> None:
+    """What the child saves: the snapshot above taken on the loop (the probe sees it)."""
+    limits = Limits(raft_snapshot_every_entries=50, raft_snapshot_fork_records=0)
+    host, node, store = await _host(tmp_path, SlowCounter(cost=1.0, records=1000), limits)
+    longest = await _longest_stall(host, node, 0, 0)
+    assert host.snapshots.forked == 0 and longest > 0.9
+    await host.stop()
+    store.close()
+
+
+async def test_a_failed_child_leaves_the_snapshot_to_the_loop(tmp_path: Path) -> None:
+    limits = Limits(raft_snapshot_every_entries=50, raft_snapshot_fork_records=1000)
+    machine = SlowCounter(cost=0.0, records=1000, fail_in_child=True)
+    host, node, store = await _host(tmp_path, machine, limits)
+    await _longest_stall(host, node, 0, 0)
+    assert host.snapshots.forked == 0 and host.snapshots.taken == 1
+    index, _, _, data = store.snapshot("q")  # type: ignore[misc]
+    assert msgpack.unpackb(data) == [index - 1, index]
     await host.stop()
     store.close()

@@ -170,6 +170,14 @@ class _Groups:
         every: int | None = self.queues.snapshot_every(group)
         return every
 
+    def snapshot_size(self, group: Any) -> int:
+        """A quorum queue's messages (a deep one's snapshot is built by a forked child); the
+        metadata's snapshot is small enough for the loop."""
+        if group == META_GROUP or self.queues is None:
+            return 0
+        size: int = self.queues.snapshot_size(group)
+        return size
+
     def keep_from(self, group: Any) -> int | None:
         """The first entry a quorum queue still reads its bodies from (see RaftHost)."""
         if group == META_GROUP or self.queues is None:

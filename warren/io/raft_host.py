@@ -125,6 +125,8 @@ class SnapshottingStateMachine(StateMachine, Protocol):
     # Optional: ``keep_from(group) -> int | None``, the first index whose entry the state
     # machine still reads from the store (a queue's oldest live message); automatic
     # snapshots then keep the log from there on (RaftStore.entries(group, L, S + 1)).
+    # ``snapshot_size(group) -> int``, its records: a large one is snapshotted by a forked
+    # child (``snapshot`` and ``keep_from`` then run there, on the state as of the fork).
 
 
 class ProposalFailed(WarrenError):
@@ -206,7 +208,7 @@ class RaftHost:
         self.batched_groups = 0
         self.unknown_group_messages = 0
         self.store_error: str | None = None  # the last persist failed; proposals are refused
-        self.snapshots = SnapshotPolicy(state_machine, limits)
+        self.snapshots = SnapshotPolicy(state_machine, limits, wake=self._mark)
 
     def add_peer(self, peer: int) -> None:
         """Watch ``peer``'s liveness from now on (a member that joined)."""
@@ -472,6 +474,7 @@ class RaftHost:
             for done, _, _ in pending.values():
                 done(None, ProposalFailed("the raft host stopped"))
         self._reads.fail_all(ProposalFailed("the raft host stopped"))
+        self.snapshots.close()
         self._disk.shutdown(wait=True)
 
     async def _ticker(self) -> None:

@@ -508,6 +508,11 @@ class QuorumQueues:
         replica = self.replicas.get(group)
         return replica.machine.keep_from() if replica is not None else None
 
+    def snapshot_size(self, group: int) -> int:
+        """Records in a replica's snapshot: a deep queue's is built by a forked child."""
+        replica = self.replicas.get(group)
+        return replica.machine.queue.messages if replica is not None else 0
+
     def snapshot_every(self, group: int) -> int | None:
         """Entries between a replica's snapshots: a snapshot holds every message's record,
         so its interval grows with the queue (the Raft host asks)."""
