@@ -1,9 +1,15 @@
-"""A planted fault for the chaos test, loaded into the nodes only: the chaos test puts this
-directory on PYTHONPATH with ``WARREN_CHAOS_PLANT=confirm-without-enqueue``, and Python
-imports ``sitecustomize`` at start-up. The product has no switch for it.
+"""Planted faults for tests of real nodes, loaded into the nodes only: a test puts this
+directory on PYTHONPATH with ``WARREN_CHAOS_PLANT=<fault>``, and Python imports
+``sitecustomize`` at start-up. The product has no switch for them.
 
-confirm-without-enqueue: a quorum queue's leader confirms every 500th publish without
-proposing it, a confirm for a message no replica holds, which the checker must report lost.
+confirm-without-enqueue (the chaos test): a quorum queue's leader confirms every 500th
+publish without proposing it, a confirm for a message no replica holds, which the checker
+must report lost.
+
+lose-group-delete (test_quorum_recovery): a quorum queue group's data is never deleted, as
+if the node died between applying the change that ends its replica and the write that
+deletes the data (a window too narrow to hit with a real kill); what the model remembers
+of that change goes on to a snapshot, so a restart does not replay it.
 """
 
 import os
@@ -44,3 +50,9 @@ if os.environ.get("WARREN_CHAOS_PLANT") == "confirm-without-enqueue":
 
     quorum.QuorumQueues._lead = _planted
     quorum.QuorumQueues._reply = _answer
+
+
+if os.environ.get("WARREN_CHAOS_PLANT") == "lose-group-delete":
+    from warren.io import quorum_groups
+
+    quorum_groups.QuorumGroups.drop = lambda self, group: None

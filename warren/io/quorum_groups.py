@@ -34,7 +34,7 @@ from typing import Any
 
 from warren.cluster.definitions import Outcome, SetQueueMembers
 from warren.cluster.placement import reconciled_members
-from warren.io.cluster import ELECTION_TICKS, HEARTBEAT_TICKS, ClusterRuntime
+from warren.io.cluster import ELECTION_TICKS, HEARTBEAT_TICKS, META_GROUP, ClusterRuntime
 from warren.io.raft_host import ProposalFailed
 from warren.io.raft_wire import ENVELOPE_BYTES
 from warren.node.quorum import QuorumQueues, member_role, settled_leader
@@ -102,9 +102,14 @@ class QuorumGroups:
 
     def drop(self, group: int) -> None:
         host = self.cluster.host
-        if host is not None and group in host.groups:
+        if host is not None:  # (a group not hosted here may still have data in the store)
             task = asyncio.get_running_loop().create_task(host.delete_group(group))
             task.add_done_callback(_log_failure)
+
+    def stored_groups(self) -> set[int]:
+        store = self.cluster.store
+        assert store is not None
+        return {group for group in store.groups() if isinstance(group, int) and group != META_GROUP}
 
     def propose(self, group: int, payload: bytes, done: Callable[[int | None, Exception | None], None]) -> None:
         host = self.cluster.host

@@ -310,6 +310,7 @@ class NodeRuntime:
         await self.cluster.wait_recovered()
         node = self.node
         assert node is not None and node.persistence is not None
+        node.host_quorum_queues(delete_gone=True)  # what the replay left: removed while down
         node.persistence.recover_messages(node.broker)
         self._released_recovery_memory()
         await self._create_cluster_defaults()

@@ -375,14 +375,12 @@ class Node(SessionHost):
         that lives on another node."""
         return bool(queue.members) or (self.forwarder is not None and self.forwarder.is_remote(queue))
 
-    def host_quorum_queues(self) -> None:
-        """Host a replica of every quorum queue this node is a member of (after the
-        metadata was restored from a snapshot)."""
+    def host_quorum_queues(self, delete_gone: bool = False) -> None:
+        """Host the quorum queues' replicas after the metadata was restored from a snapshot
+        or replayed at start (see ``QuorumQueues.host_all``)."""
         if self.quorum is not None:
-            for vhost in self.broker.vhosts.values():
-                for queue in vhost.queues.values():
-                    if queue.members:
-                        self.quorum.queue_declared(queue)
+            queues = [q for vhost in self.broker.vhosts.values() for q in vhost.queues.values() if q.members]
+            self.quorum.host_all(queues, delete_gone)
 
     def new_ref_id(self) -> int:
         """A fresh id for a session, or for a remote session's proxy (one space: a consumer

@@ -65,6 +65,7 @@ class RaftGroups(Protocol):
     def transfer(self, group: int, to: str) -> bool: ...
     def status(self, group: int) -> dict[str, Any] | None: ...
     def entry(self, group: int, index: int) -> bytes | None: ...  # an entry's data, also a retained one
+    def stored_groups(self) -> set[int]: ...  # groups whose data the node's store holds, hosted or not
     def member_ids(self, names: list[str]) -> list[int]: ...
     def member_names(self, ids: list[int]) -> list[str]: ...
 
@@ -187,6 +188,27 @@ class QuorumQueues:
         raft = self.raft
         assert raft is not None
         return lambda index: raft.entry(group, index)
+
+    def host_all(self, queues: list[Any], delete_gone: bool = False) -> None:
+        """After the metadata was restored (from a snapshot, or replayed at start): host a
+        replica of each quorum queue in ``queues`` this node is a member of, and of each one
+        whose data its store still holds although it is no longer a target (it may still be
+        a voter: as a hosted replica it asks the leader, and deletes itself once its removal
+        has committed). ``delete_gone``: the model holds every queue this node ever hosted
+        a group for (the start's replay is done), so a stored group no queue names belongs
+        to a queue deleted meanwhile: its data is deleted."""
+        assert self.raft is not None
+        stored = self.raft.stored_groups()
+        named = set()
+        for queue in queues:
+            named.add(queue.group)
+            if queue.group and queue.group not in self.replicas and (
+                    self.node.name in queue.members or queue.group in stored):
+                self._host(queue, campaign=False)
+        if delete_gone:
+            for group in sorted(stored - named):
+                log.info("quorum queue group %d belongs to a deleted queue: its data is deleted", group)
+                self.raft.drop(group)
 
     def members_changed(self, queue: Any) -> None:
         """The metadata names new target members: a member new here hosts an empty replica
