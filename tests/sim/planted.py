@@ -17,7 +17,6 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import Any
 
-from warren.broker.message import Message as QueuedMessage
 from warren.cluster.queue_fsm import BATCH_SLOTS_BITS, QResult, QuorumQueueMachine
 from warren.raft.node import RaftNode, Role
 from warren.raft.types import Config, Entry, Message, MsgType, SnapshotMeta
@@ -179,7 +178,8 @@ class RefusesButKeeps(QuorumQueueMachine):
                  place: int = 0) -> bool:
         accepted = super()._enqueue(now_ms, exchange, routing_key, properties, body, place)
         if not accepted:
-            self.queue._append(QueuedMessage.from_publish(exchange, routing_key, body, properties, {}), now_ms)
+            seq = self.applied << BATCH_SLOTS_BITS | place
+            self.queue._append(self._message(exchange, routing_key, properties, body, seq), now_ms)
         return accepted
 
 

@@ -46,7 +46,7 @@ from bisect import bisect_left
 from collections import deque
 from collections.abc import Container, Hashable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from warren.broker.message import Message, dead_lettered_copy
 from warren.broker.queue_args import QueueArgs, parse_queue_arguments, resource_name
@@ -113,6 +113,17 @@ class EnqueueOutcome:
     dropped: int = 0  # messages dropped from the head by drop-head
 
 
+class Entry(Protocol):
+    """A queued message: its id, deadline and redelivered flag."""
+
+    msg_id: int
+    expires_at: int | None
+    redelivered: bool
+
+    @property
+    def message(self) -> Message: ...
+
+
 class _Entry:
     __slots__ = ("expires_at", "message", "msg_id", "redelivered")
 
@@ -123,14 +134,14 @@ class _Entry:
         self.redelivered = False
 
 
-def _msg_id(entry: _Entry) -> int:
+def _msg_id(entry: Entry) -> int:
     return entry.msg_id
 
 
 class _Unacked:
     __slots__ = ("consumer", "entry", "owner")
 
-    def __init__(self, entry: _Entry, consumer: Consumer | None, owner: ConsumerRef | None) -> None:
+    def __init__(self, entry: Entry, consumer: Consumer | None, owner: ConsumerRef | None) -> None:
         self.entry = entry
         self.consumer = consumer
         self.owner = owner
@@ -143,7 +154,7 @@ class _Ready:
 
     def __init__(self, max_priority: int | None) -> None:
         self.max_level = max_priority or 0
-        self.levels: list[deque[_Entry]] = [deque() for _ in range(self.max_level + 1)]
+        self.levels: list[deque[Entry]] = [deque() for _ in range(self.max_level + 1)]
         self.count = 0
 
     def level_of(self, message: Message) -> int:
@@ -151,17 +162,17 @@ class _Ready:
             return 0
         return max(0, min(message.priority, self.max_level))
 
-    def append(self, entry: _Entry) -> None:
+    def append(self, entry: Entry) -> None:
         self.levels[self.level_of(entry.message)].append(entry)
         self.count += 1
 
-    def head_level(self) -> deque[_Entry] | None:
+    def head_level(self) -> deque[Entry] | None:
         for level in reversed(self.levels):
             if level:
                 return level
         return None
 
-    def oldest_level(self) -> deque[_Entry] | None:
+    def oldest_level(self) -> deque[Entry] | None:
         """The level whose head is the oldest message (drop-head drops it)."""
         oldest = None
         for level in self.levels:
@@ -169,9 +180,9 @@ class _Ready:
                 oldest = level
         return oldest
 
-    def put_back(self, entries: list[_Entry]) -> None:
+    def put_back(self, entries: list[Entry]) -> None:
         """Return entries to their original positions (by msg_id)."""
-        by_level: dict[int, list[_Entry]] = {}
+        by_level: dict[int, list[Entry]] = {}
         for entry in entries:
             by_level.setdefault(self.level_of(entry.message), []).append(entry)
         for index, group in by_level.items():
@@ -185,14 +196,14 @@ class _Ready:
                 level.extend(merged)
             self.count += len(group)
 
-    def clear(self) -> list[_Entry]:
+    def clear(self) -> list[Entry]:
         removed = [entry for level in self.levels for entry in level]
         for level in self.levels:
             level.clear()
         self.count = 0
         return removed
 
-    def __iter__(self) -> Iterator[_Entry]:
+    def __iter__(self) -> Iterator[Entry]:
         for level in reversed(self.levels):
             yield from level
 
@@ -326,17 +337,29 @@ class QueueState:
             dropped = self._drop_head_over_limit(now_ms)
         return EnqueueOutcome(True, dropped)
 
-    def _append(self, message: Message, now_ms: int) -> _Entry:
+    def _append(self, message: Message, now_ms: int) -> Entry:
         ttl = self.args.message_ttl
         if message.expiration_ms is not None:
             ttl = message.expiration_ms if ttl is None else min(ttl, message.expiration_ms)
-        entry = _Entry(self._next_msg_id, message, None if ttl is None else now_ms + ttl)
-        self._next_msg_id += 1
+        entry = self.new_entry(self.new_id(message), message, None if ttl is None else now_ms + ttl)
         self._ready.append(entry)
         self._ready_bytes += message.size
         if self.journal is not None:
             self.journal.append((True, message))
         return entry
+
+    # A replicated queue's machine (warren.cluster.queue_fsm) overrides these two: its
+    # messages are its own (never shared), so each is its own entry, and its ids are the
+    # messages' log locators -- an object and an int less per queued message.
+    def new_id(self, message: Message) -> int:
+        """The id of a message enqueued now (increasing)."""
+        msg_id = self._next_msg_id
+        self._next_msg_id += 1
+        return msg_id
+
+    def new_entry(self, msg_id: int, message: Message, expires_at: int | None) -> Entry:
+        """A queued message's entry (``redelivered`` False)."""
+        return _Entry(msg_id, message, expires_at)
 
     def restore_message(
         self,
@@ -519,7 +542,7 @@ class QueueState:
 
     # ---- settlement ------------------------------------------------------------------
 
-    def _take_unacked(self, msg_ids: Iterable[int]) -> list[_Entry]:
+    def _take_unacked(self, msg_ids: Iterable[int]) -> list[Entry]:
         taken = []
         for msg_id in msg_ids:
             record = self._unacked.pop(msg_id, None)
@@ -607,7 +630,7 @@ class QueueState:
 
     # ---- removal and dead-lettering --------------------------------------------------
 
-    def _remove_ready(self, entry: _Entry, reason: str, now_ms: int) -> None:
+    def _remove_ready(self, entry: Entry, reason: str, now_ms: int) -> None:
         self._ready.count -= 1
         self._ready_bytes -= entry.message.size
         self._settled(entry.message)
@@ -687,14 +710,14 @@ class QueueState:
         self._ready = _Ready(self.args.max_priority)
         self._ready_bytes = 0
         for msg_id, message, redelivered, expires_at in state["ready"]:
-            entry = _Entry(msg_id, message, expires_at)
+            entry = self.new_entry(msg_id, message, expires_at)
             entry.redelivered = redelivered
             self._ready.append(entry)
             self._ready_bytes += message.size
         self._unacked = {}
         self._unacked_bytes = 0
         for msg_id, message, redelivered, expires_at, consumer, owner in state["unacked"]:
-            entry = _Entry(msg_id, message, expires_at)
+            entry = self.new_entry(msg_id, message, expires_at)
             entry.redelivered = redelivered
             self._unacked[msg_id] = _Unacked(
                 entry, None if consumer is None else consumers[consumer],

@@ -96,7 +96,7 @@ import msgpack
 from warren.amqp.properties import decode_properties, encode_properties
 from warren.broker.message import Message
 from warren.broker.policy import args_with_definition
-from warren.broker.queue import Consumer, ConsumerRef, DeadLetter, QueueState
+from warren.broker.queue import Consumer, ConsumerRef, DeadLetter, Entry, QueueState
 from warren.broker.queue_args import QueueArgs
 from warren.errors import AMQPError
 from warren.store.broker_store import pack_definition, unpack_definition
@@ -168,7 +168,7 @@ class QuorumQueueMachine:
 
     def __init__(self, name: str, vhost: str, arguments: dict[str, Any], log: LogReader | None = None,
                  min_span: int = 4096) -> None:
-        self.queue = QueueState(name, vhost, durable=True, arguments=arguments)
+        self.queue = _LoggedQueue(name, vhost, durable=True, arguments=arguments)
         self.log = log  # set: bodies live in the log (see the module docstring)
         self.min_span = min_span  # Limits.quorum_snapshot_min_entries
         self._fresh: list[Message] = []  # enqueued by the entry being applied (bodies still held)
@@ -451,7 +451,7 @@ class QuorumQueueMachine:
         if shared is None:
             shared = blocks[properties] = (properties, decode_properties(properties))
         exchange, routing_key = names.setdefault(exchange, exchange), names.setdefault(routing_key, routing_key)
-        message = Message.from_publish(exchange, routing_key, b"" if body is None else body, *shared)
+        message = _Queued.from_publish(exchange, routing_key, b"" if body is None else body, *shared)
         message.body, message.seq = body, seq
         length = len(body) if body is not None else size or 0
         message.size = sizes.setdefault(length, length)
@@ -552,6 +552,35 @@ class QuorumQueueMachine:
         self.queue.policy = name or None
         self.delivery_limit = delivery_limit_of(args)
         return args
+
+
+class _Queued(Message):
+    """A replica's message, which is also its queue entry (a replica's messages are its own,
+    never shared by queues): one object per queued message, not two."""
+
+    __slots__ = ("expires_at", "msg_id", "redelivered")
+    expires_at: int | None
+    msg_id: int
+    redelivered: bool
+
+    @property
+    def message(self) -> Message:
+        return self
+
+
+class _LoggedQueue(QueueState):
+    """The replica's queue: its messages are their own entries, and a message's id is its
+    locator when it was enqueued (increasing in log order, the same on every replica, and
+    the same int object as its ``seq`` until a RELOCATE moves it). Ids restored from an
+    older snapshot are a counter's, all below any locator since."""
+
+    def new_id(self, message: Message) -> int:
+        return message.seq
+
+    def new_entry(self, msg_id: int, message: Message, expires_at: int | None) -> Entry:
+        assert isinstance(message, _Queued), "a replica's messages come from its _message"
+        message.msg_id, message.expires_at, message.redelivered = msg_id, expires_at, False
+        return message
 
 
 @dataclass(slots=True)

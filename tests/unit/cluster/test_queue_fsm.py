@@ -46,13 +46,22 @@ class Replica:
     def __init__(self, **arguments: Any) -> None:
         self.m = QuorumQueueMachine("q", "/", arguments)
         self.index = 0
+        self.ids: list[int] = []  # of the messages published, in order
+
+    def id(self, n: int) -> int:
+        """The id of the n-th message published (1-based): its locator, entry index and place."""
+        return self.ids[n - 1]
 
     def __call__(self, op: QOp, *fields: Any, now: int = 0) -> QResult:
         self.index += 1
         return self.m.apply(self.index, encode(op, now, *fields))
 
     def publish(self, *bodies: bytes, now: int = 0, properties: bytes = PLAIN) -> list[QResult]:
-        return [self(QOp.ENQUEUE, "", "q", properties, body, now=now) for body in bodies]
+        results = []
+        for body in bodies:
+            results.append(self(QOp.ENQUEUE, "", "q", properties, body, now=now))
+            self.ids.append(self.index << BATCH_SLOTS_BITS)
+        return results
 
     def checkout(self, channel: str, tag: str = "ctag", prefetch: int = 0, priority: int = 0,
                  exclusive: bool = False) -> QResult:
@@ -275,7 +284,7 @@ def test_purge_removes_ready_messages_only() -> None:
     q.checkout(C1, prefetch=1)
     q.publish(b"a", b"b", b"c")
     assert q(QOp.PURGE).value == 2
-    assert q.ready() == [] and [i for i, _ in q.m.holders()] == [1]
+    assert q.ready() == [] and [i for i, _ in q.m.holders()] == [q.id(1)]
     assert q(QOp.PURGE).value == 0
 
 
@@ -288,12 +297,12 @@ def test_down_of_a_node_returns_its_messages_to_the_others_redelivered() -> None
     q.checkout(C2, prefetch=1)
     q.publish(b"a", b"b", b"c")
     q.checkout(C3, prefetch=5)
-    assert [(i, ch) for i, ch in q.m.holders()] == [(1, C1), (2, C2), (3, C3)]
+    assert [(i, ch) for i, ch in q.m.holders()] == [(q.id(1), C1), (q.id(2), C2), (q.id(3), C3)]
     down = q(QOp.DOWN, "n1#")
     assert down.value == 2
     assert seen(down.deliveries) == [(C3, b"a", True, 1), (C3, b"b", True, 1)]
     assert [ch for ch, _, _ in q.m.consumers()] == [C3]
-    assert q(QOp.SETTLE, C1, [1]).value == 0  # the dead channel's late ack
+    assert q(QOp.SETTLE, C1, [q.id(1)]).value == 0  # the dead channel's late ack
     assert q(QOp.DOWN, "n1#").value == 0  # a resent DOWN finds nothing
 
 
@@ -344,7 +353,7 @@ def test_checked_out_lists_each_held_message_with_its_consumer() -> None:
     q.checkout(C1, "x", prefetch=1)
     q.checkout(C3, "y tag", prefetch=1)  # a tag with a space in it
     q.publish(b"a", b"b", b"c")
-    q(QOp.RETURN, C1, [1])  # a goes back to C1, counted once
+    q(QOp.RETURN, C1, [q.id(1)])  # a goes back to C1, counted once
     out = q.m.checked_out()
     assert [(d.channel, d.tag, d.message.body, d.redelivered, d.delivery_count) for d in out] == [
         (C3, "y tag", b"b", True, 0), (C1, "x", b"a", True, 1)]
@@ -403,7 +412,7 @@ def test_a_policy_sets_the_delivery_limit_and_a_message_ttl_for_later_publishes(
     q.publish(b"new", now=20)  # stamped with the TTL in force when it is enqueued, as RabbitMQ does
     assert q.m.needs_ticks
     assert q(QOp.GET, C1, False, 1).value[4].body == b"old"
-    returned = q(QOp.RETURN, C1, [1])  # the first return is over a limit of 0
+    returned = q(QOp.RETURN, C1, [q.id(1)])  # the first return is over a limit of 0
     assert [(d.reason, d.message.body) for d in returned.dead_letters] == [("delivery_limit", b"old")]
     assert [(d.reason, d.message.body) for d in q(QOp.TICK, now=71).dead_letters] == [("expired", b"new")]
 
@@ -617,15 +626,15 @@ def test_a_snapshot_keeps_credit_of_a_cancelled_consumer_apart_from_its_successo
     q.publish(b"m1", b"m2", b"m3", b"m4", now=10)
     q(QOp.CANCEL, C1, "a")
     q.checkout(C1, "a", prefetch=1)  # the same key again: a new consumer with its own credit
-    q(QOp.RETURN, C1, [2])  # m2 comes back to it, counted
+    q(QOp.RETURN, C1, [q.id(2)])  # m2 comes back to it, counted
     got = q(QOp.GET, C3, False).value
-    assert [(i, ch) for i, ch in q.m.holders()] == [(1, C1), (2, C1), (got[0], C3)]
+    assert [(i, ch) for i, ch in q.m.holders()] == [(q.id(1), C1), (q.id(2), C1), (got[0], C3)]
     restored = QuorumQueueMachine.restore(q.m.snapshot())
     assert restored.applied == q.index and restored.needs_ticks
     for machine in (q.m, restored):
         index = q.index
-        assert machine.apply(index + 1, encode(QOp.SETTLE, 20, C1, [1])).deliveries == []  # m1: old credit
-        after = machine.apply(index + 2, encode(QOp.SETTLE, 20, C1, [2]))
+        assert machine.apply(index + 1, encode(QOp.SETTLE, 20, C1, [q.id(1)])).deliveries == []  # m1: old credit
+        after = machine.apply(index + 2, encode(QOp.SETTLE, 20, C1, [q.id(2)]))
         assert seen(after.deliveries) == [(C1, b"m4", False, 0)]
         down = machine.apply(index + 3, encode(QOp.DOWN, 21, "n2#"))  # the get's m3 comes back
         assert down.value == 1 and down.deliveries == []  # the consumer holds m4: no credit
@@ -685,6 +694,7 @@ class LoggedReplica(Replica):
         self.entries: list[bytes] = []
         self.m = QuorumQueueMachine("q", "/", arguments, in_log(self.entries), min_span)
         self.index = 0
+        self.ids = []
 
     def __call__(self, op: QOp, *fields: Any, now: int = 0) -> QResult:
         self.entries.append(encode(op, now, *fields))
