@@ -26,16 +26,21 @@ QUORUM = {"x-queue-type": "quorum"}
 LIMITS = "raft_snapshot_every_entries = 64\nquorum_snapshot_min_entries = 64\nraft_snapshot_fork_records = 1\n"
 
 
+def three(base: Path, started: list[Member]) -> list[Member]:
+    """Three members formed from seeds (a bootstraps, b joins through a, c through b)."""
+    make = member_factory(base, started, LIMITS)
+    a, b, c = make("a"), make("b"), make("c")
+    a.start()
+    b.start(seeds=[a])
+    c.start(seeds=[b])
+    return [a, b, c]
+
+
 @pytest.fixture(scope="module")
 def members(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Member]]:
     started: list[Member] = []
-    make = member_factory(tmp_path_factory.mktemp("qrecovery"), started, LIMITS)
     try:
-        a, b, c = make("a"), make("b"), make("c")
-        a.start()
-        b.start(seeds=[a])
-        c.start(seeds=[b])
-        yield [a, b, c]
+        yield three(tmp_path_factory.mktemp("qrecovery"), started)
     finally:
         for member in started:
             member.kill()
@@ -104,12 +109,8 @@ def stored_groups(member: Member) -> set[int]:
 def test_a_member_removed_while_down_deletes_the_data_when_it_returns(
         tmp_path_factory: pytest.TempPathFactory) -> None:
     started: list[Member] = []
-    make = member_factory(tmp_path_factory.mktemp("qremoved"), started, LIMITS)
     try:
-        a, b, c = make("a"), make("b"), make("c")
-        a.start()
-        b.start(seeds=[a])
-        c.start(seeds=[b])
+        a, b, c = three(tmp_path_factory.mktemp("qremoved"), started)
         ch = channel(a)
         for queue in ("kept", "shrunk", "deleted"):
             ch.queue_declare(queue, durable=True, arguments=QUORUM)

@@ -156,8 +156,11 @@ class SnapshotPolicy:
             keep_from = self._keep_from(group)
         if not take(applied, snapshot(group), keep_from=keep_from):
             return False
-        self._since[group] = _Since()
         self._on_loop.discard(group)
+        return self._taken(group)
+
+    def _taken(self, group: GroupId) -> bool:
+        self._since[group] = _Since()
         self.taken += 1
         return True
 
@@ -204,7 +207,5 @@ class SnapshotPolicy:
         data, keep_from = built.result
         if not take(built.index, data, keep_from=keep_from):
             return False
-        self._since[group] = _Since()
-        self.taken += 1
         self.forked += 1
-        return True
+        return self._taken(group)

@@ -44,7 +44,6 @@ class ChildSnapshot:
     def __init__(self, index: int, build: Build, on_done: Callable[[ChildSnapshot], None]) -> None:
         self.index = index  # the applied index it captures
         self.result: tuple[bytes, int | None] | None = None
-        self.failed = False
         self._on_done = on_done
         self._chunks: list[bytes] = []
         self._loop = asyncio.get_running_loop()
@@ -82,7 +81,6 @@ class ChildSnapshot:
             log.info("a child built the snapshot at %d (%d bytes) in %.2f s",
                      self.index, len(data), time.monotonic() - self.started)
         else:
-            self.failed = True
             log.error("the child %d building a snapshot at %d failed; the next one is taken on the loop",
                       self.pid, self.index)
         self._on_done(self)
